@@ -1,0 +1,1 @@
+"""The DAG engine: node registry, workflow formats, validation, cached executor. No torch, no HTTP."""

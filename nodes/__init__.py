@@ -1,0 +1,1 @@
+"""vidgraph's built-in node pack."""

@@ -1,0 +1,1 @@
+"""Stable Video Diffusion in torch: one file per model."""

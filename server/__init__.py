@@ -1,0 +1,1 @@
+"""HTTP + websocket server and the command line. No SVD knowledge."""
