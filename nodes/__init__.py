@@ -1,1 +1,25 @@
-"""vidgraph's built-in node pack."""
+"""vidgraph's built-in node pack.
+
+It is loaded by the engine's registry exactly like a third-party pack: this module exports
+``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS``, gathered from the modules below.
+"""
+import importlib
+
+# Each module exports NODE_CLASS_MAPPINGS (and optionally NODE_DISPLAY_NAME_MAPPINGS).
+PACK_MODULES = (
+    "core",        # primitives, math, string, compare, text preview
+    "images",      # LoadImage, SaveImage, PreviewImage, scaling, batching ...
+    "video",       # animated WEBP/PNG, CreateVideo/SaveVideo (PyAV), LoadVideo
+    "latents",     # VAEEncode/Decode, Save/LoadLatent, latent batch nodes
+    "svd_nodes",   # SVD loaders, conditioning, guidance, KSampler
+)
+
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+
+for _name in PACK_MODULES:
+    if importlib.util.find_spec(f"{__name__}.{_name}") is None:
+        continue  # a module of the pack that is not written yet
+    _module = importlib.import_module(f"{__name__}.{_name}")
+    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(getattr(_module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
