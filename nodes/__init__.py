@@ -4,6 +4,7 @@ It is loaded by the engine's registry exactly like a third-party pack: this modu
 ``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS``, gathered from the modules below.
 """
 import importlib
+import importlib.util
 
 # Each module exports NODE_CLASS_MAPPINGS (and optionally NODE_DISPLAY_NAME_MAPPINGS).
 PACK_MODULES = (
