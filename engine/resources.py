@@ -1,0 +1,159 @@
+"""Sizes of values, and the byte-bounded cache of loaded models that survives prompts.
+
+The engine may not import torch, so sizes are found by duck typing: tensors and arrays expose
+`nbytes` (or `element_size()` and `numel()`), torch modules expose `parameters()`/`buffers()`,
+and anything else can say how big it is with a `vidgraph_nbytes()` method.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Hashable
+
+
+def tensor_nbytes(value: Any) -> int | None:
+    """Bytes of one tensor-like value, or None when it is not one."""
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    element_size = getattr(value, "element_size", None)
+    numel = getattr(value, "numel", None)
+    if callable(element_size) and callable(numel):
+        try:
+            return int(element_size()) * int(numel())
+        except Exception:
+            return None
+    return None
+
+
+def estimate_nbytes(value: Any, limit_items: int = 100_000) -> int:
+    """Approximate memory held by `value`: tensors counted once each, containers walked iteratively."""
+    total = 0
+    seen: set[int] = set()
+    stack = [value]
+    visited = 0
+    while stack and visited < limit_items:
+        item = stack.pop()
+        visited += 1
+        if item is None or isinstance(item, (bool, int, float)):
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        custom = getattr(item, "vidgraph_nbytes", None)
+        if callable(custom):
+            total += int(custom())
+            continue
+        if isinstance(item, (str, bytes, bytearray)):
+            total += len(item)
+            continue
+        size = tensor_nbytes(item)
+        if size is not None:
+            total += size
+            continue
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif callable(getattr(item, "parameters", None)) and callable(getattr(item, "buffers", None)):
+            try:
+                stack.extend(item.parameters())
+                stack.extend(item.buffers())
+            except Exception:
+                pass
+    return total
+
+
+ReleaseHook = Callable[[Hashable, Any], None]
+
+
+class ResourceCache:
+    """Loaded models and other expensive objects, least recently used dropped past `max_bytes`.
+
+    Release hooks are called as `hook(key, value)` for every entry that leaves the cache
+    (released on request or evicted), e.g. to move a model off the GPU and empty the CUDA cache.
+    """
+
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._hooks: list[ReleaseHook] = []
+        self._lock = threading.RLock()
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._entries)
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size in self._entries.values())
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        with self._lock:
+            if key not in self._entries:
+                return default
+            self._entries.move_to_end(key)
+            return self._entries[key][0]
+
+    def put(self, key: Hashable, value: Any, size: int | None = None) -> Any:
+        size = estimate_nbytes(value) if size is None else int(size)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._entries[key] = (value, size)
+            evicted = self._evict_over_budget(keep=key)
+        if old is not None and old[0] is not value:
+            evicted.insert(0, (key, old[0]))
+        self._call_hooks(evicted)
+        return value
+
+    def get_or_load(self, key: Hashable, loader: Callable[[], Any],
+                    size_of: Callable[[Any], int] | None = None) -> Any:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+            value = loader()
+            return self.put(key, value, size_of(value) if size_of else None)
+
+    def release(self, key: Hashable | None = None) -> None:
+        """Drop one entry, or everything when key is None."""
+        with self._lock:
+            if key is None:
+                released = [(k, v) for k, (v, _) in self._entries.items()]
+                self._entries.clear()
+            elif key in self._entries:
+                released = [(key, self._entries.pop(key)[0])]
+            else:
+                released = []
+        self._call_hooks(released)
+
+    def add_release_hook(self, hook: ReleaseHook) -> None:
+        self._hooks.append(hook)
+
+    def _evict_over_budget(self, keep: Hashable) -> list[tuple[Hashable, Any]]:
+        evicted = []
+        if self.max_bytes is None:
+            return evicted
+        total = sum(size for _, size in self._entries.values())
+        for key in list(self._entries):
+            if total <= self.max_bytes:
+                break
+            if key == keep:
+                continue
+            value, size = self._entries.pop(key)
+            total -= size
+            evicted.append((key, value))
+        return evicted
+
+    def _call_hooks(self, released: list[tuple[Hashable, Any]]) -> None:
+        for key, value in released:
+            for hook in self._hooks:
+                hook(key, value)
