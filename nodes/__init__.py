@@ -12,7 +12,9 @@ PACK_MODULES = (
     "images",      # LoadImage, SaveImage, PreviewImage, scaling, batching ...
     "video",       # animated WEBP/PNG, CreateVideo/SaveVideo (PyAV), LoadVideo
     "latents",     # VAEEncode/Decode, Save/LoadLatent, latent batch nodes
-    "svd_nodes",   # SVD loaders, conditioning, guidance, KSampler
+    "loaders",     # checkpoint, VAE, CLIP-vision and UNet loaders
+    "conditioning",  # CLIPVisionEncode, SVD_img2vid_Conditioning, per-frame CFG guidance
+    "ksampler",    # KSampler, KSamplerAdvanced
 )
 
 NODE_CLASS_MAPPINGS: dict = {}

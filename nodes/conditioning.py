@@ -1,0 +1,131 @@
+"""SVD image conditioning and the per-frame guidance nodes.
+
+The CONDITIONING SVD samples with is ComfyUI's: ``[[clip_embedding [1,1,D], {"concat_latent_image":
+raw latent [1,4,h,w], "fps", "motion_bucket_id", "augmentation_level"}]]``. The negative has a
+zeroed embedding and a zeroed concat latent but the same fps / motion / augmentation, because
+SVD's unconditional branch only drops the image, never the micro-conditioning.
+"""
+from __future__ import annotations
+
+import torch
+
+from .image_io import NodeInputError
+from .images import resize
+from .latents import encode_pixels
+from .model_management import resident
+
+CONTEXT = {"context": "NODE_CONTEXT"}
+MAX_RESOLUTION = 16384
+
+
+def encode_clip_vision(clip_vision, image: torch.Tensor, settings, crop: bool = True):
+    with resident(clip_vision, settings):
+        return clip_vision.encode_image(image, crop=crop)
+
+
+class CLIPVisionEncode:
+    DESCRIPTION = "Encode an image with a CLIP vision model (SVD's image embedding)."
+    CATEGORY = "conditioning"
+    RETURN_TYPES = ("CLIP_VISION_OUTPUT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip_vision": ("CLIP_VISION",), "image": ("IMAGE",),
+                             "crop": (["center", "none"],)},
+                "hidden": CONTEXT}
+
+    def encode(self, clip_vision, image, crop, context):
+        return (encode_clip_vision(clip_vision, image, context.settings, crop=crop == "center"),)
+
+
+class SVD_img2vid_Conditioning:
+    DESCRIPTION = ("SVD's conditioning from one image: its CLIP embedding, its VAE latent on every frame, "
+                   "and the fps / motion / augmentation micro-conditioning; plus an empty video latent.")
+    CATEGORY = "conditioning/video_models"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
+    RETURN_NAMES = ("positive", "negative", "latent")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "clip_vision": ("CLIP_VISION",), "init_image": ("IMAGE",), "vae": ("VAE",),
+            "width": ("INT", {"default": 1024, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
+            "height": ("INT", {"default": 576, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
+            "video_frames": ("INT", {"default": 14, "min": 1, "max": 4096}),
+            "motion_bucket_id": ("INT", {"default": 127, "min": 1, "max": 1023,
+                                         "tooltip": "More motion with higher values."}),
+            "fps": ("INT", {"default": 6, "min": 1, "max": 1024}),
+            "augmentation_level": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01,
+                                             "tooltip": "Noise added to the init image: less faithful, more motion."}),
+        }, "hidden": CONTEXT}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, video_frames=None, **_):
+        for name, value in (("width", width), ("height", height)):
+            if isinstance(value, int) and value % 8:
+                return f"{name} must be a multiple of 8 (the VAE's downscale), got {value}"
+        if isinstance(video_frames, int) and video_frames < 1:
+            return f"video_frames must be at least 1, got {video_frames}"
+        return True
+
+    def encode(self, clip_vision, init_image, vae, width, height, video_frames, motion_bucket_id,
+               fps, augmentation_level, context):
+        node = "SVD_img2vid_Conditioning"
+        if width % 8 or height % 8:
+            raise NodeInputError(node, "width" if width % 8 else "height",
+                                 f"width and height must be multiples of 8, got {width}x{height}")
+        if video_frames < 1:
+            raise NodeInputError(node, "video_frames", f"must be at least 1, got {video_frames}")
+        if not isinstance(init_image, torch.Tensor) or init_image.ndim != 4 or init_image.shape[0] < 1:
+            raise NodeInputError(node, "init_image", "expected an IMAGE [batch, height, width, channels]")
+        settings = context.settings
+        embedding = encode_clip_vision(clip_vision, init_image, settings).image_embeds.unsqueeze(0)
+        pixels = resize(init_image.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
+        pixels = pixels[..., :3]
+        if augmentation_level > 0:
+            # Drawn from torch's global generator, exactly where ComfyUI draws it: an upstream
+            # ImageAddNoise (or KSampler) seeds it, which is what makes such workflows repeatable.
+            pixels = pixels + torch.randn_like(pixels) * augmentation_level
+        concat = encode_pixels(vae, pixels, settings)
+        micro = {"motion_bucket_id": motion_bucket_id, "fps": fps, "augmentation_level": augmentation_level}
+        positive = [[embedding, {**micro, "concat_latent_image": concat}]]
+        negative = [[torch.zeros_like(embedding), {**micro, "concat_latent_image": torch.zeros_like(concat)}]]
+        latent = torch.zeros([video_frames, 4, height // 8, width // 8])
+        return positive, negative, {"samples": latent}
+
+
+class _VideoCFGGuidance:
+    CATEGORY = "sampling/video_models"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    RAMP = ""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "min_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0,
+                                                   "step": 0.5, "round": 0.01})}}
+
+    def patch(self, model, min_cfg):
+        return (model.with_cfg_ramp(self.RAMP, min_cfg),)
+
+
+class VideoLinearCFGGuidance(_VideoCFGGuidance):
+    DESCRIPTION = "Guidance scale per frame, rising linearly from min_cfg (first frame) to the sampler's cfg (last)."
+    RAMP = "linear"
+
+
+class VideoTriangleCFGGuidance(_VideoCFGGuidance):
+    DESCRIPTION = "Guidance scale per frame: min_cfg at both ends, the sampler's cfg in the middle frame."
+    RAMP = "triangle"
+
+
+NODE_CLASS_MAPPINGS = {
+    "CLIPVisionEncode": CLIPVisionEncode,
+    "SVD_img2vid_Conditioning": SVD_img2vid_Conditioning,
+    "VideoLinearCFGGuidance": VideoLinearCFGGuidance,
+    "VideoTriangleCFGGuidance": VideoTriangleCFGGuidance,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {"CLIPVisionEncode": "CLIP Vision Encode"}

@@ -1,0 +1,103 @@
+"""Where models live and how long: device and dtype policy, the loaded-model cache, low-VRAM moves.
+
+The engine owns a byte-bounded LRU (`ctx.resources`); this module decides what goes into it
+(keyed by the file's identity and the load options, so an edited file is reloaded) and how a
+torch module is moved between CPU and GPU. Settings come from the command line through
+`ctx.settings`: ``device`` ("auto" | "cpu" | "cuda"), ``dtype`` ("auto" | "fp32" | "fp16" | "bf16"),
+``lowvram`` (keep weights on the CPU, move each model to the GPU only while it runs) and
+``allow_pickle`` (permit legacy .ckpt/.pt files, through ``torch.load(weights_only=True)``).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def compute_device(settings: Mapping[str, Any]) -> torch.device:
+    wanted = settings.get("device", "auto")
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(wanted)
+
+
+def compute_dtype(settings: Mapping[str, Any], device: torch.device) -> torch.dtype:
+    """fp32 on the CPU (half precision is slow there and changes results); fp16 on a GPU."""
+    wanted = settings.get("dtype", "auto")
+    if wanted != "auto":
+        return DTYPES[wanted]
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def file_identity(path: str | os.PathLike) -> tuple:
+    """Real path, size and mtime: a file replaced under the same name is a different model."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return real, stat.st_size, stat.st_mtime_ns
+
+
+def module_nbytes(value: Any) -> int:
+    """Bytes held by the parameters and buffers of every torch module reachable from `value`."""
+    modules = [value] if isinstance(value, torch.nn.Module) else [
+        v for v in getattr(value, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+    seen: set[int] = set()
+    total = 0
+    for module in modules:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if id(tensor) not in seen and tensor.device.type != "meta":
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def load_cached(ctx, kind: str, path: str | os.PathLike, loader: Callable[[], Any],
+                **options: Any) -> Any:
+    """Load once per (file, options) and keep it in the engine's model cache across prompts."""
+    key = (kind, file_identity(path), tuple(sorted(options.items())))
+    return ctx.resources.get_or_load(key, loader, size_of=module_nbytes)
+
+
+def release_memory() -> None:
+    """Hand freed tensors back to the system and the GPU driver (a `/free` or cache eviction)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def resident(module: torch.nn.Module, settings: Mapping[str, Any]) -> Iterator[torch.device]:
+    """Run `module` on the compute device; in low-VRAM mode it leaves the GPU afterwards."""
+    device = compute_device(settings)
+    module.to(device)
+    try:
+        yield device
+    finally:
+        if settings.get("lowvram") and device.type == "cuda":
+            module.to("cpu")
+            torch.cuda.empty_cache()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def with_shrinking_chunks(fn: Callable[[int], Any], chunk: int, min_chunk: int = 1) -> Any:
+    """Call ``fn(chunk)``; an out-of-memory error halves the chunk size and retries.
+
+    Used for the VAE decode so that a clip too long for the GPU still decodes, in smaller
+    groups of frames, instead of failing the prompt.
+    """
+    chunk = max(min_chunk, chunk)
+    while True:
+        try:
+            return fn(chunk)
+        except Exception as error:  # noqa: BLE001 - only OOM is retried, the rest re-raised
+            if not is_out_of_memory(error) or chunk <= min_chunk:
+                raise
+            chunk = max(min_chunk, chunk // 2)
+            release_memory()
