@@ -1,0 +1,149 @@
+// Turns /object_info node definitions into the slot and widget layout of a node (no DOM here).
+
+export const WIDGET_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"]);
+export const CONTROL_MODES = ["fixed", "increment", "decrement", "randomize"];
+
+// Frontend-only node types: they shape the graph but never reach the API prompt.
+export const VIRTUAL_DEFS = {
+  Reroute: {
+    name: "Reroute", display_name: "Reroute", category: "utils", description: "", output_node: false,
+    python_module: "frontend", input: { required: { "": ["*"] } }, input_order: { required: [""] },
+    output: ["*"], output_name: [""], output_is_list: [false], virtual: true,
+  },
+  Note: {
+    name: "Note", display_name: "Note", category: "utils", description: "", output_node: false,
+    python_module: "frontend", input: { required: { text: ["STRING", { multiline: true }] } },
+    input_order: { required: ["text"] }, output: [], output_name: [], output_is_list: [], virtual: true,
+  },
+};
+VIRTUAL_DEFS.MarkdownNote = { ...VIRTUAL_DEFS.Note, name: "MarkdownNote", display_name: "Markdown Note" };
+
+export function isVirtualType(type) {
+  return Object.prototype.hasOwnProperty.call(VIRTUAL_DEFS, type);
+}
+
+// Both combo spellings: [["a","b"], {...}] and ["COMBO", {options: [...]}].
+export function parseInputSpec(name, spec, optional) {
+  const [rawType, options = {}] = Array.isArray(spec) ? spec : [spec, {}];
+  const opts = options && typeof options === "object" ? options : {};
+  if (Array.isArray(rawType)) {
+    return { name, type: "COMBO", optional, options: { ...opts, values: rawType } };
+  }
+  const type = String(rawType);
+  if (type === "COMBO") return { name, type, optional, options: { ...opts, values: opts.options ?? [] } };
+  return { name, type, optional, options: opts };
+}
+
+function orderedNames(def, category) {
+  const declared = Object.keys(def.input?.[category] ?? {});
+  const order = def.input_order?.[category];
+  return Array.isArray(order) ? order.filter((n) => declared.includes(n)) : declared;
+}
+
+export function defaultWidgetValue(spec) {
+  const o = spec.options;
+  switch (spec.type) {
+    case "INT":
+    case "FLOAT": return clampNumber(o.default ?? o.min ?? 0, spec);
+    case "STRING": return o.default ?? "";
+    case "BOOLEAN": return o.default ?? false;
+    case "COMBO": return o.default ?? o.values[0] ?? "";
+    default: return null;
+  }
+}
+
+export function hasSeedControl(spec) {
+  if (spec.options.control_after_generate) return true;
+  // Older definitions never flagged it: ComfyUI's frontend guesses from the name.
+  return spec.type === "INT" && (spec.name === "seed" || spec.name === "noise_seed");
+}
+
+// The layout of a node of this definition: socket inputs, outputs and widgets in
+// widgets_values order (extra frontend-only widgets included, as ComfyUI stores them).
+export function describeNode(def) {
+  const sockets = [];
+  const widgets = [];
+  for (const category of ["required", "optional"]) {
+    for (const name of orderedNames(def, category)) {
+      const spec = parseInputSpec(name, def.input[category][name], category === "optional");
+      const isWidget = WIDGET_TYPES.has(spec.type) && !spec.options.forceInput;
+      if (!isWidget) {
+        sockets.push({ name, type: spec.type, optional: spec.optional });
+        continue;
+      }
+      widgets.push({ name, kind: spec.type, spec, value: defaultWidgetValue(spec) });
+      if (hasSeedControl(spec)) {
+        widgets.push({ name: "control_after_generate", kind: "CONTROL", target: name, value: "randomize", serialize: false });
+      }
+      if (spec.options.image_upload || spec.options.video_upload) {
+        widgets.push({ name: "upload", kind: "UPLOAD", target: name, value: "image", serialize: false });
+      }
+    }
+  }
+  const outputs = (def.output ?? []).map((type, i) => ({
+    name: def.output_name?.[i] ?? String(type),
+    type: Array.isArray(type) ? "COMBO" : type,
+    isList: Boolean(def.output_is_list?.[i]),
+  }));
+  return { sockets, widgets, outputs };
+}
+
+export function clampNumber(value, spec) {
+  let n = Number(value);
+  if (!Number.isFinite(n)) n = Number(spec.options.default ?? 0);
+  const { min, max } = spec.options;
+  if (typeof min === "number" && n < min) n = min;
+  // 2**64-1 seeds cannot be represented exactly; stay inside what a JS number holds.
+  const upper = typeof max === "number" ? Math.min(max, Number.MAX_SAFE_INTEGER) : undefined;
+  if (upper !== undefined && n > upper) n = upper;
+  if (spec.type === "INT") return Math.round(n);
+  const round = spec.options.round;
+  if (typeof round === "number" && round > 0) {
+    const decimals = Math.max(0, Math.ceil(-Math.log10(round)));
+    n = Number((Math.round(n / round) * round).toFixed(decimals));
+  }
+  return n;
+}
+
+// control_after_generate: the value the seed takes for the *next* queue.
+export function nextControlledValue(mode, value, spec, random = Math.random) {
+  if (spec.type === "COMBO") {
+    const values = spec.options.values;
+    const i = values.indexOf(value);
+    if (mode === "increment") return values[Math.min(values.length - 1, i + 1)];
+    if (mode === "decrement") return values[Math.max(0, i - 1)];
+    if (mode === "randomize") return values[Math.floor(random() * values.length)];
+    return value;
+  }
+  const step = spec.type === "INT" ? 1 : (spec.options.step ?? 1);
+  if (mode === "increment") return clampNumber(Number(value) + step, spec);
+  if (mode === "decrement") return clampNumber(Number(value) - step, spec);
+  if (mode === "randomize") {
+    const min = spec.options.min ?? 0;
+    const max = Math.min(spec.options.max ?? 0xffffffff, Number.MAX_SAFE_INTEGER);
+    return clampNumber(min + Math.floor(random() * (max - min + 1)), spec);
+  }
+  return value;
+}
+
+// Fuzzy search for the add-node palette: every query word must appear in the
+// name, display name or category; earlier and tighter matches rank first.
+export function searchDefs(defs, query, accepts = () => true) {
+  const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+  const hits = [];
+  for (const def of Object.values(defs)) {
+    if (def.deprecated || !accepts(def)) continue;
+    const display = (def.display_name || def.name).toLowerCase();
+    const haystack = `${display} ${def.name.toLowerCase()} ${(def.category || "").toLowerCase()}`;
+    let score = 0;
+    let matched = true;
+    for (const word of words) {
+      const at = haystack.indexOf(word);
+      if (at < 0) { matched = false; break; }
+      score += at + (display.startsWith(word) ? -50 : 0) + (display === word ? -100 : 0);
+    }
+    if (matched) hits.push({ def, score: score + display.length / 100 });
+  }
+  hits.sort((a, b) => a.score - b.score || a.def.name.localeCompare(b.def.name));
+  return hits.map((h) => h.def);
+}
