@@ -1,0 +1,350 @@
+"""Workflow files in, API-format prompt out.
+
+Two JSON formats exist (reference comfyui.md §2):
+
+- API format, what ``POST /prompt`` takes: ``{node_id: {"class_type", "inputs", "_meta"?}}`` where
+  a link is ``[node_id, output_index]``.
+- UI format, what the editor saves (litegraph): ``nodes`` with positional ``widgets_values``,
+  ``links`` as rows ``[id, origin_id, origin_slot, target_id, target_slot, type]`` (or objects in
+  schema version 1), groups, and frontend-only nodes (PrimitiveNode, Reroute, Note).
+
+ComfyUI converts UI to API only in the browser; here the conversion is server-side so that a
+saved editor file, or a PNG/WEBP/MP4 carrying one, runs headless. Widget values are matched to
+input names through the registry's input order, skipping the values of frontend-only widgets
+(the seed's ``control_after_generate`` combo, the image upload button).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .metadata import MetadataError, read_embedded_metadata, sniff_format
+
+__all__ = ["WorkflowError", "Workflow", "load_workflow", "read_workflow", "ui_to_api",
+           "read_embedded_metadata", "is_ui_workflow", "is_api_prompt"]
+
+MODE_MUTED = 2      # litegraph NEVER: the node and what only it feeds do not run
+MODE_BYPASS = 4     # the node is skipped; its inputs are forwarded to matching outputs
+VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "mesh_upload")
+LEGACY_SEED_NAMES = {"seed", "noise_seed"}
+
+
+class WorkflowError(ValueError):
+    """A workflow that cannot be read or converted; names the node when one is at fault."""
+
+    def __init__(self, message: str, node_id: Any = None):
+        super().__init__(message)
+        self.node_id = None if node_id is None else str(node_id)
+
+    def to_json(self) -> dict:
+        """ComfyUI's 400 body (``invalid_prompt``), so callers report it like a validation error."""
+        return {"error": {"type": "invalid_prompt", "message": str(self),
+                          "details": f"Node ID '#{self.node_id}'" if self.node_id else "",
+                          "extra_info": {}},
+                "node_errors": {}}
+
+
+@dataclass
+class Workflow:
+    """A loaded workflow: the API prompt to run, and the UI graph when the source had one
+    (it goes into ``extra_data.extra_pnginfo.workflow`` so saved outputs embed it)."""
+    prompt: dict
+    ui: dict | None = None
+    source_format: str = "api"   # api | ui | png | webp | mp4 | safetensors
+
+
+# ----------------------------------------------------------------------------------- loading
+
+def load_workflow(source: Any, registry: Any) -> dict:
+    """The API-format prompt from a path, bytes, JSON text or dict (API or UI format, or a
+    PNG/WEBP/MP4/safetensors file with an embedded ``prompt`` or ``workflow``)."""
+    return read_workflow(source, registry).prompt
+
+
+def read_workflow(source: Any, registry: Any) -> Workflow:
+    """Like `load_workflow`, keeping the UI graph and the source format."""
+    if isinstance(source, Mapping):
+        return _from_json(dict(source), registry, "json")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _from_bytes(bytes(source), registry, "<bytes>")
+    if isinstance(source, str) and source.lstrip().startswith(("{", "[")):
+        return _from_json(_parse_json(source, "<text>"), registry, "json")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise WorkflowError(f"workflow file not found: {path}") from None
+        except OSError as exc:
+            raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror or exc}") from None
+        return _from_bytes(data, registry, str(path))
+    raise WorkflowError(f"cannot load a workflow from a {type(source).__name__}")
+
+
+def _from_bytes(data: bytes, registry: Any, name: str) -> Workflow:
+    kind = sniff_format(data)
+    if kind is None:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise WorkflowError(f"{name}: neither JSON nor a PNG/WEBP/MP4 file") from None
+        return _from_json(_parse_json(text, name), registry, "json")
+    try:
+        embedded = read_embedded_metadata(data)
+    except MetadataError as exc:
+        raise WorkflowError(f"{name}: {exc}") from None
+    prompt, ui = embedded.get("prompt"), embedded.get("workflow")
+    if not isinstance(ui, dict):
+        ui = None
+    if isinstance(prompt, dict) and prompt:
+        # The saved prompt is exactly what ran; prefer it over re-converting the graph.
+        return Workflow(_api_prompt(prompt), ui, kind)
+    if ui is not None:
+        return Workflow(ui_to_api(ui, registry), ui, kind)
+    raise WorkflowError(f"{name}: the {kind.upper()} file carries no embedded 'prompt' or 'workflow'")
+
+
+def _parse_json(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise WorkflowError(f"{name}: not valid JSON: {exc}") from None
+
+
+def _from_json(data: Any, registry: Any, kind: str) -> Workflow:
+    if not isinstance(data, dict):
+        raise WorkflowError(f"a workflow must be a JSON object, got {type(data).__name__}")
+    if is_ui_workflow(data):
+        return Workflow(ui_to_api(data, registry), data, "ui")
+    if isinstance(data.get("prompt"), dict) and not is_api_prompt(data):
+        # A /prompt request body (or a saved one): {"prompt": ..., "extra_data": {...}}
+        ui = ((data.get("extra_data") or {}).get("extra_pnginfo") or {}).get("workflow")
+        return Workflow(_api_prompt(data["prompt"]), ui if isinstance(ui, dict) else None, "api")
+    if is_api_prompt(data):
+        return Workflow(_api_prompt(data), None, "api")
+    raise WorkflowError("not a workflow: expected the API format ({node_id: {class_type, inputs}}) "
+                        "or the UI format (an object with 'nodes' and 'links')")
+
+
+def is_ui_workflow(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
+
+
+def is_api_prompt(data: Any) -> bool:
+    return (isinstance(data, dict) and bool(data)
+            and all(isinstance(node, dict) for node in data.values())
+            and any("class_type" in node or "inputs" in node for node in data.values()))
+
+
+def _api_prompt(prompt: dict) -> dict:
+    """Node ids as strings; everything else is left to validation, which reports all at once."""
+    return {str(node_id): node for node_id, node in prompt.items()}
+
+
+# ------------------------------------------------------------------------------- UI → API
+
+def ui_to_api(workflow: dict, registry: Any) -> dict:
+    """Convert an editor (litegraph) workflow into an API-format prompt.
+
+    ``registry`` is a NodeRegistry (its ``classes``) or a plain {class_type: class} mapping.
+    Muted and bypassed nodes, and frontend-only nodes, do not appear in the result; links are
+    followed through reroutes and bypassed nodes, and a PrimitiveNode's value replaces the link.
+    """
+    if not is_ui_workflow(workflow):
+        raise WorkflowError("not a UI-format workflow: no 'nodes' list")
+    classes = getattr(registry, "classes", registry)
+    graph = _UiGraph(workflow)
+    prompt: dict[str, dict] = {}
+    for node in graph.nodes.values():
+        node_type = node.get("type")
+        if node_type in VIRTUAL_NODES or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS):
+            continue
+        node_id = str(node["id"])
+        cls = classes.get(node_type) if isinstance(node_type, str) else None
+        if cls is None:
+            if isinstance(node_type, str) and graph.is_subgraph(node_type):
+                raise WorkflowError(f"node {node_id} is a subgraph ({node_type}); subgraphs are not "
+                                    "supported yet: unpack it in the editor first", node_id)
+            raise WorkflowError(f"node {node_id} has type {node_type!r}, which is not a registered node "
+                                "(is its node pack installed?)", node_id)
+        inputs = _widget_inputs(node, cls, node_id)
+        for slot in node.get("inputs") or []:
+            if not isinstance(slot, dict) or slot.get("link") is None:
+                continue
+            name = (slot.get("widget") or {}).get("name") or slot.get("name")
+            if not isinstance(name, str):
+                raise WorkflowError(f"node {node_id} ({node_type}) has an input without a name", node_id)
+            resolved = graph.resolve(slot["link"], slot.get("type"), node_id, name)
+            if resolved is not None:
+                inputs[name] = resolved
+        title = node.get("title") or getattr(registry, "display_names", {}).get(node_type) or node_type
+        prompt[node_id] = {"class_type": node_type, "inputs": inputs, "_meta": {"title": title}}
+    # A link into a node that did not make it (a muted node's consumer keeps its link in the
+    # editor, but ComfyUI drops such inputs); validation then names the missing input.
+    for entry in prompt.values():
+        for name, value in list(entry["inputs"].items()):
+            if _is_link(value) and value[0] not in prompt:
+                del entry["inputs"][name]
+    return prompt
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+class _UiGraph:
+    """Nodes and links of one UI workflow, with link resolution through frontend-only nodes."""
+
+    def __init__(self, workflow: dict):
+        self.nodes: dict[str, dict] = {}
+        for node in workflow["nodes"]:
+            if not isinstance(node, dict) or "id" not in node:
+                raise WorkflowError(f"UI workflow has a node without an id: {str(node)[:80]}")
+            if str(node["id"]) in self.nodes:
+                raise WorkflowError(f"UI workflow has two nodes with id {node['id']}", node["id"])
+            self.nodes[str(node["id"])] = node
+        self.links: dict[Any, tuple[str, int, str, int, Any]] = {}
+        for link in workflow.get("links") or []:
+            row = _link_row(link)
+            self.links[row[0]] = tuple(row[1:])  # type: ignore[assignment]
+        subgraphs = (workflow.get("definitions") or {}).get("subgraphs") or []
+        self.subgraph_ids = {sg.get("id") for sg in subgraphs if isinstance(sg, dict)}
+
+    def is_subgraph(self, node_type: str) -> bool:
+        return node_type in self.subgraph_ids
+
+    def resolve(self, link_id: Any, want_type: Any, node_id: str, input_name: str) -> Any:
+        """A link into (node_id, input_name): ``[origin, slot]``, a constant, or None (dropped)."""
+        seen = set()
+        while True:
+            if link_id in seen:
+                raise WorkflowError(f"node {node_id} input '{input_name}': the link loops through "
+                                    "reroutes or bypassed nodes", node_id)
+            seen.add(link_id)
+            link = self.links.get(link_id)
+            if link is None:
+                raise WorkflowError(f"node {node_id} input '{input_name}': link {link_id} is not in the "
+                                    "workflow's links", node_id)
+            origin_id, origin_slot = str(link[0]), link[1]
+            origin = self.nodes.get(origin_id)
+            if origin is None:
+                raise WorkflowError(f"node {node_id} input '{input_name}': link {link_id} comes from node "
+                                    f"{origin_id}, which is not in the workflow", node_id)
+            origin_type = origin.get("type")
+            if origin_type == "PrimitiveNode":
+                values = origin.get("widgets_values")
+                if not isinstance(values, list) or not values:
+                    raise WorkflowError(f"node {node_id} input '{input_name}': primitive node {origin_id} "
+                                        "has no value", node_id)
+                return _api_value(values[0])
+            if origin.get("mode", 0) == MODE_MUTED:
+                return None
+            if origin_type == "Reroute":
+                link_id = _input_link(origin, 0)
+            elif origin.get("mode", 0) == MODE_BYPASS:
+                link_id = _bypass_link(origin, origin_slot, want_type or link[4])
+            else:
+                return [origin_id, int(origin_slot)]
+            if link_id is None:
+                return None
+
+
+def _link_row(link: Any) -> list:
+    """[id, origin_id, origin_slot, target_id, target_slot, type] from a row or a v1 link object."""
+    if isinstance(link, dict):
+        try:
+            return [link["id"], link["origin_id"], link["origin_slot"], link["target_id"],
+                    link["target_slot"], link.get("type")]
+        except KeyError as exc:
+            raise WorkflowError(f"UI workflow link {link.get('id', '?')} lacks {exc.args[0]!r}") from None
+    if isinstance(link, list) and len(link) >= 5:
+        return list(link[:6]) + [None] * (6 - len(link[:6]))
+    raise WorkflowError(f"UI workflow has a malformed link: {str(link)[:80]} (expected "
+                        "[id, origin_id, origin_slot, target_id, target_slot, type])")
+
+
+def _input_link(node: dict, index: int) -> Any:
+    slots = node.get("inputs") or []
+    return slots[index].get("link") if index < len(slots) and isinstance(slots[index], dict) else None
+
+
+def _bypass_link(node: dict, origin_slot: int, want_type: Any) -> Any:
+    """A bypassed node passes through its first input whose type is the requested one,
+    trying the input at the same index as the requested output first (ComfyUI's rule)."""
+    slots = node.get("inputs") or []
+    for index in [origin_slot, *range(len(slots))]:
+        if isinstance(index, int) and 0 <= index < len(slots) and isinstance(slots[index], dict) \
+                and slots[index].get("type") == want_type:
+            return slots[index].get("link")
+    return None
+
+
+def _api_value(value: Any) -> Any:
+    # A list constant would read as a link; ComfyUI wraps it and validation unwraps it.
+    return {"__value__": value} if isinstance(value, list) else value
+
+
+# ----------------------------------------------------------------------------- widgets
+
+@dataclass
+class _Widget:
+    name: str
+    options: dict
+    control: bool   # followed by a frontend-only control_after_generate value
+    upload: bool    # followed by a frontend-only upload button value
+
+
+def _declared_widgets(cls: type, node_id: str) -> list[_Widget]:
+    """The inputs the editor shows as widgets, in the order their values are saved."""
+    try:
+        declared = cls.INPUT_TYPES()
+    except Exception as exc:  # a pack's INPUT_TYPES raising is its bug, but name the node
+        raise WorkflowError(f"node {node_id}: {cls.__name__}.INPUT_TYPES() raised "
+                            f"{type(exc).__name__}: {exc}", node_id) from None
+    widgets = []
+    for section in ("required", "optional"):
+        for name, entry in ((declared or {}).get(section) or {}).items():
+            entry = entry if isinstance(entry, (list, tuple)) else (entry,)
+            kind = entry[0] if entry else None
+            options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            is_combo = isinstance(kind, (list, tuple)) or kind == "COMBO"
+            if not (is_combo or kind in WIDGET_TYPES) or options.get("forceInput") or options.get("defaultInput"):
+                continue
+            control = bool(options.get("control_after_generate")) or (kind == "INT" and name in LEGACY_SEED_NAMES)
+            upload = any(options.get(key) for key in UPLOAD_OPTIONS)
+            widgets.append(_Widget(name, options, control, upload))
+    return widgets
+
+
+def _widget_inputs(node: dict, cls: type, node_id: str) -> dict:
+    widgets = _declared_widgets(cls, node_id)
+    values = node.get("widgets_values")
+    if values is None:
+        values = []
+    inputs: dict[str, Any] = {}
+    if isinstance(values, dict):  # some packs save {widget_name: value}
+        for widget in widgets:
+            if widget.name in values:
+                inputs[widget.name] = _api_value(values[widget.name])
+        return inputs
+    if not isinstance(values, list):
+        raise WorkflowError(f"node {node_id} ({node.get('type')}): widgets_values must be a list, "
+                            f"got {type(values).__name__}", node_id)
+    pos = 0
+    for i, widget in enumerate(widgets):
+        if pos < len(values):
+            inputs[widget.name] = _api_value(values[pos])
+            pos += 1
+        elif "default" in widget.options:  # saved before the input existed: the editor uses the default
+            inputs[widget.name] = widget.options["default"]
+        if widget.control and pos < len(values) and isinstance(values[pos], str) and values[pos] in CONTROL_VALUES:
+            pos += 1
+        surplus = (len(values) - pos) - (len(widgets) - i - 1)
+        if widget.upload and surplus > 0 and isinstance(values[pos], str):
+            pos += 1
+    return inputs

@@ -1,0 +1,135 @@
+"""Embedded prompt/workflow in PNG, WEBP, MP4 and safetensors: read what other writers produce
+(Pillow, PyAV/ffmpeg, safetensors), and check what we write against independent readers."""
+import io
+import json
+import struct
+import zlib
+
+import av
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+from safetensors.numpy import save as save_safetensors
+
+from vidgraph.engine import metadata
+from vidgraph.engine.metadata import MetadataError, read_embedded_metadata
+
+PROMPT = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 5}}}
+WORKFLOW = {"nodes": [{"id": 1, "type": "PrimitiveInt", "widgets_values": [5]}], "links": [], "version": 0.4,
+            "extra": {"note": "ünïcødé ✓"}}
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_with(*chunks: bytes) -> bytes:
+    base = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(base, "PNG")
+    data = base.getvalue()
+    iend = data.rindex(b"IEND") - 4
+    return data[:iend] + b"".join(chunks) + data[iend:]
+
+
+def test_png_text_chunks_of_every_kind():
+    workflow = json.dumps(WORKFLOW).encode()
+    data = _png_with(
+        _chunk(b"zTXt", b"prompt\0\0" + zlib.compress(json.dumps(PROMPT).encode())),
+        _chunk(b"iTXt", b"workflow\0\x01\0en\0Workflow\0" + zlib.compress(workflow)),
+        _chunk(b"tEXt", b"parameters\0steps: 20"))
+    assert metadata.png_text(data)["parameters"] == "steps: 20"
+    assert read_embedded_metadata(data) == {"prompt": PROMPT, "workflow": WORKFLOW}
+
+
+def test_pillow_written_png_text_reads_back():
+    info = PngImagePlugin.PngInfo()
+    for key, text in metadata.png_text_items(PROMPT, {"workflow": WORKFLOW}):
+        info.add_text(key, text)
+    out = io.BytesIO()
+    Image.new("RGB", (3, 3)).save(out, "PNG", pnginfo=info)
+    assert read_embedded_metadata(out.getvalue()) == {"prompt": PROMPT, "workflow": WORKFLOW}
+
+
+def test_animated_png_comf_chunks_written_through_pillow_read_back():
+    info = PngImagePlugin.PngInfo()
+    for kind, body in metadata.png_comf_chunks(PROMPT, {"workflow": WORKFLOW}):
+        info.add(kind, body, after_idat=True)
+    frames = [Image.new("RGB", (4, 4), (i * 80, 0, 0)) for i in range(3)]
+    out = io.BytesIO()
+    frames[0].save(out, "PNG", save_all=True, append_images=frames[1:], pnginfo=info, duration=100)
+    assert b"comf" in out.getvalue()
+    assert read_embedded_metadata(out.getvalue()) == {"prompt": PROMPT, "workflow": WORKFLOW}
+
+
+def test_webp_exif_we_write_is_what_pillow_reads():
+    exif = metadata.webp_exif(PROMPT, {"workflow": WORKFLOW, "extra": {"a": 1}})
+    out = io.BytesIO()
+    frames = [Image.new("RGB", (4, 4), (0, i * 80, 0)) for i in range(2)]
+    frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], exif=exif, lossless=True)
+    tags = Image.open(io.BytesIO(out.getvalue())).getexif()
+    assert tags[0x0110] == "prompt:" + json.dumps(PROMPT)
+    assert json.loads(tags[0x010F].split(":", 1)[1]) == WORKFLOW
+    assert tags[0x010E] == 'extra:{"a": 1}'
+    assert read_embedded_metadata(out.getvalue()) == {"prompt": PROMPT, "workflow": WORKFLOW}
+
+
+def test_webp_exif_written_by_pillow_as_comfyui_does_reads_back():
+    image = Image.new("RGB", (4, 4))
+    exif = image.getexif()
+    exif[0x0110] = "prompt:" + json.dumps(PROMPT)
+    exif[0x010F] = "workflow:" + json.dumps(WORKFLOW)
+    out = io.BytesIO()
+    image.save(out, "WEBP", exif=exif)
+    assert read_embedded_metadata(out.getvalue()) == {"prompt": PROMPT, "workflow": WORKFLOW}
+
+
+def _mp4(tags: dict, movflags: str | None) -> bytes:
+    out = io.BytesIO()
+    container = av.open(out, mode="w", format="mp4", options={"movflags": movflags} if movflags else {})
+    container.metadata.update(tags)
+    stream = container.add_stream("libx264", rate=6)
+    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    for _ in range(2):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return out.getvalue()
+
+
+def test_mp4_metadata_tags_as_pyav_writes_them():
+    data = _mp4(metadata.mp4_metadata(PROMPT, {"workflow": WORKFLOW}), "use_metadata_tags")
+    assert read_embedded_metadata(data) == {"prompt": PROMPT, "workflow": WORKFLOW}
+
+
+def test_mp4_without_metadata_tags_falls_back_to_a_json_comment():
+    data = _mp4({"comment": json.dumps({"prompt": PROMPT, "workflow": WORKFLOW})}, None)
+    assert metadata.mp4_tags(data)["comment"].startswith("{")
+    assert read_embedded_metadata(data) == {"prompt": PROMPT, "workflow": WORKFLOW}
+
+
+def test_safetensors_latent_metadata():
+    data = save_safetensors({"latent_tensor": np.zeros((1, 4, 2, 2), np.float32)},
+                            metadata={"prompt": json.dumps(PROMPT), "workflow": json.dumps(WORKFLOW)})
+    assert read_embedded_metadata(data) == {"prompt": PROMPT, "workflow": WORKFLOW}
+
+
+def test_file_without_metadata_gives_empty_dict(tmp_path):
+    path = tmp_path / "plain.png"
+    Image.new("RGB", (2, 2)).save(path)
+    assert read_embedded_metadata(path) == {}
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"GIF89a....", "not a PNG, WEBP"),
+    (metadata.PNG_SIGNATURE + struct.pack(">I", 1000) + b"tEXt" + b"short", "runs past the end"),
+    (b"RIFF\x20\0\0\0WEBPEXIF\x40\0\0\0II*\0", "runs past the end"),
+    (b"RIFF\x10\0\0\0WEBPEXIF\x04\0\0\0XX\0\0", "no TIFF header"),
+    (b"\0\0\0\x08ftyp" + b"\0\0\0\x04moov", "bad size"),
+    (struct.pack("<Q", 999) + b'{"a', "header runs past"),
+    (_png_with(_chunk(b"zTXt", b"prompt\0\0not-zlib")), "zTXt chunk 'prompt' is corrupt"),
+])
+def test_corrupt_files_raise_metadata_error(data, expected):
+    with pytest.raises(MetadataError, match=expected):
+        read_embedded_metadata(data)

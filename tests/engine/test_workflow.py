@@ -1,0 +1,237 @@
+"""UI → API conversion and workflow loading, on hand-written editor files (not our own output)."""
+import copy
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from vidgraph.engine import metadata
+from vidgraph.engine.workflow import WorkflowError, load_workflow, read_workflow, ui_to_api
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _load_standins():
+    spec = importlib.util.spec_from_file_location("standin_nodes", FIXTURES / "standin_nodes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.NODE_CLASS_MAPPINGS
+
+
+class Registry:
+    """Only what the converter uses of a NodeRegistry: `classes` (and display names)."""
+    def __init__(self):
+        self.classes = _load_standins()
+        self.display_names = {"ImageOnlyCheckpointLoader": "Image Only Checkpoint Loader (img2vid model)",
+                              "LoadImage": "Load Image", "VAEDecode": "VAE Decode"}
+
+
+REGISTRY = Registry()
+
+
+def ui_fixture():
+    return json.loads((FIXTURES / "svd_img2vid_ui.json").read_text())
+
+
+def api_fixture():
+    return json.loads((FIXTURES / "svd_img2vid_api.json").read_text())
+
+
+def node(ui, node_id):
+    return next(n for n in ui["nodes"] if n["id"] == node_id)
+
+
+def test_svd_ui_workflow_converts_to_the_hand_written_api_prompt():
+    assert ui_to_api(ui_fixture(), REGISTRY) == api_fixture()
+
+
+def test_schema_version_1_links_as_objects_give_the_same_prompt():
+    ui = ui_fixture()
+    ui["version"] = 1
+    ui["links"] = [dict(zip(["id", "origin_id", "origin_slot", "target_id", "target_slot", "type"], row))
+                   for row in ui["links"]]
+    assert ui_to_api(ui, REGISTRY) == api_fixture()
+
+
+def test_primitive_value_wins_over_the_stale_widget_value():
+    ui = ui_fixture()
+    node(ui, 10)["widgets_values"] = [12, "increment"]
+    assert ui_to_api(ui, REGISTRY)["4"]["inputs"]["fps"] == 12
+
+
+def test_seed_converted_to_an_input_and_fed_by_a_primitive():
+    ui = ui_fixture()
+    ks = node(ui, 6)
+    ks["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 20})
+    ui["nodes"].append({"id": 20, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+                        "outputs": [{"name": "INT", "type": "INT", "widget": {"name": "seed"}, "links": [20]}],
+                        "widgets_values": [42, "fixed"]})
+    ui["links"].append([20, 20, 0, 6, 4, "INT"])
+    inputs = ui_to_api(ui, REGISTRY)["6"]["inputs"]
+    assert inputs["seed"] == 42 and inputs["steps"] == 20 and inputs["sampler_name"] == "euler"
+
+
+def test_seed_without_its_control_value_still_maps_positionally():
+    ui = ui_fixture()
+    node(ui, 6)["widgets_values"] = [5, 30, 3.0, "dpmpp_2m", "normal", 0.8]
+    inputs = ui_to_api(ui, REGISTRY)["6"]["inputs"]
+    assert (inputs["seed"], inputs["steps"], inputs["cfg"], inputs["scheduler"], inputs["denoise"]) == \
+        (5, 30, 3.0, "normal", 0.8)
+
+
+def test_legacy_noise_seed_control_value_is_skipped():
+    ui = {"nodes": [{"id": 1, "type": "KSamplerAdvanced", "mode": 0, "inputs": [], "outputs": [],
+                     "widgets_values": ["enable", 99, "fixed", 25, 2.5, "euler", "karras", 0, 10000, "disable"]}],
+          "links": []}
+    inputs = ui_to_api(ui, REGISTRY)["1"]["inputs"]
+    assert inputs == {"add_noise": "enable", "noise_seed": 99, "steps": 25, "cfg": 2.5, "sampler_name": "euler",
+                      "scheduler": "karras", "start_at_step": 0, "end_at_step": 10000,
+                      "return_with_leftover_noise": "disable"}
+
+
+def test_force_input_takes_no_widget_value_and_optional_widgets_follow_required():
+    ui = {"nodes": [{"id": 3, "type": "StringConcat", "mode": 0, "inputs": [{"name": "a", "type": "STRING", "link": None}],
+                     "outputs": [], "widgets_values": ["tail", ", "]}], "links": []}
+    assert ui_to_api(ui, REGISTRY)["3"]["inputs"] == {"b": "tail", "sep": ", "}
+
+
+def test_missing_trailing_widget_values_take_the_declared_default():
+    ui = ui_fixture()
+    node(ui, 4)["widgets_values"] = [512, 320, 14]
+    inputs = ui_to_api(ui, REGISTRY)["4"]["inputs"]
+    assert (inputs["width"], inputs["motion_bucket_id"], inputs["augmentation_level"]) == (512, 127, 0.0)
+
+
+def test_dict_widgets_values_and_list_values_are_wrapped():
+    ui = {"nodes": [{"id": 1, "type": "StringConcat", "mode": 0, "inputs": [], "outputs": [],
+                     "widgets_values": {"b": ["x", "y"], "sep": "-"}}], "links": []}
+    assert ui_to_api(ui, REGISTRY)["1"]["inputs"] == {"b": {"__value__": ["x", "y"]}, "sep": "-"}
+
+
+def test_muted_upstream_drops_the_input_so_validation_reports_it():
+    ui = ui_fixture()
+    node(ui, 3)["mode"] = 2  # mute the CFG guidance: KSampler loses its model
+    prompt = ui_to_api(ui, REGISTRY)
+    assert "3" not in prompt and "model" not in prompt["6"]["inputs"]
+
+
+def test_bypass_forwards_by_type_and_drops_when_nothing_matches():
+    ui = ui_fixture()
+    node(ui, 3)["mode"] = 4  # bypass the CFG guidance: MODEL passes through from the loader
+    assert ui_to_api(ui, REGISTRY)["6"]["inputs"]["model"] == ["1", 0]
+    node(ui, 12)["inputs"][0]["type"] = "MASK"  # the bypassed scaler has no IMAGE input to forward
+    assert "init_image" not in ui_to_api(ui, REGISTRY)["4"]["inputs"]
+
+
+def test_chained_reroutes_are_followed():
+    ui = ui_fixture()
+    ui["nodes"].append({"id": 30, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 31}],
+                        "outputs": [{"name": "", "type": "VAE", "links": [10]}]})
+    ui["links"] = [row for row in ui["links"] if row[0] != 10] + [[31, 5, 0, 30, 0, "VAE"], [10, 30, 0, 7, 1, "VAE"]]
+    assert ui_to_api(ui, REGISTRY)["7"]["inputs"]["vae"] == ["1", 2]
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda ui: node(ui, 6).update(type="KSamplerTurbo"), "node 6 has type 'KSamplerTurbo'"),
+    (lambda ui: ui.update(links=[r for r in ui["links"] if r[0] != 11]), "node 7 input 'samples': link 11"),
+    (lambda ui: ui["links"].__setitem__(10, [11, 99, 0, 7, 0, "LATENT"]), "comes from node 99"),
+    (lambda ui: node(ui, 8).update(widgets_values="svd"), r"node 8 \(SaveAnimatedWEBP\): widgets_values must be a list"),
+    (lambda ui: ui["links"].append([40, 1]), "malformed link"),
+    (lambda ui: ui["nodes"].append({"id": 1, "type": "Note"}), "two nodes with id 1"),
+    (lambda ui: node(ui, 5)["inputs"][0].update(link=10), "loops"),
+    (lambda ui: node(ui, 10).update(widgets_values=[]), "primitive node 10 has no value"),
+])
+def test_malformed_ui_workflows_name_the_node_and_the_problem(mutate, expected):
+    ui = ui_fixture()
+    mutate(ui)
+    with pytest.raises(WorkflowError, match=expected) as info:
+        ui_to_api(ui, REGISTRY)
+    assert info.value.to_json()["error"]["type"] == "invalid_prompt"
+
+
+def test_subgraph_instances_are_refused_clearly():
+    ui = ui_fixture()
+    uuid = "3f0e6a52-1111-4222-8333-944455556666"
+    ui["definitions"] = {"subgraphs": [{"id": uuid, "name": "inner", "nodes": [], "links": []}]}
+    ui["nodes"].append({"id": 50, "type": uuid, "mode": 0, "inputs": [], "outputs": []})
+    with pytest.raises(WorkflowError, match="node 50 is a subgraph"):
+        ui_to_api(ui, REGISTRY)
+
+
+def test_muted_and_bypassed_unknown_nodes_are_tolerated():
+    ui = ui_fixture()
+    ui["nodes"].append({"id": 60, "type": "SomeMissingPackNode", "mode": 2, "inputs": [], "outputs": []})
+    ui["nodes"].append({"id": 61, "type": "AnotherMissingNode", "mode": 4, "inputs": [], "outputs": []})
+    assert set(ui_to_api(ui, REGISTRY)) == {"1", "2", "3", "4", "6", "7", "8"}
+
+
+# ---------------------------------------------------------------------------- load_workflow
+
+def test_load_api_file_keeps_meta_and_stringifies_ids(tmp_path):
+    api = {1: {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0]}, "_meta": {"title": "x"}}}
+    path = tmp_path / "api.json"
+    path.write_text(json.dumps(api))
+    assert load_workflow(path, REGISTRY) == {"1": api[1]}
+    assert load_workflow(str(path), REGISTRY) == {"1": api[1]}
+    assert load_workflow(api, REGISTRY) == {"1": api[1]}
+
+
+def test_load_ui_from_path_bytes_text_and_dict_agree():
+    path = FIXTURES / "svd_img2vid_ui.json"
+    expected = api_fixture()
+    for source in (path, str(path), path.read_bytes(), path.read_text(), ui_fixture()):
+        assert load_workflow(source, REGISTRY) == expected
+    loaded = read_workflow(path, REGISTRY)
+    assert loaded.source_format == "ui" and loaded.ui["last_node_id"] == 12
+
+
+def test_a_prompt_request_body_loads_with_its_ui_graph():
+    body = {"prompt": api_fixture(), "client_id": "x", "extra_data": {"extra_pnginfo": {"workflow": ui_fixture()}}}
+    loaded = read_workflow(body, REGISTRY)
+    assert loaded.prompt == api_fixture() and loaded.ui["version"] == 0.4
+
+
+def _png(**text):
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def test_png_prefers_the_embedded_prompt_and_keeps_the_workflow():
+    prompt = {"7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}}}
+    loaded = read_workflow(_png(prompt=prompt, workflow=ui_fixture()), REGISTRY)
+    assert loaded.prompt == prompt and loaded.source_format == "png" and loaded.ui["version"] == 0.4
+
+
+def test_png_with_only_a_workflow_is_converted(tmp_path):
+    path = tmp_path / "result.png"
+    path.write_bytes(_png(workflow=ui_fixture()))
+    assert load_workflow(path, REGISTRY) == api_fixture()
+
+
+def test_webp_with_embedded_workflow_loads():
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(out, "WEBP", exif=metadata.webp_exif(api_fixture(), {"workflow": ui_fixture()}))
+    assert read_workflow(out.getvalue(), REGISTRY).source_format == "webp"
+    assert load_workflow(out.getvalue(), REGISTRY) == api_fixture()
+
+
+@pytest.mark.parametrize("source, expected", [
+    (b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + b"\0" * 17 + b"\0\0\0\0IEND\xaeB`\x82", "no embedded"),
+    (b"{not json", "not valid JSON"),
+    (b"\xff\xfe\x00garbage", "neither JSON nor"),
+    ("[1, 2]", "must be a JSON object"),
+    ({"nodes_x": 1}, "not a workflow"),
+    ({}, "not a workflow"),
+    (12, "cannot load a workflow from a int"),
+    ("/no/such/workflow.json", "workflow file not found"),
+])
+def test_bad_sources_give_clear_errors(source, expected):
+    with pytest.raises(WorkflowError, match=expected):
+        load_workflow(source, REGISTRY)
