@@ -1,0 +1,424 @@
+"""Image nodes: load, save, preview, scale, crop, batch, noise (ComfyUI's names and inputs)."""
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidgraph.engine.context import current_context
+from vidgraph.engine.paths import UnsafePathError
+
+from .image_io import (ImageLimits, NodeInputError, check_image_batch, load_image_tensors,
+                       open_image_checked, tensor_to_pil)
+from .outputs import OutputFiles, embedded_metadata, png_text_info
+
+MAX_RESOLUTION = 16384
+UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+CROP_METHODS = ["disabled", "center"]
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+SAVE_HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "context": "NODE_CONTEXT"}
+
+
+# -- input files (shared with the video nodes) ------------------------------------------------------
+
+def folders_in_scope(context=None):
+    """The Folders of this call: the node's context, else the one the engine has set, else None.
+
+    INPUT_TYPES and VALIDATE_INPUTS are class methods the engine may call without a context.
+    """
+    if context is not None:
+        return context.folders
+    current = current_context()
+    return current.folders if current is not None else None
+
+
+def list_input_files(folders, media: str) -> list[str]:
+    """Top-level files of the input folder whose guessed type is `media` ("image" or "video")."""
+    if folders is None or not folders.input_dir.is_dir():
+        return []
+    names = []
+    for entry in os.scandir(folders.input_dir):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        guessed = mimetypes.guess_type(entry.name)[0] or ""
+        if guessed.split("/")[0] == media:
+            try:
+                folders.resolve_input(entry.name)  # drops symlinks that lead outside
+            except UnsafePathError:
+                continue
+            names.append(entry.name)
+    return sorted(names)
+
+
+def resolve_input_file(folders, name, node: str, input_name: str):
+    """The path of input file `name` ("x.png", "sub/x.png", "x.png [output]"), contained and existing."""
+    if not isinstance(name, str) or not name:
+        raise NodeInputError(node, input_name, f"expected a file name, got {name!r}")
+    try:
+        path = folders.resolve_input(name)
+    except UnsafePathError as e:
+        raise NodeInputError(node, input_name, f"unsafe file name {name!r}: {e}") from None
+    if not path.is_file():
+        raise NodeInputError(node, input_name, f"file {name!r} not found in {folders.input_dir}")
+    return path
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_input_file(name, context, node: str, input_name: str):
+    """VALIDATE_INPUTS for file widgets: True, or the error text. Always checks containment."""
+    folders = folders_in_scope(context)
+    if folders is None:
+        return True  # nothing to check against now; the node checks again when it runs
+    try:
+        resolve_input_file(folders, name, node, input_name)
+    except NodeInputError as e:
+        return str(e)
+    return True
+
+
+# -- loading and saving -------------------------------------------------------------------------------
+
+class LoadImage:
+    CATEGORY = "image"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load_image"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        files = list_input_files(folders or folders_in_scope(), "image")
+        return {"required": {"image": (files, {"image_upload": True})},
+                "hidden": {"context": "NODE_CONTEXT"}}
+
+    def load_image(self, image, context):
+        path = resolve_input_file(context.folders, image, "LoadImage", "image")
+        limits = ImageLimits.from_settings(context.settings)
+        with open_image_checked(path, "LoadImage", "image", limits) as opened:
+            return load_image_tensors(opened, "LoadImage", "image")
+
+    @classmethod
+    def IS_CHANGED(cls, image, context=None):
+        folders = folders_in_scope(context)
+        try:
+            return sha256_of(resolve_input_file(folders, image, "LoadImage", "image"))
+        except (NodeInputError, OSError, AttributeError):
+            return image  # the run reports the problem
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, image, context=None):
+        return validate_input_file(image, context, "LoadImage", "image")
+
+
+def save_image_batch(images, files: OutputFiles, prompt, extra_pnginfo, compress_level: int,
+                     node: str) -> list[dict]:
+    results = []
+    for batch_number, image in enumerate(check_image_batch(images, node)):
+        picture = tensor_to_pil(image)
+        info = png_text_info(prompt, extra_pnginfo)
+        results.append(files.save(
+            lambda path: picture.save(path, format="PNG", pnginfo=info, compress_level=compress_level),
+            "png", batch_number))
+    return results
+
+
+class SaveImage:
+    CATEGORY = "image"
+    DESCRIPTION = "Saves the input images to your output directory."
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+                    "images": ("IMAGE", {"tooltip": "The images to save."}),
+                    "filename_prefix": ("STRING", {"default": "ComfyUI", "tooltip":
+                        "The prefix for the file to save. This may include formatting information "
+                        "such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values "
+                        "from nodes."})},
+                "hidden": SAVE_HIDDEN}
+
+    def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None,
+                    context=None):
+        images = check_image_batch(images, "SaveImage")
+        files = _output_files(context, filename_prefix, "output", images, "SaveImage")
+        prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
+        return {"ui": {"images": save_image_batch(images, files, prompt, extra_pnginfo, 4, "SaveImage")}}
+
+
+class PreviewImage:
+    CATEGORY = "image"
+    DESCRIPTION = "Saves the input images to the temp directory for a preview."
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",)}, "hidden": SAVE_HIDDEN}
+
+    def save_images(self, images, prompt=None, extra_pnginfo=None, context=None):
+        images = check_image_batch(images, "PreviewImage")
+        suffix = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5))
+        files = _output_files(context, f"ComfyUI_temp_{suffix}", "temp", images, "PreviewImage")
+        prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
+        return {"ui": {"images": save_image_batch(images, files, prompt, extra_pnginfo, 1, "PreviewImage")}}
+
+
+def _output_files(context, filename_prefix, kind, images, node) -> OutputFiles:
+    if context is None:
+        raise NodeInputError(node, "context", "this node needs the engine's NODE_CONTEXT (its folders)")
+    try:
+        return OutputFiles(context.folders, filename_prefix, kind,
+                           width=images.shape[2], height=images.shape[1])
+    except UnsafePathError as e:
+        raise NodeInputError(node, "filename_prefix", str(e)) from None
+
+
+# -- resizing ---------------------------------------------------------------------------------------
+
+def center_crop_to_aspect(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Crop [B,C,H,W] symmetrically to the aspect ratio of width x height."""
+    old_h, old_w = samples.shape[-2:]
+    old_aspect, new_aspect = old_w / old_h, width / height
+    x = y = 0
+    if old_aspect > new_aspect:
+        x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+    elif old_aspect < new_aspect:
+        y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+    return samples[..., y:old_h - y, x:old_w - x]
+
+
+def resize(samples: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
+    """Resize [B,C,H,W] to height x width; `crop="center"` keeps the aspect ratio by cropping first."""
+    if crop == "center":
+        samples = center_crop_to_aspect(samples, width, height)
+    if method == "lanczos":
+        return _lanczos(samples, width, height)
+    return F.interpolate(samples, size=(height, width), mode=method)
+
+
+def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    # Pillow's filter on 8-bit pixels, as ComfyUI does it (torch has no lanczos).
+    from PIL import Image
+
+    out = []
+    for s in samples:
+        picture = tensor_to_pil(s.movedim(0, -1)).resize((width, height), Image.Resampling.LANCZOS)
+        array = np.asarray(picture, dtype=np.float32) / 255.0
+        out.append(torch.from_numpy(array.reshape(height, width, -1)).movedim(-1, 0))
+    return torch.stack(out).to(samples.device, samples.dtype)
+
+
+class ImageScale:
+    CATEGORY = "image/upscaling"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE",),
+            "upscale_method": (UPSCALE_METHODS,),
+            "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
+            "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
+            "crop": (CROP_METHODS,)}}
+
+    def upscale(self, image, upscale_method, width, height, crop):
+        image = check_image_batch(image, "ImageScale", "image")
+        _check_choice(upscale_method, UPSCALE_METHODS, "ImageScale", "upscale_method")
+        _check_choice(crop, CROP_METHODS, "ImageScale", "crop")
+        if width == 0 and height == 0:
+            return (image,)
+        in_h, in_w = image.shape[1:3]
+        if width == 0:  # keep the aspect ratio
+            width = max(1, round(in_w * height / in_h))
+        elif height == 0:
+            height = max(1, round(in_h * width / in_w))
+        return (resize(image.movedim(-1, 1), width, height, upscale_method, crop).movedim(1, -1),)
+
+
+class ImageScaleBy:
+    CATEGORY = "image/upscaling"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE",),
+            "upscale_method": (UPSCALE_METHODS,),
+            "scale_by": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01})}}
+
+    def upscale(self, image, upscale_method, scale_by):
+        image = check_image_batch(image, "ImageScaleBy", "image")
+        _check_choice(upscale_method, UPSCALE_METHODS, "ImageScaleBy", "upscale_method")
+        width, height = round(image.shape[2] * scale_by), round(image.shape[1] * scale_by)
+        if width < 1 or height < 1 or max(width, height) > MAX_RESOLUTION:
+            raise NodeInputError("ImageScaleBy", "scale_by", f"scaling {image.shape[2]} x {image.shape[1]} "
+                                 f"by {scale_by} gives {width} x {height}, outside 1..{MAX_RESOLUTION}")
+        return (resize(image.movedim(-1, 1), width, height, upscale_method).movedim(1, -1),)
+
+
+def _check_choice(value, choices, node, input_name):
+    if value not in choices:
+        raise NodeInputError(node, input_name, f"{value!r} is not one of {', '.join(choices)}")
+
+
+# -- crops and batches --------------------------------------------------------------------------------
+
+class ImageCrop:
+    CATEGORY = "image/transform"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "crop"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}
+        offset = {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 1}
+        return {"required": {"image": ("IMAGE",), "width": ("INT", size), "height": ("INT", size),
+                             "x": ("INT", offset), "y": ("INT", offset)}}
+
+    def crop(self, image, width, height, x, y):
+        image = check_image_batch(image, "ImageCrop", "image")
+        # An offset past the edge still yields one column/row, as in ComfyUI.
+        x = min(x, image.shape[2] - 1)
+        y = min(y, image.shape[1] - 1)
+        return (image[:, y:y + height, x:x + width, :],)
+
+
+class ImageFromBatch:
+    CATEGORY = "image/batch"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "frombatch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE",),
+            "batch_index": ("INT", {"default": 0, "min": 0, "max": 4095}),
+            "length": ("INT", {"default": 1, "min": 1, "max": 4096})}}
+
+    def frombatch(self, image, batch_index, length):
+        image = check_image_batch(image, "ImageFromBatch", "image")
+        batch_index = min(image.shape[0] - 1, batch_index)  # clamped, as ComfyUI does
+        length = min(image.shape[0] - batch_index, length)
+        return (image[batch_index:batch_index + length].clone(),)
+
+
+class RepeatImageBatch:
+    CATEGORY = "image/batch"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "repeat"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",),
+                             "amount": ("INT", {"default": 1, "min": 1, "max": 4096})}}
+
+    def repeat(self, image, amount):
+        image = check_image_batch(image, "RepeatImageBatch", "image")
+        return (image.repeat((amount, 1, 1, 1)),)
+
+
+class ImageBatch:
+    CATEGORY = "image"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "batch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}}
+
+    def batch(self, image1, image2):
+        image1 = check_image_batch(image1, "ImageBatch", "image1")
+        image2 = check_image_batch(image2, "ImageBatch", "image2")
+        if image2.shape[-1] != image1.shape[-1]:
+            raise NodeInputError("ImageBatch", "image2", f"has {image2.shape[-1]} channels, "
+                                 f"image1 has {image1.shape[-1]}")
+        if image1.shape[1:] != image2.shape[1:]:  # fit image2 to image1, as ComfyUI does
+            image2 = resize(image2.movedim(-1, 1), image1.shape[2], image1.shape[1],
+                            "bilinear", "center").movedim(1, -1)
+        return (torch.cat((image1, image2), dim=0),)
+
+
+class EmptyImage:
+    CATEGORY = "image"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}
+        return {"required": {
+            "width": ("INT", size), "height": ("INT", size),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+            "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"})}}
+
+    def generate(self, width, height, batch_size=1, color=0):
+        channels = [((color >> shift) & 0xFF) / 0xFF for shift in (16, 8, 0)]
+        pixel = torch.tensor(channels, dtype=torch.float32)
+        return (pixel.expand(batch_size, height, width, 3).clone(),)
+
+
+class ImageAddNoise:
+    CATEGORY = "image"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "repeat"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE",),
+            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                             "tooltip": "The random seed used for creating the noise."}),
+            "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01})}}
+
+    def repeat(self, image, seed, strength):
+        image = check_image_batch(image, "ImageAddNoise", "image")
+        # Seeding torch's *global* CPU generator is part of ComfyUI's behaviour, not a slip:
+        # later nodes that draw from it (SVD's augmentation noise) depend on this state, and the
+        # parity case relies on it. So no private torch.Generator here.
+        generator = torch.manual_seed(seed)
+        noise = torch.randn(image.size(), generator=generator, device="cpu").to(image)
+        return (torch.clamp(image + strength * noise, 0.0, 1.0),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "LoadImage": LoadImage,
+    "SaveImage": SaveImage,
+    "PreviewImage": PreviewImage,
+    "ImageScale": ImageScale,
+    "ImageScaleBy": ImageScaleBy,
+    "ImageCrop": ImageCrop,
+    "ImageFromBatch": ImageFromBatch,
+    "RepeatImageBatch": RepeatImageBatch,
+    "ImageBatch": ImageBatch,
+    "EmptyImage": EmptyImage,
+    "ImageAddNoise": ImageAddNoise,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadImage": "Load Image",
+    "SaveImage": "Save Image",
+    "PreviewImage": "Preview Image",
+    "ImageScale": "Upscale Image",
+    "ImageScaleBy": "Upscale Image By",
+    "ImageCrop": "Image Crop",
+    "ImageFromBatch": "Image From Batch",
+    "RepeatImageBatch": "Repeat Image Batch",
+    "ImageBatch": "Batch Images",
+    "EmptyImage": "EmptyImage",
+    "ImageAddNoise": "ImageAddNoise",
+}

@@ -1,0 +1,384 @@
+"""Video nodes: animated WEBP/PNG, the VIDEO object, MP4 (H.264 through PyAV) in and out."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from .image_io import ImageLimits, NodeInputError, check_image_batch, tensor_to_pil, to_uint8
+from .images import (SAVE_HIDDEN, folders_in_scope, list_input_files, resolve_input_file,
+                     sha256_of, validate_input_file)
+from .outputs import OutputFiles, apng_comf_info, embedded_metadata
+from vidgraph.engine import metadata
+from vidgraph.engine.paths import UnsafePathError
+
+WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
+
+
+# -- the VIDEO object ---------------------------------------------------------------------------------
+
+@dataclass
+class VideoComponents:
+    images: torch.Tensor          # IMAGE [frames, H, W, 3]
+    audio: dict | None            # AUDIO {"waveform": [1, channels, samples], "sample_rate": int}
+    frame_rate: Fraction
+
+
+class Video:
+    """What flows on a VIDEO link: frames in memory, or a file decoded on first use.
+
+    `get_components()` gives a VideoComponents; `save_to(path, metadata=...)` writes MP4/H.264.
+    """
+
+    def __init__(self, images: torch.Tensor | None = None, fps: float | Fraction = 30,
+                 audio: dict | None = None, source: Path | None = None,
+                 limits: ImageLimits = ImageLimits(), node: str = "LoadVideo", input_name: str = "file"):
+        if images is None and source is None:
+            raise ValueError("a Video needs frames or a source file")
+        self.source = source
+        self._limits, self._node, self._input = limits, node, input_name
+        self._components = None
+        if images is not None:
+            self._components = VideoComponents(images, audio, _as_fraction(fps))
+
+    @classmethod
+    def from_file(cls, path, limits: ImageLimits = ImageLimits(), node="LoadVideo", input_name="file"):
+        """A lazily decoded file; the header is checked here, so bad files fail early."""
+        probe_video(path, limits, node, input_name)
+        return cls(source=Path(path), limits=limits, node=node, input_name=input_name)
+
+    def get_components(self) -> VideoComponents:
+        if self._components is None:
+            self._components = decode_video(self.source, self._limits, self._node, self._input)
+        return self._components
+
+    def get_dimensions(self) -> tuple[int, int]:
+        """(width, height)."""
+        if self._components is None:
+            return probe_video(self.source, self._limits, self._node, self._input)[:2]
+        return self._components.images.shape[2], self._components.images.shape[1]
+
+    @property
+    def fps(self) -> Fraction:
+        return self.get_components().frame_rate
+
+    def save_to(self, path, metadata: dict[str, str] | None = None) -> None:
+        encode_mp4(path, self.get_components(), metadata or {})
+
+    def __repr__(self):
+        where = f"file {self.source}" if self.source is not None else "frames in memory"
+        return f"Video({where})"
+
+
+def _as_fraction(fps) -> Fraction:
+    return fps if isinstance(fps, Fraction) else Fraction(round(float(fps) * 1000), 1000)
+
+
+# -- MP4 encode / decode ------------------------------------------------------------------------------
+
+def even_frames(frames: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sizes: repeat the last row/column of odd-sized [T,H,W,3] frames."""
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return frames
+
+
+def encode_mp4(path, components: VideoComponents, tags: dict[str, str]) -> None:
+    """H.264 yuv420p in MP4, container tags kept under their own names (use_metadata_tags)."""
+    frames = even_frames(to_uint8(components.images[..., :3]))
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}) as out:
+        out.metadata.update(tags)
+        stream = out.add_stream("libx264", rate=components.frame_rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        audio_stream = None
+        if components.audio is not None:
+            audio_stream = _add_audio(out, components, len(frames))
+        for array in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        out.mux(stream.encode())
+        if audio_stream is not None:
+            stream_audio, waveform, rate = audio_stream
+            layout = "mono" if waveform.shape[0] == 1 else "stereo"
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform), format="fltp", layout=layout)
+            frame.sample_rate = rate
+            frame.pts = 0
+            out.mux(stream_audio.encode(frame))
+            out.mux(stream_audio.encode())
+
+
+def _add_audio(out, components: VideoComponents, frame_count: int):
+    waveform = components.audio["waveform"]
+    rate = int(components.audio["sample_rate"])
+    waveform = waveform[0] if waveform.ndim == 3 else waveform
+    waveform = waveform.detach().to("cpu", torch.float32).numpy()[:2]  # AAC here: mono or stereo
+    keep = math.ceil(frame_count / components.frame_rate * rate)  # no sound past the last frame
+    waveform = waveform[:, :keep]
+    stream = out.add_stream("aac", rate=rate)
+    stream.layout = "mono" if waveform.shape[0] == 1 else "stereo"
+    return stream, waveform, rate
+
+
+def probe_video(path, limits: ImageLimits, node: str, input_name: str) -> tuple[int, int, int]:
+    """(width, height, frames) from the container header; refuses empty, huge or unreadable files."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise NodeInputError(node, input_name, f"file {Path(path).name!r} has no video stream")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            frames = stream.frames or _estimated_frames(stream, container)
+    except av.error.FFmpegError as e:
+        raise NodeInputError(node, input_name, f"file {Path(path).name!r} is not a readable video ({e})") from None
+    what = f"video {Path(path).name!r}"
+    if width <= 0 or height <= 0:
+        raise NodeInputError(node, input_name, f"{what} has no pixels ({width} x {height})")
+    if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+        raise NodeInputError(node, input_name, f"{what} is {width} x {height} pixels; the limit is "
+                             f"{limits.max_side} per side and {limits.max_pixels:,} pixels")
+    if frames > limits.max_frames or frames * width * height > limits.max_total_pixels:
+        raise NodeInputError(node, input_name, f"{what} has about {frames} frames of {width} x {height}; "
+                             f"the limit is {limits.max_frames} frames and {limits.max_total_pixels:,} pixels in all")
+    return width, height, frames
+
+
+def _estimated_frames(stream, container) -> int:
+    duration = (float(stream.duration * stream.time_base) if stream.duration
+                else (container.duration or 0) / av.time_base)
+    return math.ceil(duration * float(stream.average_rate or 0))
+
+
+def decode_video(path, limits: ImageLimits, node: str, input_name: str) -> VideoComponents:
+    width, height, _ = probe_video(path, limits, node, input_name)
+    most = min(limits.max_frames, limits.max_total_pixels // (width * height))
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+            for frame in container.decode(stream):
+                if len(frames) >= most:  # the header undercounted
+                    raise NodeInputError(node, input_name, f"video {Path(path).name!r} has more than "
+                                         f"{most} frames of {width} x {height}")
+                frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+        audio = _decode_audio(path)
+    except av.error.FFmpegError as e:
+        raise NodeInputError(node, input_name, f"video {Path(path).name!r} is corrupt ({e})") from None
+    if not frames:
+        raise NodeInputError(node, input_name, f"video {Path(path).name!r} has no frames")
+    images = torch.stack(frames).to(torch.float32) / 255.0
+    return VideoComponents(images, audio, Fraction(rate))
+
+
+def _decode_audio(path) -> dict | None:
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+        parts = [f.to_ndarray() for frame in container.decode(stream) for f in resampler.resample(frame)]
+        parts += [f.to_ndarray() for f in resampler.resample(None)]
+    if not parts:
+        return None
+    waveform = torch.from_numpy(np.concatenate(parts, axis=1))[None]
+    return {"waveform": waveform, "sample_rate": stream.rate}
+
+
+# -- nodes --------------------------------------------------------------------------------------------
+
+def _output_files(context, node, filename_prefix, images) -> OutputFiles:
+    if context is None:
+        raise NodeInputError(node, "context", "this node needs the engine's NODE_CONTEXT (its folders)")
+    try:
+        return OutputFiles(context.folders, filename_prefix, "output",
+                           width=images.shape[2], height=images.shape[1])
+    except UnsafePathError as e:
+        raise NodeInputError(node, "filename_prefix", str(e)) from None
+
+
+def _check_fps(fps, node):
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise NodeInputError(node, "fps", f"must be a positive number, got {fps!r}")
+
+
+class SaveAnimatedWEBP:
+    CATEGORY = "image/animation"
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+                    "images": ("IMAGE",),
+                    "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+                    "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+                    "lossless": ("BOOLEAN", {"default": True}),
+                    "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
+                    "method": (list(WEBP_METHODS),)},
+                "hidden": SAVE_HIDDEN}
+
+    def save_images(self, images, fps, filename_prefix="ComfyUI", lossless=True, quality=80,
+                    method="default", prompt=None, extra_pnginfo=None, context=None):
+        images = check_image_batch(images, "SaveAnimatedWEBP")
+        _check_fps(fps, "SaveAnimatedWEBP")
+        if method not in WEBP_METHODS:
+            raise NodeInputError("SaveAnimatedWEBP", "method", f"{method!r} is not one of {', '.join(WEBP_METHODS)}")
+        files = _output_files(context, "SaveAnimatedWEBP", filename_prefix, images)
+        prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
+        pictures = [tensor_to_pil(image) for image in images]
+        exif = metadata.webp_exif(prompt, extra_pnginfo)
+        entry = files.save(lambda path: pictures[0].save(
+            path, format="WEBP", save_all=True, append_images=pictures[1:], duration=int(1000.0 / fps),
+            exif=exif, lossless=lossless, quality=quality, method=WEBP_METHODS[method]), "webp")
+        return {"ui": {"images": [entry], "animated": (len(pictures) != 1,)}}
+
+
+class SaveAnimatedPNG:
+    CATEGORY = "image/animation"
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+                    "images": ("IMAGE",),
+                    "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+                    "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+                    "compress_level": ("INT", {"default": 4, "min": 0, "max": 9})},
+                "hidden": SAVE_HIDDEN}
+
+    def save_images(self, images, fps, compress_level, filename_prefix="ComfyUI", prompt=None,
+                    extra_pnginfo=None, context=None):
+        images = check_image_batch(images, "SaveAnimatedPNG")
+        _check_fps(fps, "SaveAnimatedPNG")
+        files = _output_files(context, "SaveAnimatedPNG", filename_prefix, images)
+        prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
+        pictures = [tensor_to_pil(image) for image in images]
+        info = apng_comf_info(prompt, extra_pnginfo)
+        entry = files.save(lambda path: pictures[0].save(
+            path, format="PNG", pnginfo=info, compress_level=compress_level, save_all=True,
+            duration=int(1000.0 / fps), append_images=pictures[1:]), "png")
+        return {"ui": {"images": [entry], "animated": (True,)}}
+
+
+class CreateVideo:
+    CATEGORY = "image/video"
+    DESCRIPTION = "Create a video from images."
+    RETURN_TYPES = ("VIDEO",)
+    FUNCTION = "create_video"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+                    "images": ("IMAGE", {"tooltip": "The images to create a video from."}),
+                    "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0, "step": 1.0})},
+                "optional": {"audio": ("AUDIO", {"tooltip": "The audio to add to the video."})}}
+
+    def create_video(self, images, fps, audio=None):
+        images = check_image_batch(images, "CreateVideo")
+        _check_fps(fps, "CreateVideo")
+        if audio is not None and not (isinstance(audio, dict) and "waveform" in audio and "sample_rate" in audio):
+            raise NodeInputError("CreateVideo", "audio", "expected AUDIO {'waveform', 'sample_rate'}")
+        return (Video(images, fps, audio),)
+
+
+class SaveVideo:
+    CATEGORY = "image/video"
+    DESCRIPTION = "Saves the input video to your output directory."
+    RETURN_TYPES = ()
+    FUNCTION = "save_video"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+                    "video": ("VIDEO", {"tooltip": "The video to save."}),
+                    "filename_prefix": ("STRING", {"default": "video/ComfyUI", "tooltip":
+                        "The prefix for the file to save."}),
+                    "format": (["auto", "mp4"], {"default": "auto", "tooltip": "The format to save the video as."}),
+                    "codec": (["auto", "h264"], {"default": "auto", "tooltip": "The codec to use for the video."})},
+                "hidden": SAVE_HIDDEN}
+
+    def save_video(self, video, filename_prefix="video/ComfyUI", format="auto", codec="auto",
+                   prompt=None, extra_pnginfo=None, context=None):
+        if not isinstance(video, Video):
+            raise NodeInputError("SaveVideo", "video", f"expected a VIDEO, got {type(video).__name__}")
+        for name, value, allowed in (("format", format, ("auto", "mp4")), ("codec", codec, ("auto", "h264"))):
+            if value not in allowed:
+                raise NodeInputError("SaveVideo", name, f"{value!r} is not one of {', '.join(allowed)}")
+        images = video.get_components().images
+        files = _output_files(context, "SaveVideo", filename_prefix, images)
+        prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
+        tags = metadata.mp4_metadata(prompt, extra_pnginfo)
+        entry = files.save(lambda path: video.save_to(path, tags), "mp4")
+        return {"ui": {"images": [entry], "animated": (True,)}}
+
+
+class LoadVideo:
+    CATEGORY = "image/video"
+    RETURN_TYPES = ("VIDEO",)
+    FUNCTION = "load_video"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        files = list_input_files(folders or folders_in_scope(), "video")
+        return {"required": {"file": (files, {"video_upload": True})},
+                "hidden": {"context": "NODE_CONTEXT"}}
+
+    def load_video(self, file, context):
+        path = resolve_input_file(context.folders, file, "LoadVideo", "file")
+        return (Video.from_file(path, ImageLimits.from_settings(context.settings)),)
+
+    @classmethod
+    def IS_CHANGED(cls, file, context=None):
+        try:
+            return sha256_of(resolve_input_file(folders_in_scope(context), file, "LoadVideo", "file"))
+        except (NodeInputError, OSError, AttributeError):
+            return file
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, file, context=None):
+        return validate_input_file(file, context, "LoadVideo", "file")
+
+
+class GetVideoComponents:
+    CATEGORY = "image/video"
+    DESCRIPTION = "Extracts all components from a video: frames, audio, and framerate."
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("images", "audio", "fps")
+    FUNCTION = "get_components"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"video": ("VIDEO", {"tooltip": "The video to extract components from."})}}
+
+    def get_components(self, video):
+        if not isinstance(video, Video):
+            raise NodeInputError("GetVideoComponents", "video", f"expected a VIDEO, got {type(video).__name__}")
+        components = video.get_components()
+        return (components.images, components.audio, float(components.frame_rate))
+
+
+NODE_CLASS_MAPPINGS = {
+    "SaveAnimatedWEBP": SaveAnimatedWEBP,
+    "SaveAnimatedPNG": SaveAnimatedPNG,
+    "CreateVideo": CreateVideo,
+    "SaveVideo": SaveVideo,
+    "LoadVideo": LoadVideo,
+    "GetVideoComponents": GetVideoComponents,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CreateVideo": "Create Video",
+    "SaveVideo": "Save Video",
+    "LoadVideo": "Load Video",
+    "GetVideoComponents": "Get Video Components",
+}
