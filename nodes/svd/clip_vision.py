@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import attention
+from .vae import load_exactly
+
 CHECKPOINT_PREFIX = "conditioner.embedders.0.open_clip.model.visual."
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -53,11 +56,8 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(width, width)
 
     def forward(self, x):
-        b, n, c = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        q, k, v = qkv.view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        return self.out_proj(attention(q, k, v, self.heads))
 
 
 class MLP(nn.Module):
@@ -115,6 +115,15 @@ class CLIPVision(nn.Module):
         self.transformer.resblocks = nn.ModuleList(ResidualAttentionBlock(cfg) for _ in range(cfg.layers))
         self.ln_post = nn.LayerNorm(cfg.width, eps=cfg.eps)
         self.proj = nn.Parameter(torch.empty(cfg.width, cfg.output_dim))
+
+    @classmethod
+    def from_state_dict(cls, sd, heads: int | None = None, dtype: torch.dtype | None = None) -> "CLIPVision":
+        """Detect, build on the meta device and adopt the tensors of a CLIP vision state dict in any
+        layout `clip_vision_state_dict_from_any` accepts (ValueError on missing/extra/mis-shaped keys)."""
+        sd = clip_vision_state_dict_from_any(sd)
+        with torch.device("meta"):
+            model = cls(config_from_state_dict(sd, heads))
+        return load_exactly(model, sd, dtype, "CLIP vision")
 
     @property
     def dtype(self) -> torch.dtype:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import attention
+
 SCALE_FACTOR = 0.18215
 CHECKPOINT_PREFIX = "first_stage_model."
 
@@ -104,8 +106,8 @@ class AttnBlock(nn.Module):
     def forward(self, x, num_frames=None):
         h = self.norm(x)
         b, c, hh, ww = h.shape
-        q, k, v = (conv(h).flatten(2).transpose(1, 2).unsqueeze(1) for conv in (self.q, self.k, self.v))
-        h = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2).reshape(b, c, hh, ww)
+        q, k, v = (conv(h).flatten(2).transpose(1, 2) for conv in (self.q, self.k, self.v))
+        h = attention(q, k, v, heads=1).transpose(1, 2).reshape(b, c, hh, ww)
         return x + self.proj_out(h)
 
 
@@ -232,6 +234,15 @@ class VAE(nn.Module):
         if cfg.post_quant_conv:
             self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
 
+    @classmethod
+    def from_state_dict(cls, sd, dtype: torch.dtype | None = None) -> "VAE":
+        """Detect, build on the meta device and adopt the tensors of a VAE state dict in any layout
+        `vae_state_dict_from_any` accepts. Missing, unexpected or mis-shaped keys raise ValueError."""
+        sd = vae_state_dict_from_any(sd)
+        with torch.device("meta"):
+            model = cls(config_from_state_dict(sd))
+        return load_exactly(model, sd, dtype, "VAE")
+
     @property
     def downscale(self) -> int:
         return 2 ** (len(self.config.ch_mult) - 1)
@@ -296,7 +307,24 @@ def _check_chunk(chunk, total):
 
 
 # ---------------------------------------------------------------------------------------------
-# Detection and key conversion
+# Detection, loading and key conversion
+
+
+def load_exactly(model: nn.Module, sd, dtype, what: str) -> nn.Module:
+    """Assign `sd`'s tensors to a meta-built `model`, requiring exactly its keys and shapes."""
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - sd.keys())
+    unexpected = sorted(sd.keys() - expected.keys())
+    misshaped = [f"{k} {list(sd[k].shape)} (expected {list(v.shape)})"
+                 for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or misshaped:
+        lines = [f"{what} state dict does not fit the detected {type(model).__name__} config:"]
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+            if items:
+                lines.append(f"  {label} ({len(items)}): " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
+        raise ValueError("\n".join(lines))
+    model.load_state_dict({k: v if dtype is None else v.to(dtype) for k, v in sd.items()}, assign=True)
+    return model.eval()
 
 
 def config_from_state_dict(sd) -> VAEConfig:

@@ -6,26 +6,9 @@ from vidgraph.nodes.svd.clip_vision import (
     CHECKPOINT_PREFIX, CLIPVision, CLIPVisionConfig, clip_preprocess, clip_vision_state_dict_from_any,
     config_from_state_dict, default_heads,
 )
+from test_vae import randomize, reference_keys  # shared test helpers (tests/svd is on sys.path)
 
 TINY = CLIPVisionConfig(width=64, layers=3, heads=4, mlp_dim=128, patch_size=8, image_size=32, output_dim=48)
-
-
-def randomize(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.1 if p.ndim > 1 else 0.5))
-    return module
-
-
-def reference_keys(prefix):
-    keys = {}
-    with open("/work/shared/reference/svd_keys.txt") as f:
-        for line in f:
-            if line.startswith(prefix):
-                key, shape = line.rstrip("\n").split("\t")
-                keys[key[len(prefix):]] = [int(s) for s in shape.strip("[]").split(",") if s.strip()]
-    return keys
 
 
 def meta_checkpoint(cfg=CLIPVisionConfig()):
@@ -85,7 +68,7 @@ def test_image_embeds_match_transformers(with_prefix):
     cfg = transformers.CLIPVisionConfig(
         hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, image_size=32,
         patch_size=8, projection_dim=48, hidden_act="gelu")
-    ref = randomize(transformers.CLIPVisionModelWithProjection(cfg)).eval()
+    ref = randomize(transformers.CLIPVisionModelWithProjection(cfg), scale=0.1).eval()
     sd = clip_vision_state_dict_from_any({with_prefix + k: v for k, v in ref.state_dict().items()})
     mine = CLIPVision(config_from_state_dict(sd, heads=4)).eval()
     mine.load_state_dict(sd, strict=True)
@@ -127,9 +110,20 @@ def test_preprocess_leaves_right_sized_images_unresampled_and_rejects_bad_shapes
 
 
 def test_encode_image_gives_comfy_clip_vision_output():
-    model = randomize(CLIPVision(TINY)).eval()
+    model = randomize(CLIPVision(TINY), scale=0.1).eval()
     out = model.encode_image(torch.rand(1, 40, 64, 3))
     assert set(out) == {"image_embeds", "last_hidden_state", "penultimate_hidden_states"}
     assert out.image_embeds.shape == (1, 48)
     assert out.last_hidden_state.shape == (1, 17, 64)
     assert not torch.equal(out.last_hidden_state, out.penultimate_hidden_states)
+
+
+def test_from_state_dict_builds_and_loads_the_tower():
+    source = randomize(CLIPVision(TINY), scale=0.1).eval()
+    model = CLIPVision.from_state_dict({CHECKPOINT_PREFIX + k: v for k, v in source.state_dict().items()}, heads=4)
+    pixels = torch.randn(1, 3, 32, 32)
+    assert torch.equal(model(pixels).image_embeds, source(pixels).image_embeds)
+    with pytest.raises(ValueError, match="missing"):
+        sd = source.state_dict()
+        del sd["transformer.resblocks.1.ln_2.bias"]
+        CLIPVision.from_state_dict(sd, heads=4)

@@ -9,12 +9,12 @@ from vidgraph.nodes.svd.vae import (
 TINY = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=2, z_channels=4)
 
 
-def randomize(module, seed=0):
+def randomize(module, seed=0, scale=0.2):
     """Every parameter random (norms and mix factors included) so a wrong mapping cannot hide."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.5))
+            p.copy_(torch.randn(p.shape, generator=g) * (scale if p.ndim > 1 else 0.5))
     return module
 
 
@@ -142,3 +142,22 @@ def test_prefixed_and_bare_layouts_convert_to_the_same_dict():
         out = vae_state_dict_from_any(sd)
         assert out.keys() == bare.keys()
         assert all(out[k] is bare[k] for k in bare)
+
+
+def test_from_state_dict_loads_any_layout_and_lists_bad_keys():
+    source = randomize(VAE(TINY), seed=7)
+    sd = {CHECKPOINT_PREFIX + k: v.half() for k, v in source.state_dict().items()}
+    vae = VAE.from_state_dict(sd, dtype=torch.float32)
+    assert vae.config == TINY and vae.dtype == torch.float32
+    z = torch.randn(2, 4, 4, 4)
+    assert torch.allclose(vae.decode(z), source.float().decode(z), atol=2e-2)
+    broken = dict(sd)
+    del broken[CHECKPOINT_PREFIX + "decoder.mid.block_1.mix_factor"]
+    broken[CHECKPOINT_PREFIX + "decoder.extra.weight"] = torch.zeros(1)
+    broken[CHECKPOINT_PREFIX + "decoder.norm_out.bias"] = torch.zeros(7)
+    with pytest.raises(ValueError) as err:
+        VAE.from_state_dict(broken)
+    message = str(err.value)
+    assert "missing (1): decoder.mid.block_1.mix_factor" in message
+    assert "unexpected (1): decoder.extra.weight" in message
+    assert "decoder.norm_out.bias [7] (expected [32])" in message
