@@ -237,6 +237,8 @@ def hf_to_openclip(sd, prefix: str = "") -> dict:
             layer, name, param = m.groups()
             if name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
                 continue  # packed below
+            if name not in _HF_LAYER:
+                raise ValueError(f"CLIP vision (Hugging Face layout): unknown key {key!r}")
             out[f"transformer.resblocks.{layer}.{_HF_LAYER[name]}.{param}"] = tensor
     layers = {m.group(1) for k in sd if (m := re.match(re.escape(vm) + r"encoder\.layers\.(\d+)\.", k))}
     for layer in layers:

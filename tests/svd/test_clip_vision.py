@@ -69,7 +69,9 @@ def test_image_embeds_match_transformers(with_prefix):
         hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, image_size=32,
         patch_size=8, projection_dim=48, hidden_act="gelu")
     ref = randomize(transformers.CLIPVisionModelWithProjection(cfg), scale=0.1).eval()
-    sd = clip_vision_state_dict_from_any({with_prefix + k: v for k, v in ref.state_dict().items()})
+    hf = {with_prefix + k: v for k, v in ref.state_dict().items()}
+    hf[with_prefix + "vision_model.embeddings.position_ids"] = torch.arange(17)[None]  # older files carry it
+    sd = clip_vision_state_dict_from_any(hf)
     mine = CLIPVision(config_from_state_dict(sd, heads=4)).eval()
     mine.load_state_dict(sd, strict=True)
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))

@@ -128,6 +128,14 @@ def test_chunked_decode_sees_only_its_chunk():
     assert diff[2] > diff[0] and diff[3] > diff[5]
 
 
+def test_decoder_never_runs_more_than_a_chunk_of_frames():
+    vae = VAE(TINY).eval()
+    seen = []
+    vae.decoder.register_forward_hook(lambda module, args, out: seen.append(out.shape[0]))
+    vae.decode(torch.zeros(2 * 5, 4, 2, 2), num_frames=5, chunk=2)
+    assert seen == [2, 2, 1, 2, 2, 1]  # per video: 2+2+1, never across the video boundary
+
+
 def test_plain_2d_decoder_chunks_are_independent_frames():
     cfg = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, temporal=False, post_quant_conv=True)
     vae = randomize(VAE(cfg), seed=5).eval()
