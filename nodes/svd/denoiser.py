@@ -1,0 +1,140 @@
+"""SVD's EDM v-prediction denoiser and its per-frame classifier-free guidance.
+
+D(x, sigma) = c_skip * x + c_out * F(c_in * x, c_noise) with sigma_data 1 (sgm's VScalingWithEDMcNoise,
+ComfyUI's V_PREDICTION_EDM). A sampler sees `GuidedDenoiser` as a k-diffusion model function:
+`denoised = model(x, sigma)` with x the video latent [T, 4, h, w] (frames in the batch dimension).
+"""
+from dataclasses import dataclass
+
+import torch
+
+from .unet import VideoUNet, timestep_embedding
+
+SIGMA_MIN = 0.002
+SIGMA_MAX = 700.0
+SIGMA_DATA = 1.0
+CFG_RAMPS = ("constant", "linear", "triangle")
+
+
+def edm_v_scalings(sigma, sigma_data: float = SIGMA_DATA):
+    """(c_skip, c_out, c_in, c_noise) of EDM with v-prediction."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float32)
+    var = sigma ** 2 + sigma_data ** 2
+    return sigma_data ** 2 / var, -sigma * sigma_data / var ** 0.5, 1 / var ** 0.5, sigma.log() / 4
+
+
+def micro_conditioning(fps: int, motion_bucket_id: int, augmentation_level: float, dim: int = 256):
+    """SVD's vector conditioning y [1, 3*dim]: sinusoids of fps-1 (sgm's fps_id), the motion bucket
+    and the noise augmentation level, in that order."""
+    values = torch.tensor([fps - 1, motion_bucket_id, augmentation_level], dtype=torch.float32)
+    return timestep_embedding(values, dim).reshape(1, -1)
+
+
+def cfg_scales(ramp: str, min_cfg: float, cfg: float, num_frames: int):
+    """Per-frame guidance scale [T]: constant cfg, linear from min_cfg (first frame) to cfg (last),
+    or a triangle with min_cfg at both ends and cfg in the middle."""
+    if ramp == "constant":
+        return torch.full((num_frames,), float(cfg))
+    if ramp == "linear":
+        return torch.linspace(min_cfg, cfg, num_frames)
+    if ramp == "triangle":
+        v = torch.linspace(0, 1, num_frames)
+        return (2 * (v - torch.floor(v + 0.5)).abs()) * (cfg - min_cfg) + min_cfg
+    raise ValueError(f"unknown cfg ramp {ramp!r}; expected one of {', '.join(CFG_RAMPS)}")
+
+
+@dataclass
+class SVDCondition:
+    """One guidance branch: CLIP context [1, L, D], VAE concat latent [1 or T, 4, h, w], y [1, 768]."""
+    context: torch.Tensor
+    concat: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def from_comfy(cls, conditioning, dim: int = 256):
+        """From ComfyUI's CONDITIONING [[embedding, {concat_latent_image, fps, motion_bucket_id,
+        augmentation_level}]] (the first entry)."""
+        embedding, extra = conditioning[0]
+        y = micro_conditioning(extra.get("fps", 6), extra.get("motion_bucket_id", 127),
+                               extra.get("augmentation_level", 0.0), dim)
+        if embedding.ndim == 2:
+            embedding = embedding[:, None]
+        concat = extra.get("concat_latent_image")
+        if concat is None:
+            raise ValueError("SVD conditioning has no concat_latent_image (use SVD_img2vid_Conditioning)")
+        return cls(embedding, concat, y)
+
+    def for_frames(self, num_frames: int, shape, device, dtype):
+        """(context, concat, y) repeated to every frame, checked against the latent's shape."""
+        concat = self.concat
+        if tuple(concat.shape[-2:]) != tuple(shape[-2:]):
+            raise ValueError(f"concat latent is {tuple(concat.shape[-2:])} but the video latent is "
+                             f"{tuple(shape[-2:])}: condition at the same width and height")
+        if concat.shape[0] not in (1, num_frames):
+            raise ValueError(f"concat latent has {concat.shape[0]} frames, the video latent {num_frames}")
+        def frames(t):
+            t = t.to(device, dtype)
+            return t.expand(num_frames, *t.shape[1:]) if t.shape[0] == 1 else t
+        return frames(self.context), frames(concat), frames(self.y)
+
+
+class VDenoiser:
+    """The EDM v-prediction wrapper around a VideoUNet (one or more videos of `num_frames` each)."""
+
+    def __init__(self, unet: VideoUNet, compute_dtype: torch.dtype | None = None,
+                 sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, sigma_data: float = SIGMA_DATA):
+        self.unet = unet
+        first = next(unet.parameters())
+        self.device = first.device
+        self.compute_dtype = compute_dtype or first.dtype
+        self.sigma_min, self.sigma_max, self.sigma_data = sigma_min, sigma_max, sigma_data
+
+    def __call__(self, x, sigma, context, concat, y, num_frames: int, image_only_indicator=None):
+        """x [N*T, 4, h, w] float32; sigma scalar or [N*T]; context/concat/y one row per frame."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+        s = sigma.reshape(-1, 1, 1, 1)
+        sd2 = self.sigma_data ** 2
+        # Same operation order as ComfyUI's ModelSamplingContinuousEDM (float32 rounding at sigma 700).
+        x_in = x / (s ** 2 + sd2) ** 0.5
+        net_in = torch.cat([x_in, concat.to(x_in.dtype)], dim=1).to(self.device, self.compute_dtype)
+        with torch.inference_mode():
+            v = self.unet(net_in, (sigma.log() / 4).to(self.device), context.to(self.device, self.compute_dtype),
+                          y.to(self.device, self.compute_dtype), num_frames, image_only_indicator)
+        v = v.to(x.device, torch.float32)
+        return x * sd2 / (s ** 2 + sd2) - v * s * self.sigma_data / (s ** 2 + sd2) ** 0.5
+
+
+class GuidedDenoiser:
+    """Classifier-free guidance with a scale per frame; cond and uncond go through the UNet as one
+    batch of two videos (or one after the other with `batch_cond_uncond=False`, half the activations)."""
+
+    def __init__(self, denoiser: VDenoiser, positive: SVDCondition, negative: SVDCondition,
+                 cfg: float, ramp: str = "constant", min_cfg: float = 1.0, batch_cond_uncond: bool = True):
+        if ramp not in CFG_RAMPS:
+            raise ValueError(f"unknown cfg ramp {ramp!r}; expected one of {', '.join(CFG_RAMPS)}")
+        self.denoiser, self.positive, self.negative = denoiser, positive, negative
+        self.cfg, self.ramp, self.min_cfg = cfg, ramp, min_cfg
+        self.batch_cond_uncond = batch_cond_uncond
+
+    def scales(self, num_frames: int):
+        return cfg_scales(self.ramp, self.min_cfg, self.cfg, num_frames)
+
+    def __call__(self, x, sigma):
+        t = x.shape[0]
+        scale = self.scales(t).to(x.device).reshape(t, 1, 1, 1)
+        pos = self.positive.for_frames(t, x.shape, x.device, torch.float32)
+        if bool((scale == 1.0).all()):  # the uncond branch cannot change the result
+            return self.denoiser(x, sigma, *pos, num_frames=t)
+        neg = self.negative.for_frames(t, x.shape, x.device, torch.float32)
+        if self.batch_cond_uncond:
+            both = [torch.cat(pair) for pair in zip(pos, neg)]
+            sigma2 = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(t).repeat(2)
+            cond, uncond = self.denoiser(torch.cat([x, x]), sigma2, *both, num_frames=t).chunk(2)
+        else:
+            cond = self.denoiser(x, sigma, *pos, num_frames=t)
+            uncond = self.denoiser(x, sigma, *neg, num_frames=t)
+        if self.ramp == "constant":
+            return uncond + (cond - uncond) * scale
+        # The video ramps are applied as ComfyUI's sampler_cfg_function does: on x - denoised.
+        cond_eps, uncond_eps = x - cond, x - uncond
+        return x - (uncond_eps + scale * (cond_eps - uncond_eps))

@@ -1,0 +1,129 @@
+"""EDM v-prediction wrapper, micro-conditioning and per-frame guidance."""
+import math
+
+import pytest
+import torch
+
+from vidgraph.nodes.svd.denoiser import (
+    GuidedDenoiser, SVDCondition, VDenoiser, cfg_scales, edm_v_scalings, micro_conditioning,
+)
+from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet, timestep_embedding
+
+
+class RecordingUNet(torch.nn.Module):
+    """Returns a fixed function of its inputs and remembers them."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.calls = []
+
+    def forward(self, x, timesteps, context, y, num_video_frames, image_only_indicator=None):
+        self.calls.append(dict(x=x, t=timesteps, context=context, y=y, frames=num_video_frames))
+        # "v" depends on the noisy latent, the concat channels and the context, per frame
+        return x[:, :4] * 2 + x[:, 4:] + context.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
+
+
+def condition(value, frames=1, size=4):
+    return SVDCondition(context=torch.full((1, 1, 8), float(value)),
+                        concat=torch.full((frames, 4, size, size), float(value)),
+                        y=torch.zeros(1, 12))
+
+
+def test_scalings_are_edm_v_prediction_with_sigma_data_1():
+    c_skip, c_out, c_in, c_noise = edm_v_scalings(torch.tensor([1.0, 700.0]))
+    assert torch.allclose(c_skip, torch.tensor([0.5, 1 / (700.0 ** 2 + 1)]))
+    assert torch.allclose(c_out, torch.tensor([-1 / math.sqrt(2), -700 / math.sqrt(700.0 ** 2 + 1)]))
+    assert torch.allclose(c_in, torch.tensor([1 / math.sqrt(2), 1 / math.sqrt(700.0 ** 2 + 1)]))
+    assert torch.allclose(c_noise, torch.tensor([0.0, 0.25 * math.log(700.0)]))
+
+
+def test_denoiser_applies_the_scalings_and_appends_the_concat_latent():
+    unet = RecordingUNet()
+    x = torch.randn(3, 4, 4, 4)
+    sigma = torch.tensor(2.0)
+    ctx, concat, y = condition(0.5).for_frames(3, x.shape, x.device, torch.float32)
+    out = VDenoiser(unet)(x, sigma, ctx, concat, y, num_frames=3)
+    call = unet.calls[0]
+    c_skip, c_out, c_in, c_noise = edm_v_scalings(sigma)
+    assert call["x"].shape == (3, 8, 4, 4)
+    assert torch.allclose(call["x"][:, :4], x * c_in)
+    assert torch.equal(call["x"][:, 4:], torch.full((3, 4, 4, 4), 0.5))
+    assert torch.allclose(call["t"], torch.full((3,), float(c_noise)))
+    v = x * c_in * 2 + 0.5 + 0.5
+    assert torch.allclose(out, c_skip * x + c_out * v, atol=1e-6)
+
+
+def test_micro_conditioning_embeds_fps_minus_one_motion_and_augmentation():
+    y = micro_conditioning(fps=6, motion_bucket_id=127, augmentation_level=0.02)
+    expected = torch.cat([timestep_embedding(torch.tensor([v]), 256) for v in (5.0, 127.0, 0.02)], 1)
+    assert y.shape == (1, 768)
+    assert torch.equal(y, expected)
+
+
+def test_cfg_ramps_match_comfyui_nodes():
+    assert torch.allclose(cfg_scales("linear", 1.0, 2.5, 3), torch.tensor([1.0, 1.75, 2.5]))
+    assert torch.allclose(cfg_scales("triangle", 1.0, 2.5, 3), torch.tensor([1.0, 2.5, 1.0]))
+    assert torch.allclose(cfg_scales("triangle", 1.0, 3.0, 5), torch.tensor([1.0, 2.0, 3.0, 2.0, 1.0]))
+    assert torch.equal(cfg_scales("constant", 1.0, 7.0, 2), torch.tensor([7.0, 7.0]))
+    with pytest.raises(ValueError, match="unknown cfg ramp 'cosine'"):
+        cfg_scales("cosine", 1.0, 2.0, 3)
+
+
+@pytest.mark.parametrize("ramp", ["constant", "linear", "triangle"])
+def test_guidance_is_per_frame_and_batched_like_separate_calls(ramp):
+    x = torch.randn(3, 4, 4, 4)
+    sigma = torch.tensor(5.0)
+    pos, neg = condition(1.0), condition(0.0)
+    batched_unet = RecordingUNet()
+    guided = GuidedDenoiser(VDenoiser(batched_unet), pos, neg, cfg=2.5, ramp=ramp, min_cfg=1.0)
+    out = guided(x, sigma)
+    assert len(batched_unet.calls) == 1 and batched_unet.calls[0]["x"].shape[0] == 6
+    assert batched_unet.calls[0]["frames"] == 3
+    assert torch.equal(batched_unet.calls[0]["context"][3:], torch.zeros(3, 1, 8))  # uncond half
+    separate = GuidedDenoiser(VDenoiser(RecordingUNet()), pos, neg, cfg=2.5, ramp=ramp, batch_cond_uncond=False)
+    assert torch.allclose(out, separate(x, sigma), atol=1e-5)
+    d = VDenoiser(RecordingUNet())
+    cond = d(x, sigma, *pos.for_frames(3, x.shape, x.device, torch.float32), num_frames=3)
+    uncond = d(x, sigma, *neg.for_frames(3, x.shape, x.device, torch.float32), num_frames=3)
+    scale = cfg_scales(ramp, 1.0, 2.5, 3).reshape(3, 1, 1, 1)
+    assert torch.allclose(out, uncond + scale * (cond - uncond), atol=1e-4)
+    assert not torch.allclose(cond, uncond)
+
+
+def test_scale_one_everywhere_skips_the_unconditional_branch():
+    unet = RecordingUNet()
+    x = torch.randn(2, 4, 4, 4)
+    out = GuidedDenoiser(VDenoiser(unet), condition(1.0), condition(0.0), cfg=1.0, ramp="linear")(x, 3.0)
+    assert len(unet.calls) == 1 and unet.calls[0]["x"].shape[0] == 2
+    assert out.shape == x.shape
+
+
+def test_mismatched_concat_latent_is_a_clear_error():
+    guided = GuidedDenoiser(VDenoiser(RecordingUNet()), condition(1.0, size=8), condition(0.0, size=8), cfg=2.0)
+    with pytest.raises(ValueError, match=r"concat latent is \(8, 8\) but the video latent is \(4, 4\)"):
+        guided(torch.randn(2, 4, 4, 4), 1.0)
+
+
+def test_conditioning_from_comfyui_format():
+    embedding = torch.randn(1, 1, 32)
+    concat = torch.randn(1, 4, 8, 8)
+    cond = SVDCondition.from_comfy([[embedding, {"concat_latent_image": concat, "fps": 10,
+                                                  "motion_bucket_id": 60, "augmentation_level": 0.05}]], dim=32)
+    assert torch.equal(cond.y, micro_conditioning(10, 60, 0.05, dim=32))
+    assert cond.context is embedding and cond.concat is concat
+    with pytest.raises(ValueError, match="concat_latent_image"):
+        SVDCondition.from_comfy([[embedding, {"fps": 6}]])
+
+
+def test_guided_step_through_a_tiny_unet_is_finite_and_batch_independent():
+    torch.manual_seed(0)
+    unet = VideoUNet(UNetConfig(model_channels=32, channel_mult=(1,), attention_resolutions=(1,),
+                                context_dim=16, adm_in_channels=48)).eval()
+    pos = SVDCondition(torch.randn(1, 1, 16), torch.randn(1, 4, 8, 8), micro_conditioning(6, 127, 0.0, dim=16))
+    neg = SVDCondition(torch.zeros(1, 1, 16), torch.zeros(1, 4, 8, 8), pos.y)
+    x = torch.randn(3, 4, 8, 8) * 10
+    a = GuidedDenoiser(VDenoiser(unet), pos, neg, cfg=2.5, ramp="linear")(x, torch.tensor(10.0))
+    b = GuidedDenoiser(VDenoiser(unet), pos, neg, cfg=2.5, ramp="linear", batch_cond_uncond=False)(x, torch.tensor(10.0))
+    assert torch.isfinite(a).all()
+    assert torch.allclose(a, b, atol=1e-4)
