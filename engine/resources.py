@@ -26,10 +26,13 @@ def tensor_nbytes(value: Any) -> int | None:
     return None
 
 
-def estimate_nbytes(value: Any, limit_items: int = 100_000) -> int:
-    """Approximate memory held by `value`: tensors counted once each, containers walked iteratively."""
+def estimate_nbytes(value: Any, limit_items: int = 100_000, skip_ids: set[int] | None = None) -> int:
+    """Approximate memory held by `value`: tensors counted once each, containers walked iteratively.
+
+    Objects whose id is in `skip_ids` (e.g. models owned by the ResourceCache) count as zero.
+    """
     total = 0
-    seen: set[int] = set()
+    seen: set[int] = set(skip_ids or ())
     stack = [value]
     visited = 0
     while stack and visited < limit_items:
@@ -86,6 +89,11 @@ class ResourceCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def owned_ids(self) -> set[int]:
+        """ids of the cached values, so other caches need not count them again."""
+        with self._lock:
+            return {id(value) for value, _ in self._entries.values()}
 
     def keys(self) -> list[Hashable]:
         with self._lock:

@@ -1,0 +1,114 @@
+"""The result cache: node outputs by input signature, least recently used out first.
+
+A node's key digests its class, its constant inputs, the *keys* (not the values) of the nodes
+that feed it and its IS_CHANGED fingerprint. Each key is a fixed-size digest computed from its
+producers' digests, so keying a whole graph is linear in its size (ComfyUI rebuilds the full
+ancestor signature per node, which is quadratic on a chain).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from .resources import estimate_nbytes
+from .validation import Link
+
+_unique = itertools.count()
+
+
+@dataclass
+class CacheLimits:
+    max_entries: int = 50_000
+    max_bytes: int | None = 8 * 1024**3
+
+
+@dataclass
+class CachedResult:
+    outputs: list[list]          # per output slot, the list of values (ComfyUI list semantics)
+    ui: dict | None
+    nbytes: int = 0
+
+
+class ResultCache:
+    def __init__(self, limits: CacheLimits | None = None):
+        self.limits = limits or CacheLimits()
+        self._entries: OrderedDict[bytes, CachedResult] = OrderedDict()
+        self.total_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._entries
+
+    def get(self, key: bytes) -> CachedResult | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: bytes, entry: CachedResult, skip_ids: set[int] | None = None) -> bool:
+        """Store an entry (False when it alone is bigger than the byte budget)."""
+        entry.nbytes = estimate_nbytes(entry.outputs, skip_ids=skip_ids)
+        limit = self.limits.max_bytes
+        if limit is not None and entry.nbytes > limit:
+            return False
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.total_bytes -= old.nbytes
+        self._entries[key] = entry
+        self.total_bytes += entry.nbytes
+        while self._entries and (len(self._entries) > self.limits.max_entries
+                                 or (limit is not None and self.total_bytes > limit)):
+            _, dropped = self._entries.popitem(last=False)
+            self.total_bytes -= dropped.nbytes
+        return True
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.total_bytes = 0
+
+
+def fingerprint(spec, node, defs) -> Any:
+    """IS_CHANGED of a node with its constant inputs (links as None); NaN when it raises."""
+    if spec.is_changed is None:
+        return None
+    try:
+        params = inspect.signature(spec.is_changed).parameters
+        takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        args = {name: (None if isinstance(v, Link) else v) for name, v in node.inputs.items()
+                if name in defs and (takes_all or name in params)}
+        return spec.is_changed(**args)
+    except Exception:
+        return math.nan
+
+
+def node_key(spec, node, upstream: dict[str, bytes], changed: Any, per_node: bool) -> bytes:
+    """Digest of what determines a node's outputs; a NaN fingerprint makes it unique."""
+    parts = [spec.name, _repr(changed)]
+    if isinstance(changed, float) and math.isnan(changed):
+        parts.append(f"always-run-{next(_unique)}")
+    if per_node:
+        parts.append(f"node={node.id}")
+    for name in sorted(node.inputs):
+        value = node.inputs[name]
+        if isinstance(value, Link):
+            parts.append(f"{name}<{upstream[value.node_id].hex()}:{value.output}")
+        else:
+            parts.append(f"{name}={_repr(value)}")
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _repr(value: Any) -> str:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return f"{type(value).__name__}:{value!r}"
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return repr(value)

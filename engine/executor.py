@@ -1,0 +1,319 @@
+"""Running a validated prompt: only what the outputs need, each node once, results cached.
+
+The walk is an explicit stack (no recursion) from the output nodes upstream; a node whose key
+is in the result cache stops the walk, so an unchanged workflow executes nothing. Events carry
+the fields of ComfyUI's websocket messages.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .cache import CachedResult, CacheLimits, ResultCache, fingerprint, node_key
+from .context import NodeContext, use_context
+from .folders import Folders
+from .interrupt import Interrupted, InterruptFlag
+from .nodecall import (ExecutionBlocked, ExecutionBlocker, call_over_lists, collect_results,
+                       gather_inputs, lazy_requests)
+from .resources import ResourceCache
+from .validation import Link, Validation, validate_prompt
+
+log = logging.getLogger(__name__)
+
+OnEvent = Callable[[str, dict], None]
+STATUS_EVENTS = ("execution_start", "execution_cached", "execution_error", "execution_interrupted",
+                 "execution_success")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class RunResult:
+    prompt_id: str
+    status: str = "success"                 # success | error | interrupted
+    outputs: dict[str, dict] = field(default_factory=dict)
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    error: dict | None = None
+    messages: list[tuple[str, dict]] = field(default_factory=list)
+    validation: Validation | None = None    # set; `.ok` False means the prompt was invalid
+
+    @property
+    def invalid(self) -> bool:
+        return self.validation is not None and not self.validation.ok
+
+    def to_json(self) -> dict:
+        """The `vidgraph run --json` line for this prompt."""
+        return {"prompt_id": self.prompt_id, "status": self.status, "outputs": self.outputs,
+                "executed": self.executed, "cached": self.cached, "error": self.error}
+
+
+class _PromptRun:
+    """State of one prompt while it runs."""
+
+    def __init__(self, executor: "Executor", validation: Validation, prompt: dict, prompt_id: str,
+                 extra_data: dict, on_event: OnEvent | None, flag: InterruptFlag):
+        self.executor = executor
+        self.v = validation
+        self.prompt = prompt
+        self.prompt_id = prompt_id
+        self.extra_data = extra_data
+        self.on_event = on_event
+        self.flag = flag
+        self.result = RunResult(prompt_id, validation=validation)
+        self.results: dict[str, CachedResult] = {}
+        self.keys: dict[str, bytes] = {}
+        self.current: str | None = None
+
+    def emit(self, event: str, data: dict) -> None:
+        if event in STATUS_EVENTS:
+            self.result.messages.append((event, data))
+        if self.on_event is not None:
+            try:
+                self.on_event(event, data)
+            except Exception:  # a broken subscriber must not break the prompt
+                log.exception("event subscriber failed on %s", event)
+
+    def compute_keys(self) -> None:
+        per_node_types = {"UNIQUE_ID"}
+        for node_id in self.v.order:
+            node = self.v.nodes[node_id]
+            spec = self.v.specs[node.class_type]
+            defs = self.v.input_defs[node.class_type]
+            per_node = spec.not_idempotent or any(
+                d.section == "hidden" and d.type in per_node_types for d in defs.values())
+            changed = fingerprint(spec, node, defs)
+            self.keys[node_id] = node_key(spec, node, self.keys, changed, per_node)
+
+    def run(self) -> RunResult:
+        cache = self.executor.cache
+        self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": now_ms()})
+        self.compute_keys()
+        self.result.cached = [n for n in self.v.order if self.keys[n] in cache]
+        self.emit("execution_cached", {"nodes": list(self.result.cached), "prompt_id": self.prompt_id,
+                                       "timestamp": now_ms()})
+        try:
+            self.walk()
+        except Interrupted:
+            self.result.status = "interrupted"
+            self.flag.clear()
+            node = self.v.nodes.get(self.current) if self.current else None
+            self.emit("execution_interrupted", {
+                "prompt_id": self.prompt_id, "node_id": self.current,
+                "node_type": node.class_type if node else None,
+                "executed": list(self.result.executed), "timestamp": now_ms()})
+        except _NodeFailed as failure:
+            self.result.status = "error"
+            self.result.error = failure.data
+            self.emit("execution_error", failure.data)
+        else:
+            self.emit("execution_success", {"prompt_id": self.prompt_id, "timestamp": now_ms()})
+        return self.result
+
+    def walk(self) -> None:
+        nodes, cache = self.v.nodes, self.executor.cache
+        requested: dict[str, list[str]] = {}
+        stack = list(reversed(self.v.outputs))
+        while stack:
+            node_id = stack[-1]
+            if node_id in self.results:
+                stack.pop()
+                continue
+            cached = cache.get(self.keys[node_id])
+            if cached is not None:
+                self.results[node_id] = cached
+                self.report_ui(node_id, cached.ui)
+                stack.pop()
+                continue
+            node = nodes[node_id]
+            defs = self.v.input_defs[node.class_type]
+            wanted = requested.get(node_id, ())
+            missing = [v.node_id for name, v in node.inputs.items()
+                       if isinstance(v, Link) and v.node_id not in self.results
+                       and (not defs.get(name) or not defs[name].lazy or name in wanted)]
+            if missing:
+                stack.extend(missing)
+                continue
+            if self.request_lazy(node_id, requested):
+                continue
+            self.execute(node_id)
+            stack.pop()
+
+    def request_lazy(self, node_id: str, requested: dict[str, list[str]]) -> bool:
+        node = self.v.nodes[node_id]
+        spec = self.v.specs[node.class_type]
+        if not spec.has_lazy_check:
+            return False
+        defs = self.v.input_defs[node.class_type]
+        self.current = node_id
+        try:
+            inputs = gather_inputs(node, defs, self.results, self.hidden_for(node_id, node.class_type))
+            wanted = lazy_requests(spec, self.executor.instance(node_id, spec), node, defs, inputs,
+                                   self.results, self.executor.run_coroutine)
+        except Interrupted:
+            raise
+        except Exception as e:
+            raise _NodeFailed(self.error_data(node_id, e, {})) from e
+        if not wanted:
+            return False
+        requested.setdefault(node_id, []).extend(wanted)
+        return True
+
+    def hidden_for(self, node_id: str, class_type: str) -> Callable[[str], Any]:
+        def hidden(kind: str):
+            if kind == "UNIQUE_ID":
+                return node_id
+            if kind == "PROMPT":
+                return self.prompt
+            if kind == "EXTRA_PNGINFO":
+                return self.extra_data.get("extra_pnginfo")
+            if kind == "NODE_CONTEXT":
+                return self.context(node_id, class_type)
+            return self.extra_data.get(kind.lower())
+        return hidden
+
+    def context(self, node_id: str, class_type: str) -> NodeContext:
+        ex = self.executor
+        return NodeContext(self.prompt_id, node_id, class_type, ex.folders, ex.resources, ex.settings,
+                           self.flag, self.emit)
+
+    def execute(self, node_id: str) -> None:
+        node = self.v.nodes[node_id]
+        spec = self.v.specs[node.class_type]
+        defs = self.v.input_defs[node.class_type]
+        self.current = node_id
+        self.flag.check()
+        self.emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id})
+        inputs: dict = {}
+        try:
+            inputs = gather_inputs(node, defs, self.results, self.hidden_for(node_id, node.class_type))
+            method = getattr(self.executor.instance(node_id, spec), spec.function)
+            with use_context(self.context(node_id, node.class_type)):
+                returned = call_over_lists(spec, method, inputs, self.flag.check, self.executor.run_coroutine)
+            blocked = next((r for r in returned if isinstance(r, ExecutionBlocker) and r.message), None)
+            if blocked is not None:
+                raise ExecutionBlocked(f"Execution Blocked: {blocked.message}")
+            outputs, ui = collect_results(spec, returned)
+        except Interrupted:
+            raise
+        except Exception as e:
+            raise _NodeFailed(self.error_data(node_id, e, inputs)) from e
+        entry = CachedResult(outputs, ui)
+        self.results[node_id] = entry
+        self.executor.cache.put(self.keys[node_id], entry, skip_ids=self.executor.resources.owned_ids())
+        self.result.executed.append(node_id)
+        self.report_ui(node_id, ui)
+
+    def report_ui(self, node_id: str, ui: dict | None) -> None:
+        if ui is None:
+            return
+        self.result.outputs[node_id] = ui
+        self.emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
+                               "prompt_id": self.prompt_id})
+
+    def error_data(self, node_id: str, exc: BaseException, inputs: dict) -> dict:
+        node = self.v.nodes[node_id]
+        return {
+            "prompt_id": self.prompt_id, "node_id": node_id, "node_type": node.class_type,
+            "executed": list(self.result.executed),
+            "exception_message": str(exc) or type(exc).__name__,
+            "exception_type": _type_name(exc),
+            "traceback": traceback.format_exception(type(exc), exc, exc.__traceback__),
+            "current_inputs": {name: [_shown(v) for v in values] for name, values in inputs.items()
+                               if self.v.input_defs[node.class_type][name].section != "hidden"},
+            "current_outputs": list(self.results),
+            "timestamp": now_ms(),
+        }
+
+
+class _NodeFailed(Exception):
+    def __init__(self, data: dict):
+        super().__init__(data["exception_message"])
+        self.data = data
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class Executor:
+    def __init__(self, registry, folders: Folders | None = None, settings: Mapping[str, Any] | None = None,
+                 cache: CacheLimits | None = None, resources: ResourceCache | None = None):
+        self.registry = registry
+        self.folders = folders if folders is not None else registry.folders
+        self.settings = dict(settings or {})
+        self.cache = ResultCache(cache)
+        self.resources = resources if resources is not None else ResourceCache()
+        self._flag = InterruptFlag()
+        self._running_flag: InterruptFlag | None = None
+        self._instances: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, prompt: dict, prompt_id: str | None = None, client_id: str | None = None,
+            extra_data: dict | None = None, partial_targets=None, on_event: OnEvent | None = None,
+            interrupt: InterruptFlag | None = None) -> RunResult:
+        prompt_id = prompt_id or str(uuid.uuid4())
+        extra_data = dict(extra_data or {})
+        if client_id is not None:
+            extra_data.setdefault("client_id", client_id)
+        validation = validate_prompt(self.registry, prompt, partial_targets)
+        if not validation.ok:
+            return RunResult(prompt_id, status="error", error=validation.to_json(), validation=validation)
+        flag = interrupt if interrupt is not None else self._flag
+        with self._lock:
+            flag.clear()
+            self._running_flag = flag
+            try:
+                result = _PromptRun(self, validation, prompt, prompt_id, extra_data, on_event, flag).run()
+            finally:
+                self._running_flag = None
+            self._keep_instances(validation)
+        return result
+
+    def interrupt(self) -> None:
+        """Stop the running prompt at its next node boundary or progress point."""
+        (self._running_flag or self._flag).set()
+
+    def free(self, unload_models: bool = False, free_memory: bool = False) -> None:
+        """Drop cached results (free_memory) and loaded models (unload_models); both when neither."""
+        if not unload_models and not free_memory:
+            unload_models = free_memory = True
+        if free_memory:
+            self.cache.clear()
+            self._instances.clear()
+        if unload_models or free_memory:
+            self.resources.release()
+
+    def instance(self, node_id: str, spec) -> Any:
+        """Node objects persist across prompts per (node id, class), as in ComfyUI."""
+        key = (node_id, spec.name)
+        obj = self._instances.get(key)
+        if obj is None:
+            obj = self._instances[key] = spec.cls()
+        return obj
+
+    def _keep_instances(self, validation: Validation) -> None:
+        wanted = {(n.id, n.class_type) for n in validation.nodes.values()}
+        for key in [k for k in self._instances if k not in wanted]:
+            del self._instances[key]
+
+    def run_coroutine(self, coroutine) -> Any:
+        """Async FUNCTIONs run to completion on the executor's own event loop."""
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coroutine)

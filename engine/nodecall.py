@@ -1,0 +1,150 @@
+"""Calling one node the ComfyUI way: gather inputs, map over lists, normalise what it returns.
+
+Every value travels as a list (ComfyUI's list semantics): a constant is a one-element list, a
+link brings the producer's output list. A node is called once per element (shorter lists repeat
+their last element) unless it sets INPUT_IS_LIST; OUTPUT_IS_LIST outputs are flattened.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from .spec import InputDef, NodeSpec
+from .validation import Link, Node
+
+
+class ExecutionBlocker:
+    """Returned as an output value to stop the nodes that consume it.
+
+    With a message they fail with "Execution Blocked: <message>"; with None they are skipped.
+    """
+
+    def __init__(self, message: str | None):
+        self.message = message
+
+
+class ExecutionBlocked(Exception):
+    pass
+
+
+class NodeOutputError(TypeError):
+    """A node returned something that is not a valid result for its RETURN_TYPES."""
+
+
+def gather_inputs(node: Node, defs: dict[str, InputDef], results: dict, hidden: Callable[[str], Any]) -> dict:
+    """The node's inputs as lists; unevaluated lazy links come as [None]."""
+    inputs: dict[str, list] = {}
+    for name, d in defs.items():
+        if d.section == "hidden":
+            inputs[name] = [hidden(d.type)]
+            continue
+        if name not in node.inputs:
+            continue
+        value = node.inputs[name]
+        if isinstance(value, Link):
+            produced = results.get(value.node_id)
+            inputs[name] = [None] if produced is None else produced.outputs[value.output]
+        else:
+            inputs[name] = [value]
+    return inputs
+
+
+def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], before_call: Callable[[], None],
+                    run_coroutine: Callable[[Any], Any]) -> list:
+    """Call `method` once, or once per list element; a call fed a blocker yields the blocker."""
+    if spec.input_is_list:
+        calls = [inputs]
+    else:
+        lengths = [len(v) for v in inputs.values()]
+        count = 0 if 0 in lengths else max(lengths, default=1)
+        calls = [{k: v[i] if i < len(v) else v[-1] for k, v in inputs.items()} for i in range(count)]
+    returned = []
+    for kwargs in calls:
+        before_call()
+        blocker = _find_blocker(kwargs.values(), spec.input_is_list)
+        if blocker is not None:
+            returned.append(blocker)
+            continue
+        result = method(**kwargs)
+        if inspect.isawaitable(result):
+            result = run_coroutine(result)
+        returned.append(result)
+    return returned
+
+
+def _find_blocker(values, nested: bool) -> ExecutionBlocker | None:
+    for value in values:
+        for item in (value if nested and isinstance(value, list) else (value,)):
+            if isinstance(item, ExecutionBlocker):
+                return item
+    return None
+
+
+def collect_results(spec: NodeSpec, returned: list) -> tuple[list[list], dict | None]:
+    """Per output slot, the list of values; and the merged ui dict (or None)."""
+    slots = len(spec.return_types)
+    outputs: list[list] = [[] for _ in range(slots)]
+    uis = []
+    for result in returned:
+        if isinstance(result, ExecutionBlocker):
+            for slot in outputs:
+                slot.append(result)
+            continue
+        if isinstance(result, dict):
+            if "expand" in result:
+                raise NodeOutputError("node expansion (returning 'expand') is not supported by vidgraph")
+            if result.get("ui") is not None:
+                uis.append(result["ui"])
+            values = result.get("result", ())
+        else:
+            values = result
+        if values is None:
+            values = ()
+        if not isinstance(values, (tuple, list)):
+            raise NodeOutputError(f"returned a {type(values).__name__}; expected a tuple of {slots} "
+                                  f"outputs or a {{'ui': ..., 'result': ...}} dict")
+        if len(values) < slots:
+            raise NodeOutputError(f"returned {len(values)} outputs; RETURN_TYPES declares {slots}")
+        for slot in range(slots):
+            if spec.output_is_list[slot]:
+                if not isinstance(values[slot], (list, tuple)):
+                    raise NodeOutputError(f"output {slot} is declared OUTPUT_IS_LIST but the node returned "
+                                          f"a {type(values[slot]).__name__}")
+                outputs[slot].extend(values[slot])
+            else:
+                outputs[slot].append(values[slot])
+    return outputs, merge_ui(uis)
+
+
+def merge_ui(uis: list[dict]) -> dict | None:
+    if not uis:
+        return None
+    if len(uis) == 1:
+        return uis[0]
+    merged: dict = {}
+    for ui in uis:
+        for key, value in ui.items():
+            if isinstance(value, list) and isinstance(merged.get(key, []), list):
+                merged.setdefault(key, []).extend(value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def lazy_requests(spec: NodeSpec, instance, node: Node, defs, inputs: dict, results: dict,
+                  run_coroutine: Callable[[Any], Any]) -> list[str]:
+    """Names of lazy linked inputs, not yet evaluated, that check_lazy_status asks for."""
+    if not spec.has_lazy_check:
+        return []
+    pending = {name for name, d in defs.items() if d.lazy and isinstance(node.inputs.get(name), Link)
+               and node.inputs[name].node_id not in results}
+    if not pending:
+        return []
+    wanted: list[str] = []
+    for answer in call_over_lists(spec, instance.check_lazy_status, inputs, lambda: None, run_coroutine):
+        if isinstance(answer, ExecutionBlocker) or not answer:
+            continue
+        for name in ([answer] if isinstance(answer, str) else answer):
+            if name in pending and name not in wanted:
+                wanted.append(name)
+    return wanted

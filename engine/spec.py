@@ -1,0 +1,176 @@
+"""A node class as the engine sees it: parsed inputs, outputs, and the `/object_info` entry.
+
+Node classes are ComfyUI V1 classes; this module reads their attributes in one place so that
+validation, the executor and the HTTP API agree on what a class declares.
+"""
+from __future__ import annotations
+
+import enum
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+INPUT_SECTIONS = ("required", "optional", "hidden")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+class InvalidNodeClass(TypeError):
+    """A class registered as a node lacks what every node must declare."""
+
+
+@dataclass
+class InputDef:
+    name: str
+    section: str                 # required | optional | hidden
+    type: Any                    # a type string, or the options list of a legacy combo
+    options: dict = field(default_factory=dict)
+
+    @property
+    def combo_options(self) -> list | None:
+        if isinstance(self.type, (list, tuple)):
+            return list(self.type)
+        if self.type == "COMBO" and isinstance(self.options.get("options"), (list, tuple)):
+            return list(self.options["options"])
+        return None
+
+    @property
+    def type_name(self) -> str:
+        """The socket type: "COMBO" for option lists."""
+        return "COMBO" if isinstance(self.type, (list, tuple)) else self.type
+
+    @property
+    def lazy(self) -> bool:
+        return bool(self.options.get("lazy", False))
+
+    def config(self) -> list:
+        """ComfyUI's `input_config` as shown in validation errors: [type, options]."""
+        return [self.type, self.options] if self.options else [self.type]
+
+
+def parse_input_types(cls: type) -> dict[str, InputDef]:
+    """INPUT_TYPES() as ordered InputDefs; hidden entries may be "PROMPT" or ["PROMPT"]."""
+    declared = cls.INPUT_TYPES()
+    if not isinstance(declared, dict):
+        raise InvalidNodeClass(f"{cls.__name__}.INPUT_TYPES() must return a dict, got {type(declared).__name__}")
+    inputs: dict[str, InputDef] = {}
+    for section in INPUT_SECTIONS:
+        for name, entry in (declared.get(section) or {}).items():
+            if isinstance(entry, (list, tuple)) and entry:
+                input_type = entry[0]
+                options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            else:
+                input_type, options = entry, {}
+            inputs[name] = InputDef(name, section, input_type, options)
+    return inputs
+
+
+def types_match(received: Any, expected: Any) -> bool:
+    """Does an output of type `received` fit an input of type `expected`?
+
+    Types are comma-separated sets that match on any overlap; "*" matches everything, and so do
+    the str subclasses packs use for "any" (their __ne__ always returns False).
+    """
+    if not (received != expected):
+        return True
+    if isinstance(expected, (list, tuple)):  # a legacy combo input fed by a link
+        return isinstance(received, (list, tuple)) or received in ("COMBO", "STRING", "*")
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
+    got = {t.strip() for t in received.split(",")}
+    want = {t.strip() for t in expected.split(",")}
+    return "*" in got or "*" in want or bool(got & want)
+
+
+def _as_tuple(value, length: int, default) -> tuple:
+    if value is None:
+        return (default,) * length
+    if isinstance(value, bool):
+        return (value,) * length
+    return tuple(value)
+
+
+class NodeSpec:
+    """One registered node class and what it declares (class attributes read once)."""
+
+    def __init__(self, name: str, cls: type, display_name: str | None = None, pack: str = "vidgraph",
+                 python_module: str | None = None):
+        for attr in ("INPUT_TYPES", "RETURN_TYPES", "FUNCTION"):
+            if not hasattr(cls, attr):
+                raise InvalidNodeClass(f"node {name!r} ({getattr(cls, '__name__', cls)!r}) has no {attr}")
+        if not isinstance(cls.FUNCTION, str) or not hasattr(cls, cls.FUNCTION):
+            raise InvalidNodeClass(f"node {name!r}: FUNCTION {cls.FUNCTION!r} is not a method of the class")
+        self.name = name
+        self.cls = cls
+        self.display_name = display_name or name
+        self.pack = pack
+        self.python_module = python_module or getattr(cls, "__module__", pack)
+        self.return_types = tuple(cls.RETURN_TYPES or ())
+        n = len(self.return_types)
+        self.return_names = tuple(getattr(cls, "RETURN_NAMES", None) or self.return_types)
+        self.output_is_list = _as_tuple(getattr(cls, "OUTPUT_IS_LIST", None), n, False)
+        self.input_is_list = bool(getattr(cls, "INPUT_IS_LIST", False))
+        self.function = cls.FUNCTION
+        self.output_node = bool(getattr(cls, "OUTPUT_NODE", False))
+        self.category = getattr(cls, "CATEGORY", "sd")
+        self.description = getattr(cls, "DESCRIPTION", "") or ""
+        self.not_idempotent = bool(getattr(cls, "NOT_IDEMPOTENT", False))
+        self.is_changed = getattr(cls, "IS_CHANGED", None)
+        self.validate_inputs = getattr(cls, "VALIDATE_INPUTS", None)
+        self.has_lazy_check = callable(getattr(cls, "check_lazy_status", None))
+        self.is_async = inspect.iscoroutinefunction(getattr(cls, self.function))
+
+    def input_defs(self) -> dict[str, InputDef]:
+        """Parsed INPUT_TYPES(); called afresh because model/file lists change between prompts."""
+        return parse_input_types(self.cls)
+
+    def validate_inputs_params(self) -> tuple[set[str], bool, bool]:
+        """(named parameters, takes **kwargs, wants input_types) of VALIDATE_INPUTS."""
+        try:
+            params = inspect.signature(self.validate_inputs).parameters
+        except (TypeError, ValueError):
+            return set(), True, False
+        names = {p.name for p in params.values()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        return names, takes_kwargs, "input_types" in names
+
+    def info(self) -> dict:
+        """The `/object_info` entry (ComfyUI's V1 shape)."""
+        declared = self.cls.INPUT_TYPES()
+        entry: dict[str, Any] = {
+            "input": to_json(declared),
+            "input_order": {section: list(declared[section]) for section in INPUT_SECTIONS
+                            if section in declared and declared[section] is not None},
+            "output": to_json(list(self.return_types)),
+            "output_is_list": list(self.output_is_list),
+            "output_name": to_json(list(self.return_names)),
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "python_module": self.python_module,
+            "category": self.category,
+            "output_node": self.output_node,
+        }
+        tooltips = getattr(self.cls, "OUTPUT_TOOLTIPS", None)
+        if tooltips:
+            entry["output_tooltips"] = list(tooltips)
+        for attr, key in (("DEPRECATED", "deprecated"), ("EXPERIMENTAL", "experimental"),
+                          ("API_NODE", "api_node")):
+            if getattr(self.cls, attr, False):
+                entry[key] = True
+        return entry
+
+
+def to_json(value: Any) -> Any:
+    """Make a declared spec JSON-safe: tuples become lists, "any" str subclasses plain strings."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return to_json(value.value)
+    return str(value)

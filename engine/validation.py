@@ -1,0 +1,359 @@
+"""Checking an API-format prompt before anything runs, reporting like ComfyUI's `/prompt` 400.
+
+Every problem is collected in one pass (not the first one only). Nothing recurses, so a
+10,000-node chain validates as easily as a short one; cycles are reported as `dependency_cycle`.
+The checked prompt comes back normalised (constants coerced, links as `Link`) for the executor.
+"""
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jsonschema
+import networkx as nx
+
+from .spec import InputDef, NodeSpec, types_match
+
+PROMPT_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "required": ["class_type"],
+        "properties": {
+            "class_type": {"type": "string"},
+            "inputs": {"type": "object"},
+            "_meta": {"type": "object"},
+        },
+    },
+}
+_PROMPT_VALIDATOR = jsonschema.Draft7Validator(PROMPT_SCHEMA)
+LIST_SHOWN_UP_TO = 20
+
+
+class Link(NamedTuple):
+    """A linked input: output `output` of node `node_id`."""
+    node_id: str
+    output: int
+
+
+@dataclass
+class Node:
+    """One node of a normalised prompt."""
+    id: str
+    class_type: str
+    inputs: dict[str, Any]          # constants (coerced) and Link values
+
+
+@dataclass
+class Validation:
+    ok: bool
+    outputs: list[str] = field(default_factory=list)
+    error: dict | None = None
+    node_errors: dict = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    specs: dict[str, NodeSpec] = field(default_factory=dict)        # by class_type
+    input_defs: dict[str, dict[str, InputDef]] = field(default_factory=dict)  # by class_type
+    order: list[str] = field(default_factory=list)   # needed nodes, producers before consumers
+
+    def to_json(self) -> dict:
+        """ComfyUI's `/prompt` 400 body: {"error": ..., "node_errors": ...}."""
+        return {"error": self.error, "node_errors": self.node_errors}
+
+
+def error(type_: str, message: str, details: str = "", **extra_info) -> dict:
+    return {"type": type_, "message": message, "details": details, "extra_info": extra_info}
+
+
+def validate_prompt(registry, prompt: Any, partial_targets=None) -> Validation:
+    structural = _structure_errors(registry, prompt)
+    if structural:
+        first = structural[0]
+        first["details"] = "\n".join(e["details"] for e in structural)
+        return Validation(ok=False, error=first)
+
+    nodes = {str(node_id): Node(str(node_id), entry["class_type"], dict(entry.get("inputs") or {}))
+             for node_id, entry in prompt.items()}
+    check = _Checker(registry, nodes)
+    outputs = [n.id for n in nodes.values() if check.spec(n.class_type).output_node]
+    if partial_targets is not None:
+        targets = {str(t) for t in partial_targets}
+        outputs = [o for o in outputs if o in targets]
+    if not outputs:
+        return Validation(ok=False, error=error("prompt_no_outputs", "Prompt has no outputs"))
+
+    needed = check.ancestors(outputs)
+    cycles = check.cycles(needed)
+    own_errors: dict[str, list[dict]] = {}
+    for node_id in needed:
+        errors = cycles.get(node_id, []) + check.node(nodes[node_id])
+        if errors:
+            own_errors[node_id] = errors
+    valid_outputs = check.valid_outputs(outputs, needed, own_errors, set(cycles))
+
+    node_errors = {
+        node_id: {"errors": errors,
+                  "dependent_outputs": check.dependent_outputs(node_id, outputs),
+                  "class_type": nodes[node_id].class_type}
+        for node_id, errors in own_errors.items()}
+    result = Validation(ok=bool(valid_outputs), outputs=valid_outputs, node_errors=node_errors,
+                        nodes=nodes, specs=check.specs, input_defs=check.defs, order=check.order)
+    if not valid_outputs:
+        if cycles:
+            details = "; ".join(sorted({errs[0]["details"] for errs in cycles.values()}))
+            result.error = error("dependency_cycle", "Dependency cycle detected", details)
+        else:
+            on_outputs = [f"{e['message']}: {e['details']}" for o in outputs for e in own_errors.get(o, ())]
+            result.error = error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                                 "\n".join(on_outputs))
+    return result
+
+
+def _structure_errors(registry, prompt: Any) -> list[dict]:
+    if not isinstance(prompt, dict):
+        return [error("invalid_prompt", "Cannot execute because the prompt is not an object.",
+                      f"got {type(prompt).__name__}")]
+    found = []
+    for problem in _PROMPT_VALIDATOR.iter_errors(prompt):
+        where = f"Node ID '#{problem.path[0]}'" if problem.path else "prompt"
+        if problem.validator == "required":
+            message = "Cannot execute because a node is missing the class_type property."
+        else:
+            message = f"Cannot execute because of a malformed node: {problem.message}"
+        found.append(error("invalid_prompt", message, where))
+    if found:
+        return found
+    for node_id, entry in prompt.items():
+        if entry["class_type"] not in registry.classes:
+            found.append(error("invalid_prompt",
+                               f"Cannot execute because node {entry['class_type']} does not exist.",
+                               f"Node ID '#{node_id}'"))
+    return found
+
+
+class _Checker:
+    """Per-validation memo of specs and input definitions, plus the graph of links."""
+
+    def __init__(self, registry, nodes: dict[str, Node]):
+        self.registry = registry
+        self.nodes = nodes
+        self.specs: dict[str, NodeSpec] = {}
+        self.defs: dict[str, dict[str, InputDef]] = {}
+        self.order: list[str] = []
+        self.graph = nx.DiGraph()
+        self.graph.add_nodes_from(nodes)
+        for node in nodes.values():
+            for value in node.inputs.values():
+                link = as_link(value)
+                if link is not None and link.node_id in nodes:
+                    self.graph.add_edge(link.node_id, node.id)
+
+    def spec(self, class_type: str) -> NodeSpec:
+        if class_type not in self.specs:
+            self.specs[class_type] = self.registry.get(class_type)
+        return self.specs[class_type]
+
+    def input_defs(self, class_type: str) -> dict[str, InputDef]:
+        if class_type not in self.defs:
+            self.defs[class_type] = self.spec(class_type).input_defs()
+        return self.defs[class_type]
+
+    def ancestors(self, outputs: list[str]) -> list[str]:
+        """Every node the outputs need, themselves included (iterative walk upstream)."""
+        seen = set(outputs)
+        stack = list(outputs)
+        while stack:
+            for producer in self.graph.predecessors(stack.pop()):
+                if producer not in seen:
+                    seen.add(producer)
+                    stack.append(producer)
+        return [n for n in self.nodes if n in seen]
+
+    def cycles(self, needed: list[str]) -> dict[str, list[dict]]:
+        sub = self.graph.subgraph(needed)
+        found: dict[str, list[dict]] = {}
+        for component in nx.strongly_connected_components(sub):
+            if len(component) == 1:
+                only = next(iter(component))
+                if not sub.has_edge(only, only):
+                    continue
+            members = sorted(component, key=_id_order)
+            details = " -> ".join(members + [members[0]])
+            for node_id in members:
+                found[node_id] = [error("dependency_cycle", "Dependency cycle detected",
+                                        f"nodes {details}")]
+        return found
+
+    def valid_outputs(self, outputs, needed, own_errors, in_cycles: set[str]) -> list[str]:
+        """Outputs whose whole upstream is free of errors (propagated in dependency order)."""
+        bad = set(own_errors)
+        acyclic = self.graph.subgraph([n for n in needed if n not in in_cycles])
+        self.order = list(nx.topological_sort(acyclic))
+        for node_id in self.order:
+            if node_id not in bad and any(p in bad for p in self.graph.predecessors(node_id)):
+                bad.add(node_id)
+        return [o for o in outputs if o not in bad]
+
+    def dependent_outputs(self, node_id: str, outputs: list[str]) -> list[str]:
+        downstream = nx.descendants(self.graph, node_id) | {node_id}
+        return [o for o in outputs if o in downstream]
+
+    # -- one node ----------------------------------------------------------------------------
+
+    def node(self, node: Node) -> list[dict]:
+        spec = self.spec(node.class_type)
+        try:
+            defs = self.input_defs(node.class_type)
+        except Exception as e:
+            return [error("exception_during_validation", "Exception when reading the node's inputs",
+                          f"{type(e).__name__}: {e}", exception_type=type(e).__name__)]
+        accepted, takes_kwargs, wants_types = (spec.validate_inputs_params() if spec.validate_inputs
+                                               else (set(), False, False))
+        errors: list[dict] = []
+        received_types: dict[str, Any] = {}
+        for name, d in defs.items():
+            if d.section == "hidden":
+                continue
+            if name not in node.inputs:
+                if d.section == "required":
+                    errors.append(error("required_input_missing", "Required input is missing", name,
+                                        input_name=name))
+                continue
+            value = node.inputs[name]
+            if isinstance(value, list):
+                problem, received = self._link(name, d, value, check_type=not wants_types)
+                if problem is None:
+                    node.inputs[name] = Link(str(value[0]), int(value[1]))
+                    received_types[name] = received
+                else:
+                    errors.append(problem)
+                continue
+            if isinstance(value, dict) and "__value__" in value:
+                value = value["__value__"]
+            custom_checked = spec.validate_inputs is not None and (name in accepted or takes_kwargs)
+            value, problem = _constant(name, d, value, check_combo=not custom_checked)
+            if problem is not None:
+                errors.append(problem)
+            else:
+                node.inputs[name] = value
+        if spec.validate_inputs is not None and not errors:
+            errors.extend(self._custom(spec, node, defs, accepted, takes_kwargs, wants_types, received_types))
+        return errors
+
+    def _link(self, name: str, d: InputDef, value: list, check_type: bool):
+        config = d.config()
+        if (len(value) != 2 or not isinstance(value[0], (str, int)) or isinstance(value[0], bool)
+                or not isinstance(value[1], int) or isinstance(value[1], bool)):
+            return error("bad_linked_input", "Bad linked input, must be a length-2 list of [string, int]",
+                         name, input_name=name, input_config=config, received_value=value), None
+        producer = self.nodes.get(str(value[0]))
+        if producer is None:
+            return error("bad_linked_input", "Bad linked input, the linked node does not exist",
+                         f"{name}: node {value[0]!r} is not in the prompt", input_name=name,
+                         input_config=config, received_value=value), None
+        returns = self.spec(producer.class_type).return_types
+        if not 0 <= value[1] < len(returns):
+            return error("bad_linked_input", "Bad linked input, the linked output does not exist",
+                         f"{name}: node {value[0]!r} ({producer.class_type}) has {len(returns)} outputs, "
+                         f"not output {value[1]}", input_name=name, input_config=config,
+                         received_value=value), None
+        received = returns[value[1]]
+        if check_type and not types_match(received, d.type):
+            shown = "COMBO" if isinstance(d.type, (list, tuple)) else d.type
+            return error("return_type_mismatch", "Return type mismatch between linked nodes",
+                         f"{name}, received_type({_type_str(received)}) mismatch input_type({shown})",
+                         input_name=name, input_config=config, received_type=_type_str(received),
+                         linked_node=[str(value[0]), value[1]]), None
+        return None, received
+
+    def _custom(self, spec, node, defs, accepted, takes_kwargs, wants_types, received_types):
+        args = {name: (None if isinstance(v, Link) else v) for name, v in node.inputs.items()
+                if name in defs and (name in accepted or takes_kwargs)}
+        if wants_types:
+            args["input_types"] = received_types
+        try:
+            verdict = spec.validate_inputs(**args)
+        except Exception as e:
+            return [error("exception_during_validation", "Exception when validating node",
+                          f"{type(e).__name__}: {e}", exception_type=type(e).__name__,
+                          traceback=traceback.format_exc().splitlines())]
+        if verdict is True:
+            return []
+        names = [n for n in args if n != "input_types"]
+        return [error("custom_validation_failed", "Custom validation failed for node",
+                      f"{', '.join(names)} - {verdict}", input_name=names[0] if names else None)]
+
+
+def as_link(value: Any) -> Link | None:
+    if isinstance(value, Link):
+        return value
+    if (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and isinstance(value[1], int) and not isinstance(value[1], bool)):
+        return Link(str(value[0]), value[1])
+    return None
+
+
+def _type_str(t: Any) -> str:
+    return "COMBO" if isinstance(t, (list, tuple)) else str.__str__(t) if isinstance(t, str) else str(t)
+
+
+def _id_order(node_id: str):
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+def _coerce(type_name: str, value: Any) -> Any:
+    """Coerce a widget value the way ComfyUI does, refusing bools for numbers and NaN/infinity."""
+    if type_name == "INT":
+        if isinstance(value, bool) or isinstance(value, (dict, list)):
+            raise TypeError(f"a {type(value).__name__} is not an INT")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        return int(value) if not isinstance(value, str) else int(float(value)) if "." in value else int(value)
+    if type_name == "FLOAT":
+        if isinstance(value, bool) or isinstance(value, (dict, list)):
+            raise TypeError(f"a {type(value).__name__} is not a FLOAT")
+        result = float(value)
+        if not math.isfinite(result):
+            raise ValueError(f"{value} is not a finite number")
+        return result
+    if type_name == "STRING":
+        if isinstance(value, (dict, list)) or value is None:
+            raise TypeError(f"a {type(value).__name__} is not a STRING")
+        return str(value)
+    if type_name == "BOOLEAN":
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise TypeError(f"{value!r} is not a BOOLEAN")
+    return value
+
+
+def _constant(name: str, d: InputDef, value: Any, check_combo: bool):
+    """(coerced value, None) or (value, error dict) for one widget value."""
+    config = d.config()
+    type_name = d.type_name
+    try:
+        value = _coerce(type_name, value)
+    except (TypeError, ValueError, OverflowError) as e:
+        return value, error("invalid_input_type", f"Failed to convert an input value to a {type_name} value",
+                            f"{name}, {value!r}, {e}", input_name=name, input_config=config,
+                            received_value=value)
+    if type_name in ("INT", "FLOAT"):
+        low, high = d.options.get("min"), d.options.get("max")
+        if low is not None and value < low:
+            return value, error("value_smaller_than_min", f"Value {value} smaller than min of {low}", name,
+                                input_name=name, input_config=config, received_value=value)
+        if high is not None and value > high:
+            return value, error("value_bigger_than_max", f"Value {value} bigger than max of {high}", name,
+                                input_name=name, input_config=config, received_value=value)
+    options = d.combo_options
+    if check_combo and options is not None and value not in options:
+        shown, shown_config = (f"(list of length {len(options)})", None) if len(options) > LIST_SHOWN_UP_TO \
+            else (str(options), config)
+        return value, error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {shown}",
+                            input_name=name, input_config=shown_config, received_value=value)
+    return value, None
