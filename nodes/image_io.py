@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 # Formats LoadImage accepts. Leaving out the rest keeps Pillow's rarer decoders (EPS runs
 # Ghostscript, for one) away from user files.
-IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF")
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
 # Formats whose extra frames are not animation (MPO holds stereo/depth views): first frame only.
 SINGLE_FRAME_FORMATS = {"MPO"}
 
@@ -56,6 +56,10 @@ def open_image_checked(path, node: str, input_name: str,
     except Image.DecompressionBombError as e:
         raise NodeInputError(node, input_name, f"image {name!s} is too large to load ({e})") from None
     except UnidentifiedImageError:
+        declared = _declared_png_size(path)
+        if declared is not None and 0 in declared:
+            raise NodeInputError(node, input_name, f"image {name!s} has no pixels "
+                                 f"({declared[0]} x {declared[1]})") from None
         raise NodeInputError(node, input_name, f"file {name!s} is not a readable image "
                              f"(supported: {', '.join(IMAGE_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -66,6 +70,18 @@ def open_image_checked(path, node: str, input_name: str,
         image.close()
         raise
     return image
+
+
+def _declared_png_size(path) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR, for the files Pillow refuses to identify."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except (OSError, TypeError):
+        return None
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def check_dimensions(image: Image.Image, node: str, input_name: str, limits: ImageLimits,
