@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vidgraph.engine.context import current_context
-from vidgraph.engine.paths import UnsafePathError
+from vidgraph.engine.paths import UnsafePathError, check_part
 
 from .image_io import (ImageLimits, NodeInputError, check_image_batch, load_image_tensors,
                        open_image_checked, tensor_to_pil)
@@ -77,15 +77,30 @@ def sha256_of(path) -> str:
 
 
 def validate_input_file(name, context, node: str, input_name: str):
-    """VALIDATE_INPUTS for file widgets: True, or the error text. Always checks containment."""
+    """VALIDATE_INPUTS for file widgets: True, or the error text. Containment is always checked."""
     folders = folders_in_scope(context)
-    if folders is None:
-        return True  # nothing to check against now; the node checks again when it runs
     try:
-        resolve_input_file(folders, name, node, input_name)
+        if folders is None:  # no folder to look in yet: at least refuse names that could climb
+            if not isinstance(name, str) or not name:
+                raise NodeInputError(node, input_name, f"expected a file name, got {name!r}")
+            try:
+                check_part(name)
+            except UnsafePathError as e:
+                raise NodeInputError(node, input_name, f"unsafe file name {name!r}: {e}") from None
+        else:
+            resolve_input_file(folders, name, node, input_name)
     except NodeInputError as e:
         return str(e)
     return True
+
+
+def input_file_hash(name, context, node: str, input_name: str):
+    """IS_CHANGED for file widgets: the file's sha256; NaN (always re-run) when it can't be read."""
+    folders = folders_in_scope(context)
+    try:
+        return sha256_of(resolve_input_file(folders, name, node, input_name))
+    except (NodeInputError, OSError, AttributeError):
+        return float("nan")  # never equal to itself, so a stale result is never reused
 
 
 # -- loading and saving -------------------------------------------------------------------------------
@@ -109,11 +124,7 @@ class LoadImage:
 
     @classmethod
     def IS_CHANGED(cls, image, context=None):
-        folders = folders_in_scope(context)
-        try:
-            return sha256_of(resolve_input_file(folders, image, "LoadImage", "image"))
-        except (NodeInputError, OSError, AttributeError):
-            return image  # the run reports the problem
+        return input_file_hash(image, context, "LoadImage", "image")
 
     @classmethod
     def VALIDATE_INPUTS(cls, image, context=None):

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from .image_io import ImageLimits, NodeInputError, check_image_batch, tensor_to_pil, to_uint8
-from .images import (SAVE_HIDDEN, folders_in_scope, list_input_files, resolve_input_file,
-                     sha256_of, validate_input_file)
+from .images import (SAVE_HIDDEN, folders_in_scope, input_file_hash, list_input_files,
+                     resolve_input_file, validate_input_file)
 from .outputs import OutputFiles, apng_comf_info, embedded_metadata
 from vidgraph.engine import metadata
 from vidgraph.engine.paths import UnsafePathError
@@ -339,10 +339,7 @@ class LoadVideo:
 
     @classmethod
     def IS_CHANGED(cls, file, context=None):
-        try:
-            return sha256_of(resolve_input_file(folders_in_scope(context), file, "LoadVideo", "file"))
-        except (NodeInputError, OSError, AttributeError):
-            return file
+        return input_file_hash(file, context, "LoadVideo", "file")
 
     @classmethod
     def VALIDATE_INPUTS(cls, file, context=None):
