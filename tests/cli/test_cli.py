@@ -1,0 +1,223 @@
+"""`vidgraph run` / `vidgraph nodes`, in-process (main(argv)) and as a real subprocess."""
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from vidgraph.server import cli
+from vidgraph.server.cli_run import ProgressBars, parse_override
+
+FIXTURES = Path(__file__).parents[1] / "engine" / "fixtures"
+
+MATH = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 5}},
+        "2": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "b": 3, "operation": "multiply"}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}, "_meta": {"title": "product"}}}
+
+PACK = textwrap.dedent('''
+    import os, signal
+
+    class SettingsProbe:
+        OUTPUT_NODE = True
+        RETURN_TYPES = ()
+        FUNCTION = "probe"
+        CATEGORY = "test"
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"tag": ("STRING", {"default": "x"})}, "hidden": {"context": "NODE_CONTEXT"}}
+        def probe(self, tag, context):
+            s = context.settings
+            return {"ui": {"text": [f"{tag} {s['device']} {s['dtype']} {s['lowvram']} {context.folders.output_dir}"]},
+                    "result": ()}
+
+    class Stepper:
+        OUTPUT_NODE = True
+        RETURN_TYPES = ()
+        FUNCTION = "step"
+        CATEGORY = "test"
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"steps": ("INT", {"default": 3, "min": 1, "max": 100}),
+                                 "ctrl_c_at": ("INT", {"default": -1, "min": -1, "max": 100})},
+                    "hidden": {"context": "NODE_CONTEXT"}}
+        def step(self, steps, ctrl_c_at, context):
+            for i in range(steps):
+                if i == ctrl_c_at:
+                    os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C does
+                context.progress(i + 1, steps)
+            return {"ui": {"text": [f"{steps} steps"]}, "result": ()}
+
+    NODE_CLASS_MAPPINGS = {"SettingsProbe": SettingsProbe, "Stepper": Stepper}
+''')
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A working folder with a custom-node pack (plus a broken one) and workflow files."""
+    monkeypatch.chdir(tmp_path)
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    (packs / "probe_pack.py").write_text(PACK)
+    (packs / "broken_pack.py").write_text("raise ImportError('needs a library that is not installed')\n")
+
+    def write(name, data):
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        return str(path)
+
+    return types.SimpleNamespace(root=tmp_path, packs=str(packs), write=write)
+
+
+def run_json(capsys, *argv):
+    code = cli.main(["run", *argv, "--json"])
+    out = capsys.readouterr()
+    return code, [json.loads(line) for line in out.out.splitlines()], out.err
+
+
+def test_success_line_has_the_documented_fields(env, capsys):
+    code, lines, _ = run_json(capsys, env.write("math.json", MATH))
+    assert code == 0 and len(lines) == 1
+    line = lines[0]
+    assert {"prompt_id", "status", "outputs", "executed", "cached", "error"} <= set(line)
+    assert line["status"] == "success" and line["error"] is None
+    assert line["outputs"] == {"3": {"text": ["15"]}}
+    assert sorted(line["executed"]) == ["1", "2", "3"] and line["cached"] == []
+
+
+def test_workflows_in_one_process_share_the_cache(env, capsys):
+    path = env.write("math.json", MATH)
+    changed = dict(MATH, **{"2": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "b": 4, "operation": "multiply"}}})
+    code, lines, _ = run_json(capsys, path, path, env.write("changed.json", changed))
+    assert code == 0
+    assert lines[1]["executed"] == [] and sorted(lines[1]["cached"]) == ["1", "2", "3"]
+    assert lines[1]["outputs"] == {"3": {"text": ["15"]}}
+    assert sorted(lines[2]["executed"]) == ["2", "3"] and lines[2]["cached"] == ["1"]
+    assert lines[2]["outputs"] == {"3": {"text": ["20"]}}
+    assert len({line["prompt_id"] for line in lines}) == 3
+
+
+def test_set_overrides_inputs_with_json_or_string_values(env, capsys):
+    code, lines, _ = run_json(capsys, env.write("math.json", MATH), "--set", "1.value=7", "--set", "2.operation=add")
+    assert code == 0 and lines[0]["outputs"]["3"]["text"] == ["10"]
+    assert parse_override("12:5.text=hello world").__dict__ == {"node_id": "12:5", "input_name": "text",
+                                                                  "value": "hello world"}
+    assert parse_override('4.image=["1", 0]').value == ["1", 0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "seed=5"], "expected NODE_ID.INPUT=VALUE"),
+    (["--set", "9.value=1"], "has no node '9'"),
+])
+def test_bad_set_is_an_invalid_workflow(env, capsys, argv, message):
+    code = cli.main(["run", env.write("math.json", MATH), *argv])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_invalid_workflow_exits_2_with_the_400_body(env, capsys):
+    bad = dict(MATH, **{"2": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "b": 3, "operation": "root"}}})
+    code, lines, _ = run_json(capsys, env.write("bad.json", bad), env.write("math.json", MATH))
+    assert code == 2
+    error = lines[0]["error"]
+    assert lines[0]["status"] == "error" and lines[0]["executed"] == []
+    assert error["error"]["type"] == "prompt_outputs_failed_validation"
+    assert error["node_errors"]["2"]["errors"][0]["type"] == "value_not_in_list"
+    assert lines[1]["status"] == "success"  # the next workflow still runs
+
+
+def test_unknown_node_type_and_missing_file_are_invalid(env, capsys):
+    unknown = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
+    code, lines, _ = run_json(capsys, env.write("unknown.json", unknown), str(env.root / "missing.json"))
+    assert code == 2
+    assert lines[0]["error"]["error"]["type"] == "invalid_prompt"
+    assert "not found" in lines[1]["error"]["error"]["message"]
+
+
+def test_failure_while_running_exits_1_and_names_the_node(env, capsys):
+    failing = dict(MATH, **{"2": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "b": 0, "operation": "divide"}}})
+    code, lines, _ = run_json(capsys, env.write("fail.json", failing))
+    assert code == 1 and lines[0]["status"] == "error"
+    assert lines[0]["error"]["node_id"] == "2" and lines[0]["error"]["exception_type"].endswith("ZeroDivisionError")
+    code = cli.main(["run", env.write("fail.json", failing)])
+    err = capsys.readouterr().err
+    assert code == 1 and "node #2 (IntMath) raised" in err and "divide by zero" in err
+
+
+def test_ui_format_and_png_embedded_workflows_run(env, capsys):
+    ui = json.loads((FIXTURES / "core_math_ui.json").read_text())
+    info = PngImagePlugin.PngInfo()
+    info.add_text("workflow", json.dumps(ui))  # no "prompt": the graph itself is converted
+    png = env.root / "result.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    code, lines, _ = run_json(capsys, str(FIXTURES / "core_math_ui.json"), str(png), "--set", "3.b=4")
+    assert code == 0
+    assert lines[0]["outputs"] == {"4": {"text": ["20"]}}   # muted node 5 is not run
+    assert lines[1]["executed"] == [] and lines[1]["outputs"] == {"4": {"text": ["20"]}}
+
+
+def test_custom_nodes_device_flags_and_a_broken_pack(env, capsys):
+    wf = env.write("probe.json", {"1": {"class_type": "SettingsProbe", "inputs": {"tag": "hi"}}})
+    code, lines, err = run_json(capsys, wf, "--custom-nodes", env.packs, "--cpu", "--lowvram", "--dtype", "bf16",
+                                "--output-dir", str(env.root / "out"))
+    assert code == 0
+    assert lines[0]["outputs"]["1"]["text"] == [f"hi cpu bf16 True {env.root / 'out'}"]
+    assert "broken_pack" in err and "needs a library" in err
+
+
+def test_ctrl_c_interrupts_the_running_workflow_and_stops_the_batch(env, capsys):
+    wf = env.write("steps.json", {"1": {"class_type": "Stepper", "inputs": {"steps": 5, "ctrl_c_at": 2}}})
+    code, lines, _ = run_json(capsys, wf, env.write("math.json", MATH), "--custom-nodes", env.packs)
+    assert code == 1 and len(lines) == 1 and lines[0]["status"] == "interrupted"
+
+
+def test_progress_bars_follow_progress_events():
+    stderr = io.StringIO()
+    real, sys.stderr = sys.stderr, stderr
+    try:
+        with ProgressBars(True, {"5": {"class_type": "KSampler"}}) as bars:
+            for i in range(1, 4):
+                bars.on_event("progress", {"node": "5", "value": i, "max": 3, "prompt_id": "p"})
+            bars.on_event("executing", {"node": None, "prompt_id": "p"})
+    finally:
+        sys.stderr = real
+    assert "#5 KSampler" in stderr.getvalue() and "3/3" in stderr.getvalue()
+
+
+def test_serve_and_demo_are_dispatched_with_the_rest_of_the_command_line(monkeypatch):
+    calls = []
+    for name in ("vidgraph.server.serve", "vidgraph.nodes.demo"):
+        module = types.ModuleType(name)
+        module.main = lambda argv, name=name: calls.append((name, argv)) or 0
+        monkeypatch.setitem(sys.modules, name, module)
+    assert cli.main(["serve", "--port", "9000"]) == 0
+    assert cli.main(["demo", "--cpu"]) == 0
+    assert calls == [("vidgraph.server.serve", ["--port", "9000"]), ("vidgraph.nodes.demo", ["--cpu"])]
+
+
+def test_nodes_lists_object_info(env, capsys):
+    assert cli.main(["nodes", "--json", "--custom-nodes", env.packs]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["IntMath"]["input_order"]["required"] == ["a", "b", "operation"]
+    assert info["SettingsProbe"]["output_node"] is True
+    assert cli.main(["nodes"]) == 0
+    assert "PreviewAny" in capsys.readouterr().out
+
+
+def test_subprocess_run(env):
+    console = [sys.executable, "-m", "vidgraph.server.cli"]
+    math = env.write("math.json", MATH)
+    bad = env.write("bad.json", dict(MATH, **{"1": {"class_type": "PrimitiveInt", "inputs": {"value": "five"}}}))
+    done = subprocess.run([*console, "run", math, bad, "--json"], capture_output=True, text=True, timeout=120)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 2, done.stderr
+    assert lines[0]["status"] == "success" and lines[0]["outputs"]["3"]["text"] == ["15"]
+    assert lines[1]["error"]["node_errors"]["1"]["errors"][0]["type"] == "invalid_input_type"
+    script = Path(sys.executable).parent / "vidgraph"  # the installed console script
+    command = [str(script)] if script.exists() else console
+    done = subprocess.run([*command, "run", math], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "#3: 15" in done.stdout and "3 executed" in done.stdout
