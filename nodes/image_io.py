@@ -86,15 +86,19 @@ def _declared_png_size(path) -> tuple[int, int] | None:
 
 def check_dimensions(image: Image.Image, node: str, input_name: str, limits: ImageLimits,
                      name=None) -> None:
-    width, height = image.size
     what = f"image {name!s}" if name is not None else "image"
+    check_size(*image.size, getattr(image, "n_frames", 1), limits, node, input_name, what)
+
+
+def check_size(width: int, height: int, frames: int, limits: ImageLimits, node: str,
+               input_name: str, what: str) -> None:
+    """Refuse an image or video, from its declared size, before anything is decoded."""
     if width <= 0 or height <= 0:
         raise NodeInputError(node, input_name, f"{what} has no pixels ({width} x {height})")
     if max(width, height) > limits.max_side or width * height > limits.max_pixels:
         raise NodeInputError(
             node, input_name, f"{what} is {width} x {height} pixels; the limit is "
             f"{limits.max_side} per side and {limits.max_pixels:,} pixels")
-    frames = getattr(image, "n_frames", 1)
     if frames > limits.max_frames or frames * width * height > limits.max_total_pixels:
         raise NodeInputError(
             node, input_name, f"{what} has {frames} frames of {width} x {height}; the limit is "

@@ -163,7 +163,7 @@ class SaveImage:
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None,
                     context=None):
         images = check_image_batch(images, "SaveImage")
-        files = _output_files(context, filename_prefix, "output", images, "SaveImage")
+        files = output_files(context, filename_prefix, "output", images, "SaveImage")
         prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
         return {"ui": {"images": save_image_batch(images, files, prompt, extra_pnginfo, 4, "SaveImage")}}
 
@@ -182,12 +182,13 @@ class PreviewImage:
     def save_images(self, images, prompt=None, extra_pnginfo=None, context=None):
         images = check_image_batch(images, "PreviewImage")
         suffix = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5))
-        files = _output_files(context, f"ComfyUI_temp_{suffix}", "temp", images, "PreviewImage")
+        files = output_files(context, f"ComfyUI_temp_{suffix}", "temp", images, "PreviewImage")
         prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
         return {"ui": {"images": save_image_batch(images, files, prompt, extra_pnginfo, 1, "PreviewImage")}}
 
 
-def _output_files(context, filename_prefix, kind, images, node) -> OutputFiles:
+def output_files(context, filename_prefix, kind, images, node) -> OutputFiles:
+    """The numbered files of a save node, sized by its [B,H,W,C] images (for %width%/%height%)."""
     if context is None:
         raise NodeInputError(node, "context", "this node needs the engine's NODE_CONTEXT (its folders)")
     try:

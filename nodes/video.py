@@ -10,12 +10,11 @@ import av
 import numpy as np
 import torch
 
-from .image_io import ImageLimits, NodeInputError, check_image_batch, tensor_to_pil, to_uint8
-from .images import (SAVE_HIDDEN, folders_in_scope, input_file_hash, list_input_files,
+from .image_io import ImageLimits, NodeInputError, check_image_batch, check_size, tensor_to_pil, to_uint8
+from .images import (SAVE_HIDDEN, folders_in_scope, input_file_hash, list_input_files, output_files,
                      resolve_input_file, validate_input_file)
-from .outputs import OutputFiles, apng_comf_info, embedded_metadata
+from .outputs import apng_comf_info, embedded_metadata
 from vidgraph.engine import metadata
-from vidgraph.engine.paths import UnsafePathError
 
 WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
 
@@ -136,15 +135,7 @@ def probe_video(path, limits: ImageLimits, node: str, input_name: str) -> tuple[
             frames = stream.frames or _estimated_frames(stream, container)
     except av.error.FFmpegError as e:
         raise NodeInputError(node, input_name, f"file {Path(path).name!r} is not a readable video ({e})") from None
-    what = f"video {Path(path).name!r}"
-    if width <= 0 or height <= 0:
-        raise NodeInputError(node, input_name, f"{what} has no pixels ({width} x {height})")
-    if max(width, height) > limits.max_side or width * height > limits.max_pixels:
-        raise NodeInputError(node, input_name, f"{what} is {width} x {height} pixels; the limit is "
-                             f"{limits.max_side} per side and {limits.max_pixels:,} pixels")
-    if frames > limits.max_frames or frames * width * height > limits.max_total_pixels:
-        raise NodeInputError(node, input_name, f"{what} has about {frames} frames of {width} x {height}; "
-                             f"the limit is {limits.max_frames} frames and {limits.max_total_pixels:,} pixels in all")
+    check_size(width, height, frames, limits, node, input_name, f"video {Path(path).name!r}")
     return width, height, frames
 
 
@@ -192,16 +183,6 @@ def _decode_audio(path) -> dict | None:
 
 # -- nodes --------------------------------------------------------------------------------------------
 
-def _output_files(context, node, filename_prefix, images) -> OutputFiles:
-    if context is None:
-        raise NodeInputError(node, "context", "this node needs the engine's NODE_CONTEXT (its folders)")
-    try:
-        return OutputFiles(context.folders, filename_prefix, "output",
-                           width=images.shape[2], height=images.shape[1])
-    except UnsafePathError as e:
-        raise NodeInputError(node, "filename_prefix", str(e)) from None
-
-
 def _check_fps(fps, node):
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise NodeInputError(node, "fps", f"must be a positive number, got {fps!r}")
@@ -230,7 +211,7 @@ class SaveAnimatedWEBP:
         _check_fps(fps, "SaveAnimatedWEBP")
         if method not in WEBP_METHODS:
             raise NodeInputError("SaveAnimatedWEBP", "method", f"{method!r} is not one of {', '.join(WEBP_METHODS)}")
-        files = _output_files(context, "SaveAnimatedWEBP", filename_prefix, images)
+        files = output_files(context, filename_prefix, "output", images, "SaveAnimatedWEBP")
         prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
         pictures = [tensor_to_pil(image) for image in images]
         exif = metadata.webp_exif(prompt, extra_pnginfo)
@@ -259,7 +240,7 @@ class SaveAnimatedPNG:
                     extra_pnginfo=None, context=None):
         images = check_image_batch(images, "SaveAnimatedPNG")
         _check_fps(fps, "SaveAnimatedPNG")
-        files = _output_files(context, "SaveAnimatedPNG", filename_prefix, images)
+        files = output_files(context, filename_prefix, "output", images, "SaveAnimatedPNG")
         prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
         pictures = [tensor_to_pil(image) for image in images]
         info = apng_comf_info(prompt, extra_pnginfo)
@@ -315,7 +296,7 @@ class SaveVideo:
             if value not in allowed:
                 raise NodeInputError("SaveVideo", name, f"{value!r} is not one of {', '.join(allowed)}")
         images = video.get_components().images
-        files = _output_files(context, "SaveVideo", filename_prefix, images)
+        files = output_files(context, filename_prefix, "output", images, "SaveVideo")
         prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
         tags = metadata.mp4_metadata(prompt, extra_pnginfo)
         entry = files.save(lambda path: video.save_to(path, tags), "mp4")
