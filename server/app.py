@@ -1,0 +1,104 @@
+"""The application factory: `create_app(config)` wires registry, executor, store, worker and hub.
+
+Every API route is registered twice, bare and under /api (scripts use the first, ComfyUI's
+frontend the second); the editor's static files and plugin web folders are not duplicated and
+the static catch-all comes last, so it can never shadow an API route.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from . import routes_files, routes_info, routes_prompt, routes_user
+from .routes_info import features
+from .security import GuardPolicy, error_middleware, guard_middleware
+from .state import STATE, UNEXPECTED_ERRORS, ServerConfig, ServerState
+from .store import Store
+from .worker import Worker
+from .ws import Hub, HubLimits
+
+log = logging.getLogger("vidgraph.server")
+
+API_ROUTES = routes_prompt.ROUTES + routes_files.ROUTES + routes_info.ROUTES + routes_user.ROUTES
+
+
+def build_registry(config: ServerConfig):
+    """The node registry: the configured module packs, then the custom-node folders."""
+    from vidgraph.engine.registry import NodeRegistry
+
+    registry = NodeRegistry(config.folders)
+    for module_name in config.node_packs:
+        registry.load_module_pack(module_name)
+    if config.custom_node_dirs:
+        registry.load_custom_node_dirs(config.custom_node_dirs)
+    for error in getattr(registry, "load_errors", []):
+        log.warning("node pack %s failed to load from %s: %s", error.pack, error.path, error.reason)
+    return registry
+
+
+def create_app(config: ServerConfig, registry=None, executor=None, validate=None) -> web.Application:
+    """A ready aiohttp application; the engine parts can be handed in (tests use stand-ins)."""
+    if config.enable_cors_header == "*":
+        raise ValueError("--enable-cors-header needs one exact origin, not '*'")
+    config.folders.ensure_dirs()
+    if registry is None:
+        registry = build_registry(config)
+    if executor is None:
+        from vidgraph.engine.executor import Executor
+
+        executor = Executor(registry, config.folders, settings=config.settings)
+    if validate is None:
+        from vidgraph.engine.validation import validate_prompt as validate
+
+    limits = config.limits
+    multipart = frozenset(p for path in routes_files.MULTIPART_PATHS for p in (path, "/api" + path))
+    policy = GuardPolicy(bind_host=config.host, allowed_hosts=set(config.allowed_hosts),
+                         cors_origin=config.enable_cors_header, multipart_paths=multipart)
+    app = web.Application(middlewares=[error_middleware, guard_middleware(policy)],
+                          client_max_size=limits.upload)
+    store = Store(config.database_path, max_attempts=config.max_attempts)
+    state = ServerState(config=config, registry=registry, executor=executor, validate=validate,
+                        store=store)
+    app[STATE] = state
+    app[UNEXPECTED_ERRORS] = 0
+    state.hub = Hub(store.queue_remaining,
+                    HubLimits(limits.ws_clients, limits.ws_message, limits.ws_send_queue,
+                              limits.ws_heartbeat),
+                    features=features(state),
+                    current_node=lambda sid: state.worker.current_node(sid) if state.worker else None)
+
+    for prefix in ("", "/api"):
+        app.router.add_get(prefix + "/ws", state.hub.handle)
+        for method, path, handler in API_ROUTES:
+            app.router.add_route(method, prefix + path, handler)
+    for method, path, handler in routes_info.STATIC_ROUTES:
+        app.router.add_route(method, path, handler)
+
+    app.on_startup.append(_start)
+    app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+async def _start(app: web.Application) -> None:
+    state = app[STATE]
+    requeued, ended = state.store.recover()
+    if requeued or ended:
+        log.warning("recovered after an unclean stop: re-queued %s, ended as interrupted %s",
+                    requeued, ended)
+    state.worker = Worker(state.store, state.executor, state.hub.send, state.hub.queue_changed,
+                          asyncio.get_running_loop())
+    state.worker.start()
+
+
+async def _shutdown(app: web.Application) -> None:
+    await app[STATE].hub.close_all()
+
+
+async def _cleanup(app: web.Application) -> None:
+    state = app[STATE]
+    if state.worker is not None:
+        await asyncio.get_running_loop().run_in_executor(None, state.worker.stop)
+    state.store.close()

@@ -1,0 +1,203 @@
+"""Node definitions, system facts, extensions, bundled workflows and the editor's static files."""
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+import vidgraph
+from vidgraph.engine.paths import UnsafePathError, check_part, safe_join
+
+from .errors import ApiError, json_response
+from .routes_files import content_disposition
+from .state import STATE, ServerState
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript",
+                ".css": "text/css", ".json": "application/json", ".svg": "image/svg+xml",
+                ".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp",
+                ".ico": "image/x-icon", ".woff2": "font/woff2", ".map": "application/json",
+                ".txt": "text/plain"}
+
+
+def package_dir(package: str, fallback: str) -> Path:
+    """A data package's folder when installed, else the repository's folder of that name."""
+    try:
+        path = Path(str(importlib.resources.files(package)))
+        if path.is_dir():
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return REPO_ROOT / fallback
+
+
+async def object_info(request: web.Request) -> web.Response:
+    registry = request.app[STATE].registry
+    info = await asyncio.get_running_loop().run_in_executor(None, registry.object_info)
+    return json_response(info)
+
+
+async def object_info_one(request: web.Request) -> web.Response:
+    registry = request.app[STATE].registry
+    name = request.match_info["node_class"]
+    if name not in registry.classes:
+        return json_response({})  # ComfyUI's answer for an unknown class
+    info = await asyncio.get_running_loop().run_in_executor(None, registry.object_info, name)
+    return json_response(info)
+
+
+def _ram() -> tuple[int, int]:
+    try:
+        with open("/proc/meminfo") as f:
+            values = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return values["MemTotal"], values.get("MemAvailable", values["MemFree"])
+    except (OSError, KeyError, ValueError, IndexError):
+        return 0, 0
+
+
+async def system_stats(request: web.Request) -> web.Response:
+    settings = request.app[STATE].config.settings
+    ram_total, ram_free = _ram()
+    device = str(settings.get("device", "auto"))
+    return json_response({
+        "system": {"os": os.name, "ram_total": ram_total, "ram_free": ram_free,
+                   "vidgraph_version": vidgraph.__version__, "comfyui_version": "0.3.64",
+                   "python_version": sys.version, "platform": platform.platform(),
+                   "embedded_python": False, "argv": sys.argv},
+        # The server does not import torch; the device is what the engine was told to use.
+        "devices": [{"name": device, "type": device.split(":")[0], "index": 0,
+                     "vram_total": 0, "vram_free": 0, "torch_vram_total": 0,
+                     "torch_vram_free": 0}]})
+
+
+def features(state: ServerState) -> dict:
+    return {"supports_preview_metadata": True, "max_upload_size": state.config.limits.upload}
+
+
+async def get_features(request: web.Request) -> web.Response:
+    return json_response(features(request.app[STATE]))
+
+
+async def node_packs(request: web.Request) -> web.Response:
+    """Which packs loaded and which failed (a failing pack never stops the server)."""
+    registry = request.app[STATE].registry
+    errors = [{"pack": e.pack, "path": str(e.path), "reason": e.reason}
+              for e in getattr(registry, "load_errors", [])]
+    packs = sorted({getattr(spec, "pack", "") for spec in _specs(registry)} - {""})
+    return json_response({"packs": packs, "errors": errors,
+                          "web_directories": sorted(registry.web_directories)})
+
+
+def _specs(registry):
+    for name in registry.classes:
+        try:
+            yield registry.get(name)
+        except Exception:
+            continue
+
+
+def _web_root(state: ServerState) -> Path:
+    return state.config.web_root or package_dir("vidgraph.web", "web")
+
+
+async def extensions(request: web.Request) -> web.Response:
+    state: ServerState = request.app[STATE]
+    urls = []
+    core = _web_root(state) / "extensions"
+    if core.is_dir():
+        urls += [f"/extensions/{p.relative_to(core).as_posix()}" for p in sorted(core.rglob("*.js"))]
+    for pack, directory in sorted(state.registry.web_directories.items()):
+        directory = Path(directory)
+        if directory.is_dir():
+            urls += [f"/extensions/{pack}/{p.relative_to(directory).as_posix()}"
+                     for p in sorted(directory.rglob("*.js"))]
+    return json_response(urls)
+
+
+def static_file(root: Path, relative: str) -> web.FileResponse:
+    try:
+        path = safe_join(root, relative)
+    except UnsafePathError:
+        raise ApiError(404, "not_found", "No such file") from None
+    if path.is_dir():
+        path = path / "index.html"
+    if not path.is_file():
+        raise ApiError(404, "not_found", "No such file")
+    content_type = STATIC_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    headers = {"Content-Type": content_type, "X-Content-Type-Options": "nosniff"}
+    if path.suffix.lower() in (".html", ".js", ".mjs", ".css", ".json"):
+        headers["Cache-Control"] = "no-cache"
+    return web.FileResponse(path, headers=headers)
+
+
+async def extension_file(request: web.Request) -> web.FileResponse:
+    """A pack's WEB_DIRECTORY under /extensions/{pack}/, else the editor's own extensions/."""
+    state: ServerState = request.app[STATE]
+    pack, rest = request.match_info["pack"], request.match_info["path"]
+    directory = state.registry.web_directories.get(pack)
+    if directory is not None:
+        return static_file(Path(directory), rest)
+    return static_file(_web_root(state) / "extensions", f"{pack}/{rest}")
+
+
+async def web_file(request: web.Request) -> web.FileResponse:
+    return static_file(_web_root(request.app[STATE]), request.match_info.get("path") or "index.html")
+
+
+# -- bundled workflows (the editor's "Workflows" menu) -------------------------------------------
+
+def _workflows_root(state: ServerState) -> Path:
+    return state.config.workflows_root or package_dir("vidgraph.workflows", "workflows")
+
+
+def _describe_workflow(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = "ui" if isinstance(data, dict) and "nodes" in data and "links" in data else "api"
+    return {"name": path.stem, "file": path.name, "format": kind}
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    root = _workflows_root(request.app[STATE])
+    files = sorted(root.glob("*.json")) if root.is_dir() else []
+    entries = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: [d for d in map(_describe_workflow, files) if d is not None])
+    return json_response(entries)
+
+
+async def get_workflow(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if not name.endswith(".json"):
+        name += ".json"
+    try:
+        check_part(name)
+    except UnsafePathError as e:
+        raise ApiError(400, "invalid_path", "Refused workflow name", str(e)) from None
+    response = static_file(_workflows_root(request.app[STATE]), name)
+    response.headers["Content-Disposition"] = content_disposition("inline", name)
+    return response
+
+
+ROUTES = [
+    ("GET", "/object_info", object_info),
+    ("GET", "/object_info/{node_class}", object_info_one),
+    ("GET", "/system_stats", system_stats),
+    ("GET", "/features", get_features),
+    ("GET", "/extensions", extensions),
+    ("GET", "/vidgraph/node_packs", node_packs),
+    ("GET", "/vidgraph/workflows", list_workflows),
+    ("GET", "/vidgraph/workflows/{name}", get_workflow),
+]
+# Static routes are registered without the /api twin, and the catch-all last.
+STATIC_ROUTES = [
+    ("GET", "/extensions/{pack}/{path:.+}", extension_file),
+    ("GET", "/{path:.*}", web_file),
+]

@@ -1,0 +1,123 @@
+"""The full cycle: POST /prompt -> progress and previews on /ws -> executed -> history -> /view."""
+import asyncio
+import json
+import struct
+import uuid
+
+import aiohttp
+
+from server_harness import collect_until_done, get_json, image_prompt, post_json, run, slow_prompt
+
+
+def test_full_cycle_prompt_progress_executed_history_view(server):
+    async def scenario():
+        client_id = uuid.uuid4().hex
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+                first = json.loads((await ws.receive()).data)
+                assert first["type"] == "status"
+                assert first["data"]["sid"] == client_id
+                assert "queue_remaining" in first["data"]["status"]["exec_info"]
+                status, body = await post_json(session, f"{server.url}/prompt",
+                                               {"prompt": image_prompt(), "client_id": client_id})
+                assert status == 200, body
+                assert set(body) == {"prompt_id", "number", "node_errors"}
+                prompt_id = body["prompt_id"]
+                messages = await collect_until_done(ws, prompt_id)
+            types = [t for t, _ in messages]
+            for expected in ("execution_start", "execution_cached", "executing", "progress",
+                             "executed", "execution_success"):
+                assert expected in types, (expected, types)
+            assert types.index("execution_start") < types.index("execution_success")
+            progress = [d for t, d in messages if t == "progress"]
+            assert progress[-1] == {"value": 2, "max": 2, "prompt_id": prompt_id, "node": "1"}
+            executed = [d for t, d in messages if t == "executed" and d["node"] == "2"][0]
+            image = executed["output"]["images"][0]
+            assert executed["prompt_id"] == prompt_id and executed["display_node"] == "2"
+
+            status, history = await get_json(session, f"{server.url}/history/{prompt_id}")
+            assert status == 200
+            entry = history[prompt_id]
+            assert entry["status"]["status_str"] == "success" and entry["status"]["completed"]
+            assert entry["outputs"]["2"]["images"] == [image]
+            assert entry["prompt"][1] == prompt_id and entry["prompt"][4] == ["1", "2"] or \
+                sorted(entry["prompt"][4]) == ["1", "2"]
+            assert [m[0] for m in entry["status"]["messages"]][0] == "execution_start"
+
+            async with session.get(f"{server.url}/view", params=image) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "image/png"
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+                assert r.headers["Content-Disposition"].startswith("inline")
+                assert (await r.read()).startswith(b"\x89PNG")
+            async with session.get(f"{server.url}/api/view",
+                                   params={**image, "preview": "jpeg;80"}) as r:
+                assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg"
+                assert (await r.read()).startswith(b"\xff\xd8")
+
+    run(scenario())
+
+
+def test_binary_previews_in_both_comfyui_layouts(server):
+    async def scenario(negotiate: bool):
+        client_id = uuid.uuid4().hex
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+                await ws.receive()
+                if negotiate:
+                    await ws.send_str(json.dumps({"type": "feature_flags",
+                                                  "data": {"supports_preview_metadata": True}}))
+                    reply = json.loads((await ws.receive()).data)
+                    while reply["type"] == "status":  # queue broadcasts may come first
+                        reply = json.loads((await ws.receive()).data)
+                    assert reply["type"] == "feature_flags"
+                    assert reply["data"]["supports_preview_metadata"] is True
+                _, body = await post_json(session, f"{server.url}/prompt",
+                                          {"prompt": slow_prompt(3, previews=True),
+                                           "client_id": client_id})
+                messages = await collect_until_done(ws, body["prompt_id"])
+        frames = [d for t, d in messages if t == "binary"]
+        assert len(frames) == 3
+        event, = struct.unpack(">I", frames[0][:4])
+        if negotiate:
+            assert event == 4
+            length, = struct.unpack(">I", frames[0][4:8])
+            meta = json.loads(frames[0][8:8 + length])
+            assert meta["node_id"] == "1" and meta["prompt_id"] == body["prompt_id"]
+            assert meta["image_type"] == "image/jpeg"
+            assert frames[0][8 + length:].startswith(b"\xff\xd8")
+        else:
+            assert event == 1
+            assert struct.unpack(">I", frames[0][4:8])[0] == 1  # JPEG
+            assert frames[0][8:].startswith(b"\xff\xd8")
+
+    run(scenario(False))
+    run(scenario(True))
+
+
+def test_queue_answers_quickly_while_a_long_prompt_runs(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            _, body = await post_json(session, f"{server.url}/prompt",
+                                      {"prompt": slow_prompt(steps=20, delay=0.05)})
+            await asyncio.sleep(0.2)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            status, queue = await get_json(session, f"{server.url}/queue")
+            elapsed = loop.time() - start
+            assert status == 200
+            assert [item[1] for item in queue["queue_running"]] == [body["prompt_id"]]
+            assert elapsed < 0.5, elapsed  # the loop is free; a blocked loop would take ~1 s
+            status, _ = await post_json(session, f"{server.url}/interrupt",
+                                        {"prompt_id": body["prompt_id"]})
+            assert status == 200
+            for _ in range(100):
+                status, history = await get_json(session, f"{server.url}/history/{body['prompt_id']}")
+                if history:
+                    break
+                await asyncio.sleep(0.05)
+            entry = history[body["prompt_id"]]
+            assert entry["status"]["status_str"] == "error"
+            assert "execution_interrupted" in [m[0] for m in entry["status"]["messages"]]
+
+    run(scenario())
