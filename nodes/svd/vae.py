@@ -51,11 +51,13 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x, num_frames=None):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        # in-place activations and sums: decode runs without autograd and full-resolution
+        # activations are the VAE's peak memory
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h = self.conv2(F.silu(self.norm2(h), inplace=True))
         if hasattr(self, "nin_shortcut"):
             x = self.nin_shortcut(x)
-        return x + h
+        return h.add_(x)
 
 
 class TemporalResBlock(nn.Module):
@@ -65,11 +67,11 @@ class TemporalResBlock(nn.Module):
         super().__init__()
         conv = lambda: nn.Conv3d(ch, ch, (k, 1, 1), padding=(k // 2, 0, 0))  # noqa: E731
         # nn.Identity fills the SiLU / dropout slots so indices match in_layers.2, out_layers.3
-        self.in_layers = nn.Sequential(Normalize(ch, 1e-5), nn.SiLU(), conv())
-        self.out_layers = nn.Sequential(Normalize(ch, 1e-5), nn.SiLU(), nn.Identity(), conv())
+        self.in_layers = nn.Sequential(Normalize(ch, 1e-5), nn.SiLU(inplace=True), conv())
+        self.out_layers = nn.Sequential(Normalize(ch, 1e-5), nn.SiLU(inplace=True), nn.Identity(), conv())
 
     def forward(self, x):
-        return x + self.out_layers(self.in_layers(x))
+        return self.out_layers(self.in_layers(x)).add_(x)
 
 
 def to_video(x, num_frames):  # [(B T),C,H,W] -> [B,C,T,H,W]
@@ -91,7 +93,7 @@ class VideoResBlock(ResnetBlock):
         temporal = from_video(self.time_stack(to_video(spatial, num_frames)))
         # VAE blend: alpha weights the TEMPORAL path (the UNet's mixer weights the spatial one)
         alpha = torch.sigmoid(self.mix_factor.to(spatial.dtype))
-        return alpha * temporal + (1 - alpha) * spatial
+        return spatial.lerp_(temporal, alpha)  # alpha * temporal + (1 - alpha) * spatial
 
 
 class AttnBlock(nn.Module):
@@ -108,7 +110,7 @@ class AttnBlock(nn.Module):
         b, c, hh, ww = h.shape
         q, k, v = (conv(h).flatten(2).transpose(1, 2) for conv in (self.q, self.k, self.v))
         h = attention(q, k, v, heads=1).transpose(1, 2).reshape(b, c, hh, ww)
-        return x + self.proj_out(h)
+        return self.proj_out(h).add_(x)
 
 
 class Downsample(nn.Module):
@@ -167,7 +169,7 @@ class Encoder(nn.Module):
             if hasattr(stage, "downsample"):
                 h = stage.downsample(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=True))
 
 
 class TimeMixConv2d(nn.Conv2d):
@@ -219,7 +221,7 @@ class Decoder(nn.Module):
                 h = block(h, num_frames)
             if hasattr(stage, "upsample"):
                 h = stage.upsample(h)
-        h = F.silu(self.norm_out(h))
+        h = F.silu(self.norm_out(h), inplace=True)
         return self.conv_out(h, num_frames) if self.temporal else self.conv_out(h)
 
 
