@@ -313,20 +313,11 @@ def _check_chunk(chunk, total):
 
 
 def load_exactly(model: nn.Module, sd, dtype, what: str) -> nn.Module:
-    """Assign `sd`'s tensors to a meta-built `model`, requiring exactly its keys and shapes."""
-    expected = model.state_dict()
-    missing = sorted(expected.keys() - sd.keys())
-    unexpected = sorted(sd.keys() - expected.keys())
-    misshaped = [f"{k} {list(sd[k].shape)} (expected {list(v.shape)})"
-                 for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
-    if missing or unexpected or misshaped:
-        lines = [f"{what} state dict does not fit the detected {type(model).__name__} config:"]
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if items:
-                lines.append(f"  {label} ({len(items)}): " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
-        raise ValueError("\n".join(lines))
-    model.load_state_dict({k: v if dtype is None else v.to(dtype) for k, v in sd.items()}, assign=True)
-    return model.eval()
+    """Fill a meta-built `model` from an in-memory state dict in its own layout, through the
+    checkpoint loader's key/shape checks (imported here: checkpoint.py imports this module)."""
+    from .checkpoint import DictSource, stream_into
+
+    return stream_into(model, DictSource(sd, what + " state dict"), {k: k for k in sd}, what, dtype)
 
 
 def config_from_state_dict(sd) -> VAEConfig:
