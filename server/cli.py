@@ -7,8 +7,9 @@
 
 The CLI wires the parts together: it builds the folders, loads the built-in pack
 ``vidgraph.nodes`` through the registry like any other pack, then hands prompts to one Executor.
-``serve`` and ``demo`` are owned by other modules; they get the rest of the command line and may
-reuse `add_runtime_options` / `make_runtime` from here.
+``serve`` and ``demo`` are owned by other modules: a module with ``add_arguments(parser)`` gets
+``main(namespace)``, one without gets ``main(argv_rest)``; both may reuse `add_runtime_options` /
+`make_runtime` from here.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+import yaml
 
 from vidgraph.engine.folders import Folders
 from vidgraph.engine.registry import NodeRegistry
@@ -32,6 +35,10 @@ DELEGATED = {
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
+class UsageError(Exception):
+    """A bad command line or configuration file: reported in one line, exit status 2."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
@@ -40,10 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help(sys.stderr)
         return EXIT_INVALID
-    if args.command == "nodes":
-        return cmd_nodes(args)
-    from .cli_run import cmd_run  # the executor is only imported when something runs
-    return cmd_run(args)
+    try:
+        if args.command == "nodes":
+            return cmd_nodes(args)
+        from .cli_run import cmd_run  # the executor is only imported when something runs
+        return cmd_run(args)
+    except UsageError as exc:
+        print(f"vidgraph {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
 
 
 def _delegate(command: str, rest: list[str]) -> int:
@@ -56,7 +67,12 @@ def _delegate(command: str, rest: list[str]) -> int:
                   file=sys.stderr)
             return EXIT_FAILED
         raise
-    result = module.main(rest)
+    if hasattr(module, "add_arguments"):  # the module declares its options; it gets a Namespace
+        parser = argparse.ArgumentParser(prog=f"vidgraph {command}", description=DELEGATED[command][1])
+        module.add_arguments(parser)
+        result = module.main(parser.parse_args(rest))
+    else:
+        result = module.main(rest)
     return int(result or 0)
 
 
@@ -91,8 +107,12 @@ def add_pack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--custom-nodes", action="append", default=[], metavar="DIR",
                         help="a folder of node packs (.py modules or packages); repeatable")
     parser.add_argument("--models-dir", metavar="DIR", help="model folders root (default ./models)")
-    parser.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
-                        help="ComfyUI's extra_model_paths.yaml; ./extra_model_paths.yaml is read when present")
+    parser.add_argument("--base-dir", metavar="DIR",
+                        help="folder holding models/, input/, output/, temp/ (default: the current folder)")
+    parser.add_argument("--extra-model-paths", "--extra-model-paths-config", dest="extra_model_paths",
+                        action="append", default=[], metavar="YAML",
+                        help="ComfyUI's extra_model_paths.yaml (repeatable); BASE_DIR/extra_model_paths.yaml "
+                             "is read when present")
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -122,12 +142,15 @@ class Runtime:
 def make_runtime(args: argparse.Namespace, user_dir: str | None = None) -> Runtime:
     """Folders, a registry with the built-in pack, custom packs and entry-point packs, and the
     Executor settings. Packs that fail to load are reported on stderr and skipped."""
-    folders = Folders(models_dir=args.models_dir, input_dir=getattr(args, "input_dir", None),
+    folders = Folders(base_dir=args.base_dir, models_dir=args.models_dir, input_dir=getattr(args, "input_dir", None),
                       output_dir=getattr(args, "output_dir", None), temp_dir=getattr(args, "temp_dir", None),
                       user_dir=user_dir)
     default_yaml = folders.base_dir / "extra_model_paths.yaml"
-    for yaml_path in ([default_yaml] if default_yaml.is_file() else []) + list(args.extra_model_paths_config):
-        folders.load_extra_model_paths(yaml_path)
+    for yaml_path in ([default_yaml] if default_yaml.is_file() else []) + list(args.extra_model_paths):
+        try:
+            folders.load_extra_model_paths(yaml_path)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise UsageError(f"cannot use extra model paths file {yaml_path}: {exc}") from None
     registry = NodeRegistry(folders)
     registry.load_module_pack(BUILTIN_PACK)
     registry.load_entry_points()

@@ -33,8 +33,9 @@ PACK = textwrap.dedent('''
             return {"required": {"tag": ("STRING", {"default": "x"})}, "hidden": {"context": "NODE_CONTEXT"}}
         def probe(self, tag, context):
             s = context.settings
-            return {"ui": {"text": [f"{tag} {s['device']} {s['dtype']} {s['lowvram']} {context.folders.output_dir}"]},
-                    "result": ()}
+            checkpoints = ",".join(context.folders.get_filename_list("checkpoints"))
+            return {"ui": {"text": [f"{tag} {s['device']} {s['dtype']} {s['lowvram']} {context.folders.output_dir}",
+                                    checkpoints]}, "result": ()}
 
     class Stepper:
         OUTPUT_NODE = True
@@ -160,13 +161,25 @@ def test_ui_format_and_png_embedded_workflows_run(env, capsys):
     assert lines[1]["executed"] == [] and lines[1]["outputs"] == {"4": {"text": ["20"]}}
 
 
-def test_custom_nodes_device_flags_and_a_broken_pack(env, capsys):
+def test_custom_nodes_folders_device_flags_and_a_broken_pack(env, capsys):
+    for models, name in (("mine", "own.safetensors"), ("comfy/models", "shared.safetensors")):
+        (env.root / models / "checkpoints").mkdir(parents=True)
+        (env.root / models / "checkpoints" / name).write_bytes(b"")
+    (env.root / "extra.yaml").write_text("comfyui:\n  base_path: comfy\n  checkpoints: models/checkpoints\n")
     wf = env.write("probe.json", {"1": {"class_type": "SettingsProbe", "inputs": {"tag": "hi"}}})
     code, lines, err = run_json(capsys, wf, "--custom-nodes", env.packs, "--cpu", "--lowvram", "--dtype", "bf16",
-                                "--output-dir", str(env.root / "out"))
+                                "--output-dir", str(env.root / "out"), "--models-dir", str(env.root / "mine"),
+                                "--extra-model-paths", str(env.root / "extra.yaml"))
     assert code == 0
-    assert lines[0]["outputs"]["1"]["text"] == [f"hi cpu bf16 True {env.root / 'out'}"]
+    assert lines[0]["outputs"]["1"]["text"] == [f"hi cpu bf16 True {env.root / 'out'}",
+                                                "own.safetensors,shared.safetensors"]
     assert "broken_pack" in err and "needs a library" in err
+
+
+def test_unreadable_extra_model_paths_is_a_usage_error(env, capsys):
+    (env.root / "bad.yaml").write_text("comfyui: [unclosed\n")
+    assert cli.main(["nodes", "--extra-model-paths", str(env.root / "bad.yaml")]) == 2
+    assert "cannot use extra model paths file" in capsys.readouterr().err
 
 
 def test_ctrl_c_interrupts_the_running_workflow_and_stops_the_batch(env, capsys):
@@ -190,13 +203,16 @@ def test_progress_bars_follow_progress_events():
 
 def test_serve_and_demo_are_dispatched_with_the_rest_of_the_command_line(monkeypatch):
     calls = []
-    for name in ("vidgraph.server.serve", "vidgraph.nodes.demo"):
-        module = types.ModuleType(name)
-        module.main = lambda argv, name=name: calls.append((name, argv)) or 0
-        monkeypatch.setitem(sys.modules, name, module)
+    serve = types.ModuleType("vidgraph.server.serve")  # declares its options: gets a Namespace
+    serve.add_arguments = lambda parser: parser.add_argument("--port", type=int, default=8188)
+    serve.main = lambda args: calls.append(("serve", args.port)) or 0
+    demo = types.ModuleType("vidgraph.nodes.demo")     # no add_arguments: gets the raw argv
+    demo.main = lambda argv: calls.append(("demo", argv)) or 3
+    monkeypatch.setitem(sys.modules, "vidgraph.server.serve", serve)
+    monkeypatch.setitem(sys.modules, "vidgraph.nodes.demo", demo)
     assert cli.main(["serve", "--port", "9000"]) == 0
-    assert cli.main(["demo", "--cpu"]) == 0
-    assert calls == [("vidgraph.server.serve", ["--port", "9000"]), ("vidgraph.nodes.demo", ["--cpu"])]
+    assert cli.main(["demo", "--cpu"]) == 3
+    assert calls == [("serve", 9000), ("demo", ["--cpu"])]
 
 
 def test_nodes_lists_object_info(env, capsys):
