@@ -89,6 +89,10 @@ class VDenoiser:
         self.compute_dtype = compute_dtype or first.dtype
         self.sigma_min, self.sigma_max, self.sigma_data = sigma_min, sigma_max, sigma_data
 
+    def condition(self, conditioning) -> SVDCondition:
+        """ComfyUI CONDITIONING -> SVDCondition with this UNet's micro-conditioning width."""
+        return SVDCondition.from_comfy(conditioning, dim=self.unet.config.adm_in_channels // 3)
+
     def __call__(self, x, sigma, context, concat, y, num_frames: int, image_only_indicator=None):
         """x [N*T, 4, h, w] float32; sigma scalar or [N*T]; context/concat/y one row per frame."""
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
