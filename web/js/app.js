@@ -1,0 +1,369 @@
+// The editor application: owns the graph, the view and the server connection, and
+// turns user actions into graph changes that are recorded for undo and autosaved.
+import { Api } from "./api.js";
+import { Graph, MODE } from "./graph.js";
+import { GraphView } from "./view.js";
+import { installGestures } from "./gestures.js";
+import { SearchPalette } from "./search.js";
+import { Execution } from "./execution.js";
+import { Extensions } from "./extensions.js";
+import { UndoStack } from "./undo.js";
+import { promptToGraph, looksLikeApiPrompt, graphToPrompt } from "./convert.js";
+import { typesCompatible } from "./types.js";
+import { loadFromBrowser, saveToBrowser, installDropTarget, readWorkflowFile } from "./files.js";
+import { installCommands } from "./commands.js";
+
+export class App {
+  constructor() {
+    this.api = new Api();
+    this.defs = {};
+    this.graph = new Graph({});
+    this.undo = new UndoStack();
+    this.extensions = new Extensions(this);
+    this.pointerWorld = [0, 0];
+    this.canvas = document.querySelector("#canvas");
+  }
+
+  async start() {
+    globalThis.vidgraph = this;
+    this.view = new GraphView(this.canvas, this.graph, {
+      onWidgetInput: (node, widget, value) => { widget.value = value; this.commit(); },
+      onUpload: (node, widget, file) => this.uploadInto(node, widget.target, file),
+      onNodeRendered: (node, el) => { this.execution?.restoreNode(node); this.extensions.callSync("nodeRendered", node, el); },
+      onSelectionChange: (ids) => this.canvas.classList.toggle("has-selection", ids.size > 0),
+    });
+    this.execution = new Execution(this);
+    this.search = new SearchPalette(document.querySelector("#search"), {
+      getDefs: () => this.graph.defs,
+      onPick: (type, context) => this.addNodeFromSearch(type, context),
+    });
+    this.search.onClose = () => this.canvas.focus({ preventScroll: true });
+    installGestures(this.view, {
+      commit: () => this.commit(),
+      viewChanged: () => this.scheduleAutosave(),
+      openSearch: (at) => this.openSearch(at),
+      toggleCollapse: (ids) => this.toggleCollapse(ids),
+      rename: (id, el) => this.renameInline(el, (title) => { this.graph.nodes.get(id).title = title; }),
+      renameGroup: (id, el) => this.renameInline(el, (title) => { this.graph.groups.find((g) => g.id === id).title = title; }),
+      refused: (type) => this.setStatus(`link refused: ${type} does not fit there`),
+    });
+    this.canvas.addEventListener("pointermove", (e) => { this.pointerWorld = this.view.clientToWorld(e.clientX, e.clientY); });
+    installCommands(this);
+    installDropTarget(document.body, (files, e) => this.onFilesDropped(files, e));
+
+    await this.loadDefinitions();
+    const saved = loadFromBrowser();
+    if (saved) this.loadWorkflow(saved, { name: "restored", keepView: true, quiet: true });
+    else this.resetHistory();
+    this.view.renderAll();
+    if (!saved?.extra?.ds) this.view.fitView();
+    this.api.addEventListener("connected", () => this.setStatus("connected"));
+    this.api.connect();
+    await this.loadExtensions();
+    this.populateWorkflowMenu();
+    document.body.dataset.ready = "true";
+  }
+
+  async loadDefinitions() {
+    try {
+      this.defs = await this.api.getObjectInfo();
+    } catch (err) {
+      this.toast(`Could not load node definitions: ${err.message}`, "error");
+    }
+    await this.extensions.call("beforeRegisterNodeDefs", this.defs);
+    this.graph.setDefs(this.defs);
+  }
+
+  async loadExtensions() {
+    let urls = [];
+    try { urls = await this.api.getExtensions(); } catch { return; }
+    await this.extensions.loadAll(urls);
+    if (Object.keys(this.extensions.registered).length) {
+      await this.extensions.call("beforeRegisterNodeDefs", this.defs);
+      this.graph.setDefs(this.defs);
+      await this.extensions.call("setup");
+      this.view.renderAll();
+    }
+  }
+
+  // ---- recording -----------------------------------------------------------------
+  snapshot() {
+    const wf = this.graph.serialize();
+    delete wf.extra.ds; // moving the view is not an undoable edit
+    return JSON.stringify(wf);
+  }
+
+  resetHistory() {
+    this.undo.reset(this.snapshot());
+  }
+
+  // Every finished user action ends here: one undo step, one autosave.
+  commit() {
+    if (this.undo.record(this.snapshot())) {
+      this.scheduleAutosave();
+      document.body.dataset.revision = String(Number(document.body.dataset.revision ?? 0) + 1);
+    }
+  }
+
+  scheduleAutosave() {
+    clearTimeout(this.autosaveTimer);
+    this.autosaveTimer = setTimeout(() => this.autosave(), 250);
+  }
+
+  autosave() {
+    clearTimeout(this.autosaveTimer);
+    saveToBrowser(this.graph.serialize());
+  }
+
+  restore(state) {
+    if (state == null) return;
+    const ds = this.graph.extra.ds;
+    this.graph.load(JSON.parse(state));
+    if (ds) this.graph.extra.ds = ds;
+    this.view.renderAll();
+    this.scheduleAutosave();
+  }
+
+  undoStep() { this.restore(this.undo.undo()); }
+  redoStep() { this.restore(this.undo.redo()); }
+
+  // ---- loading ---------------------------------------------------------------------
+  loadWorkflow(workflow, { name = "workflow", keepView = false, quiet = false } = {}) {
+    try {
+      this.graph.load(workflow);
+    } catch (err) {
+      this.toast(`Could not load ${name}: ${err.message}`, "error");
+      return false;
+    }
+    this.afterLoad(name, keepView, quiet);
+    return true;
+  }
+
+  loadPrompt(prompt, { name = "prompt" } = {}) {
+    const loaded = promptToGraph(prompt, this.defs);
+    this.graph.load(loaded.serialize());
+    this.afterLoad(name, false, false);
+  }
+
+  loadAny(json, name) {
+    if (!json) return false;
+    if (looksLikeApiPrompt(json)) { this.loadPrompt(json, { name }); return true; }
+    return this.loadWorkflow(json, { name });
+  }
+
+  afterLoad(name, keepView, quiet) {
+    this.execution?.clearErrors();
+    this.execution?.outputs.clear();
+    this.view.selected.clear();
+    const ds = this.graph.extra.ds;
+    if (keepView && ds && Number.isFinite(ds.scale)) {
+      this.view.scale = ds.scale;
+      this.view.offset = [...ds.offset];
+    }
+    this.view.renderAll();
+    if (!(keepView && ds)) this.view.fitView();
+    const missing = [...new Set([...this.graph.nodes.values()].filter((n) => n.missing).map((n) => n.type))];
+    if (missing.length) this.toast(`Node types not installed here: ${missing.join(", ")}`, "warning");
+    this.resetHistory();
+    this.autosave();
+    if (!quiet) this.setStatus(`loaded ${name}`);
+  }
+
+  async onFilesDropped(files, e) {
+    for (const file of files) {
+      let found;
+      try { found = await readWorkflowFile(file); } catch (err) { this.toast(`${file.name}: ${err.message}`, "error"); continue; }
+      if (found.workflow) this.loadWorkflow(found.workflow, { name: file.name });
+      else if (found.prompt) this.loadAny(found.prompt, file.name);
+      else if (found.image) {
+        const at = e ? this.view.clientToWorld(e.clientX, e.clientY) : this.pointerWorld;
+        const node = this.addNode("LoadImage", at);
+        if (node) await this.uploadInto(node, "image", file);
+      } else this.toast(`${file.name}: no workflow found in this file`, "warning");
+    }
+  }
+
+  async uploadInto(node, widgetName, file) {
+    try {
+      const result = await this.api.uploadImage(file);
+      const name = result.subfolder ? `${result.subfolder}/${result.name}` : result.name;
+      const widget = this.graph.widget(node, widgetName);
+      if (!widget) return;
+      if (widget.spec?.options?.values && !widget.spec.options.values.includes(name)) widget.spec.options.values.push(name);
+      widget.value = name;
+      this.view.renderNode(node);
+      this.commit();
+      this.setStatus(`uploaded ${name}`);
+    } catch (err) {
+      this.toast(`Upload failed: ${err.message}`, "error");
+    }
+  }
+
+  // ---- editing -----------------------------------------------------------------------
+  addNode(type, worldPos = this.pointerWorld, { commit = true } = {}) {
+    if (!this.graph.defs[type]) { this.toast(`Unknown node type ${type}`, "error"); return null; }
+    const node = this.graph.addNode(type, worldPos);
+    this.view.renderNode(node);
+    this.view.setSelection([node.id]);
+    if (commit) this.commit();
+    return node;
+  }
+
+  openSearch({ clientX, clientY, pending = null }) {
+    const world = this.view.clientToWorld(clientX, clientY);
+    let accepts = () => true;
+    let hint = "";
+    if (pending) {
+      // A dropped link: only offer nodes that can take (or give) that type.
+      const wantInput = Boolean(pending.from);
+      accepts = (def) => wantInput
+        ? ["required", "optional"].some((c) => Object.values(def.input?.[c] ?? {}).some((spec) => typesCompatible(pending.type, Array.isArray(spec[0]) ? "COMBO" : spec[0])))
+        : (def.output ?? []).some((t) => typesCompatible(t, pending.type));
+      hint = `${wantInput ? "takes" : "gives"} ${pending.type}`;
+    }
+    this.search.open({ clientX, clientY, accepts, hint, context: { world, pending } });
+  }
+
+  addNodeFromSearch(type, context) {
+    const node = this.addNode(type, context?.world ?? this.pointerWorld, { commit: false });
+    const pending = context?.pending;
+    if (node && pending) {
+      if (pending.from) {
+        const input = [...node.inputs, ...node.widgets.map((w) => ({ name: w.name, type: w.kind }))]
+          .find((i) => typesCompatible(pending.type, i.type));
+        if (input) this.graph.connect(pending.from.nodeId, pending.from.slot, node.id, input.name);
+      } else if (pending.into) {
+        const slot = node.outputs.findIndex((o) => typesCompatible(o.type, pending.type));
+        if (slot >= 0) this.graph.connect(node.id, slot, pending.into.nodeId, pending.into.name);
+      }
+      this.view.renderAll();
+    }
+    this.commit();
+    this.canvas.focus({ preventScroll: true });
+  }
+
+  selectedNodes() {
+    return [...this.view.selected].map((id) => this.graph.nodes.get(id)).filter(Boolean);
+  }
+
+  deleteSelected() {
+    const nodes = this.selectedNodes();
+    if (!nodes.length) return;
+    for (const node of nodes) this.graph.removeNode(node.id);
+    this.view.renderAll();
+    this.commit();
+  }
+
+  toggleMode(mode) {
+    const nodes = this.selectedNodes();
+    if (!nodes.length) return;
+    const next = nodes.every((n) => n.mode === mode) ? MODE.ALWAYS : mode;
+    for (const node of nodes) { node.mode = next; this.view.renderNode(node); }
+    this.commit();
+  }
+
+  toggleCollapse(ids = [...this.view.selected]) {
+    for (const id of ids) {
+      const node = this.graph.nodes.get(id);
+      if (!node) continue;
+      node.flags.collapsed = !node.flags.collapsed;
+      if (!node.flags.collapsed) delete node.flags.collapsed;
+      this.view.renderNode(node);
+    }
+    this.view.updateLinks();
+    this.commit();
+  }
+
+  groupSelected(title = "Group") {
+    const nodes = this.selectedNodes();
+    if (!nodes.length) return null;
+    const pad = 20;
+    const x0 = Math.min(...nodes.map((n) => n.pos[0])) - pad;
+    const y0 = Math.min(...nodes.map((n) => n.pos[1])) - pad - 40;
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) + pad;
+    const y1 = Math.max(...nodes.map((n) => n.pos[1] + this.view.nodeHeight(n))) + pad;
+    const group = this.graph.addGroup(title, [x0, y0, x1 - x0, y1 - y0]);
+    this.view.renderGroups();
+    this.commit();
+    return group;
+  }
+
+  // Keeps each node's size in step with what is drawn, so groups and box-select see real heights.
+  syncSizes() {
+    for (const node of this.graph.nodes.values()) {
+      const el = this.view.nodeEl(node.id);
+      if (el && !node.flags.collapsed) node.size[1] = el.offsetHeight;
+    }
+  }
+
+  renameInline(el, apply) {
+    el.contentEditable = "true";
+    el.focus();
+    document.getSelection().selectAllChildren(el);
+    const done = (keep) => {
+      el.contentEditable = "false";
+      el.removeEventListener("keydown", onKey);
+      if (keep && el.textContent.trim()) apply(el.textContent.trim());
+      this.view.renderAll();
+      this.commit();
+    };
+    const onKey = (e) => {
+      e.stopPropagation();
+      if (e.key === "Enter") { e.preventDefault(); el.blur(); }
+      if (e.key === "Escape") { el.removeEventListener("blur", onBlur); done(false); }
+    };
+    const onBlur = () => done(true);
+    el.addEventListener("keydown", onKey);
+    el.addEventListener("blur", onBlur, { once: true });
+  }
+
+  async queue(options) {
+    this.syncSizes();
+    const prompt = graphToPrompt(this.graph);
+    await this.extensions.call("beforeQueue", prompt, this.graph);
+    return this.execution.queue({ ...options, prompt });
+  }
+
+  // ---- feedback ------------------------------------------------------------------------
+  setStatus(text) {
+    document.querySelector("#status").textContent = text;
+  }
+
+  toast(message, kind = "info") {
+    const box = document.querySelector("#toasts");
+    const item = document.createElement("div");
+    item.className = `toast toast-${kind}`;
+    item.setAttribute("role", kind === "error" ? "alert" : "status");
+    const text = document.createElement("pre");
+    text.textContent = message;
+    const close = document.createElement("button");
+    close.type = "button";
+    close.textContent = "×";
+    close.setAttribute("aria-label", "Dismiss");
+    close.addEventListener("click", () => item.remove());
+    item.append(text, close);
+    box.append(item);
+    while (box.children.length > 4) box.firstChild.remove();
+    if (kind !== "error") setTimeout(() => item.remove(), 6000);
+  }
+
+  async populateWorkflowMenu() {
+    const select = document.querySelector("#workflows-menu");
+    let list;
+    try { list = await this.api.getWorkflowList(); } catch { select.hidden = true; return; }
+    const names = Array.isArray(list) ? list.map((w) => (typeof w === "string" ? w : w.name)) : Object.keys(list ?? {});
+    for (const name of names) {
+      const option = document.createElement("option");
+      option.value = option.textContent = name;
+      select.append(option);
+    }
+  }
+
+  async openBundledWorkflow(name) {
+    try {
+      this.loadAny(await this.api.getWorkflow(name), name);
+    } catch (err) {
+      this.toast(`Could not open ${name}: ${err.message}`, "error");
+    }
+  }
+}

@@ -1,0 +1,290 @@
+// Queueing, live progress, output previews, error display and the queue/history panel.
+import { graphToPrompt } from "./convert.js";
+import { nextControlledValue } from "./nodedefs.js";
+
+const VIDEO_EXTENSIONS = /\.(mp4|webm|mov|mkv)$/i;
+
+export class Execution {
+  constructor(app) {
+    this.app = app;
+    this.outputs = new Map(); // nodeId → last ui output, kept across undo/reload of the view
+    this.errors = new Map(); // nodeId → [{message, details, input}]
+    this.runningNode = null;
+    this.promptId = null;
+    this.panel = document.querySelector("#queue-panel");
+    const { api } = app;
+    api.addEventListener("status", (e) => this.onStatus(e.detail));
+    api.addEventListener("execution_start", (e) => this.onStart(e.detail));
+    api.addEventListener("execution_cached", (e) => this.markNodes(e.detail.nodes, "cached"));
+    api.addEventListener("executing", (e) => this.onExecuting(e.detail));
+    api.addEventListener("progress", (e) => this.onProgress(e.detail));
+    api.addEventListener("executed", (e) => this.onExecuted(e.detail));
+    api.addEventListener("execution_error", (e) => this.onRuntimeError(e.detail));
+    api.addEventListener("execution_interrupted", () => this.finish("interrupted"));
+    api.addEventListener("execution_success", () => this.finish("success"));
+    api.addEventListener("b_preview", (e) => this.onSamplerPreview(e.detail));
+    api.addEventListener("disconnected", () => this.app.setStatus("disconnected: reconnecting…"));
+    this.panel.addEventListener("click", (e) => this.onPanelClick(e));
+  }
+
+  // ---- queueing -----------------------------------------------------------------
+  async queue({ front = false, prompt = null } = {}) {
+    const { graph, api } = this.app;
+    prompt = prompt ?? graphToPrompt(graph);
+    const workflow = graph.serialize();
+    this.clearErrors();
+    let response;
+    try {
+      response = await api.queuePrompt(prompt, workflow, { front });
+    } catch (err) {
+      this.app.toast(`Could not reach the server: ${err.message}`, "error");
+      return null;
+    }
+    const body = response.data ?? {};
+    if (!response.ok) {
+      this.showValidationErrors(body);
+      return null;
+    }
+    if (body.node_errors && Object.keys(body.node_errors).length) this.showValidationErrors(body, { partial: true });
+    this.applySeedControls();
+    this.app.setStatus(`queued ${String(body.prompt_id).slice(0, 8)}`);
+    this.refreshPanel();
+    return body.prompt_id;
+  }
+
+  // control_after_generate: the queued prompt used the current value; the next one gets a new one.
+  applySeedControls() {
+    const { graph, view } = this.app;
+    let changed = false;
+    for (const node of graph.nodes.values()) {
+      for (const control of node.widgets.filter((w) => w.kind === "CONTROL")) {
+        const target = graph.widget(node, control.target);
+        if (!target || control.value === "fixed" || graph.widgetIsLinked(node, target.name)) continue;
+        const next = nextControlledValue(control.value, target.value, target.spec);
+        if (next === target.value) continue;
+        target.value = next;
+        changed = true;
+        const field = view.nodeEl(node.id)?.querySelector(`.widget[data-widget="${CSS.escape(target.name)}"] :is(input, select)`);
+        if (field) field.value = String(next);
+      }
+    }
+    if (changed) this.app.commit();
+  }
+
+  // ---- errors --------------------------------------------------------------------
+  clearErrors() {
+    this.errors.clear();
+    for (const el of document.querySelectorAll(".node.error, .widget.error, .slot.error")) el.classList.remove("error");
+    for (const el of document.querySelectorAll(".node-errors")) el.replaceChildren();
+  }
+
+  showValidationErrors(body, { partial = false } = {}) {
+    const nodeErrors = body.node_errors ?? {};
+    for (const [id, entry] of Object.entries(nodeErrors)) {
+      this.errors.set(Number(id), (entry.errors ?? []).map((err) => ({
+        message: err.message, details: err.details, input: err.extra_info?.input_name,
+      })));
+      this.paintErrors(Number(id));
+    }
+    const top = body.error;
+    const summary = typeof top === "string" ? top : top?.message;
+    const count = Object.keys(nodeErrors).length;
+    if (summary || count) {
+      this.app.toast(`${partial ? "Some outputs were dropped: " : ""}${summary ?? "Prompt failed validation"}${count ? ` (${count} node${count > 1 ? "s" : ""} with errors)` : ""}${top?.details ? `\n${top.details}` : ""}`, "error");
+    }
+  }
+
+  paintErrors(nodeId) {
+    const el = this.app.view.nodeEl(nodeId);
+    const errors = this.errors.get(nodeId);
+    if (!el || !errors) return;
+    el.classList.add("error");
+    const list = el.querySelector(".node-errors");
+    list.replaceChildren(...errors.map((err) => {
+      const p = document.createElement("p");
+      p.textContent = `${err.message}${err.details ? `: ${err.details}` : ""}`;
+      return p;
+    }));
+    for (const err of errors) {
+      if (!err.input) continue;
+      const target = el.querySelector(`.widget[data-widget="${CSS.escape(err.input)}"], .slot.input[data-input="${CSS.escape(err.input)}"]`);
+      if (target) { target.classList.add("error"); target.title = `${err.message}: ${err.details ?? ""}`; }
+    }
+  }
+
+  onRuntimeError(data) {
+    const id = Number(data.node_id);
+    this.errors.set(id, [{ message: `${data.exception_type}: ${data.exception_message}` }]);
+    this.paintErrors(id);
+    this.app.toast(`Node #${data.node_id} (${data.node_type}) failed:\n${data.exception_type}: ${data.exception_message}\n${(data.traceback ?? []).join("").slice(-1500)}`, "error");
+    this.finish("error");
+  }
+
+  // ---- progress --------------------------------------------------------------------
+  onStatus(data) {
+    const remaining = data?.status?.exec_info?.queue_remaining;
+    if (remaining !== undefined) document.querySelector("#queue-size").textContent = `queue: ${remaining}`;
+    this.refreshPanel();
+  }
+
+  onStart(data) {
+    this.promptId = data.prompt_id;
+    for (const el of document.querySelectorAll(".node.cached, .node.executed, .node.running")) el.classList.remove("cached", "executed", "running");
+    this.app.setStatus("running");
+    document.body.classList.add("executing");
+  }
+
+  markNodes(ids, cls) {
+    for (const id of ids ?? []) this.app.view.nodeEl(Number(id))?.classList.add(cls);
+  }
+
+  onExecuting(data) {
+    if (this.runningNode != null) {
+      const prev = this.app.view.nodeEl(this.runningNode);
+      prev?.classList.remove("running");
+      prev?.classList.add("executed");
+    }
+    this.runningNode = data.node == null ? null : Number(data.node);
+    if (this.runningNode == null) { this.finish("done"); return; }
+    const el = this.app.view.nodeEl(this.runningNode);
+    el?.classList.add("running");
+    el?.style.setProperty("--progress", "0");
+  }
+
+  onProgress(data) {
+    const el = this.app.view.nodeEl(Number(data.node ?? this.runningNode));
+    if (!el) return;
+    el.classList.add("running");
+    el.style.setProperty("--progress", String(data.max ? data.value / data.max : 0));
+    el.querySelector(".node-progress").title = `${data.value} / ${data.max}`;
+    el.dataset.progress = `${data.value}/${data.max}`;
+  }
+
+  finish(how) {
+    if (this.runningNode != null) this.app.view.nodeEl(this.runningNode)?.classList.remove("running");
+    this.runningNode = null;
+    document.body.classList.remove("executing");
+    if (how !== "done") this.app.setStatus(how);
+    else if (!/error|interrupted/.test(document.querySelector("#status").textContent)) this.app.setStatus("idle");
+    this.refreshPanel();
+  }
+
+  // ---- previews ------------------------------------------------------------------------
+  onExecuted(data) {
+    const id = Number(data.display_node ?? data.node);
+    this.outputs.set(id, data.output);
+    this.paintPreview(id);
+  }
+
+  paintPreview(nodeId) {
+    const el = this.app.view.nodeEl(nodeId);
+    const output = this.outputs.get(nodeId);
+    if (!el || !output) return;
+    const box = el.querySelector(".node-preview");
+    const files = [...(output.images ?? []), ...(output.gifs ?? []), ...(output.videos ?? [])];
+    box.replaceChildren(...files.map((file) => previewElement(this.app.api.viewUrl(file), file.filename)));
+    const texts = output.text ?? output.string;
+    if (Array.isArray(texts)) for (const t of texts) { const p = document.createElement("pre"); p.textContent = String(t); box.append(p); }
+  }
+
+  onSamplerPreview(frame) {
+    const id = frame.nodeId != null ? Number(frame.nodeId) : this.runningNode;
+    const el = this.app.view.nodeEl(id);
+    if (!el) return;
+    const box = el.querySelector(".node-preview");
+    let img = box.querySelector("img.sampler-preview");
+    if (!img) {
+      img = document.createElement("img");
+      img.className = "sampler-preview";
+      img.alt = "sampler preview";
+      box.replaceChildren(img);
+    }
+    const old = img.src;
+    img.src = URL.createObjectURL(new Blob([frame.image], { type: frame.mime }));
+    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  }
+
+  // Called whenever the view rebuilds a node (undo, load): state survives.
+  restoreNode(node) {
+    this.paintPreview(node.id);
+    this.paintErrors(node.id);
+    if (node.id === this.runningNode) this.app.view.nodeEl(node.id)?.classList.add("running");
+  }
+
+  // ---- queue panel -------------------------------------------------------------------------
+  async refreshPanel() {
+    if (this.panel.hidden) return;
+    clearTimeout(this.panelTimer);
+    this.panelTimer = setTimeout(() => this.renderPanel(), 100);
+  }
+
+  async renderPanel() {
+    let queue, history;
+    try {
+      [queue, history] = await Promise.all([this.app.api.getQueue(), this.app.api.getHistory(30)]);
+    } catch { return; }
+    const item = (entry, kind) => {
+      const [number, promptId] = entry;
+      const li = document.createElement("li");
+      li.dataset.promptId = promptId;
+      li.textContent = `#${number} ${String(promptId).slice(0, 8)} `;
+      if (kind === "pending") li.append(button("Cancel", "cancel"));
+      return li;
+    };
+    this.panel.querySelector("#queue-running").replaceChildren(...(queue.queue_running ?? []).map((e) => item(e, "running")));
+    this.panel.querySelector("#queue-pending").replaceChildren(...(queue.queue_pending ?? []).map((e) => item(e, "pending")));
+    this.history = history;
+    const entries = Object.entries(history).reverse();
+    this.panel.querySelector("#history-list").replaceChildren(...entries.map(([promptId, entry]) => {
+      const li = document.createElement("li");
+      li.dataset.promptId = promptId;
+      li.className = `history-${entry.status?.status_str ?? "unknown"}`;
+      const label = document.createElement("span");
+      label.textContent = `${String(promptId).slice(0, 8)} · ${entry.status?.status_str ?? "?"}`;
+      li.append(label);
+      const files = Object.values(entry.outputs ?? {}).flatMap((o) => [...(o.images ?? []), ...(o.gifs ?? [])]);
+      for (const file of files.slice(0, 4)) li.append(previewElement(this.app.api.viewUrl(file), file.filename, true));
+      if (entry.prompt?.[3]?.extra_pnginfo?.workflow || entry.prompt?.[2]) li.append(button("Load", "load-history"));
+      return li;
+    }));
+  }
+
+  async onPanelClick(e) {
+    const action = e.target.closest("button")?.dataset.action;
+    const promptId = e.target.closest("li")?.dataset.promptId;
+    if (action === "cancel") await this.app.api.deleteQueued(promptId);
+    else if (action === "clear-queue") await this.app.api.clearQueue();
+    else if (action === "clear-history") await this.app.api.clearHistory();
+    else if (action === "load-history") {
+      const entry = this.history?.[promptId];
+      const workflow = entry?.prompt?.[3]?.extra_pnginfo?.workflow;
+      this.app.loadAny(workflow ?? entry?.prompt?.[2], `history ${promptId.slice(0, 8)}`);
+      for (const [id, output] of Object.entries(entry?.outputs ?? {})) this.outputs.set(Number(id), output);
+      for (const id of this.outputs.keys()) this.paintPreview(id);
+    }
+    if (action) this.refreshPanel();
+  }
+}
+
+function button(text, action) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.dataset.action = action;
+  return b;
+}
+
+export function previewElement(url, filename, small = false) {
+  if (VIDEO_EXTENSIONS.test(filename)) {
+    const video = document.createElement("video");
+    Object.assign(video, { src: url, controls: !small, loop: true, muted: true, autoplay: true, playsInline: true });
+    video.className = "preview-video";
+    return video;
+  }
+  const img = document.createElement("img");
+  img.src = url;
+  img.alt = filename;
+  img.className = "preview-image";
+  img.loading = "lazy";
+  return img;
+}

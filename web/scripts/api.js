@@ -1,0 +1,3 @@
+// For extensions written the ComfyUI way (`import { api } from "../../scripts/api.js"`).
+export const api = globalThis.vidgraph?.api;
+export default api;
