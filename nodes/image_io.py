@@ -6,6 +6,7 @@ dimensions and frame count are checked between the two, and a few-kilobyte PNG t
 """
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Mapping
@@ -19,6 +20,12 @@ from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
 # Formats whose extra frames are not animation (MPO holds stereo/depth views): first frame only.
 SINGLE_FRAME_FORMATS = {"MPO"}
+
+
+# What Pillow's decoders raise on malformed files, beyond OSError: its plugins parse with struct,
+# slicing and arithmetic, so a hostile file can surface as any of these.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
+                 ZeroDivisionError, struct.error, Image.DecompressionBombError)
 
 
 class NodeInputError(ValueError):
@@ -62,7 +69,7 @@ def open_image_checked(path, node: str, input_name: str,
                                  f"({declared[0]} x {declared[1]})") from None
         raise NodeInputError(node, input_name, f"file {name!s} is not a readable image "
                              f"(supported: {', '.join(IMAGE_FORMATS)})") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except DECODE_ERRORS as e:
         raise NodeInputError(node, input_name, f"file {name!s} is a corrupt image ({e})") from None
     try:
         check_dimensions(image, node, input_name, limits, name)
@@ -87,7 +94,11 @@ def _declared_png_size(path) -> tuple[int, int] | None:
 def check_dimensions(image: Image.Image, node: str, input_name: str, limits: ImageLimits,
                      name=None) -> None:
     what = f"image {name!s}" if name is not None else "image"
-    check_size(*image.size, getattr(image, "n_frames", 1), limits, node, input_name, what)
+    try:
+        frames = getattr(image, "n_frames", 1)  # TIFF and GIF walk their frame headers for this
+    except DECODE_ERRORS as e:
+        raise NodeInputError(node, input_name, f"{what} is corrupt ({e})") from None
+    check_size(*image.size, frames, limits, node, input_name, what)
 
 
 def check_size(width: int, height: int, frames: int, limits: ImageLimits, node: str,
@@ -115,19 +126,23 @@ def load_image_tensors(image: Image.Image, node: str, input_name: str) -> tuple[
     size = None
     try:
         for frame in ImageSequence.Iterator(image):
+            # Compared before decoding, so an odd-sized (maybe huge) later frame is never decoded;
+            # the orientation is the file's, so comparing before turning upright is the same test.
+            if size is None:
+                size = frame.size
+            elif frame.size != size:
+                continue
             frame = ImageOps.exif_transpose(frame)
             if frame.mode == "I":  # 32-bit integer images, scaled as ComfyUI does
                 frame = frame.point(lambda v: v * (1 / 255))
             rgb = frame.convert("RGB")
-            if size is None:
-                size = rgb.size
-            elif rgb.size != size:
-                continue
             images.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0))
             masks.append(_mask_of(frame))
             if image.format in SINGLE_FRAME_FORMATS:
                 break
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except NodeInputError:
+        raise
+    except DECODE_ERRORS as e:
         raise NodeInputError(node, input_name, f"image {image.filename or ''} is corrupt or "
                              f"truncated ({e})") from None
     return torch.stack(images), torch.stack(masks)

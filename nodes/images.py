@@ -421,6 +421,7 @@ NODE_CLASS_MAPPINGS = {
     "ImageAddNoise": ImageAddNoise,
 }
 
+# Only the names ComfyUI gives; the other nodes show their class name, as there.
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadImage": "Load Image",
     "SaveImage": "Save Image",
@@ -428,9 +429,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ImageScale": "Upscale Image",
     "ImageScaleBy": "Upscale Image By",
     "ImageCrop": "Image Crop",
-    "ImageFromBatch": "Image From Batch",
-    "RepeatImageBatch": "Repeat Image Batch",
     "ImageBatch": "Batch Images",
-    "EmptyImage": "EmptyImage",
-    "ImageAddNoise": "ImageAddNoise",
 }

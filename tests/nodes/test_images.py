@@ -310,3 +310,24 @@ def test_image_add_noise_matches_global_seed_semantics():
 def test_image_add_noise_strength_zero_is_identity():
     image = torch.rand(1, 8, 8, 3)
     assert torch.equal(ImageAddNoise().repeat(image, 5, 0.0)[0], image)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_damaged_files_give_node_errors_only(folders, context, fmt):
+    buffer = io.BytesIO()
+    Image.fromarray(gradient(16, 12)).save(buffer, fmt)
+    original = buffer.getvalue()
+    rng = np.random.default_rng(1234)
+    for trial in range(12):
+        data = bytearray(original)
+        for position in rng.integers(0, len(data), 4):
+            data[position] = int(rng.integers(0, 256))
+        if trial % 3 == 0:
+            data = data[: len(data) // 2]
+        (folders.input_dir / f"bad{trial}.img").write_bytes(bytes(data))
+        try:
+            image, _ = load(context, f"bad{trial}.img")
+        except NodeInputError as e:
+            assert str(e).startswith("LoadImage: input 'image':")
+        else:
+            assert image.ndim == 4 and image.shape[-1] == 3
