@@ -129,3 +129,15 @@ def test_from_state_dict_builds_and_loads_the_tower():
         sd = source.state_dict()
         del sd["transformer.resblocks.1.ln_2.bias"]
         CLIPVision.from_state_dict(sd, heads=4)
+
+
+def test_full_size_hugging_face_layout_converts_to_the_checkpoint_keys():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.CLIPVisionConfig(
+        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, image_size=224,
+        patch_size=14, projection_dim=1024, hidden_act="gelu")
+    with torch.device("meta"):
+        ref = transformers.CLIPVisionModelWithProjection(cfg)
+    sd = clip_vision_state_dict_from_any(ref.state_dict())
+    assert {k: list(v.shape) for k, v in sd.items()} == reference_keys(CHECKPOINT_PREFIX)
+    assert config_from_state_dict(sd) == CLIPVisionConfig()

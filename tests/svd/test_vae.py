@@ -169,3 +169,32 @@ def test_from_state_dict_loads_any_layout_and_lists_bad_keys():
     assert "missing (1): decoder.mid.block_1.mix_factor" in message
     assert "unexpected (1): decoder.extra.weight" in message
     assert "decoder.norm_out.bias [7] (expected [32])" in message
+
+
+def test_full_size_diffusers_layout_converts_to_the_checkpoint_keys():
+    diffusers = pytest.importorskip("diffusers")
+    with torch.device("meta"):
+        ref = diffusers.AutoencoderKLTemporalDecoder(  # the published SVD vae/config.json
+            block_out_channels=(128, 256, 512, 512), down_block_types=["DownEncoderBlock2D"] * 4,
+            layers_per_block=2, latent_channels=4)
+    sd = vae_state_dict_from_any(ref.state_dict())
+    expected = reference_keys(CHECKPOINT_PREFIX)
+    expected["quant_conv.weight"], expected["quant_conv.bias"] = [8, 8, 1, 1], [8]
+    assert {k: list(v.shape) for k, v in sd.items()} == expected
+    assert config_from_state_dict(sd) == VAEConfig(quant_conv=True)
+
+
+def test_plain_decoder_matches_diffusers_autoencoder_kl():
+    diffusers = pytest.importorskip("diffusers")
+    ref = diffusers.AutoencoderKL(
+        block_out_channels=(32, 64), down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2, layers_per_block=1, latent_channels=4)
+    randomize(ref, seed=8).eval()
+    mine = VAE.from_state_dict(ref.state_dict())
+    assert not mine.config.temporal and mine.config.quant_conv and mine.config.post_quant_conv
+    g = torch.Generator().manual_seed(9)
+    pixels, z = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, torch.randn(3, 4, 4, 4, generator=g)
+    with torch.no_grad():
+        expected_mean, expected_pixels = ref.encode(pixels).latent_dist.mode(), ref.decode(z).sample
+    assert (mine.encode(pixels) - expected_mean).abs().max() <= 1e-4
+    assert (mine.decode(z, chunk=2) - expected_pixels).abs().max() <= 1e-4
