@@ -8,7 +8,6 @@ ancestor signature per node, which is quadratic on a chain).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -75,15 +74,17 @@ class ResultCache:
         self.total_bytes = 0
 
 
-def fingerprint(spec, node, defs) -> Any:
-    """IS_CHANGED of a node with its constant inputs (links as None); NaN when it raises."""
+def fingerprint(spec, node, defs, params: tuple[set[str], bool]) -> Any:
+    """IS_CHANGED of a node with its constant inputs (links as None); NaN when it raises.
+
+    `params` is (parameter names, takes **kwargs) of IS_CHANGED, from spec.call_parameters.
+    """
     if spec.is_changed is None:
         return None
+    names, takes_all = params
+    args = {name: (None if isinstance(v, Link) else v) for name, v in node.inputs.items()
+            if name in defs and (takes_all or name in names)}
     try:
-        params = inspect.signature(spec.is_changed).parameters
-        takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
-        args = {name: (None if isinstance(v, Link) else v) for name, v in node.inputs.items()
-                if name in defs and (takes_all or name in params)}
         return spec.is_changed(**args)
     except Exception:
         return math.nan
@@ -91,18 +92,21 @@ def fingerprint(spec, node, defs) -> Any:
 
 def node_key(spec, node, upstream: dict[str, bytes], changed: Any, per_node: bool) -> bytes:
     """Digest of what determines a node's outputs; a NaN fingerprint makes it unique."""
-    parts = [spec.name, _repr(changed)]
+    header = f"{spec.name}\x1f{_repr(changed)}"
     if isinstance(changed, float) and math.isnan(changed):
-        parts.append(f"always-run-{next(_unique)}")
+        header += f"\x1falways-run-{next(_unique)}"
     if per_node:
-        parts.append(f"node={node.id}")
-    for name in sorted(node.inputs):
-        value = node.inputs[name]
-        if isinstance(value, Link):
-            parts.append(f"{name}<{upstream[value.node_id].hex()}:{value.output}")
+        header += f"\x1fnode={node.id}"
+    digest = hashlib.blake2b(header.encode("utf-8", "surrogatepass"), digest_size=16)
+    inputs = node.inputs
+    for name in sorted(inputs):
+        value = inputs[name]
+        if type(value) is Link:   # producers' keys are fixed-size digests: no ambiguity
+            digest.update(f"\x1f{name}<{value.output}:".encode("utf-8", "surrogatepass"))
+            digest.update(upstream[value.node_id])
         else:
-            parts.append(f"{name}={_repr(value)}")
-    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            digest.update(f"\x1f{name}={_repr(value)}".encode("utf-8", "surrogatepass"))
+    return digest.digest()
 
 
 def _repr(value: Any) -> str:

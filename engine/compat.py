@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .context import current_context
 from .folders import MODEL_EXTENSIONS, Folders
 from .interrupt import Interrupted
+from .nodecall import ExecutionBlocker
 
 if TYPE_CHECKING:
     from .registry import NodeRegistry
@@ -32,6 +33,11 @@ def install(registry: "NodeRegistry") -> None:
     comfy.model_management = model_management_module()
     modules.update({"comfy": comfy, "comfy.utils": comfy.utils,
                     "comfy.model_management": comfy.model_management})
+    execution = _module("comfy_execution", "ComfyUI compatibility package (vidgraph)")
+    execution.__path__ = []
+    execution.graph = _module("comfy_execution.graph", "ExecutionBlocker for packs (vidgraph)")
+    execution.graph.ExecutionBlocker = ExecutionBlocker
+    modules.update({"comfy_execution": execution, "comfy_execution.graph": execution.graph})
     for name, module in modules.items():
         existing = sys.modules.get(name)
         if existing is None or getattr(existing, "__vidgraph_compat__", False):

@@ -22,6 +22,7 @@ from .interrupt import Interrupted, InterruptFlag
 from .nodecall import (ExecutionBlocked, ExecutionBlocker, call_over_lists, collect_results,
                        gather_inputs, lazy_requests)
 from .resources import ResourceCache
+from .spec import call_parameters
 from .validation import Link, Validation, validate_prompt
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class _PromptRun:
         self.results: dict[str, CachedResult] = {}
         self.keys: dict[str, bytes] = {}
         self.current: str | None = None
+        self._owned: tuple[int, set[int]] = (-1, set())
 
     def emit(self, event: str, data: dict) -> None:
         if event in STATUS_EVENTS:
@@ -83,14 +85,18 @@ class _PromptRun:
                 log.exception("event subscriber failed on %s", event)
 
     def compute_keys(self) -> None:
-        per_node_types = {"UNIQUE_ID"}
+        """Keys in dependency order, so each one digests its producers' finished keys."""
+        per_class: dict[str, tuple] = {}
+        for class_type, spec in self.v.specs.items():
+            defs = self.v.input_defs.get(class_type, {})
+            per_node = spec.not_idempotent or any(
+                d.section == "hidden" and d.type == "UNIQUE_ID" for d in defs.values())
+            params = call_parameters(spec.is_changed) if spec.is_changed is not None else None
+            per_class[class_type] = (spec, defs, per_node, params)
         for node_id in self.v.order:
             node = self.v.nodes[node_id]
-            spec = self.v.specs[node.class_type]
-            defs = self.v.input_defs[node.class_type]
-            per_node = spec.not_idempotent or any(
-                d.section == "hidden" and d.type in per_node_types for d in defs.values())
-            changed = fingerprint(spec, node, defs)
+            spec, defs, per_node, params = per_class[node.class_type]
+            changed = fingerprint(spec, node, defs, params) if params is not None else None
             self.keys[node_id] = node_key(spec, node, self.keys, changed, per_node)
 
     def run(self) -> RunResult:
@@ -208,9 +214,16 @@ class _PromptRun:
             raise _NodeFailed(self.error_data(node_id, e, inputs)) from e
         entry = CachedResult(outputs, ui)
         self.results[node_id] = entry
-        self.executor.cache.put(self.keys[node_id], entry, skip_ids=self.executor.resources.owned_ids())
+        self.executor.cache.put(self.keys[node_id], entry, skip_ids=self.models_ids())
         self.result.executed.append(node_id)
         self.report_ui(node_id, ui)
+
+    def models_ids(self) -> set[int]:
+        """ids of objects the model cache owns (not counted again in the result cache)."""
+        resources = self.executor.resources
+        if self._owned[0] != resources.generation:
+            self._owned = (resources.generation, resources.owned_ids())
+        return self._owned[1]
 
     def report_ui(self, node_id: str, ui: dict | None) -> None:
         if ui is None:

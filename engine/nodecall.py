@@ -54,6 +54,8 @@ def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], b
     """Call `method` once, or once per list element; a call fed a blocker yields the blocker."""
     if spec.input_is_list:
         calls = [inputs]
+    elif all(len(v) == 1 for v in inputs.values()):   # the usual case: one call
+        calls = [{k: v[0] for k, v in inputs.items()}]
     else:
         lengths = [len(v) for v in inputs.values()]
         count = 0 if 0 in lengths else max(lengths, default=1)

@@ -82,6 +82,7 @@ class ResourceCache:
         self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._hooks: list[ReleaseHook] = []
         self._lock = threading.RLock()
+        self.generation = 0   # bumped on every change, so others can cache owned_ids()
 
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
@@ -116,6 +117,7 @@ class ResourceCache:
         with self._lock:
             old = self._entries.pop(key, None)
             self._entries[key] = (value, size)
+            self.generation += 1
             evicted = self._evict_over_budget(keep=key)
         if old is not None and old[0] is not value:
             evicted.insert(0, (key, old[0]))
@@ -134,6 +136,7 @@ class ResourceCache:
     def release(self, key: Hashable | None = None) -> None:
         """Drop one entry, or everything when key is None."""
         with self._lock:
+            self.generation += 1
             if key is None:
                 released = [(k, v) for k, (v, _) in self._entries.items()]
                 self._entries.clear()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import inspect
-from dataclasses import dataclass, field
 from typing import Any
 
 INPUT_SECTIONS = ("required", "optional", "hidden")
@@ -18,29 +17,27 @@ class InvalidNodeClass(TypeError):
     """A class registered as a node lacks what every node must declare."""
 
 
-@dataclass
 class InputDef:
-    name: str
-    section: str                 # required | optional | hidden
-    type: Any                    # a type string, or the options list of a legacy combo
-    options: dict = field(default_factory=dict)
+    """One declared input; derived facts are computed once because validation reads them per node."""
+    __slots__ = ("name", "section", "type", "options", "type_name", "combo_options", "lazy")
 
-    @property
-    def combo_options(self) -> list | None:
-        if isinstance(self.type, (list, tuple)):
-            return list(self.type)
-        if self.type == "COMBO" and isinstance(self.options.get("options"), (list, tuple)):
-            return list(self.options["options"])
-        return None
+    def __init__(self, name: str, section: str, type: Any, options: dict | None = None):
+        self.name = name
+        self.section = section          # required | optional | hidden
+        self.type = type                # a type string, or the options list of a legacy combo
+        self.options = options or {}
+        is_list = isinstance(type, (list, tuple))
+        self.type_name = "COMBO" if is_list else type   # the socket type
+        if is_list:
+            self.combo_options = list(type)
+        elif type == "COMBO" and isinstance(self.options.get("options"), (list, tuple)):
+            self.combo_options = list(self.options["options"])
+        else:
+            self.combo_options = None
+        self.lazy = bool(self.options.get("lazy", False))
 
-    @property
-    def type_name(self) -> str:
-        """The socket type: "COMBO" for option lists."""
-        return "COMBO" if isinstance(self.type, (list, tuple)) else self.type
-
-    @property
-    def lazy(self) -> bool:
-        return bool(self.options.get("lazy", False))
+    def __repr__(self) -> str:
+        return f"InputDef({self.name!r}, {self.section!r}, {self.type!r}, {self.options!r})"
 
     def config(self) -> list:
         """ComfyUI's `input_config` as shown in validation errors: [type, options]."""
@@ -118,6 +115,7 @@ class NodeSpec:
         self.validate_inputs = getattr(cls, "VALIDATE_INPUTS", None)
         self.has_lazy_check = callable(getattr(cls, "check_lazy_status", None))
         self.is_async = inspect.iscoroutinefunction(getattr(cls, self.function))
+        self._validate_params: tuple[set[str], bool, bool] | None = None
 
     def input_defs(self) -> dict[str, InputDef]:
         """Parsed INPUT_TYPES(); called afresh because model/file lists change between prompts."""
@@ -125,14 +123,14 @@ class NodeSpec:
 
     def validate_inputs_params(self) -> tuple[set[str], bool, bool]:
         """(named parameters, takes **kwargs, wants input_types) of VALIDATE_INPUTS."""
-        try:
-            params = inspect.signature(self.validate_inputs).parameters
-        except (TypeError, ValueError):
-            return set(), True, False
-        names = {p.name for p in params.values()
-                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
-        return names, takes_kwargs, "input_types" in names
+        if self._validate_params is None:
+            if self.validate_inputs is None:
+                self._validate_params = (set(), False, False)
+            else:
+                names, takes_kwargs = call_parameters(self.validate_inputs)
+                self._validate_params = (names, takes_kwargs, "input_types" in names)
+        return self._validate_params
+
 
     def info(self) -> dict:
         """The `/object_info` entry (ComfyUI's V1 shape)."""
@@ -174,3 +172,13 @@ def to_json(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return to_json(value.value)
     return str(value)
+
+
+def call_parameters(fn) -> tuple[set[str], bool]:
+    """(keyword-passable parameter names, takes **kwargs) of a callable."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return set(), True
+    names = {p.name for p in params.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, any(p.kind == p.VAR_KEYWORD for p in params.values())
