@@ -10,13 +10,19 @@ import av
 import numpy as np
 import torch
 
+from vidgraph.engine import metadata
+from vidgraph.engine.context import current_context
+
 from .image_io import ImageLimits, NodeInputError, check_image_batch, check_size, tensor_to_pil, to_uint8
 from .images import (SAVE_HIDDEN, folders_in_scope, input_file_hash, list_input_files, output_files,
                      resolve_input_file, validate_input_file)
 from .outputs import apng_comf_info, embedded_metadata
-from vidgraph.engine import metadata
 
 WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
+# A damaged container can surface from PyAV as any of these (codec_context None, undecodable
+# metadata strings, ...), besides FFmpeg's own errors.
+VIDEO_DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, AttributeError, IndexError,
+                       TypeError, ZeroDivisionError, UnicodeDecodeError)
 
 
 # -- the VIDEO object ---------------------------------------------------------------------------------
@@ -74,6 +80,13 @@ class Video:
         return f"Video({where})"
 
 
+def check_interrupt() -> None:
+    """Stop long encodes/decodes on interrupt; the Video runs inside whichever node uses it."""
+    context = current_context()
+    if context is not None:
+        context.check_interrupt()
+
+
 def _as_fraction(fps) -> Fraction:
     return fps if isinstance(fps, Fraction) else Fraction(round(float(fps) * 1000), 1000)
 
@@ -100,6 +113,7 @@ def encode_mp4(path, components: VideoComponents, tags: dict[str, str]) -> None:
         if components.audio is not None:
             audio_stream = _add_audio(out, components, len(frames))
         for array in frames:
+            check_interrupt()
             out.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         out.mux(stream.encode())
         if audio_stream is not None:
@@ -133,7 +147,9 @@ def probe_video(path, limits: ImageLimits, node: str, input_name: str) -> tuple[
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             frames = stream.frames or _estimated_frames(stream, container)
-    except av.error.FFmpegError as e:
+    except NodeInputError:
+        raise
+    except VIDEO_DECODE_ERRORS as e:
         raise NodeInputError(node, input_name, f"file {Path(path).name!r} is not a readable video ({e})") from None
     check_size(width, height, frames, limits, node, input_name, f"video {Path(path).name!r}")
     return width, height, frames
@@ -154,12 +170,18 @@ def decode_video(path, limits: ImageLimits, node: str, input_name: str) -> Video
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or Fraction(30)
             for frame in container.decode(stream):
+                check_interrupt()
                 if len(frames) >= most:  # the header undercounted
                     raise NodeInputError(node, input_name, f"video {Path(path).name!r} has more than "
                                          f"{most} frames of {width} x {height}")
+                if (frame.width, frame.height) != (width, height):
+                    raise NodeInputError(node, input_name, f"video {Path(path).name!r} changes size "
+                                         f"mid-stream ({width} x {height} to {frame.width} x {frame.height})")
                 frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
         audio = _decode_audio(path)
-    except av.error.FFmpegError as e:
+    except NodeInputError:
+        raise
+    except VIDEO_DECODE_ERRORS as e:
         raise NodeInputError(node, input_name, f"video {Path(path).name!r} is corrupt ({e})") from None
     if not frames:
         raise NodeInputError(node, input_name, f"video {Path(path).name!r} has no frames")

@@ -187,3 +187,34 @@ def test_load_video_over_limits_rejected_before_decoding(folders, make_context):
     Video(frames(8, 16, 16), 8).save_to(folders.input_dir / "long.mp4")
     with pytest.raises(NodeInputError, match=r"^LoadVideo: input 'file':.*8 frames"):
         LoadVideo().load_video("long.mp4", make_context(settings={"image_max_frames": 4}))
+
+
+def test_interrupt_stops_encoding_and_leaves_no_file(folders, context):
+    from vidgraph.engine.context import use_context
+    from vidgraph.engine.interrupt import Interrupted
+
+    (video,) = CreateVideo().create_video(frames(3), 8.0)
+    context.interrupt_flag.set()
+    with use_context(context), pytest.raises(Interrupted):
+        SaveVideo().save_video(video, "stopped", "auto", "auto", None, None, context)
+    assert list(folders.output_dir.rglob("*")) == []
+
+
+def test_damaged_videos_give_node_errors_only(folders, context):
+    Video(frames(4, 16, 16), 8).save_to(folders.input_dir / "good.mp4")
+    original = (folders.input_dir / "good.mp4").read_bytes()
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        data = bytearray(original)
+        for position in rng.integers(0, len(data), 6):
+            data[position] = int(rng.integers(0, 256))
+        if trial % 3 == 0:
+            data = data[: int(rng.integers(1, len(data)))]
+        (folders.input_dir / f"bad{trial}.mp4").write_bytes(bytes(data))
+        try:
+            (video,) = LoadVideo().load_video(f"bad{trial}.mp4", context)
+            images, _, _ = GetVideoComponents().get_components(video)
+        except NodeInputError as e:
+            assert str(e).startswith("LoadVideo: input 'file':")
+        else:
+            assert images.ndim == 4 and images.shape[-1] == 3
