@@ -38,17 +38,19 @@ def package_dir(package: str, fallback: str) -> Path:
 
 
 async def object_info(request: web.Request) -> web.Response:
-    registry = request.app[STATE].registry
-    info = await asyncio.get_running_loop().run_in_executor(None, registry.object_info)
+    state = request.app[STATE]
+    info = await asyncio.get_running_loop().run_in_executor(
+        None, state.with_folders, state.registry.object_info)
     return json_response(info)
 
 
 async def object_info_one(request: web.Request) -> web.Response:
-    registry = request.app[STATE].registry
+    state = request.app[STATE]
     name = request.match_info["node_class"]
-    if name not in registry.classes:
+    if name not in state.registry.classes:
         return json_response({})  # ComfyUI's answer for an unknown class
-    info = await asyncio.get_running_loop().run_in_executor(None, registry.object_info, name)
+    info = await asyncio.get_running_loop().run_in_executor(
+        None, state.with_folders, state.registry.object_info, name)
     return json_response(info)
 
 

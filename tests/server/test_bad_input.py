@@ -1,0 +1,564 @@
+"""security.md §3.6: every bad input gets its 4xx with a JSON error, and the server keeps serving.
+
+The module's server fixture asserts at teardown that no request reached the last-resort
+error handler (which would mean an unplanned 500).
+"""
+import asyncio
+import io
+import json
+import os
+import socket
+import uuid
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from server_harness import PACK_DIR, get_json, post_json, run, slow_prompt, start_server, stop_server
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad")
+    broken = base / "broken_packs"
+    broken.mkdir()
+    (broken / "raises_at_import.py").write_text("raise RuntimeError('pack is broken')\n")
+    (broken / "duplicate_name.py").write_text(
+        "class X:\n    RETURN_TYPES = ()\n    FUNCTION = 'f'\n    OUTPUT_NODE = True\n"
+        "    @classmethod\n    def INPUT_TYPES(cls): return {'required': {}}\n"
+        "NODE_CLASS_MAPPINGS = {'TestSlow': X}\n")
+    running = start_server(base, node_packs=["vidgraph.nodes.core", "vidgraph.nodes.images"],
+                           custom_node_dirs=[str(PACK_DIR), str(broken)])
+    (base / "input").mkdir(exist_ok=True)
+    Image.new("RGB", (4, 4)).save(base / "input" / "ok.png")
+    os.symlink("/etc", base / "input" / "etc_link")
+    os.symlink("/etc", base / "output" / "etc_link")
+    (base / "output" / "evil.html").write_text("<script>alert(1)</script>")
+    (base / "output" / "evil.svg").write_text("<svg onload=alert(1)></svg>")
+    yield running
+    stop_server(running)
+    assert running.unexpected_errors == 0, "a request reached the last-resort error handler"
+
+
+async def still_serving(session, url):
+    status, body = await get_json(session, f"{url}/prompt")
+    assert status == 200 and "exec_info" in body
+
+
+async def expect(session, method, url, status, error_type=None, **kwargs):
+    async with session.request(method, url, **kwargs) as r:
+        text = await r.text()
+        assert r.status == status, (r.status, text[:500])
+        assert "Traceback" not in text
+        if error_type is not None:
+            body = json.loads(text)
+            assert body["error"]["type"] == error_type, body
+        return r, text
+
+
+def check_all(server, cases, method="POST", path="/prompt"):
+    """Each case: (body bytes or str, headers, expected status, expected error type)."""
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            for data, headers, status, error_type in cases:
+                await expect(session, method, f"{server.url}{path}", status, error_type,
+                             data=data, headers=headers)
+                await still_serving(session, server.url)
+    run(scenario())
+
+
+# 1, 2, 25 -----------------------------------------------------------------------------------
+
+def test_malformed_json_bodies_are_400_invalid_json(server):
+    check_all(server, [
+        (b"{not json", JSON, 400, "invalid_json"),
+        (b"", JSON, 400, "invalid_json"),
+        (b"[1, 2]", JSON, 400, "invalid_json"),
+        (b"42", JSON, 400, "invalid_json"),
+        ('{"prompt": {}}'.encode("utf-16"), JSON, 400, "invalid_json"),
+        (b'{"prompt": "\xff\xfe"}', JSON, 400, "invalid_json"),
+        (b'{"prompt": {}, "number": NaN}', JSON, 400, "invalid_json"),
+        (b'{"n": ' + b"9" * 5000 + b"}", JSON, 400, "invalid_json"),
+        (b"[" * 100_000 + b"]" * 100_000, JSON, 400, "invalid_json"),
+    ])
+
+
+def test_missing_or_wrong_prompt_and_fields(server):
+    ok = slow_prompt()
+    check_all(server, [
+        (json.dumps({"client_id": "x"}), JSON, 400, "no_prompt"),
+        (json.dumps({"prompt": [1, 2]}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": {"1": "not a node"}}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": ok, "client_id": "x" * 10_000}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": ok, "client_id": 5}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": ok, "prompt_id": "a\nb"}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": ok, "number": 1e300}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": ok, "number": "3"}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": ok, "number": True}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": ok, "front": "yes"}), JSON, 400, "invalid_request"),
+        (json.dumps({"prompt": ok, "extra_data": []}), JSON, 400, "invalid_prompt"),
+        (json.dumps({"prompt": ok, "partial_execution_targets": "1"}), JSON, 400, "invalid_request"),
+    ])
+
+
+# 3, 4, 10 -----------------------------------------------------------------------------------
+
+def test_body_limits_are_413(server):
+    big = json.dumps({"prompt": {"1": {"class_type": "x", "inputs": {"s": "a" * (3 << 20)}}}})
+    check_all(server, [(big, JSON, 413, "body_too_large")])
+
+    async def chunked():
+        async def body():
+            for _ in range(40):
+                yield b"a" * 65536 * 2
+        async with aiohttp.ClientSession() as session:
+            await expect(session, "POST", f"{server.url}/prompt", 413, "body_too_large",
+                         data=body(), headers=JSON)
+            await still_serving(session, server.url)
+    run(chunked())
+
+
+def test_declared_length_over_limit_is_refused_before_reading(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 999999999\r\n\r\n{")
+        answer = s.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    run(_still_serving(server))
+
+
+async def _still_serving(server):
+    async with aiohttp.ClientSession() as session:
+        await still_serving(session, server.url)
+
+
+def test_node_count_limit_and_deep_chains(server):
+    def chain(n):
+        prompt = {"0": {"class_type": "PrimitiveInt", "inputs": {"value": 1}}}
+        for i in range(1, n):
+            prompt[str(i)] = {"class_type": "IntMath",
+                              "inputs": {"a": [str(i - 1), 0], "b": 1, "operation": "add"}}
+        prompt[str(n)] = {"class_type": "PreviewAny", "inputs": {"source": [str(n - 1), 0]}}
+        return prompt
+    wide = {str(i): {"class_type": "PrimitiveInt", "inputs": {"value": i}} for i in range(10_000)}
+    check_all(server, [
+        (json.dumps({"prompt": chain(5000)}), JSON, 413, "too_many_nodes"),
+        (json.dumps({"prompt": wide}), JSON, 413, "too_many_nodes"),
+    ])
+
+    async def accepted_deep_chain():
+        async with aiohttp.ClientSession() as session:
+            status, body = await post_json(session, f"{server.url}/prompt",
+                                           {"prompt": chain(1500), "front": True})
+            assert status == 200, body  # validated iteratively: no RecursionError
+    run(accepted_deep_chain())
+
+
+# 5 to 9 -------------------------------------------------------------------------------------
+
+def test_graph_errors_in_comfyui_shape(server):
+    def node_error_types(body, node_id):
+        return [e["type"] for e in body["node_errors"][node_id]["errors"]]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            url = f"{server.url}/prompt"
+            cases = [
+                ({"1": {"inputs": {}}}, "invalid_prompt", None, None),
+                ({"1": {"class_type": "NoSuchNode", "inputs": {}}}, "invalid_prompt", None, None),
+                ({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1}}},
+                 "prompt_no_outputs", None, None),
+                ({"1": {"class_type": "PreviewAny", "inputs": {"source": ["9", 0]}}},
+                 "prompt_outputs_failed_validation", "1", "bad_linked_input"),
+                ({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1}},
+                  "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 5]}}},
+                 "prompt_outputs_failed_validation", "2", "bad_linked_input"),
+                ({"1": {"class_type": "PrimitiveString", "inputs": {"value": "a"}},
+                  "2": {"class_type": "TestSlow", "inputs": {"steps": ["1", 0], "delay": 0, "tag": ""}}},
+                 "prompt_outputs_failed_validation", "2", "return_type_mismatch"),
+                ({"1": {"class_type": "TestSlow", "inputs": {"steps": "many", "delay": 0, "tag": ""}}},
+                 "prompt_outputs_failed_validation", "1", "invalid_input_type"),
+                ({"1": {"class_type": "TestSlow", "inputs": {"steps": 0, "delay": 0, "tag": ""}}},
+                 "prompt_outputs_failed_validation", "1", "value_smaller_than_min"),
+                ({"1": {"class_type": "TestSlow", "inputs": {"steps": 10**9, "delay": 0, "tag": ""}}},
+                 "prompt_outputs_failed_validation", "1", "value_bigger_than_max"),
+                ({"1": {"class_type": "TestSlow", "inputs": {"delay": 0, "tag": ""}}},
+                 "prompt_outputs_failed_validation", "1", "required_input_missing"),
+                ({"1": {"class_type": "IntMath", "inputs": {"a": ["2", 0], "b": 1, "operation": "add"}},
+                  "2": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "b": 1, "operation": "add"}},
+                  "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}},
+                 "dependency_cycle", None, None),
+                ({"1": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "b": 1, "operation": "add"}},
+                  "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}},
+                 "dependency_cycle", None, None),
+            ]
+            for prompt, top, node_id, node_type in cases:
+                status, body = await post_json(session, url, {"prompt": prompt})
+                assert status == 400, (prompt, body)
+                assert body["error"]["type"] == top, (prompt, body)
+                if node_id is not None:
+                    assert node_type in node_error_types(body, node_id), body
+            await still_serving(session, server.url)
+            queue = (await get_json(session, f"{server.url}/queue"))[1]
+            assert not any(item[2].get("3", {}).get("class_type") == "PreviewAny"
+                           and "2" in item[2] and item[2]["2"]["class_type"] == "IntMath"
+                           for item in queue["queue_pending"])  # nothing of the above queued
+    run(scenario())
+
+
+@pytest.mark.parametrize("name", ["../x.png", "/etc/passwd", "..\\x.png", "%2e%2e%2fx.png",
+                                  "a\x00.png", "etc_link/passwd", "ok.png [output]/../../x"])
+def test_file_widget_names_never_leave_their_folder(server, name):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+                      "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+            status, body = await post_json(session, f"{server.url}/prompt", {"prompt": prompt})
+            assert status == 400, body
+            types = [e["type"] for e in body["node_errors"]["1"]["errors"]]
+            assert types and set(types) <= {"value_not_in_list", "custom_validation_failed"}, types
+    run(scenario())
+
+
+# 11, 12 ------------------------------------------------------------------------------------
+
+def test_prompt_id_reuse_and_unknown_ids(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            prompt_id = str(uuid.uuid4())
+            prompt = slow_prompt(1, 0.0)
+            first = await post_json(session, f"{server.url}/prompt",
+                                    {"prompt": prompt, "prompt_id": prompt_id})
+            again = await post_json(session, f"{server.url}/prompt",
+                                    {"prompt": prompt, "prompt_id": prompt_id, "client_id": "other"})
+            assert first[0] == again[0] == 200
+            assert first[1]["number"] == again[1]["number"]
+            other = slow_prompt(1, 0.0, tag="different")
+            await expect(session, "POST", f"{server.url}/prompt", 409, "prompt_id_conflict",
+                         data=json.dumps({"prompt": other, "prompt_id": prompt_id}), headers=JSON)
+            await expect(session, "GET", f"{server.url}/history/{uuid.uuid4()}", 404,
+                         "unknown_prompt_id")
+            await expect(session, "GET", f"{server.url}/api/vidgraph/jobs/{uuid.uuid4()}", 404,
+                         "unknown_prompt_id")
+            await expect(session, "GET", f"{server.url}/api/no/such/route", 404, "not_found")
+            await expect(session, "DELETE", f"{server.url}/prompt", 405, "method_not_allowed")
+            _, queue = await get_json(session, f"{server.url}/queue")
+            _, history = await get_json(session, f"{server.url}/history")
+            ids = [i[1] for i in queue["queue_running"] + queue["queue_pending"]] + list(history)
+            assert ids.count(prompt_id) == 1
+    run(scenario())
+
+
+# 13 to 17: uploads --------------------------------------------------------------------------
+
+def png_bytes(size=(8, 8), **save) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(out, format="PNG", **save)
+    return out.getvalue()
+
+
+def raw_multipart(filename: bytes, data: bytes, fields: dict | None = None,
+                  content_type: bytes = b"image/png") -> tuple[bytes, dict]:
+    """Built by hand: aiohttp's client would quote or refuse hostile names."""
+    boundary = b"vidgraphboundary"
+    parts = []
+    for key, value in (fields or {}).items():
+        parts.append(b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + key.encode()
+                     + b'"\r\n\r\n' + value.encode() + b"\r\n")
+    parts.append(b"--" + boundary + b'\r\nContent-Disposition: form-data; name="image"; filename="'
+                 + filename + b'"\r\nContent-Type: ' + content_type + b"\r\n\r\n" + data + b"\r\n")
+    body = b"".join(parts) + b"--" + boundary + b"--\r\n"
+    return body, {"Content-Type": "multipart/form-data; boundary=vidgraphboundary"}
+
+
+async def upload(session, server, filename: bytes, data: bytes, fields=None, path="/upload/image"):
+    body, headers = raw_multipart(filename, data, fields)
+    async with session.post(f"{server.url}{path}", data=body, headers=headers) as r:
+        text = await r.text()
+        assert "Traceback" not in text
+        return r.status, (json.loads(text) if text else None)
+
+
+def input_files(server) -> set:
+    root = server.base / "input"
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+HOSTILE_NAMES = [b"../../etc/passwd", b"/etc/passwd", b"..\\..\\x.png", b"a%2f..%2fb.png", b"",
+                 b".", b"..", b"x" * 300 + b".png", "\u0430pple.png".encode(), b"CON", b"con.png",
+                 b"trailing.", b"trailing ", b"<script>.png"]
+
+
+def test_hostile_upload_names_get_a_safe_server_name_inside_input(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            for name in HOSTILE_NAMES:
+                data = png_bytes((8, 8 + len(name) % 50))
+                status, body = await upload(session, server, name, data)
+                assert status == 200, (name, body)
+                stored = server.base / "input" / body["subfolder"] / body["name"]
+                assert stored.resolve().is_relative_to((server.base / "input").resolve())
+                assert stored.read_bytes() == data
+                assert body["name"].startswith("upload_") and body["name"].endswith(".png"), body
+            for name in (b"a\x00b.png", b"a\r\nb.png"):
+                status, body = await upload(session, server, name, png_bytes())
+                assert status == 400, (name, body)
+            await still_serving(session, server.url)
+        assert not (server.base / "etc").exists() and not os.path.exists("/etc/passwd.png")
+    run(scenario())
+
+
+def test_upload_subfolder_escapes_are_refused(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            before = input_files(server)
+            for subfolder, status in (("../", 400), ("/etc", 400), ("%2e%2e", 400),
+                                      ("a\\..\\..", 400), ("etc_link", 403)):
+                got, body = await upload(session, server, b"x.png", png_bytes(),
+                                         {"subfolder": subfolder})
+                assert got == status, (subfolder, body)
+            got, body = await upload(session, server, b"x.png", png_bytes(), {"type": "nowhere"})
+            assert got == 400, body
+            assert input_files(server) == before
+    run(scenario())
+
+
+def _gif_bytes(frames=1, size=(4, 4)) -> bytes:
+    out = io.BytesIO()
+    images = [Image.new("RGB", size, ((i % 2) * 255, 0, 0)) for i in range(frames)]
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:])
+    return out.getvalue()
+
+
+def test_uploads_that_are_not_images_or_are_bombs_are_refused(server):
+    flood = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(flood, format="PNG")  # a few KB, 400 megapixels
+    cases = [
+        (b"<html><script>alert(1)</script></html>", 400, "invalid_image"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', 400,
+         "invalid_image"),
+        (_gif_bytes() + b"<html><script>alert(1)</script></html>", 400, "invalid_image"),
+        (b"GIF89a<script>alert(1)</script>", 400, "invalid_image"),
+        (b"PK\x03\x04" + b"\x00" * 100, 400, "invalid_image"),
+        (png_bytes()[:40], 400, "invalid_image"),
+        (flood.getvalue(), 413, "image_too_large"),
+        (_gif_bytes(frames=1500), 413, "image_too_large"),
+    ]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            before = input_files(server)
+            for data, status, error_type in cases:
+                got, body = await upload(session, server, b"pic.png", data)
+                assert got == status, (data[:20], body)
+                assert body["error"]["type"] == error_type
+            big = b"\x89PNG\r\n\x1a\n" + b"\x00" * (server.state.config.limits.upload + 10)
+            got, body = await upload(session, server, b"big.png", big)
+            assert got == 413, body
+            fields = {f"f{i}": "x" for i in range(20)}
+            got, body = await upload(session, server, b"ok.png", png_bytes(), fields)
+            assert got == 413 and body["error"]["type"] == "too_many_fields"
+            assert input_files(server) == before
+            await still_serving(session, server.url)
+    run(scenario())
+
+
+def test_upload_names_never_overwrite_unless_asked(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            a, b = png_bytes((5, 5)), png_bytes((6, 6))
+            results = await asyncio.gather(*(upload(session, server, b"same.png", d)
+                                             for d in (a, b, a, b)))
+            names = {r[1]["name"] for r in results}
+            assert all(r[0] == 200 for r in results)
+            assert names == {"same.png", "same (1).png"}  # same bytes de-duplicated
+            root = server.base / "input"
+            assert {(root / n).read_bytes() for n in names} == {a, b}
+            status, body = await upload(session, server, b"same.png", b, {"overwrite": "true"})
+            assert status == 200 and body["name"] == "same.png"
+            assert (root / "same.png").read_bytes() == b
+    run(scenario())
+
+
+def test_upload_mask_applies_alpha_and_checks_the_reference(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            mask = io.BytesIO()
+            Image.new("RGBA", (4, 4), (0, 0, 0, 77)).save(mask, format="PNG")
+            ref = json.dumps({"filename": "ok.png", "subfolder": "", "type": "input"})
+            status, body = await upload(session, server, b"clipspace-mask.png", mask.getvalue(),
+                                        {"original_ref": ref}, path="/upload/mask")
+            assert status == 200, body
+            with Image.open(server.base / "input" / body["name"]) as img:
+                assert img.mode == "RGBA" and img.getpixel((0, 0))[3] == 77
+            for bad_ref, expected in ((json.dumps({"filename": "../x.png"}), 400),
+                                      (json.dumps({"filename": "passwd", "subfolder": "etc_link"}), 403),
+                                      (json.dumps({"filename": "missing.png"}), 404),
+                                      ("{not json", 400)):
+                status, body = await upload(session, server, b"m.png", mask.getvalue(),
+                                            {"original_ref": bad_ref}, path="/upload/mask")
+                assert status == expected, (bad_ref, body)
+    run(scenario())
+
+
+# 18: /view -----------------------------------------------------------------------------------
+
+def test_view_refusals_and_dangerous_types(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            url = f"{server.url}/view"
+            for params, status in (({"filename": "missing.png"}, 404),
+                                   ({"filename": "ok.png", "type": "secret"}, 400),
+                                   ({"filename": "../../etc/passwd"}, 400),
+                                   ({"filename": "/etc/passwd"}, 400),
+                                   ({"filename": "..\\x"}, 400),
+                                   ({"filename": "a\x00b"}, 400),
+                                   ({"filename": "passwd", "subfolder": "../.."}, 400),
+                                   ({"filename": "passwd", "subfolder": "etc_link"}, 403),
+                                   ({"filename": "ok.png", "type": "input", "channel": "x"}, 400),
+                                   ({"filename": ""}, 400)):
+                await expect(session, "GET", url, status, params=params)
+            for raw in ("/view?filename=%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+                        "/view?filename=passwd&subfolder=%252e%252e"):
+                async with session.get(server.url + raw) as r:
+                    assert r.status == 400, raw
+            for name in ("evil.html", "evil.svg"):
+                r, text = await expect(session, "GET", url, 200, params={"filename": name})
+                assert r.headers["Content-Type"] == "application/octet-stream"
+                assert r.headers["Content-Disposition"].startswith("attachment")
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+            async with session.get(url, params={"filename": "ok.png", "type": "input"},
+                                   headers={"Range": "bytes=0-3"}) as r:
+                assert r.status == 206 and await r.read() == b"\x89PNG"
+            async with session.get(url, params={"filename": "ok.png [input]"}) as r:
+                assert r.status == 200
+            await still_serving(session, server.url)
+    run(scenario())
+
+
+# 19: cross-site ------------------------------------------------------------------------------
+
+def test_cross_site_requests_are_refused_on_http_and_websocket(server):
+    host = f"127.0.0.1:{server.port}"
+    body = json.dumps({"prompt": slow_prompt(1, 0.0)})
+    cases = [
+        ({"Origin": "https://evil.example"}, 403, "origin_refused"),
+        ({"Origin": "null"}, 403, "origin_refused"),
+        ({"Origin": f"http://127.0.0.1:{server.port + 1}"}, 403, "origin_refused"),
+        ({"Sec-Fetch-Site": "cross-site"}, 403, "cross_site_refused"),
+        ({"Host": f"rebind.evil.example:{server.port}"}, 403, "host_not_allowed"),
+        ({"Host": f"rebind.evil.example:{server.port}", "Origin": f"http://rebind.evil.example:{server.port}"},
+         403, "host_not_allowed"),
+    ]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            for headers, status, error_type in cases:
+                await expect(session, "POST", f"{server.url}/prompt", status, error_type,
+                             data=body, headers={**JSON, **headers})
+                await expect(session, "GET", f"{server.url}/ws?clientId=x", status, error_type,
+                             headers={**headers, "Upgrade": "websocket", "Connection": "Upgrade",
+                                      "Sec-WebSocket-Version": "13",
+                                      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+            for content_type in ("application/x-www-form-urlencoded", "text/plain",
+                                 "multipart/form-data; boundary=x"):
+                await expect(session, "POST", f"{server.url}/prompt", 415, "unsupported_media_type",
+                             data=body, headers={"Content-Type": content_type,
+                                                 "User-Agent": "Mozilla/5.0", "Origin": f"http://{host}"})
+            # same-origin browser requests and plain scripts pass
+            status, _ = await post_json(session, f"{server.url}/prompt",
+                                        {"prompt": slow_prompt(1, 0.0)})
+            assert status == 200
+            async with session.post(f"{server.url}/prompt", data=body,
+                                    headers={**JSON, "Origin": f"http://{host}",
+                                             "Sec-Fetch-Site": "same-origin"}) as r:
+                assert r.status == 200
+            async with session.ws_connect(f"{server.url}/ws", headers={"Origin": f"http://{host}"}) as ws:
+                assert json.loads((await ws.receive()).data)["type"] == "status"
+    run(scenario())
+
+
+def test_cors_header_opens_exactly_one_origin(tmp_path):
+    running = start_server(tmp_path, enable_cors_header="https://studio.example")
+    try:
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                r, _ = await expect(session, "GET", f"{running.url}/prompt", 200,
+                                    headers={"Origin": "https://studio.example",
+                                             "Sec-Fetch-Site": "cross-site"})
+                assert r.headers["Access-Control-Allow-Origin"] == "https://studio.example"
+                async with session.options(f"{running.url}/prompt",
+                                           headers={"Origin": "https://studio.example"}) as r:
+                    assert r.status == 204
+                await expect(session, "GET", f"{running.url}/prompt", 403, "origin_refused",
+                             headers={"Origin": "https://other.example"})
+        run(scenario())
+    finally:
+        stop_server(running)
+    assert running.unexpected_errors == 0
+
+
+# 20: websocket -------------------------------------------------------------------------------
+
+def test_websocket_limits_and_client_replacement(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId=big") as ws:
+                await ws.receive()
+                try:
+                    await ws.send_str("x" * (5 << 20))
+                    msg = await ws.receive()
+                    while msg.type == aiohttp.WSMsgType.TEXT:
+                        msg = await ws.receive()
+                    assert ws.close_code == 1009, (msg, ws.close_code)  # message too big
+                except ConnectionError:
+                    pass  # the server refused on the frame header and dropped us mid-send
+            async with session.ws_connect(f"{server.url}/ws?clientId=same") as old:
+                await old.receive()
+                await old.send_bytes(b"\x00\xffgarbage")
+                async with session.ws_connect(f"{server.url}/ws?clientId=same") as new:
+                    assert json.loads((await new.receive()).data)["data"]["sid"] == "same"
+                    msg = await old.receive()
+                    while msg.type == aiohttp.WSMsgType.TEXT:
+                        msg = await old.receive()
+                    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            await expect(session, "GET", f"{server.url}/ws?clientId=bad%20id", 400,
+                         "invalid_client_id", headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                                       "Sec-WebSocket-Version": "13",
+                                                       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+            await still_serving(session, server.url)
+    run(scenario())
+
+
+def test_websocket_connection_cap(tmp_path):
+    running = start_server(tmp_path, ws_clients=2)
+    try:
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                a = await session.ws_connect(f"{running.url}/ws")
+                b = await session.ws_connect(f"{running.url}/ws")
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(f"{running.url}/ws")
+                assert refused.value.status == 503
+                await a.close()
+                await b.close()
+        run(scenario())
+    finally:
+        stop_server(running)
+
+
+# 23: plugins ---------------------------------------------------------------------------------
+
+def test_broken_packs_are_reported_and_the_server_serves(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            status, packs = await get_json(session, f"{server.url}/vidgraph/node_packs")
+            assert status == 200
+            failed = {e["pack"]: e["reason"] for e in packs["errors"]}
+            assert "raises_at_import" in failed and "pack is broken" in failed["raises_at_import"]
+            assert "duplicate_name" in failed
+            _, info = await get_json(session, f"{server.url}/object_info/TestSlow")
+            assert info["TestSlow"]["python_module"] == "custom_nodes.vg_test_nodes"
+    run(scenario())
