@@ -141,3 +141,14 @@ def test_full_size_hugging_face_layout_converts_to_the_checkpoint_keys():
     sd = clip_vision_state_dict_from_any(ref.state_dict())
     assert {k: list(v.shape) for k, v in sd.items()} == reference_keys(CHECKPOINT_PREFIX)
     assert config_from_state_dict(sd) == CLIPVisionConfig()
+
+
+def test_runs_in_16_bit_weights():
+    model = randomize(CLIPVision(TINY), scale=0.1).eval()
+    half = CLIPVision(TINY).eval()
+    half.load_state_dict(model.state_dict())
+    half.half()
+    image = torch.rand(1, 40, 50, 3)
+    out = half.encode_image(image).image_embeds
+    assert out.dtype == torch.float16
+    assert (out.float() - model.encode_image(image).image_embeds).abs().max() < 1e-2

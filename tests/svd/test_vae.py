@@ -198,3 +198,15 @@ def test_plain_decoder_matches_diffusers_autoencoder_kl():
         expected_mean, expected_pixels = ref.encode(pixels).latent_dist.mode(), ref.decode(z).sample
     assert (mine.encode(pixels) - expected_mean).abs().max() <= 1e-4
     assert (mine.decode(z, chunk=2) - expected_pixels).abs().max() <= 1e-4
+
+
+def test_runs_in_16_bit_weights_and_takes_fp32_inputs():
+    vae = randomize(VAE(TINY), seed=10).eval()
+    half = VAE(TINY).eval()
+    half.load_state_dict(vae.state_dict())
+    half.half()
+    z, pixels = torch.randn(3, 4, 4, 4), torch.rand(1, 3, 16, 16) * 2 - 1
+    out = half.decode(z)  # fp32 latent in, cast to the weights' dtype inside
+    assert out.dtype == torch.float16
+    assert (out.float() - vae.decode(z)).abs().max() < 2e-2
+    assert (half.encode(pixels).float() - vae.encode(pixels)).abs().max() < 2e-2
