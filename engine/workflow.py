@@ -11,7 +11,8 @@ Two JSON formats exist (reference comfyui.md §2):
 ComfyUI converts UI to API only in the browser; here the conversion is server-side so that a
 saved editor file, or a PNG/WEBP/MP4 carrying one, runs headless. Widget values are matched to
 input names through the registry's input order, skipping the values of frontend-only widgets
-(the seed's ``control_after_generate`` combo, the image upload button).
+(the seed's ``control_after_generate`` combo, the image upload button). Subgraphs (the
+``definitions.subgraphs`` of newer editors) are flattened into "instance:node" ids as the editor does.
 """
 from __future__ import annotations
 
@@ -153,23 +154,24 @@ def ui_to_api(workflow: dict, registry: Any) -> dict:
 
     ``registry`` is a NodeRegistry (its ``classes``) or a plain {class_type: class} mapping.
     Muted and bypassed nodes, and frontend-only nodes, do not appear in the result; links are
-    followed through reroutes and bypassed nodes, and a PrimitiveNode's value replaces the link.
+    followed through reroutes, bypassed nodes and subgraph boundaries, and a PrimitiveNode's value
+    replaces the link. Nodes inside a subgraph get ids like the editor's: "12:5" (instance 12, node 5).
     """
     if not is_ui_workflow(workflow):
         raise WorkflowError("not a UI-format workflow: no 'nodes' list")
     classes = getattr(registry, "classes", registry)
     graph = _UiGraph(workflow)
     prompt: dict[str, dict] = {}
-    for node in graph.nodes.values():
+    for node_id, node in graph.nodes.items():
         node_type = node.get("type")
-        if node_type in VIRTUAL_NODES or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS):
+        if (node_type in VIRTUAL_NODES or node_type in graph.definitions or node_id in graph.inactive
+                or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS)):
             continue
-        node_id = str(node["id"])
         cls = classes.get(node_type) if isinstance(node_type, str) else None
         if cls is None:
-            if isinstance(node_type, str) and graph.is_subgraph(node_type):
-                raise WorkflowError(f"node {node_id} is a subgraph ({node_type}); subgraphs are not "
-                                    "supported yet: unpack it in the editor first", node_id)
+            if isinstance(node_type, str) and node_type.startswith(("workflow>", "workflow/")):
+                raise WorkflowError(f"node {node_id} is a legacy group node ({node_type}); convert it "
+                                    "back to nodes in the editor first", node_id)
             raise WorkflowError(f"node {node_id} has type {node_type!r}, which is not a registered node "
                                 "(is its node pack installed?)", node_id)
         inputs = _widget_inputs(node, cls, node_id)
@@ -197,61 +199,124 @@ def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
+SUBGRAPH_INPUT_NODE, SUBGRAPH_OUTPUT_NODE = -10, -20
+MAX_SUBGRAPH_DEPTH = 32
+
+
+@dataclass
+class _Link:
+    origin: str | None    # flat id of the origin node; None: the input boundary of subgraph `scope`
+    origin_slot: int
+    type: Any
+    scope: str            # flat id of the subgraph instance the link lives in ("" at the top level)
+
+
 class _UiGraph:
-    """Nodes and links of one UI workflow, with link resolution through frontend-only nodes."""
+    """One UI workflow flattened: subgraph instances expanded into "instance:node" ids, link ids
+    scoped per instance (each subgraph numbers its links afresh), and link resolution through
+    frontend-only nodes, bypassed nodes and subgraph boundaries."""
 
     def __init__(self, workflow: dict):
-        self.nodes: dict[str, dict] = {}
-        for node in workflow["nodes"]:
-            if not isinstance(node, dict) or "id" not in node:
-                raise WorkflowError(f"UI workflow has a node without an id: {str(node)[:80]}")
-            if str(node["id"]) in self.nodes:
-                raise WorkflowError(f"UI workflow has two nodes with id {node['id']}", node["id"])
-            self.nodes[str(node["id"])] = node
-        self.links: dict[Any, tuple[str, int, str, int, Any]] = {}
-        for link in workflow.get("links") or []:
-            row = _link_row(link)
-            self.links[row[0]] = tuple(row[1:])  # type: ignore[assignment]
         subgraphs = (workflow.get("definitions") or {}).get("subgraphs") or []
-        self.subgraph_ids = {sg.get("id") for sg in subgraphs if isinstance(sg, dict)}
+        self.definitions = {sg["id"]: sg for sg in subgraphs if isinstance(sg, dict) and "id" in sg}
+        self.nodes: dict[str, dict] = {}
+        self.links: dict[tuple[str, Any], _Link] = {}
+        self.subgraph_outputs: dict[tuple[str, int], tuple[str, Any]] = {}  # (instance, slot) -> link key
+        self.inactive: set[str] = set()   # nodes inside a muted or bypassed subgraph instance
+        self._add_graph(workflow, "", (), False)
 
-    def is_subgraph(self, node_type: str) -> bool:
-        return node_type in self.subgraph_ids
+    def _add_graph(self, graph: dict, scope: str, stack: tuple, inactive: bool) -> None:
+        where = f" in subgraph instance {scope}" if scope else ""
+        if not isinstance(graph.get("nodes"), list):
+            raise WorkflowError(f"the subgraph of node {scope} has no 'nodes' list", scope)
+        for node in graph["nodes"]:
+            if not isinstance(node, dict) or "id" not in node:
+                raise WorkflowError(f"UI workflow has a node without an id{where}: {str(node)[:80]}", scope or None)
+            flat_id = f"{scope}:{node['id']}" if scope else str(node["id"])
+            if flat_id in self.nodes:
+                raise WorkflowError(f"UI workflow has two nodes with id {node['id']}{where}", flat_id)
+            slots = [dict(slot, link=None if slot.get("link") is None else (scope, slot["link"]))
+                     if isinstance(slot, dict) else slot for slot in node.get("inputs") or []]
+            self.nodes[flat_id] = dict(node, inputs=slots)
+            if inactive:
+                self.inactive.add(flat_id)
+            definition = self.definitions.get(node.get("type")) if isinstance(node.get("type"), str) else None
+            if definition is not None:
+                if node["type"] in stack or len(stack) >= MAX_SUBGRAPH_DEPTH:
+                    raise WorkflowError(f"node {flat_id}: subgraph {node['type']} contains itself", flat_id)
+                self._add_graph(definition, flat_id, stack + (node["type"],),
+                                inactive or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS))
+        for link in graph.get("links") or []:
+            link_id, origin_id, origin_slot, target_id, target_slot, link_type = _link_row(link)
+            if scope and origin_id == SUBGRAPH_INPUT_NODE:
+                origin = None
+            else:
+                origin = f"{scope}:{origin_id}" if scope else str(origin_id)
+            self.links[(scope, link_id)] = _Link(origin, origin_slot, link_type, scope)
+            if scope and target_id == SUBGRAPH_OUTPUT_NODE:
+                self.subgraph_outputs[(scope, target_slot)] = (scope, link_id)
 
-    def resolve(self, link_id: Any, want_type: Any, node_id: str, input_name: str) -> Any:
-        """A link into (node_id, input_name): ``[origin, slot]``, a constant, or None (dropped)."""
+    def resolve(self, key: tuple[str, Any], want_type: Any, node_id: str, input_name: str) -> Any:
+        """A link into (node_id, input_name): ``[origin, slot]``, a constant, or None (no value)."""
         seen = set()
         while True:
-            if link_id in seen:
+            if key in seen:
                 raise WorkflowError(f"node {node_id} input '{input_name}': the link loops through "
                                     "reroutes or bypassed nodes", node_id)
-            seen.add(link_id)
-            link = self.links.get(link_id)
+            seen.add(key)
+            link = self.links.get(key)
             if link is None:
-                raise WorkflowError(f"node {node_id} input '{input_name}': link {link_id} is not in the "
+                raise WorkflowError(f"node {node_id} input '{input_name}': link {key[1]} is not in the "
                                     "workflow's links", node_id)
-            origin_id, origin_slot = str(link[0]), link[1]
-            origin = self.nodes.get(origin_id)
-            if origin is None:
-                raise WorkflowError(f"node {node_id} input '{input_name}': link {link_id} comes from node "
-                                    f"{origin_id}, which is not in the workflow", node_id)
-            origin_type = origin.get("type")
-            if origin_type == "PrimitiveNode":
-                values = origin.get("widgets_values")
-                if not isinstance(values, list) or not values:
-                    raise WorkflowError(f"node {node_id} input '{input_name}': primitive node {origin_id} "
-                                        "has no value", node_id)
-                return _api_value(values[0])
-            if origin.get("mode", 0) == MODE_MUTED:
-                return None
-            if origin_type == "Reroute":
-                link_id = _input_link(origin, 0)
-            elif origin.get("mode", 0) == MODE_BYPASS:
-                link_id = _bypass_link(origin, origin_slot, want_type or link[4])
+            if link.origin is None:  # enters from the subgraph instance's input
+                key = self._from_instance_input(link)
+                if isinstance(key, _Value):
+                    return key.value
             else:
-                return [origin_id, int(origin_slot)]
-            if link_id is None:
+                origin = self.nodes.get(link.origin)
+                if origin is None:
+                    raise WorkflowError(f"node {node_id} input '{input_name}': link {key[1]} comes from node "
+                                        f"{link.origin}, which is not in the workflow", node_id)
+                origin_type = origin.get("type")
+                if origin_type == "PrimitiveNode":
+                    values = origin.get("widgets_values")
+                    if not isinstance(values, list) or not values:
+                        raise WorkflowError(f"node {node_id} input '{input_name}': primitive node "
+                                            f"{link.origin} has no value", node_id)
+                    return _api_value(values[0])
+                if origin.get("mode", 0) == MODE_MUTED:
+                    return None
+                if origin_type == "Reroute":
+                    key = _input_link(origin, 0)
+                elif origin.get("mode", 0) == MODE_BYPASS:
+                    key = _bypass_link(origin, link.origin_slot, want_type or link.type)
+                elif origin_type in self.definitions:  # continue inside, at what feeds that output
+                    key = self.subgraph_outputs.get((link.origin, link.origin_slot))
+                else:
+                    return [link.origin, int(link.origin_slot)]
+            if key is None:
                 return None
+
+    def _from_instance_input(self, link: _Link) -> Any:
+        """The outer link feeding the instance's input slot, or the value of the widget the
+        editor promoted onto the instance node (a `_Value`), or None (the inner value stays)."""
+        instance = self.nodes[link.scope]
+        slots = [s for s in instance.get("inputs") or [] if isinstance(s, dict)]
+        if not 0 <= link.origin_slot < len(slots):
+            return None
+        slot = slots[link.origin_slot]
+        if slot.get("link") is not None:
+            return slot["link"]
+        widget_slots = [s for s in slots if s.get("widget")]
+        values = instance.get("widgets_values")
+        if slot.get("widget") and isinstance(values, list) and len(values) == len(widget_slots):
+            return _Value(_api_value(values[next(i for i, s in enumerate(widget_slots) if s is slot)]))
+        return None
+
+
+@dataclass
+class _Value:
+    value: Any
 
 
 def _link_row(link: Any) -> list:

@@ -40,6 +40,10 @@ def api_fixture():
     return json.loads((FIXTURES / "svd_img2vid_api.json").read_text())
 
 
+def _strip(prompt):
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+
+
 def node(ui, node_id):
     return next(n for n in ui["nodes"] if n["id"] == node_id)
 
@@ -152,12 +156,39 @@ def test_malformed_ui_workflows_name_the_node_and_the_problem(mutate, expected):
     assert info.value.to_json()["error"]["type"] == "invalid_prompt"
 
 
-def test_subgraph_instances_are_refused_clearly():
-    ui = ui_fixture()
-    uuid = "3f0e6a52-1111-4222-8333-944455556666"
-    ui["definitions"] = {"subgraphs": [{"id": uuid, "name": "inner", "nodes": [], "links": []}]}
-    ui["nodes"].append({"id": 50, "type": uuid, "mode": 0, "inputs": [], "outputs": []})
-    with pytest.raises(WorkflowError, match="node 50 is a subgraph"):
+def subgraph_fixture():
+    return json.loads((FIXTURES / "svd_subgraph_ui.json").read_text())
+
+
+def test_subgraph_is_flattened_with_editor_style_ids():
+    prompt = _strip(ui_to_api(subgraph_fixture(), REGISTRY))
+    assert set(prompt) == {"1", "2", "4", "20:1", "20:2", "20:3", "8"}
+    assert prompt["20:1"]["inputs"] == {"model": ["1", 0], "min_cfg": 1.5}
+    assert prompt["20:2"]["inputs"] == {"seed": 99, "steps": 25, "cfg": 3, "sampler_name": "euler",  # promoted seed
+                                        "scheduler": "karras", "denoise": 1, "model": ["20:1", 0],
+                                        "positive": ["4", 0], "negative": ["4", 1], "latent_image": ["4", 2]}
+    assert prompt["20:3"]["inputs"] == {"samples": ["20:2", 0], "vae": ["1", 2]}
+    assert prompt["8"]["inputs"]["images"] == ["20:3", 0]
+
+
+def test_subgraph_input_linked_outside_and_muted_instance():
+    ui = subgraph_fixture()
+    node(ui, 20)["inputs"][5]["link"] = 10  # the promoted seed now comes from a primitive outside
+    ui["nodes"].append({"id": 21, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+                        "outputs": [{"name": "INT", "type": "INT", "widget": {"name": "seed"}, "links": [10]}],
+                        "widgets_values": [7, "fixed"]})
+    ui["links"].append([10, 21, 0, 20, 5, "INT"])
+    assert ui_to_api(ui, REGISTRY)["20:2"]["inputs"]["seed"] == 7
+    node(ui, 20)["mode"] = 2
+    prompt = ui_to_api(ui, REGISTRY)
+    assert not any(key.startswith("20:") for key in prompt) and "images" not in prompt["8"]["inputs"]
+
+
+def test_subgraph_that_contains_itself_is_refused():
+    ui = subgraph_fixture()
+    definition = ui["definitions"]["subgraphs"][0]
+    definition["nodes"].append({"id": 4, "type": definition["id"], "mode": 0, "inputs": [], "outputs": []})
+    with pytest.raises(WorkflowError, match="contains itself"):
         ui_to_api(ui, REGISTRY)
 
 
@@ -238,10 +269,6 @@ def test_bad_sources_give_clear_errors(source, expected):
 
 
 # ------------------------------------------------ cross-check with the independent API → UI export
-
-def _strip(prompt):
-    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
-
 
 def test_round_trip_through_the_editor_export_of_another_module():
     from vidgraph.engine.ui_export import api_to_ui
