@@ -38,3 +38,9 @@ def png_header_only(width: int, height: int, idat: bytes = b"") -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
             + png_chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def header_only_png():
+    """`png_header_only(width, height)` as a fixture, so tests need not import this conftest."""
+    return png_header_only

@@ -148,9 +148,8 @@ def test_truncated_image(folders, context):
     expect_error(context, "cut.png", "corrupt")
 
 
-def test_zero_pixel_image(folders, context):
-    from conftest import png_header_only
-    (folders.input_dir / "empty.png").write_bytes(png_header_only(0, 10))
+def test_zero_pixel_image(header_only_png, folders, context):
+    (folders.input_dir / "empty.png").write_bytes(header_only_png(0, 10))
     message = expect_error(context, "empty.png")
     assert "no pixels (0 x 10)" in message
 
@@ -160,21 +159,19 @@ def forbid_decoding(monkeypatch):
 
 
 @pytest.mark.parametrize("pillow_limit", [True, False])
-def test_pixel_flood_rejected_from_header(folders, context, monkeypatch, pillow_limit):
-    from conftest import png_header_only
+def test_pixel_flood_rejected_from_header(header_only_png, folders, context, monkeypatch, pillow_limit):
     # 30,000 x 30,000: a few dozen bytes on disk, 2.7 GB if decoded. No pixel may be decoded,
     # whether or not Pillow's own bomb check is switched on.
-    (folders.input_dir / "flood.png").write_bytes(png_header_only(30000, 30000))
+    (folders.input_dir / "flood.png").write_bytes(header_only_png(30000, 30000))
     forbid_decoding(monkeypatch)
     if not pillow_limit:
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     expect_error(context, "flood.png", "30000 x 30000" if not pillow_limit else "too large")
 
 
-def test_over_side_limit_rejected_from_header(folders, context, monkeypatch):
-    from conftest import png_header_only
+def test_over_side_limit_rejected_from_header(header_only_png, folders, context, monkeypatch):
     # Few pixels in all (Pillow's own bomb check passes) but wider than MAX_RESOLUTION.
-    (folders.input_dir / "wide.png").write_bytes(png_header_only(20000, 1))
+    (folders.input_dir / "wide.png").write_bytes(header_only_png(20000, 1))
     forbid_decoding(monkeypatch)
     expect_error(context, "wide.png", "20000 x 1 pixels", "16384")
 

@@ -80,9 +80,8 @@ def test_missing_image_is_a_clear_run_or_validation_error(folders, registry):
     assert "LoadImage: input 'image'" in str(result.error) and "nope.png" in str(result.error)
 
 
-def test_pixel_flood_fails_with_node_and_input(folders, registry):
-    from conftest import png_header_only
-    (folders.input_dir / "flood.png").write_bytes(png_header_only(30000, 30000))
+def test_pixel_flood_fails_with_node_and_input(header_only_png, folders, registry):
+    (folders.input_dir / "flood.png").write_bytes(header_only_png(30000, 30000))
     result = Executor(registry, folders).run(pipeline("flood.png"))
     assert result.status == "error"
     assert "LoadImage: input 'image'" in str(result.error) and "too large" in str(result.error)
