@@ -174,24 +174,31 @@ export function installGestures(view, hooks) {
         let made = null;
         if (from && targetId != null) {
           const name = under.slot?.dataset.input ?? firstCompatibleInput(graph.nodes.get(targetId), type);
-          if (name !== undefined) made = graph.connect(from.nodeId, from.slot, targetId, name);
+          if (name !== undefined) made = connectAndRender(from.nodeId, from.slot, targetId, name);
         } else if (into && targetId != null) {
           const out = under.slot?.dataset.output ?? firstCompatibleOutput(graph.nodes.get(targetId), type);
-          if (out !== undefined) made = graph.connect(targetId, Number(out), into.nodeId, into.name);
+          if (out !== undefined) made = connectAndRender(targetId, Number(out), into.nodeId, into.name);
         } else if (!under.el?.closest("#toolbar, #queue-panel")) {
           hooks.openSearch({ clientX: ev.clientX, clientY: ev.clientY, pending: { from, into, type } });
           return;
         }
-        if (made) {
-          view.renderNode(graph.nodes.get(made.origin_id));
-          view.renderNode(graph.nodes.get(made.target_id));
-        } else if (targetId != null) {
+        if (!made && targetId != null) {
           hooks.refused?.(type);
         }
         view.updateLinks();
         hooks.commit();
       },
     };
+  }
+
+  // Re-renders both ends, and the output that lost its link when this one replaced it.
+  function connectAndRender(originId, slot, targetId, name) {
+    const replaced = graph.linkToInput(targetId, name);
+    const made = graph.connect(originId, slot, targetId, name);
+    if (!made) return null;
+    const touched = new Set([originId, targetId, replaced?.origin_id].filter((id) => id != null));
+    for (const id of touched) view.renderNode(graph.nodes.get(id));
+    return made;
   }
 
   function markCompatible(side, type) {

@@ -97,7 +97,8 @@ export function clampNumber(value, spec) {
   const upper = typeof max === "number" ? Math.min(max, Number.MAX_SAFE_INTEGER) : undefined;
   if (upper !== undefined && n > upper) n = upper;
   if (spec.type === "INT") return Math.round(n);
-  const round = spec.options.round;
+  // ComfyUI rounds FLOATs to `round`, which defaults to the step; `round: false` turns it off.
+  const round = spec.options.round === false ? null : (spec.options.round ?? spec.options.step);
   if (typeof round === "number" && round > 0) {
     const decimals = Math.max(0, Math.ceil(-Math.log10(round)));
     n = Number((Math.round(n / round) * round).toFixed(decimals));

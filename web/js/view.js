@@ -77,7 +77,7 @@ export class GraphView {
     this.nodeEls.clear();
     this.linkEls.clear();
     this.slotOffsets.clear();
-    for (const id of [...this.selected]) if (!this.graph.nodes.has(id)) this.selected.delete(id);
+    // The selection survives a rebuild (undo/redo bring nodes back under the same ids).
     const fragment = document.createDocumentFragment();
     for (const node of this.graph.nodes.values()) fragment.append(this.buildNode(node));
     this.nodesLayer.append(fragment);

@@ -25,6 +25,10 @@ test("number widgets honour min, max, step rounding and int-ness", () => {
   const cfg = parseInputSpec("cfg", ["FLOAT", { default: 8, min: 0, max: 100, step: 0.1, round: 0.01 }]);
   assert.equal(clampNumber(2.5049, cfg), 2.5);
   assert.equal(clampNumber("abc", cfg), 8);
+  const aug = parseInputSpec("a", ["FLOAT", { default: 0, min: 0, max: 10, step: 0.01 }]);
+  assert.equal(clampNumber(0.123456, aug), 0.12, "round defaults to the step");
+  const free = parseInputSpec("f", ["FLOAT", { default: 0, step: 0.01, round: false }]);
+  assert.equal(clampNumber(0.123456, free), 0.123456);
   const seed = parseInputSpec("seed", ["INT", { default: 0, min: 0, max: 18446744073709551615 }]);
   assert.equal(clampNumber(1e30, seed), Number.MAX_SAFE_INTEGER);
 });
