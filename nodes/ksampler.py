@@ -1,0 +1,182 @@
+"""KSampler and KSamplerAdvanced for SVD, and the MODEL they sample.
+
+Step for step what ComfyUI does with a V_PREDICTION_EDM model, so the same workflow and seed give
+the same latent: noise from `torch.manual_seed(seed)`; the latent scaled by 0.18215 on the way in
+and back on the way out; x = latent + noise * sqrt(1 + sigma_0^2) from the top of the schedule;
+cond and uncond batched through the UNet; the per-frame CFG ramp on x - denoised.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, replace
+
+import torch
+
+from .image_io import NodeInputError
+from .model_management import compute_device, resident
+from .sampling import SAMPLER_NAMES, get_sampler
+from .sampling_noise import noise_latent, prepare_noise
+from .schedules import SCHEDULER_NAMES, SigmaTable, ksampler_sigmas, step_range
+from .svd.denoiser import SIGMA_MAX, SIGMA_MIN, GuidedDenoiser, SVDCondition, VDenoiser
+from .svd.vae import SCALE_FACTOR
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+PREVIEW_SIZE = 256
+# Latent RGB factors of the SD 1.x VAE latent space: a cheap preview without running the decoder.
+LATENT_RGB = torch.tensor([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
+                           [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]])
+
+
+@dataclass(frozen=True)
+class VideoModel:
+    """The MODEL type: SVD's UNet and how to sample it. Cloning shares the weights."""
+    unet: torch.nn.Module
+    compute_dtype: torch.dtype = torch.float32
+    sigma_min: float = SIGMA_MIN
+    sigma_max: float = SIGMA_MAX
+    cfg_ramp: str = "constant"
+    min_cfg: float = 1.0
+
+    def with_cfg_ramp(self, ramp: str, min_cfg: float) -> "VideoModel":
+        return replace(self, cfg_ramp=ramp, min_cfg=float(min_cfg))
+
+    @property
+    def table(self) -> SigmaTable:
+        return SigmaTable(self.sigma_min, self.sigma_max)
+
+
+def _check_inputs(node, model, positive, negative, latent_image):
+    if not isinstance(model, VideoModel):
+        raise NodeInputError(node, "model", f"expected an SVD MODEL, got {type(model).__name__}")
+    for name, cond in (("positive", positive), ("negative", negative)):
+        if not (isinstance(cond, list) and cond and isinstance(cond[0], (list, tuple)) and len(cond[0]) == 2):
+            raise NodeInputError(node, name, "expected CONDITIONING from SVD_img2vid_Conditioning")
+        if "concat_latent_image" not in cond[0][1]:
+            raise NodeInputError(node, name, "SVD needs the image conditioning of SVD_img2vid_Conditioning "
+                                             "(no concat_latent_image)")
+    samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+        raise NodeInputError(node, "latent_image", "expected a LATENT with samples [frames, 4, h, w]")
+    return samples
+
+
+def _latent_preview(denoised: torch.Tensor) -> tuple[str, bytes]:
+    """A JPEG of the middle frame's current x0 estimate, through a linear latent→RGB map."""
+    from PIL import Image
+
+    frame = denoised[denoised.shape[0] // 2].float().cpu()
+    rgb = torch.einsum("chw,cr->hwr", frame, LATENT_RGB)
+    rgb = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).to(torch.uint8).numpy()
+    image = Image.fromarray(rgb)
+    image.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return "JPEG", buffer.getvalue()
+
+
+def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str, sigmas: torch.Tensor,
+           positive, negative, latent: dict, add_noise: bool = True, node: str = "KSampler") -> dict:
+    """Run one sampler over `sigmas`; returns the new LATENT dict (raw VAE space)."""
+    samples = latent["samples"].float()
+    if sigmas is None or len(sigmas) < 2:  # nothing to do (denoise 0, start past the end)
+        return dict(latent)
+    try:
+        sampler = get_sampler(sampler_name)
+    except (KeyError, ValueError) as error:
+        raise NodeInputError(node, "sampler_name", str(error)) from None
+    if add_noise:
+        noise = prepare_noise(samples.shape, seed, latent.get("batch_index"))
+    else:
+        noise = torch.zeros_like(samples)
+    settings = context.settings
+    device = compute_device(settings)
+    positive_cond = SVDCondition.from_comfy(positive)
+    negative_cond = SVDCondition.from_comfy(negative)
+    x = noise_latent(noise, samples * SCALE_FACTOR, sigmas, model.table.sigma_max).to(device)
+    steps = len(sigmas) - 1
+    preview = settings.get("previews", True)
+
+    def callback(state):
+        denoised = state["denoised"]
+        context.progress(state["i"] + 1, steps, _latent_preview(denoised) if preview else None)
+
+    with resident(model.unet, settings):
+        guided = GuidedDenoiser(VDenoiser(model.unet, model.compute_dtype, model.sigma_min, model.sigma_max),
+                                positive_cond, negative_cond, cfg, model.cfg_ramp, model.min_cfg,
+                                batch_cond_uncond=not settings.get("lowvram", False))
+        try:
+            with torch.inference_mode():
+                out = sampler(guided, x, sigmas.to(device), extra_args={"seed": seed}, callback=callback)
+        except ValueError as error:  # shape mismatches between conditioning and latent
+            raise NodeInputError(node, "latent_image", str(error)) from None
+    result = dict(latent)
+    result["samples"] = (out.float().cpu() / SCALE_FACTOR)
+    return result
+
+
+class KSampler:
+    DESCRIPTION = "Denoise a latent video with the model, guided by the positive and negative conditioning."
+    CATEGORY = "sampling"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                             "tooltip": "The noise seed: the same seed gives the same video."}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+            "sampler_name": (SAMPLER_NAMES,),
+            "scheduler": (SCHEDULER_NAMES,),
+            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+            "latent_image": ("LATENT",),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+        }, "hidden": {"context": "NODE_CONTEXT"}}
+
+    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+               latent_image, denoise=1.0, context=None):
+        _check_inputs("KSampler", model, positive, negative, latent_image)
+        table = model.table
+        sigmas = ksampler_sigmas(scheduler, steps, denoise, sampler_name, table.sigma_min, table.sigma_max)
+        return (sample(context, model, seed, cfg, sampler_name, sigmas, positive, negative, latent_image),)
+
+
+class KSamplerAdvanced:
+    DESCRIPTION = "KSampler with control over noise and the range of steps (for multi-pass sampling)."
+    CATEGORY = "sampling"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "add_noise": (["enable", "disable"],),
+            "noise_seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+            "sampler_name": (SAMPLER_NAMES,),
+            "scheduler": (SCHEDULER_NAMES,),
+            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+            "latent_image": ("LATENT",),
+            "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000}),
+            "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000}),
+            "return_with_leftover_noise": (["disable", "enable"],),
+        }, "hidden": {"context": "NODE_CONTEXT"}}
+
+    def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
+               negative, latent_image, start_at_step, end_at_step, return_with_leftover_noise,
+               context=None):
+        _check_inputs("KSamplerAdvanced", model, positive, negative, latent_image)
+        table = model.table
+        sigmas = ksampler_sigmas(scheduler, steps, 1.0, sampler_name, table.sigma_min, table.sigma_max)
+        sigmas = step_range(sigmas, start_at_step, end_at_step,
+                            force_full_denoise=return_with_leftover_noise != "enable")
+        return (sample(context, model, noise_seed, cfg, sampler_name, sigmas, positive, negative,
+                       latent_image, add_noise=add_noise == "enable", node="KSamplerAdvanced"),)
+
+
+NODE_CLASS_MAPPINGS = {"KSampler": KSampler, "KSamplerAdvanced": KSamplerAdvanced}
+NODE_DISPLAY_NAME_MAPPINGS = {"KSamplerAdvanced": "KSampler (Advanced)"}

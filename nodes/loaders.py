@@ -1,0 +1,170 @@
+"""Model loaders: SVD checkpoints, standalone VAE / CLIP-vision / UNet files.
+
+File names are combo inputs listing the model folders (`models/checkpoints`, `models/vae`,
+`models/clip_vision`, `models/diffusion_models`, plus extra_model_paths.yaml). Loaded models stay
+in the engine's model cache across prompts, keyed by the file's identity and the load options.
+"""
+from __future__ import annotations
+
+import torch
+
+from .image_io import NodeInputError
+from .images import folders_in_scope
+from .ksampler import VideoModel
+from .model_management import compute_device, compute_dtype, load_cached
+from .svd import checkpoint as ckpt
+
+CONTEXT = {"context": "NODE_CONTEXT"}
+FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
+              "fp8_e5m2": torch.float8_e5m2}
+
+
+def model_files(folder: str, folders=None) -> list[str]:
+    folders = folders or folders_in_scope()
+    return folders.get_filename_list(folder) if folders is not None else []
+
+
+def resolve_model(context, folder: str, name: str, node: str, input_name: str) -> str:
+    """The full path of a model file, or an error naming the folders searched and what is there."""
+    try:
+        return context.folders.get_full_path_or_raise(folder, name)
+    except (FileNotFoundError, ValueError) as error:
+        raise NodeInputError(node, input_name, str(error)) from None
+
+
+def _load_options(context) -> dict:
+    settings = context.settings
+    return {"dtype": compute_dtype(settings, compute_device(settings)), "low_memory": bool(settings.get("lowvram") or settings.get("low_memory")),
+            "allow_pickle": bool(settings.get("allow_pickle"))}
+
+
+def _checked(node: str, input_name: str, load):
+    try:
+        return load()
+    except ckpt.CheckpointError as error:
+        raise NodeInputError(node, input_name, str(error)) from None
+
+
+def load_svd(context, name: str, node: str, input_name: str = "ckpt_name") -> ckpt.SVDModels:
+    path = resolve_model(context, "checkpoints", name, node, input_name)
+    options = _load_options(context)
+    return load_cached(context, "svd_checkpoint", path,
+                       lambda: _checked(node, input_name, lambda: ckpt.load_checkpoint(path, **options)),
+                       **options)
+
+
+def video_model(models: ckpt.SVDModels) -> VideoModel:
+    return VideoModel(models.unet, models.compute_dtype)
+
+
+class ImageOnlyCheckpointLoader:
+    DESCRIPTION = "Load an SVD / SVD-XT checkpoint: the video UNet, the CLIP vision encoder and the video VAE."
+    CATEGORY = "loaders/video_models"
+    RETURN_TYPES = ("MODEL", "CLIP_VISION", "VAE")
+    FUNCTION = "load_checkpoint"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {"ckpt_name": (model_files("checkpoints", folders),)}, "hidden": CONTEXT}
+
+    def load_checkpoint(self, ckpt_name, context):
+        models = load_svd(context, ckpt_name, "ImageOnlyCheckpointLoader")
+        if models.clip_vision is None:
+            raise NodeInputError("ImageOnlyCheckpointLoader", "ckpt_name",
+                                 f"{ckpt_name!r} has no CLIP vision weights (conditioner.embedders.0.*)")
+        return video_model(models), models.clip_vision, models.vae
+
+
+class CheckpointLoaderSimple:
+    DESCRIPTION = "Load a checkpoint. SVD files have no text encoder: their CLIP output is empty."
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load_checkpoint"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {"ckpt_name": (model_files("checkpoints", folders),)}, "hidden": CONTEXT}
+
+    def load_checkpoint(self, ckpt_name, context):
+        models = load_svd(context, ckpt_name, "CheckpointLoaderSimple")
+        return video_model(models), None, models.vae
+
+
+class VAELoader:
+    DESCRIPTION = "Load a standalone VAE (original, bare or diffusers layout)."
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load_vae"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {"vae_name": (model_files("vae", folders),)}, "hidden": CONTEXT}
+
+    def load_vae(self, vae_name, context):
+        path = resolve_model(context, "vae", vae_name, "VAELoader", "vae_name")
+        options = _load_options(context)
+        return (load_cached(context, "vae", path, lambda: _checked("VAELoader", "vae_name", lambda: ckpt.load_vae(
+            path, dtype=options["dtype"], allow_pickle=options["allow_pickle"])), **options),)
+
+
+class CLIPVisionLoader:
+    DESCRIPTION = "Load a CLIP vision encoder (OpenCLIP `visual.*` or Hugging Face `vision_model.*` layout)."
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {"clip_name": (model_files("clip_vision", folders),)}, "hidden": CONTEXT}
+
+    def load_clip(self, clip_name, context):
+        path = resolve_model(context, "clip_vision", clip_name, "CLIPVisionLoader", "clip_name")
+        options = _load_options(context)
+        return (load_cached(context, "clip_vision", path, lambda: _checked(
+            "CLIPVisionLoader", "clip_name", lambda: ckpt.load_clip_vision(
+                path, dtype=options["dtype"], allow_pickle=options["allow_pickle"])), **options),)
+
+
+class UNETLoader:
+    DESCRIPTION = "Load a standalone video UNet (original or diffusers keys); fp8 keeps the weights in 8 bits."
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load_unet"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {"unet_name": (model_files("diffusion_models", folders),),
+                             "weight_dtype": (["default", *FP8_DTYPES],)},
+                "hidden": CONTEXT}
+
+    def load_unet(self, unet_name, weight_dtype, context):
+        path = resolve_model(context, "diffusion_models", unet_name, "UNETLoader", "unet_name")
+        options = _load_options(context)
+        if weight_dtype in FP8_DTYPES:
+            options["low_memory"] = True
+
+        def load():
+            unet = _checked("UNETLoader", "unet_name", lambda: ckpt.load_unet(path, **options))
+            if weight_dtype in FP8_DTYPES:  # storage only: each layer casts up as it runs
+                unet.to(FP8_DTYPES[weight_dtype])
+                ckpt.cast_on_forward(unet)
+            return unet
+
+        unet = load_cached(context, "unet", path, load, weight_dtype=weight_dtype, **options)
+        return (VideoModel(unet, options["dtype"]),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "ImageOnlyCheckpointLoader": ImageOnlyCheckpointLoader,
+    "CheckpointLoaderSimple": CheckpointLoaderSimple,
+    "VAELoader": VAELoader,
+    "CLIPVisionLoader": CLIPVisionLoader,
+    "UNETLoader": UNETLoader,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ImageOnlyCheckpointLoader": "Image Only Checkpoint Loader (img2vid model)",
+    "CheckpointLoaderSimple": "Load Checkpoint",
+    "VAELoader": "Load VAE",
+    "CLIPVisionLoader": "Load CLIP Vision",
+    "UNETLoader": "Load Diffusion Model",
+}
