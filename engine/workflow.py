@@ -247,6 +247,8 @@ class _UiGraph:
                 self._add_graph(definition, flat_id, stack + (node["type"],),
                                 inactive or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS))
         for link in graph.get("links") or []:
+            if link is None:  # some editors leave holes where a link was deleted
+                continue
             link_id, origin_id, origin_slot, target_id, target_slot, link_type = _link_row(link)
             if scope and origin_id == SUBGRAPH_INPUT_NODE:
                 origin = None

@@ -237,3 +237,24 @@ def test_subprocess_run(env):
     command = [str(script)] if script.exists() else console
     done = subprocess.run([*command, "run", math], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "#3: 15" in done.stdout and "3 executed" in done.stdout
+
+
+def test_ui_workflow_is_embedded_in_outputs_and_the_output_runs_again(env, capsys):
+    """run a UI-format file → the saved PNG carries prompt + workflow → running the PNG reproduces it."""
+    ui = {"nodes": [
+        {"id": 1, "type": "EmptyImage", "mode": 0, "inputs": [],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}], "widgets_values": [8, 4, 1, 16711680]},
+        {"id": 2, "type": "SaveImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 1}],
+         "outputs": [], "widgets_values": ["roundtrip/red"]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"]], "groups": [], "version": 0.4}
+    out = env.root / "out"
+    code, lines, _ = run_json(capsys, env.write("ui.json", ui), "--output-dir", str(out))
+    assert code == 0, lines
+    saved = lines[0]["outputs"]["2"]["images"][0]
+    png = out / saved["subfolder"] / saved["filename"]
+    with Image.open(png) as image:
+        assert image.size == (8, 4) and image.getpixel((0, 0)) == (255, 0, 0)
+        assert json.loads(image.text["workflow"]) == ui
+    code, lines, _ = run_json(capsys, str(png), "--output-dir", str(out))
+    assert code == 0 and sorted(lines[0]["executed"]) == ["1", "2"]  # a new process: nothing cached
+    assert lines[0]["outputs"]["2"]["images"][0]["filename"] != saved["filename"]  # never overwrites
