@@ -95,12 +95,18 @@ def validate_input_file(name, context, node: str, input_name: str):
 
 
 def input_file_hash(name, context, node: str, input_name: str):
-    """IS_CHANGED for file widgets: the file's sha256; NaN (always re-run) when it can't be read."""
+    """IS_CHANGED for file widgets: the file's sha256, so a replaced file is loaded again.
+
+    Without folders in scope (an engine that calls IS_CHANGED without a context) it falls back to
+    the name: NaN would also re-run everything downstream of the file, every prompt.
+    """
     folders = folders_in_scope(context)
+    if folders is None:
+        return name
     try:
         return sha256_of(resolve_input_file(folders, name, node, input_name))
-    except (NodeInputError, OSError, AttributeError):
-        return float("nan")  # never equal to itself, so a stale result is never reused
+    except (NodeInputError, OSError):
+        return name  # the run reports the problem
 
 
 # -- loading and saving -------------------------------------------------------------------------------
