@@ -70,6 +70,8 @@ def test_bad_shapes_and_chunks_are_rejected():
         vae.encode(torch.zeros(1, 4, 16, 16))
     with pytest.raises(ValueError, match="latent must be"):
         vae.decode(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="latent must be"):
+        vae.decode(torch.zeros(0, 4, 4, 4))
     with pytest.raises(ValueError, match="whole number"):
         vae.decode(torch.zeros(5, 4, 4, 4), num_frames=2)
     with pytest.raises(ValueError, match="chunk must be"):
@@ -117,6 +119,7 @@ def test_chunked_decode_sees_only_its_chunk():
     z = torch.randn(6, 4, 4, 4, generator=torch.Generator().manual_seed(4))
     whole = vae.decode(z, chunk=None)
     assert torch.equal(vae.decode(z, chunk=6), whole)
+    assert torch.equal(vae.decode(z, chunk=None, output_device="cpu"), whole)
     assert torch.allclose(vae.decode(z, chunk=14), whole)  # a chunk larger than the clip covers it all
     split = vae.decode(z, chunk=3)
     # each chunk equals decoding that chunk alone: the temporal convs never look across the border
