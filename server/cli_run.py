@@ -102,6 +102,9 @@ def run_one(executor: Executor, runtime: Runtime, source: str, overrides: list[O
     # The executor validates first; an invalid prompt comes back with the 400 body as its error.
     report = {**base, **result.to_json(), "workflow": source, "invalid": result.invalid}
     report["seconds"] = round(time.perf_counter() - started, 3)
+    validation = getattr(result, "validation", None)
+    if validation is not None and validation.ok and validation.node_errors:
+        report["node_errors"] = validation.node_errors  # outputs that were dropped, as ComfyUI's 200 reply
     return report
 
 
@@ -176,6 +179,10 @@ def print_report(report: dict, runtime: Runtime) -> None:
     seconds = report.get("seconds")
     timing = f" in {seconds:.2f} s" if isinstance(seconds, (int, float)) else ""
     print(f"{source}: {status}{timing} ({len(report['executed'])} executed, {len(report['cached'])} cached)")
+    if report.get("node_errors"):
+        print(f"{source}: some outputs were skipped because their inputs are invalid:", file=sys.stderr)
+        for line in describe_validation_error({"node_errors": report["node_errors"]})[1:]:
+            print(f"  {line}", file=sys.stderr)
     for node_id, ui in (report.get("outputs") or {}).items():
         for path in output_files(ui, runtime):
             print(f"  #{node_id}: {path}")

@@ -256,3 +256,12 @@ def test_ui_workflow_is_embedded_in_outputs_and_the_output_runs_again(env, capsy
     code, lines, _ = run_json(capsys, str(png), "--output-dir", str(out))
     assert code == 0 and sorted(lines[0]["executed"]) == ["1", "2"]  # a new process: nothing cached
     assert lines[0]["outputs"]["2"]["images"][0]["filename"] != saved["filename"]  # never overwrites
+
+
+def test_outputs_with_invalid_inputs_are_skipped_and_reported(env, capsys):
+    partial = dict(MATH, **{"4": {"class_type": "PreviewAny", "inputs": {}}})  # a second output, missing its input
+    code, lines, _ = run_json(capsys, env.write("partial.json", partial))
+    assert code == 0 and lines[0]["outputs"] == {"3": {"text": ["15"]}}
+    assert lines[0]["node_errors"]["4"]["errors"][0]["type"] == "required_input_missing"
+    assert cli.main(["run", env.write("partial.json", partial)]) == 0
+    assert "node #4 (PreviewAny) input 'source': Required input is missing" in capsys.readouterr().err
