@@ -108,9 +108,9 @@ def validate_prompt(registry, prompt: Any, partial_targets=None) -> Validation:
             own_errors[node_id] = errors
     valid_outputs = check.valid_outputs(outputs, own_errors)
 
+    dependents = check.dependent_outputs(own_errors, needed, outputs) if own_errors else {}
     node_errors = {
-        node_id: {"errors": errors,
-                  "dependent_outputs": check.dependent_outputs(node_id, needed, outputs),
+        node_id: {"errors": errors, "dependent_outputs": dependents[node_id],
                   "class_type": nodes[node_id].class_type}
         for node_id, errors in own_errors.items()}
     result = Validation(ok=bool(valid_outputs), outputs=valid_outputs, node_errors=node_errors,
@@ -258,9 +258,19 @@ class _Checker:
                 bad.add(node_id)
         return [o for o in outputs if o not in bad]
 
-    def dependent_outputs(self, node_id: str, needed: list[str], outputs: list[str]) -> list[str]:
-        downstream = nx.descendants(self.graph(needed), node_id) | {node_id}
-        return [o for o in outputs if o in downstream]
+    def dependent_outputs(self, failed, needed: list[str], outputs: list[str]) -> dict[str, list[str]]:
+        """For each failed node, the outputs downstream of it (walking from the smaller side)."""
+        graph = self.graph(needed)
+        found: dict[str, list[str]] = {node_id: [] for node_id in failed}
+        if len(failed) <= len(outputs):
+            for node_id in failed:
+                downstream = nx.descendants(graph, node_id) | {node_id}
+                found[node_id] = [o for o in outputs if o in downstream]
+        else:
+            for output in outputs:
+                for node_id in (nx.ancestors(graph, output) | {output}) & found.keys():
+                    found[node_id].append(output)
+        return found
 
     # -- one node ----------------------------------------------------------------------------
 
