@@ -103,7 +103,9 @@ def even_frames(frames: np.ndarray) -> np.ndarray:
 
 def encode_mp4(path, components: VideoComponents, tags: dict[str, str]) -> None:
     """H.264 yuv420p in MP4, container tags kept under their own names (use_metadata_tags)."""
-    frames = even_frames(to_uint8(components.images[..., :3]))
+    images = components.images
+    images = images.expand(*images.shape[:3], 3) if images.shape[-1] == 1 else images[..., :3]
+    frames = even_frames(to_uint8(images))
     with av.open(str(path), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}) as out:
         out.metadata.update(tags)
         stream = out.add_stream("libx264", rate=components.frame_rate)
