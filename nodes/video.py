@@ -111,33 +111,32 @@ def encode_mp4(path, components: VideoComponents, tags: dict[str, str]) -> None:
         stream = out.add_stream("libx264", rate=components.frame_rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        audio_stream = None
-        if components.audio is not None:
-            audio_stream = _add_audio(out, components, len(frames))
+        audio = _audio_track(out, components, len(frames)) if components.audio is not None else None
         for array in frames:
             check_interrupt()
             out.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         out.mux(stream.encode())
-        if audio_stream is not None:
-            stream_audio, waveform, rate = audio_stream
-            layout = "mono" if waveform.shape[0] == 1 else "stereo"
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform), format="fltp", layout=layout)
-            frame.sample_rate = rate
-            frame.pts = 0
-            out.mux(stream_audio.encode(frame))
-            out.mux(stream_audio.encode())
+        if audio is not None:
+            audio_stream, audio_frame = audio
+            out.mux(audio_stream.encode(audio_frame))
+            out.mux(audio_stream.encode())
 
 
-def _add_audio(out, components: VideoComponents, frame_count: int):
+def _audio_track(out, components: VideoComponents, frame_count: int):
+    """An AAC stream and the whole waveform as one frame (the encoder cuts it into its frame size)."""
     waveform = components.audio["waveform"]
     rate = int(components.audio["sample_rate"])
     waveform = waveform[0] if waveform.ndim == 3 else waveform
     waveform = waveform.detach().to("cpu", torch.float32).numpy()[:2]  # AAC here: mono or stereo
     keep = math.ceil(frame_count / components.frame_rate * rate)  # no sound past the last frame
-    waveform = waveform[:, :keep]
+    waveform = np.ascontiguousarray(waveform[:, :keep])
+    layout = "mono" if waveform.shape[0] == 1 else "stereo"
     stream = out.add_stream("aac", rate=rate)
-    stream.layout = "mono" if waveform.shape[0] == 1 else "stereo"
-    return stream, waveform, rate
+    stream.layout = layout
+    frame = av.AudioFrame.from_ndarray(waveform, format="fltp", layout=layout)
+    frame.sample_rate = rate
+    frame.pts = 0
+    return stream, frame
 
 
 def probe_video(path, limits: ImageLimits, node: str, input_name: str) -> tuple[int, int, int]:
