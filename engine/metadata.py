@@ -42,7 +42,7 @@ def sniff_format(data: bytes) -> str | None:
         return "webp"
     if data[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
         return "mp4"
-    if len(data) >= 10 and data[8:10] == b"{\"":
+    if len(data) >= 10 and data[8:10] == b"{\"" and 8 + struct.unpack("<Q", data[:8])[0] <= len(data):
         return "safetensors"
     return None
 

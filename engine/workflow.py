@@ -70,11 +70,11 @@ def load_workflow(source: Any, registry: Any) -> dict:
 def read_workflow(source: Any, registry: Any) -> Workflow:
     """Like `load_workflow`, keeping the UI graph and the source format."""
     if isinstance(source, Mapping):
-        return _from_json(dict(source), registry, "json")
+        return _from_json(dict(source), registry)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _from_bytes(bytes(source), registry, "<bytes>")
     if isinstance(source, str) and source.lstrip().startswith(("{", "[")):
-        return _from_json(_parse_json(source, "<text>"), registry, "json")
+        return _from_json(_parse_json(source, "<text>"), registry)
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
@@ -94,7 +94,7 @@ def _from_bytes(data: bytes, registry: Any, name: str) -> Workflow:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise WorkflowError(f"{name}: neither JSON nor a PNG/WEBP/MP4 file") from None
-        return _from_json(_parse_json(text, name), registry, "json")
+        return _from_json(_parse_json(text, name), registry)
     try:
         embedded = read_embedded_metadata(data)
     except MetadataError as exc:
@@ -117,7 +117,7 @@ def _parse_json(text: str, name: str) -> Any:
         raise WorkflowError(f"{name}: not valid JSON: {exc}") from None
 
 
-def _from_json(data: Any, registry: Any, kind: str) -> Workflow:
+def _from_json(data: Any, registry: Any) -> Workflow:
     if not isinstance(data, dict):
         raise WorkflowError(f"a workflow must be a JSON object, got {type(data).__name__}")
     if is_ui_workflow(data):
@@ -143,8 +143,11 @@ def is_api_prompt(data: Any) -> bool:
 
 
 def _api_prompt(prompt: dict) -> dict:
-    """Node ids as strings; everything else is left to validation, which reports all at once."""
-    return {str(node_id): node for node_id, node in prompt.items()}
+    """Node ids as strings, and each node's inputs copied (so `--set` never edits the caller's
+    dict); everything else is left to validation, which reports all problems at once."""
+    return {str(node_id): dict(node, inputs=dict(node["inputs"]))
+            if isinstance(node, dict) and isinstance(node.get("inputs"), dict) else node
+            for node_id, node in prompt.items()}
 
 
 # ------------------------------------------------------------------------------- UI → API

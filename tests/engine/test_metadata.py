@@ -127,7 +127,8 @@ def test_file_without_metadata_gives_empty_dict(tmp_path):
     (b"RIFF\x20\0\0\0WEBPEXIF\x40\0\0\0II*\0", "runs past the end"),
     (b"RIFF\x10\0\0\0WEBPEXIF\x04\0\0\0XX\0\0", "no TIFF header"),
     (b"\0\0\0\x08ftyp" + b"\0\0\0\x04moov", "bad size"),
-    (struct.pack("<Q", 999) + b'{"a', "header runs past"),
+    (struct.pack("<Q", 999) + b'{"a', "not a PNG, WEBP"),   # a length past the end: not safetensors
+    (struct.pack("<Q", 4) + b'{"a}', "header is not JSON"),
     (_png_with(_chunk(b"zTXt", b"prompt\0\0not-zlib")), "zTXt chunk 'prompt' is corrupt"),
 ])
 def test_corrupt_files_raise_metadata_error(data, expected):

@@ -290,3 +290,10 @@ def test_bundled_workflows_round_trip_with_the_real_registry(name):
     if missing:
         pytest.skip(f"nodes not written yet: {sorted(missing)}")
     assert _strip(ui_to_api(api_to_ui(api, registry.classes), registry)) == _strip(api)
+
+
+def test_loading_a_dict_never_aliases_the_callers_inputs():
+    api = api_fixture()
+    prompt = load_workflow(api, REGISTRY)
+    prompt["6"]["inputs"]["seed"] = 1
+    assert api["6"]["inputs"]["seed"] == 237514639057514
