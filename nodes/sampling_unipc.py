@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from .sampling_base import split_seed
+
 FINAL_SIGMA = 0.001
 
 
@@ -67,8 +69,7 @@ def _update(denoise, x, history, sigma_t, order, variant, use_corrector):
 
 @torch.no_grad()
 def _unipc(model, x, sigmas, extra_args, callback, variant):
-    model_args = dict(extra_args or {})
-    model_args.pop("seed", None)
+    model_args, _ = split_seed(extra_args)
     steps_sigmas = [float(s) for s in sigmas]
     if steps_sigmas[-1] == 0:
         steps_sigmas[-1] = FINAL_SIGMA

@@ -1,8 +1,6 @@
 """Toy denoisers whose exact answers are known, shared by the sampling tests."""
 import math
 
-import torch
-
 
 class GaussianData:
     """Data ~ N(mean, std^2) per element: the exact denoiser and probability-flow ODE are closed form."""
