@@ -3,6 +3,7 @@ Chromium driven by Playwright (plain fixtures, no pytest-playwright; see
 shared reference editor.md §1)."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -42,11 +43,30 @@ def _wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90) 
     raise RuntimeError(f"vidgraph serve did not answer in {seconds}s:\n{log.read_text()[-3000:]}")
 
 
+EXTENSION_JS = """
+import { app } from "../../scripts/app.js";
+app.registerExtension({
+  name: "vidgraph.test.marker",
+  setup() { document.body.dataset.extensionSetup = "yes"; },
+  nodeRendered(node, element) { element.dataset.extensionSaw = node.type; },
+});
+"""
+
+
 @pytest.fixture(scope="session")
 def server_dirs(tmp_path_factory):
+    """Folders for the server: the tiny random SVD checkpoint, and a custom node pack whose
+    WEB_DIRECTORY holds one editor extension."""
     base = tmp_path_factory.mktemp("vidgraph-serve")
-    for sub in ("models", "input", "output", "temp", "user"):
-        (base / sub).mkdir()
+    for sub in ("models/checkpoints", "input", "output", "temp", "user"):
+        (base / sub).mkdir(parents=True)
+    from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
+
+    write_tiny_checkpoint(base / "models" / "checkpoints" / "svd_tiny.safetensors")
+    pack = base / "custom_nodes" / "vg_test_extension"
+    (pack / "js").mkdir(parents=True)
+    (pack / "__init__.py").write_text('NODE_CLASS_MAPPINGS = {}\nWEB_DIRECTORY = "./js"\n')
+    (pack / "js" / "marker.js").write_text(EXTENSION_JS)
     return base
 
 
@@ -60,7 +80,7 @@ def server(server_dirs):
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vidgraph.server.cli", "serve", "--port", str(port), "--cpu",
-             "--base-dir", str(server_dirs), *extra],
+             "--base-dir", str(server_dirs), "--custom-nodes", str(server_dirs / "custom_nodes"), *extra],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=server_dirs)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -138,6 +158,18 @@ class Editor:
     def connect(self, from_node, output: int, to_node, input_name: str):
         self.drag(from_node.locator(f".slot.output[data-output='{output}'] .dot"),
                   to_node.locator(f".slot.input[data-input='{input_name}'] .dot"))
+
+    def drop_file(self, data: bytes, name: str, mime: str, x: float = 700, y: float = 400):
+        """Drop a file on the canvas the way a desktop drag does (a DataTransfer holding a File)."""
+        transfer = self.page.evaluate_handle(
+            """([b64, name, mime]) => {
+                const bin = atob(b64);
+                const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], name, { type: mime }));
+                return dt;
+            }""", [base64.b64encode(data).decode(), name, mime])
+        self.page.dispatch_event("#canvas", "drop", {"dataTransfer": transfer, "clientX": x, "clientY": y})
 
     def real_errors(self) -> list[str]:
         return [e for e in self.console_errors if "favicon" not in e]

@@ -86,6 +86,11 @@ export class App {
     }
   }
 
+  // ComfyUI's name for it, so extensions written for ComfyUI find it where they expect.
+  registerExtension(extension) {
+    this.extensions.register(extension);
+  }
+
   // ---- recording -----------------------------------------------------------------
   snapshot() {
     const wf = this.graph.serialize();

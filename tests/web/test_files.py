@@ -1,0 +1,103 @@
+"""Getting workflows in and out of the editor: autosave/restore, save and export downloads,
+the file picker, dropping PNG/WEBP/MP4 files with embedded workflows, dropping an image."""
+import io
+import json
+from pathlib import Path
+
+from PIL import Image
+
+FIXTURES = Path(__file__).resolve().parents[2] / "web" / "tests" / "fixtures"
+
+
+def same_graph(a: dict, b: dict):
+    """Node types, widget values and links equal (positions and view may differ)."""
+    key = lambda wf: (sorted((n["id"], n["type"], json.dumps(n["widgets_values"])) for n in wf["nodes"]),
+                      sorted(map(tuple, wf["links"])))
+    assert key(a) == key(b)
+
+
+def build_small_graph(editor):
+    editor.add_node("EmptyImage", "emptyimage", 150, 150)
+    editor.add_node("PreviewImage", "preview image", 700, 150)
+    editor.connect(editor.node("EmptyImage"), 0, editor.node("PreviewImage"), "images")
+    width = editor.node("EmptyImage").locator(".widget[data-widget='width'] input")
+    width.fill("96")
+    width.press("Enter")
+    return editor.workflow()
+
+
+def test_autosave_restores_the_graph_after_reload(editor):
+    page = editor.page
+    before = build_small_graph(editor)
+    page.wait_for_function("localStorage.getItem('vidgraph.workflow') && JSON.parse(localStorage.getItem('vidgraph.workflow')).links.length === 1")
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    after = editor.workflow()
+    same_graph(before, after)
+    assert [n["pos"] for n in after["nodes"]] == [n["pos"] for n in before["nodes"]]
+    assert page.locator("#links path.link[data-link-id]").count() == 1
+    editor.shot("restored-after-reload")
+
+
+def test_save_and_export_downloads(editor):
+    page = editor.page
+    wf = build_small_graph(editor)
+    with page.expect_download() as info:
+        page.click("#save-button")
+    saved = json.loads(Path(info.value.path()).read_text())
+    same_graph(saved, wf)
+    assert saved["version"] == 0.4 and saved["last_node_id"] == 2
+    with page.expect_download() as info:
+        page.click("#export-api-button")
+    api = json.loads(Path(info.value.path()).read_text())
+    assert api["1"]["class_type"] == "EmptyImage" and api["1"]["inputs"]["width"] == 96
+    assert api["2"]["inputs"]["images"] == ["1", 0]
+    # Ctrl+S saves too
+    with page.expect_download():
+        page.keyboard.press("Control+s")
+
+
+def test_open_and_drop_files_with_embedded_workflows(editor):
+    page = editor.page
+    expected = json.loads((FIXTURES / "svd_workflow.json").read_text())
+    page.set_input_files("#file-input", str(FIXTURES / "svd_workflow.json"))
+    page.wait_for_function("vidgraph.graph.nodes.size === 7")
+    same_graph(editor.workflow(), expected)
+    assert page.locator(".group").count() == 1
+    for name, mime in [("embedded_text.png", "image/png"), ("embedded_itxt.png", "image/png"),
+                       ("embedded.webp", "image/webp"), ("embedded.mp4", "video/mp4")]:
+        page.click("#new-button")
+        assert page.locator(".node").count() == 0
+        editor.drop_file((FIXTURES / name).read_bytes(), name, mime)
+        page.wait_for_function("vidgraph.graph.nodes.size === 7")
+        same_graph(editor.workflow(), expected)
+    # an API-format prompt is laid out as a graph
+    page.click("#new-button")
+    editor.drop_file((FIXTURES / "svd_prompt.json").read_bytes(), "svd_prompt.json", "application/json")
+    page.wait_for_function("vidgraph.graph.nodes.size === 7")
+    assert editor.prompt() == json.loads((FIXTURES / "svd_prompt.json").read_text())
+    editor.shot("dropped-workflow")
+
+
+def test_dropping_a_plain_image_creates_load_image_with_the_upload(editor, server_dirs):
+    page = editor.page
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 90)).save(buffer, "PNG")
+    editor.drop_file(buffer.getvalue(), "dropped_frame.png", "image/png", 500, 300)
+    node = editor.node("LoadImage")
+    node.wait_for()
+    page.wait_for_function("vidgraph.graph.serialize().nodes[0]?.widgets_values[0] === 'dropped_frame.png'")
+    assert (server_dirs / "input" / "dropped_frame.png").read_bytes() == buffer.getvalue()
+    assert node.locator(".widget[data-widget='image'] select").input_value() == "dropped_frame.png"
+
+
+def test_bundled_workflows_menu(editor):
+    page = editor.page
+    options = page.eval_on_selector_all("#workflows-menu option", "els => els.map(e => e.value).filter(Boolean)")
+    assert "svd_img2vid" in options
+    page.select_option("#workflows-menu", "svd_img2vid")
+    page.wait_for_function("vidgraph.graph.nodes.size > 4")
+    types = {n["type"] for n in editor.workflow()["nodes"]}
+    assert {"ImageOnlyCheckpointLoader", "SVD_img2vid_Conditioning", "KSampler", "VAEDecode"} <= types
+    assert page.locator("#links path.link[data-link-id]").count() == len(editor.workflow()["links"]) > 4
+    editor.shot("bundled-workflow")
