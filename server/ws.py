@@ -38,6 +38,7 @@ class Client:
     queue: asyncio.Queue
     supports_preview_metadata: bool = False
     negotiated: bool = False
+    closing: bool = False
     dropped_previews: int = 0
     sender: asyncio.Task | None = field(default=None, repr=False)
 
@@ -150,6 +151,8 @@ class Hub:
     # -- sending -------------------------------------------------------------------------
 
     def _offer(self, client: Client, message: str | bytes, droppable: bool = False) -> None:
+        if client.closing:
+            return
         try:
             client.queue.put_nowait(message)
         except asyncio.QueueFull:
@@ -157,6 +160,7 @@ class Hub:
                 client.dropped_previews += 1
                 return
             log.warning("websocket client %s is not reading; closing it", client.sid)
+            client.closing = True
             asyncio.ensure_future(self._drop(client, 1013, b"send queue full"))
 
     def send(self, sid: str | None, event: str, data: dict) -> None:

@@ -120,3 +120,22 @@ def test_sigkill_mid_run_keeps_queue_and_history(tmp_path):
         if server.proc and server.proc.poll() is None:
             server.proc.terminate()
             server.proc.wait(10)
+
+
+def test_clean_stop_puts_the_running_prompt_back_without_using_an_attempt(tmp_path):
+    server = ServerProcess(tmp_path, free_port())
+    server.start()
+    try:
+        cut = server.post("/prompt", {"prompt": slow("stopped")})["prompt_id"]
+        server.wait_for(lambda: server.running_ids() == [cut])
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(20) == 0
+        server.start()
+        job = server.get(f"/vidgraph/jobs/{cut}")
+        assert job["status"] in ("queued", "running") and job["interruptions"] == 0
+        assert job["attempts"] <= 1
+        assert server.status(f"/history/{cut}") == 200 and server.get(f"/history/{cut}") == {}
+    finally:
+        if server.proc and server.proc.poll() is None:
+            server.proc.terminate()
+            server.proc.wait(10)
