@@ -53,8 +53,7 @@ def read_embedded_metadata(source: str | Path | bytes) -> dict[str, Any]:
     Values are parsed JSON where they parse, else the raw string; keys absent from the file are
     absent from the result (so an image without metadata gives {}).
     """
-    data = source if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
-    data = bytes(data)
+    data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else metadata_bytes(Path(source))
     kind = sniff_format(data)
     if kind is None:
         raise MetadataError("not a PNG, WEBP, MP4/MOV or safetensors file: cannot read embedded metadata")
@@ -62,6 +61,32 @@ def read_embedded_metadata(source: str | Path | bytes) -> dict[str, Any]:
     if kind == "mp4":
         raw = _unpack_comment(raw)
     return {key: _maybe_json(value) for key, value in raw.items() if key in WORKFLOW_KEYS}
+
+
+def metadata_bytes(path: Path) -> bytes:
+    """The part of a file that can hold the metadata: all of it, except for MP4/MOV, where only
+    the ``moov`` box is read (the media data around it can be gigabytes)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if sniff_format(head) != "mp4":
+            return head + f.read()
+        end = f.seek(0, 2)
+        pos = 0
+        while pos + 8 <= end:
+            f.seek(pos)
+            header = f.read(16)
+            size, kind = struct.unpack(">I4s", header[:8])
+            if size == 1 and len(header) == 16:
+                (size,) = struct.unpack(">Q", header[8:16])
+            elif size == 0:
+                size = end - pos
+            if size < 8:
+                raise MetadataError(f"MP4 box {kind!r} at byte {pos} has a bad size {size}")
+            if kind == b"moov":
+                f.seek(pos)
+                return f.read(size)
+            pos += size
+        return head[:8]  # no moov box: nothing to read
 
 
 def _maybe_json(text: str) -> Any:

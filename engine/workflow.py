@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .metadata import MetadataError, read_embedded_metadata, sniff_format
+from .metadata import MetadataError, metadata_bytes, read_embedded_metadata, sniff_format
 
 __all__ = ["WorkflowError", "Workflow", "load_workflow", "read_workflow", "ui_to_api",
            "read_embedded_metadata", "is_ui_workflow", "is_api_prompt"]
@@ -78,12 +78,14 @@ def read_workflow(source: Any, registry: Any) -> Workflow:
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
-            data = path.read_bytes()
+            # metadata_bytes reads only the moov box of a video, the whole file otherwise
+            return _from_bytes(metadata_bytes(path), registry, str(path))
         except FileNotFoundError:
             raise WorkflowError(f"workflow file not found: {path}") from None
         except OSError as exc:
             raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror or exc}") from None
-        return _from_bytes(data, registry, str(path))
+        except MetadataError as exc:
+            raise WorkflowError(f"{path}: {exc}") from None
     raise WorkflowError(f"cannot load a workflow from a {type(source).__name__}")
 
 

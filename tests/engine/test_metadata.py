@@ -134,3 +134,15 @@ def test_file_without_metadata_gives_empty_dict(tmp_path):
 def test_corrupt_files_raise_metadata_error(data, expected):
     with pytest.raises(MetadataError, match=expected):
         read_embedded_metadata(data)
+
+
+def test_a_video_file_is_read_only_as_far_as_its_moov_box(tmp_path):
+    data = _mp4(metadata.mp4_metadata(PROMPT, {"workflow": WORKFLOW}), "use_metadata_tags")
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    part = metadata.metadata_bytes(path)
+    assert part[4:8] == b"moov" and len(part) < len(data)
+    assert read_embedded_metadata(path) == {"prompt": PROMPT, "workflow": WORKFLOW}
+    path.write_bytes(b"\0\0\0\x08ftyp" + b"\0\0\0\x04mdat")
+    with pytest.raises(MetadataError, match="bad size 4"):
+        metadata.metadata_bytes(path)
