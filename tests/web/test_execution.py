@@ -1,0 +1,127 @@
+"""Queueing from the editor against the real server with core nodes: previews (animated WEBP,
+MP4 inline), seed control after queue, validation and runtime errors, queue panel, interrupt."""
+
+
+def set_widget(node, name, value):
+    field = node.locator(f".widget[data-widget='{name}'] :is(input, select)")
+    if field.evaluate("el => el.tagName") == "SELECT":
+        field.select_option(str(value))
+    else:
+        field.fill(str(value))
+        field.press("Enter")
+
+
+def record_events(editor):
+    editor.page.evaluate("""() => {
+        window.__events = [];
+        for (const type of ["execution_start", "execution_cached", "executing", "progress", "executed",
+                            "execution_success", "execution_error", "execution_interrupted"]) {
+            vidgraph.api.addEventListener(type, (e) => window.__events.push([type, e.detail]));
+        }
+    }""")
+
+
+def wait_for_end(editor, timeout=120000):
+    editor.page.wait_for_function(
+        "window.__events.some(([t]) => ['execution_success', 'execution_error', 'execution_interrupted'].includes(t))",
+        timeout=timeout)
+    return editor.page.evaluate("window.__events")
+
+
+def test_queue_shows_webp_and_mp4_previews_and_applies_seed_control(editor):
+    page = editor.page
+    image = editor.add_node("EmptyImage", "emptyimage", 100, 120)
+    for name, value in [("width", 64), ("height", 48), ("batch_size", 3), ("color", 16711680)]:
+        set_widget(image, name, value)
+    webp = editor.add_node("SaveAnimatedWEBP", "saveanimatedwebp", 500, 80)
+    editor.connect(image, 0, webp, "images")
+    video = editor.add_node("CreateVideo", "create video", 500, 450)
+    editor.connect(image, 0, video, "images")
+    save = editor.add_node("SaveVideo", "save video", 900, 450)
+    editor.connect(video, 0, save, "video")
+    prim = editor.add_node("PrimitiveInt", "primitiveint", 100, 600)
+    set_widget(prim, "value", 5)
+    set_widget(prim, "control_after_generate", "increment")
+    record_events(editor)
+    page.keyboard.press("Control+Enter")
+    events = wait_for_end(editor)
+    kinds = [t for t, _ in events]
+    assert "execution_success" in kinds, events
+    assert kinds.count("executed") == 2
+    img = webp.locator(".node-preview img")
+    img.wait_for()
+    assert ".webp" in img.get_attribute("src")
+    page.wait_for_function("[...document.querySelectorAll('.node-preview img')].every(i => i.complete && i.naturalWidth === 64)")
+    player = save.locator(".node-preview video")
+    player.wait_for()
+    assert ".mp4" in player.get_attribute("src")
+    page.wait_for_function("document.querySelector('.node-preview video').readyState >= 1", timeout=15000)
+    assert page.evaluate("document.querySelector('.node-preview video').duration") > 0
+    # the queued prompt used 5; the widget now holds the next value
+    assert prim.locator(".widget[data-widget='value'] input").input_value() == "6"
+    assert next(n for n in editor.workflow()["nodes"] if n["type"] == "PrimitiveInt")["widgets_values"][:2] == [6, "increment"]
+    assert page.locator(".node.executed").count() >= 3
+    editor.shot("previews-after-run")
+    # the queue panel lists it in the history
+    page.click("#panel-button")
+    page.wait_for_selector("#history-list li.history-success")
+    editor.shot("queue-panel")
+    # queueing again: everything cached, previews re-sent and still there
+    page.evaluate("window.__events = []")
+    page.click("#queue-button")
+    events = wait_for_end(editor)
+    cached = next(d for t, d in events if t == "execution_cached")
+    assert len(cached["nodes"]) >= 4
+    assert page.locator(".node.cached").count() >= 4
+    assert webp.locator(".node-preview img").count() == 1
+
+
+def test_validation_errors_mark_nodes_and_inputs(editor):
+    page = editor.page
+    editor.add_node("PreviewImage", "preview image", 300, 200)
+    cond = editor.add_node("SVD_img2vid_Conditioning", "svd_img2vid", 700, 200)
+    page.keyboard.press("Control+Enter")
+    node = editor.node("PreviewImage")
+    page.wait_for_selector(".node.error")
+    assert "error" in node.get_attribute("class")
+    assert "error" in node.locator(".slot.input[data-input='images']").get_attribute("class")
+    assert "Required input is missing" in node.locator(".node-errors").inner_text()
+    assert "failed validation" in page.locator(".toast-error").first.inner_text().lower()
+    editor.shot("validation-error")
+    # fixing the graph and queueing again clears the marks
+    assert "error" not in (cond.get_attribute("class") or "")
+
+
+def test_runtime_error_message_is_shown_on_the_node(editor):
+    page = editor.page
+    node = editor.add_node("VAEDecode", "vae decode", 300, 200)
+    node_id = node.get_attribute("data-node-id")
+    page.evaluate("""(id) => vidgraph.api.dispatchEvent(new CustomEvent("execution_error", {detail: {
+        prompt_id: "p1", node_id: id, node_type: "VAEDecode", executed: [], exception_message: "boom at frame 3",
+        exception_type: "RuntimeError", traceback: ["Traceback...\\n", "RuntimeError: boom at frame 3\\n"],
+        current_inputs: {}, current_outputs: [], timestamp: 0}}))""", node_id)
+    assert "error" in node.get_attribute("class")
+    assert "boom at frame 3" in node.locator(".node-errors").inner_text()
+    assert "RuntimeError" in page.locator(".toast-error").first.inner_text()
+    # the error survives an undo/redo rebuild of the view, previews too
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+y")
+    assert "boom" in editor.node("VAEDecode").locator(".node-errors").inner_text()
+
+
+def test_interrupt_button_and_shortcut_post_interrupt(editor):
+    page = editor.page
+    with page.expect_request(lambda r: r.url.endswith("/api/interrupt") and r.method == "POST"):
+        page.click("#interrupt-button")
+    with page.expect_request(lambda r: r.url.endswith("/api/interrupt") and r.method == "POST"):
+        page.keyboard.press("Control+Alt+Enter")
+
+
+def test_extension_from_a_node_pack_is_loaded(editor):
+    page = editor.page
+    urls = page.evaluate("vidgraph.api.getExtensions()")
+    assert "/extensions/vg_test_extension/marker.js" in urls
+    assert page.get_attribute("body", "data-extension-setup") == "yes"
+    node = editor.add_node("VAEDecode", "vae decode", 300, 200)
+    assert node.get_attribute("data-extension-saw") == "VAEDecode"
+    assert editor.real_errors() == []
