@@ -74,7 +74,7 @@ class ResultCache:
         self.total_bytes = 0
 
 
-def fingerprint(spec, node, defs, params: tuple[set[str], bool]) -> Any:
+def fingerprint(spec, node, defs, params: tuple[set[str], bool], context: Any = None) -> Any:
     """IS_CHANGED of a node with its constant inputs (links as None); NaN when it raises.
 
     `params` is (parameter names, takes **kwargs) of IS_CHANGED, from spec.call_parameters.
@@ -84,6 +84,8 @@ def fingerprint(spec, node, defs, params: tuple[set[str], bool]) -> Any:
     names, takes_all = params
     args = {name: (None if isinstance(v, Link) else v) for name, v in node.inputs.items()
             if name in defs and (takes_all or name in names)}
+    if "context" in names and "context" not in defs and context is not None:
+        args["context"] = context  # vidgraph nodes hash their files through the configured folders
     try:
         return spec.is_changed(**args)
     except Exception:

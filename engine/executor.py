@@ -96,7 +96,8 @@ class _PromptRun:
         for node_id in self.v.order:
             node = self.v.nodes[node_id]
             spec, defs, per_node, params = per_class[node.class_type]
-            changed = fingerprint(spec, node, defs, params) if params is not None else None
+            changed = (fingerprint(spec, node, defs, params, self.context(node_id, node.class_type))
+                       if params is not None else None)
             self.keys[node_id] = node_key(spec, node, self.keys, changed, per_node)
 
     def run(self) -> RunResult:

@@ -46,7 +46,8 @@ class NodeRegistry:
                  python_module: str | None = None) -> NodeSpec:
         if name in self.classes and self.classes[name] is not cls:
             raise ValueError(f"node {name!r} is already registered by pack {self.node_packs.get(name, '?')!r}")
-        spec = NodeSpec(name, cls, display_name or self.display_names.get(name), pack, python_module)
+        spec = NodeSpec(name, cls, display_name or self.display_names.get(name), pack, python_module,
+                        self.folders)
         self.classes[name] = cls
         if display_name:
             self.display_names[name] = display_name
@@ -190,7 +191,7 @@ class NodeRegistry:
         spec = self._specs.get(name)
         if spec is None or spec.cls is not cls:
             spec = NodeSpec(name, cls, self.display_names.get(name), self.node_packs.get(name, "custom"),
-                            self.python_modules.get(name))
+                            self.python_modules.get(name), self.folders)
             self._specs[name] = spec
         return spec
 

@@ -44,9 +44,29 @@ class InputDef:
         return [self.type, self.options] if self.options else [self.type]
 
 
-def parse_input_types(cls: type) -> dict[str, InputDef]:
+def declared_inputs(cls: type, folders: Any = None) -> Any:
+    """The class's INPUT_TYPES(); `INPUT_TYPES(cls, folders=None)` is given the configured folders.
+
+    File-list widgets (checkpoints, input images) need the folders outside any node call; taking
+    them as a parameter keeps such nodes free of a global folder registry. ComfyUI's plain
+    `INPUT_TYPES(cls)` is called as it is.
+    """
+    if folders is not None and _accepts_argument(cls.INPUT_TYPES):
+        return cls.INPUT_TYPES(folders)
+    return cls.INPUT_TYPES()
+
+
+def _accepts_argument(method) -> bool:
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+def parse_input_types(cls: type, folders: Any = None) -> dict[str, InputDef]:
     """INPUT_TYPES() as ordered InputDefs; hidden entries may be "PROMPT" or ["PROMPT"]."""
-    declared = cls.INPUT_TYPES()
+    declared = declared_inputs(cls, folders)
     if not isinstance(declared, dict):
         raise InvalidNodeClass(f"{cls.__name__}.INPUT_TYPES() must return a dict, got {type(declared).__name__}")
     inputs: dict[str, InputDef] = {}
@@ -90,7 +110,7 @@ class NodeSpec:
     """One registered node class and what it declares (class attributes read once)."""
 
     def __init__(self, name: str, cls: type, display_name: str | None = None, pack: str = "vidgraph",
-                 python_module: str | None = None):
+                 python_module: str | None = None, folders: Any = None):
         for attr in ("INPUT_TYPES", "RETURN_TYPES", "FUNCTION"):
             if not hasattr(cls, attr):
                 raise InvalidNodeClass(f"node {name!r} ({getattr(cls, '__name__', cls)!r}) has no {attr}")
@@ -98,6 +118,7 @@ class NodeSpec:
             raise InvalidNodeClass(f"node {name!r}: FUNCTION {cls.FUNCTION!r} is not a method of the class")
         self.name = name
         self.cls = cls
+        self.folders = folders
         self.display_name = display_name or name
         self.pack = pack
         self.python_module = python_module or getattr(cls, "__module__", pack)
@@ -119,7 +140,7 @@ class NodeSpec:
 
     def input_defs(self) -> dict[str, InputDef]:
         """Parsed INPUT_TYPES(); called afresh because model/file lists change between prompts."""
-        return parse_input_types(self.cls)
+        return parse_input_types(self.cls, self.folders)
 
     def validate_inputs_params(self) -> tuple[set[str], bool, bool]:
         """(named parameters, takes **kwargs, wants input_types) of VALIDATE_INPUTS."""
@@ -134,7 +155,7 @@ class NodeSpec:
 
     def info(self) -> dict:
         """The `/object_info` entry (ComfyUI's V1 shape)."""
-        declared = self.cls.INPUT_TYPES()
+        declared = declared_inputs(self.cls, self.folders)
         entry: dict[str, Any] = {
             "input": to_json(declared),
             "input_order": {section: list(declared[section]) for section in INPUT_SECTIONS

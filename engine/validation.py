@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import networkx as nx
 
+from .context import NodeContext
 from .spec import InputDef, NodeSpec, types_match
 
 PROMPT_SCHEMA = {
@@ -345,6 +346,9 @@ class _Checker:
                 if name in defs and (name in accepted or takes_kwargs)}
         if wants_types:
             args["input_types"] = received_types
+        if "context" in accepted and "context" not in defs:
+            # vidgraph nodes that check files need the folders: a context without a prompt.
+            args["context"] = NodeContext("", node.id, spec.name, self.registry.folders, None)
         try:
             verdict = spec.validate_inputs(**args)
         except Exception as e:
@@ -353,7 +357,7 @@ class _Checker:
                           traceback=traceback.format_exc().splitlines())]
         if verdict is True:
             return []
-        names = [n for n in args if n != "input_types"]
+        names = [n for n in args if n not in ("input_types", "context")]
         return [error("custom_validation_failed", "Custom validation failed for node",
                       f"{', '.join(names)} - {verdict}", input_name=names[0] if names else None)]
 
