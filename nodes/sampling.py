@@ -27,79 +27,46 @@ from .sampling_unipc import uni_pc, uni_pc_bh2
 
 
 @torch.no_grad()
-def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-          s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Euler steps (Karras et al. 2022, algorithm 2); deterministic unless s_churn > 0."""
+def _with_churn(step, model, x, sigmas, extra_args, callback, noise_sampler, s_churn, s_tmin, s_tmax, s_noise):
+    """Karras et al.'s algorithm 2 frame: optional churn, the slope at sigma_hat, then `step`."""
     model_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
     for i in range(len(sigmas) - 1):
         x, sigma_hat, _, d = churned_slope(model, x, sigmas, i, model_args, callback, noise_sampler,
                                            s_churn, s_tmin, s_tmax, s_noise)
-        x = x + d * (sigmas[i + 1] - sigma_hat)
+        x = step(model, x, d, sigmas, i, sigma_hat, model_args)
     return x
 
 
-@torch.no_grad()
-def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-                    eta=1.0, s_noise=1.0):
-    """Euler down to sigma_down, then fresh noise back up to the next sigma."""
-    model_args, seed = split_seed(extra_args)
-    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
-    for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
-        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        if sigma_down == 0:
-            x = denoised
-        else:
-            d = to_d(x, sigmas[i], denoised)
-            x = x + d * (sigma_down - sigmas[i]) + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-    return x
+def _euler_step(model, x, d, sigmas, i, sigma_hat, model_args):
+    return x + d * (sigmas[i + 1] - sigma_hat)
 
 
-@torch.no_grad()
-def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-         s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Heun's second-order method; the last step onto sigma 0 is a plain Euler step."""
-    model_args, seed = split_seed(extra_args)
-    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat, _, d = churned_slope(model, x, sigmas, i, model_args, callback, noise_sampler,
-                                           s_churn, s_tmin, s_tmax, s_noise)
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            d_2 = to_d(x_2, sigmas[i + 1], denoise_at(model, x_2, sigmas[i + 1], model_args))
-            x = x + (d + d_2) / 2 * dt
-    return x
+def _heun_step(model, x, d, sigmas, i, sigma_hat, model_args):
+    """Average the slopes at both ends; a plain Euler step onto sigma 0."""
+    dt = sigmas[i + 1] - sigma_hat
+    if sigmas[i + 1] == 0:
+        return x + d * dt
+    x_2 = x + d * dt
+    d_2 = to_d(x_2, sigmas[i + 1], denoise_at(model, x_2, sigmas[i + 1], model_args))
+    return x + (d + d_2) / 2 * dt
 
 
-@torch.no_grad()
-def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-            s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Heun++: up to three slope evaluations per step, weighted by sigma / sigmas[0]."""
-    model_args, seed = split_seed(extra_args)
-    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+def _heunpp2_step(model, x, d, sigmas, i, sigma_hat, model_args):
+    """Up to three slopes (here, next, the one after), weighted by sigma / sigmas[0]."""
     s_end = sigmas[-1]
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat, _, d = churned_slope(model, x, sigmas, i, model_args, callback, noise_sampler,
-                                           s_churn, s_tmin, s_tmax, s_noise)
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == s_end:
-            x = x + d * dt
-            continue
-        x_2 = x + d * dt
-        d_2 = to_d(x_2, sigmas[i + 1], denoise_at(model, x_2, sigmas[i + 1], model_args))
-        if sigmas[i + 2] == s_end:
-            w_2 = sigmas[i + 1] / (2 * sigmas[0])
-            x = x + (d * (1 - w_2) + d_2 * w_2) * dt
-        else:
-            x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
-            d_3 = to_d(x_3, sigmas[i + 2], denoise_at(model, x_3, sigmas[i + 2], model_args))
-            w_2, w_3 = sigmas[i + 1] / (3 * sigmas[0]), sigmas[i + 2] / (3 * sigmas[0])
-            x = x + ((1 - w_2 - w_3) * d + w_2 * d_2 + w_3 * d_3) * dt
-    return x
+    dt = sigmas[i + 1] - sigma_hat
+    if sigmas[i + 1] == s_end:
+        return x + d * dt
+    x_2 = x + d * dt
+    d_2 = to_d(x_2, sigmas[i + 1], denoise_at(model, x_2, sigmas[i + 1], model_args))
+    if sigmas[i + 2] == s_end:
+        w_2 = sigmas[i + 1] / (2 * sigmas[0])
+        return x + (d * (1 - w_2) + d_2 * w_2) * dt
+    x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
+    d_3 = to_d(x_3, sigmas[i + 2], denoise_at(model, x_3, sigmas[i + 2], model_args))
+    w_2, w_3 = sigmas[i + 1] / (3 * sigmas[0]), sigmas[i + 2] / (3 * sigmas[0])
+    return x + ((1 - w_2 - w_3) * d + w_2 * d_2 + w_3 * d_3) * dt
 
 
 def _dpm_2_step(model, x, d, sigma, sigma_to, model_args):
@@ -110,61 +77,92 @@ def _dpm_2_step(model, x, d, sigma, sigma_to, model_args):
     return x + d_2 * (sigma_to - sigma)
 
 
-@torch.no_grad()
+def _dpm_2_churned_step(model, x, d, sigmas, i, sigma_hat, model_args):
+    if sigmas[i + 1] == 0:
+        return x + d * (sigmas[i + 1] - sigma_hat)
+    return _dpm_2_step(model, x, d, sigma_hat, sigmas[i + 1], model_args)
+
+
+def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+          s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Euler steps (Karras et al. 2022, algorithm 2); deterministic unless s_churn > 0."""
+    return _with_churn(_euler_step, model, x, sigmas, extra_args, callback, noise_sampler,
+                       s_churn, s_tmin, s_tmax, s_noise)
+
+
+def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+         s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Heun's second-order method (Karras et al. 2022, algorithm 2)."""
+    return _with_churn(_heun_step, model, x, sigmas, extra_args, callback, noise_sampler,
+                       s_churn, s_tmin, s_tmax, s_noise)
+
+
+def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+            s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Heun++ (ComfyUI's heunpp2)."""
+    return _with_churn(_heunpp2_step, model, x, sigmas, extra_args, callback, noise_sampler,
+                       s_churn, s_tmin, s_tmax, s_noise)
+
+
 def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
           s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
     """DPM-Solver-2 steps in sigma (midpoint in log sigma); Euler onto sigma 0."""
-    model_args, seed = split_seed(extra_args)
-    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat, _, d = churned_slope(model, x, sigmas, i, model_args, callback, noise_sampler,
-                                           s_churn, s_tmin, s_tmax, s_noise)
-        if sigmas[i + 1] == 0:
-            x = x + d * (sigmas[i + 1] - sigma_hat)
-        else:
-            x = _dpm_2_step(model, x, d, sigma_hat, sigmas[i + 1], model_args)
-    return x
+    return _with_churn(_dpm_2_churned_step, model, x, sigmas, extra_args, callback, noise_sampler,
+                       s_churn, s_tmin, s_tmax, s_noise)
 
 
 @torch.no_grad()
-def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-                    eta=1.0, s_noise=1.0):
-    """DPM-Solver-2 down to sigma_down, then fresh noise back up to the next sigma."""
-    model_args, seed = split_seed(extra_args)
-    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
-    for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
-        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        d = to_d(x, sigmas[i], denoised)
-        if sigma_down == 0:
-            x = x + d * (sigma_down - sigmas[i])
-        else:
-            x = _dpm_2_step(model, x, d, sigmas[i], sigma_down, model_args)
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-    return x
-
-
-@torch.no_grad()
-def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-                       eta=1.0, s_noise=1.0):
-    """DPM-Solver++(2S) single-step second order down to sigma_down, plus ancestral noise."""
+def _ancestral(move, model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise):
+    """Ancestral sampling: `move` x deterministically down to sigma_down, then add fresh noise of
+    size sigma_up, so that x lands on the next sigma with part of its noise renewed (eta = 1: the most)."""
     model_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
     for i in range(len(sigmas) - 1):
         denoised = denoise_step(model, x, sigmas, i, model_args, callback)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0:
-            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+            x = denoised
         else:
-            lam, lam_next = sigma_to_lambda(sigmas[i]), sigma_to_lambda(sigma_down)
-            h = lam_next - lam
-            lam_mid = lam + h / 2
-            x_2 = (lambda_to_sigma(lam_mid) / lambda_to_sigma(lam)) * x - (-h / 2).expm1() * denoised
-            denoised_2 = denoise_at(model, x_2, lambda_to_sigma(lam_mid), model_args)
-            x = (lambda_to_sigma(lam_next) / lambda_to_sigma(lam)) * x - (-h).expm1() * denoised_2
+            x = move(model, x, denoised, sigmas[i], sigma_down, model_args)
         if sigmas[i + 1] > 0:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
+
+
+def _euler_move(model, x, denoised, sigma, sigma_to, model_args):
+    return x + to_d(x, sigma, denoised) * (sigma_to - sigma)
+
+
+def _dpm_2_move(model, x, denoised, sigma, sigma_to, model_args):
+    return _dpm_2_step(model, x, to_d(x, sigma, denoised), sigma, sigma_to, model_args)
+
+
+def _dpmpp_2s_move(model, x, denoised, sigma, sigma_to, model_args):
+    """DPM-Solver++(2S): a data-prediction step through the midpoint in lambda."""
+    lam, lam_next = sigma_to_lambda(sigma), sigma_to_lambda(sigma_to)
+    h = lam_next - lam
+    sigma_mid = lambda_to_sigma(lam + h / 2)
+    x_2 = (sigma_mid / lambda_to_sigma(lam)) * x - (-h / 2).expm1() * denoised
+    denoised_2 = denoise_at(model, x_2, sigma_mid, model_args)
+    return (lambda_to_sigma(lam_next) / lambda_to_sigma(lam)) * x - (-h).expm1() * denoised_2
+
+
+def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                    eta=1.0, s_noise=1.0):
+    """Euler down to sigma_down, then fresh noise back up to the next sigma."""
+    return _ancestral(_euler_move, model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
+
+
+def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                    eta=1.0, s_noise=1.0):
+    """DPM-Solver-2 down to sigma_down, then fresh noise back up to the next sigma."""
+    return _ancestral(_dpm_2_move, model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
+
+
+def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                       eta=1.0, s_noise=1.0):
+    """DPM-Solver++(2S) down to sigma_down, then fresh noise back up to the next sigma."""
+    return _ancestral(_dpmpp_2s_move, model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
 
 
 @torch.no_grad()
