@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import sys
 import traceback
@@ -20,6 +21,8 @@ from typing import Any, Iterable, NamedTuple
 from . import compat
 from .folders import Folders
 from .spec import InvalidNodeClass, NodeSpec
+
+log = logging.getLogger(__name__)
 
 
 class PackLoadError(NamedTuple):
@@ -200,8 +203,12 @@ class NodeRegistry:
         names = [name] if name is not None else list(self.classes)
         info = {}
         for n in names:
-            if n in self.classes:
+            if n not in self.classes:
+                continue
+            try:
                 info[n] = self.get(n).info()
+            except Exception:  # one broken INPUT_TYPES must not hide every other node
+                log.exception("node %s: cannot describe it for /object_info", n)
         return info
 
 

@@ -242,3 +242,20 @@ def test_compat_progress_bar_and_interrupt_inside_a_node(folders):
     assert [d["value"] for e, d in events if e == "progress"] == [1, 2]
     assert events[-1][0] == "execution_interrupted" and events[-1][1]["node_id"] == "1"
     assert not comfy.model_management.processing_interrupted()  # no node running now
+
+
+def test_object_info_skips_a_node_whose_input_types_raises(registry):
+    class Broken:
+        RETURN_TYPES = ()
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            raise OSError("model folder unreadable")
+
+        def f(self):
+            return ()
+
+    registry.register("Broken", Broken)
+    info = registry.object_info()
+    assert "Broken" not in info and "IntMath" in info
