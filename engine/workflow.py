@@ -365,14 +365,18 @@ def _api_value(value: Any) -> Any:
 
 @dataclass
 class _Widget:
-    name: str
+    name: str | None  # None: a frontend-only widget (the upload button) that has no input
     options: dict
-    control: bool   # followed by a frontend-only control_after_generate value
-    upload: bool    # followed by a frontend-only upload button value
+    control: bool     # followed by a frontend-only control_after_generate value
 
 
 def _declared_widgets(cls: type, node_id: str) -> list[_Widget]:
-    """The inputs the editor shows as widgets, in the order their values are saved."""
+    """The inputs the editor shows as widgets, in the order their values are saved.
+
+    An upload option (``image_upload`` ...) adds an "upload" button widget whose value is saved
+    too; the editor appends it after the required inputs (LoadImageMask saves
+    ``["mask.png", "alpha", "image"]``), so it is placed there.
+    """
     try:
         declared = cls.INPUT_TYPES()
     except Exception as exc:  # a pack's INPUT_TYPES raising is its bug, but name the node
@@ -380,6 +384,7 @@ def _declared_widgets(cls: type, node_id: str) -> list[_Widget]:
                             f"{type(exc).__name__}: {exc}", node_id) from None
     widgets = []
     for section in ("required", "optional"):
+        upload = False
         for name, entry in ((declared or {}).get(section) or {}).items():
             entry = entry if isinstance(entry, (list, tuple)) else (entry,)
             kind = entry[0] if entry else None
@@ -388,8 +393,10 @@ def _declared_widgets(cls: type, node_id: str) -> list[_Widget]:
             if not (is_combo or kind in WIDGET_TYPES) or options.get("forceInput") or options.get("defaultInput"):
                 continue
             control = bool(options.get("control_after_generate")) or (kind == "INT" and name in LEGACY_SEED_NAMES)
-            upload = any(options.get(key) for key in UPLOAD_OPTIONS)
-            widgets.append(_Widget(name, options, control, upload))
+            upload = upload or any(options.get(key) for key in UPLOAD_OPTIONS)
+            widgets.append(_Widget(name, options, control))
+        if upload:
+            widgets.append(_Widget(None, {}, False))
     return widgets
 
 
@@ -409,14 +416,17 @@ def _widget_inputs(node: dict, cls: type, node_id: str) -> dict:
                             f"got {type(values).__name__}", node_id)
     pos = 0
     for i, widget in enumerate(widgets):
+        if widget.name is None:
+            # Files saved without the button's value have nothing to skip: skip only a surplus.
+            real_after = sum(1 for w in widgets[i + 1:] if w.name is not None)
+            if len(values) - pos > real_after and isinstance(values[pos], str):
+                pos += 1
+            continue
         if pos < len(values):
             inputs[widget.name] = _api_value(values[pos])
             pos += 1
         elif "default" in widget.options:  # saved before the input existed: the editor uses the default
             inputs[widget.name] = widget.options["default"]
         if widget.control and pos < len(values) and isinstance(values[pos], str) and values[pos] in CONTROL_VALUES:
-            pos += 1
-        surplus = (len(values) - pos) - (len(widgets) - i - 1)
-        if widget.upload and surplus > 0 and isinstance(values[pos], str):
             pos += 1
     return inputs

@@ -109,6 +109,13 @@ def test_missing_trailing_widget_values_take_the_declared_default():
     assert (inputs["width"], inputs["motion_bucket_id"], inputs["augmentation_level"]) == (512, 127, 0.0)
 
 
+@pytest.mark.parametrize("values", [["mask.png", "red", "image"], ["mask.png", "red"]])
+def test_upload_button_value_comes_after_the_required_widgets(values):
+    ui = {"nodes": [{"id": 1, "type": "LoadImageMask", "mode": 0, "inputs": [], "outputs": [],
+                     "widgets_values": values}], "links": []}
+    assert ui_to_api(ui, REGISTRY)["1"]["inputs"] == {"image": "mask.png", "channel": "red"}
+
+
 def test_dict_widgets_values_and_list_values_are_wrapped():
     ui = {"nodes": [{"id": 1, "type": "StringConcat", "mode": 0, "inputs": [], "outputs": [],
                      "widgets_values": {"b": ["x", "y"], "sep": "-"}}], "links": []}
