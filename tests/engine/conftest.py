@@ -148,6 +148,24 @@ class SumList:
         return (sum(values),)
 
 
+class TensorLike:
+    """Sized like a tensor (element_size() * numel()) without importing torch."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def element_size(self):
+        return 4
+
+    def numel(self):
+        return self.n
+
+
+@pytest.fixture
+def tensor_like():
+    return TensorLike
+
+
 TEST_NODES = {"Number": Number, "Add": Add, "Show": Show, "Volatile": Volatile, "Boom": Boom,
               "Slow": Slow, "MakeList": MakeList, "SumList": SumList}
 

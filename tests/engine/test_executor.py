@@ -136,20 +136,9 @@ def test_cache_is_bounded_by_entries_lru(registry):
                          "2": {"class_type": "Show", "inputs": {"value": link(1)}}}).executed == ["1", "2"]
 
 
-class Blob:
-    """Tensor-like: the cache sizes it through element_size() * numel()."""
+def test_cache_is_bounded_by_bytes(registry, tensor_like):
+    Blob = tensor_like  # the cache sizes it through element_size() * numel()
 
-    def __init__(self, n):
-        self.n = n
-
-    def element_size(self):
-        return 4
-
-    def numel(self):
-        return self.n
-
-
-def test_cache_is_bounded_by_bytes(registry):
     class MakeBlob:
         RETURN_TYPES = ("BLOB",)
         FUNCTION = "f"

@@ -81,18 +81,8 @@ def test_annotated_and_resolve_input(tmp_path):
         f.resolve_input("x.png", type="etc")
 
 
-class FakeTensor:
-    def __init__(self, n):
-        self.n = n
-
-    def element_size(self):
-        return 4
-
-    def numel(self):
-        return self.n
-
-
-def test_resource_cache_lru_by_bytes_and_hooks():
+def test_resource_cache_lru_by_bytes_and_hooks(tensor_like):
+    FakeTensor = tensor_like
     released = []
     cache = ResourceCache(max_bytes=100)
     cache.add_release_hook(lambda k, v: released.append(k))
