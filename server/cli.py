@@ -33,6 +33,7 @@ DELEGATED = {
     "demo": ("vidgraph.nodes.demo", "make a demo video on a tiny random-weight model (no downloads)"),
 }
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_ABORTED = 130  # the shell's convention for SIGINT
 
 
 class UsageError(Exception):
@@ -55,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"vidgraph {args.command}: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except KeyboardInterrupt:  # a second Ctrl-C while a workflow runs
+        print("vidgraph: aborted", file=sys.stderr)
+        return EXIT_ABORTED
 
 
 def _delegate(command: str, rest: list[str]) -> int:
