@@ -68,6 +68,7 @@ class BrownianNoiseSampler:
     full step from the same sigma expects. The path is sampled lazily: a new point between two
     known ones comes from the Brownian bridge, one outside them from a random walk step. The
     values depend on the seed and the order of queries, so a seed and a schedule fix the noise.
+    Points above the latest query but one are forgotten, so memory stays at a few latents.
     """
 
     def __init__(self, x: torch.Tensor, seed: int | None = None):
@@ -105,8 +106,16 @@ class BrownianNoiseSampler:
         self.values.insert(index, value)
         return value
 
+    def _forget_above(self, t: float):
+        """Drop points above t but the nearest: samplers only move down in sigma, and by the Markov
+        property a new point depends on its two neighbours alone, so this changes no value."""
+        above = [i for i, s in enumerate(self.times) if s > t]
+        for i in reversed(above[1:]):
+            del self.times[i], self.values[i]
+
     def __call__(self, sigma, sigma_next) -> torch.Tensor:
         s, t = float(sigma), float(sigma_next)
         increment = self._value_at(t) - self._value_at(s)
+        self._forget_above(max(s, t))
         noise = increment / math.sqrt(abs(t - s))
         return noise.to(dtype=self.dtype, device=self.device)

@@ -70,3 +70,12 @@ def test_brownian_noise_correlates_overlapping_intervals_like_brownian_motion():
     assert torch.allclose(whole * math.sqrt(8), first_part * 2 + second_part * 2, atol=1e-4)
     outside = draw(2.0, 0.5)  # beyond every known point: an independent random-walk step
     assert abs(float(torch.corrcoef(torch.stack([whole, outside]))[0, 1])) < 0.02
+
+
+def test_brownian_noise_keeps_only_a_few_points_while_sampling_down():
+    draw = BrownianNoiseSampler(torch.zeros(4), seed=0)
+    sigmas = calculate_sigmas("karras", 30)
+    for s, t in zip(sigmas[:-2], sigmas[1:-1]):
+        draw(s, (s * t).sqrt())  # a half step and a full step from the same sigma, as dpmpp_sde takes
+        draw(s, t)
+    assert len(draw.times) <= 4
