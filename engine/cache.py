@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .resources import estimate_nbytes
+from .spec import context_is_hidden
 from .validation import Link
 
 _unique = itertools.count()
@@ -84,7 +85,7 @@ def fingerprint(spec, node, defs, params: tuple[set[str], bool], context: Any = 
     names, takes_all = params
     args = {name: (None if isinstance(v, Link) else v) for name, v in node.inputs.items()
             if name in defs and (takes_all or name in names)}
-    if "context" in names and "context" not in defs and context is not None:
+    if "context" in names and context is not None and context_is_hidden(defs):
         args["context"] = context  # vidgraph nodes hash their files through the configured folders
     try:
         return spec.is_changed(**args)

@@ -195,6 +195,12 @@ def to_json(value: Any) -> Any:
     return str(value)
 
 
+def context_is_hidden(defs: dict[str, InputDef]) -> bool:
+    """A `context` parameter means vidgraph's NODE_CONTEXT unless the class has a real input so named."""
+    declared = defs.get("context")
+    return declared is None or declared.section == "hidden"
+
+
 def call_parameters(fn) -> tuple[set[str], bool]:
     """(keyword-passable parameter names, takes **kwargs) of a callable."""
     try:

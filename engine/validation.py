@@ -15,7 +15,7 @@ import jsonschema
 import networkx as nx
 
 from .context import NodeContext
-from .spec import InputDef, NodeSpec, types_match
+from .spec import InputDef, NodeSpec, context_is_hidden, types_match
 
 PROMPT_SCHEMA = {
     "type": "object",
@@ -346,7 +346,7 @@ class _Checker:
                 if name in defs and (name in accepted or takes_kwargs)}
         if wants_types:
             args["input_types"] = received_types
-        if "context" in accepted and "context" not in defs:
+        if "context" in accepted and context_is_hidden(defs):
             # vidgraph nodes that check files need the folders: a context without a prompt.
             args["context"] = NodeContext("", node.id, spec.name, self.registry.folders, None)
         try:

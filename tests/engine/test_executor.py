@@ -445,3 +445,37 @@ def test_subscriber_errors_do_not_break_the_prompt(executor):
 def test_prompt_id(executor, prompt_id):
     result = executor.run({"1": {"class_type": "Show", "inputs": {"value": 1}}}, prompt_id=prompt_id)
     assert result.prompt_id == (prompt_id or result.prompt_id) and len(result.prompt_id) > 0
+
+
+def test_context_reaches_input_types_validate_inputs_and_is_changed(registry, executor, folders):
+    seen = {}
+
+    class FileNode:
+        RETURN_TYPES = ("STRING",)
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls, folders=None):
+            seen["input_types"] = folders
+            return {"required": {"name": ("STRING", {})}, "hidden": {"context": "NODE_CONTEXT"}}
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, name, context=None):
+            seen["validate"] = context
+            return True
+
+        @classmethod
+        def IS_CHANGED(cls, name, context=None):
+            seen["changed"] = context
+            return name
+
+        def f(self, name, context):
+            return (name,)
+
+    registry.register("FileNode", FileNode)
+    result = executor.run({"1": {"class_type": "FileNode", "inputs": {"name": "a.png"}},
+                           "2": {"class_type": "Show", "inputs": {"value": link(1)}}})
+    assert result.status == "success", result.error
+    assert seen["input_types"] is folders
+    assert seen["validate"].folders is folders and seen["validate"].node_id == "1"
+    assert seen["changed"].folders is folders and seen["changed"].class_type == "FileNode"
