@@ -28,11 +28,12 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = None
 
-    def start(self):
+    def start(self, builtin_nodes=False):
         log = open(self.base / "server.log", "a")
+        only_pack = [] if builtin_nodes else ["--no-builtin-nodes"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vidgraph.server.serve", "--port", str(self.port),
-             "--no-builtin-nodes", "--custom-nodes", str(PACK_DIR), "--base-dir", str(self.base)],
+            [sys.executable, "-m", "vidgraph.server.serve", "--port", str(self.port), *only_pack,
+             "--custom-nodes", str(PACK_DIR), "--base-dir", str(self.base)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -139,3 +140,15 @@ def test_clean_stop_puts_the_running_prompt_back_without_using_an_attempt(tmp_pa
         if server.proc and server.proc.poll() is None:
             server.proc.terminate()
             server.proc.wait(10)
+
+
+def test_serve_command_loads_the_builtin_pack_and_custom_nodes(tmp_path):
+    server = ServerProcess(tmp_path, free_port())
+    server.start(builtin_nodes=True)
+    try:
+        info = server.get("/object_info")
+        assert {"LoadImage", "SaveImage", "PrimitiveInt", "TestSlow"} <= set(info)
+        assert (tmp_path / "user" / "vidgraph-queue.sqlite3").is_file()
+    finally:
+        server.proc.terminate()
+        assert server.proc.wait(20) == 0
