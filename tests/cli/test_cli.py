@@ -46,11 +46,13 @@ PACK = textwrap.dedent('''
         def INPUT_TYPES(cls):
             return {"required": {"steps": ("INT", {"default": 3, "min": 1, "max": 100}),
                                  "ctrl_c_at": ("INT", {"default": -1, "min": -1, "max": 100})},
+                    "optional": {"presses": ("INT", {"default": 1, "min": 1, "max": 2})},
                     "hidden": {"context": "NODE_CONTEXT"}}
-        def step(self, steps, ctrl_c_at, context):
+        def step(self, steps, ctrl_c_at, context, presses=1):
             for i in range(steps):
                 if i == ctrl_c_at:
-                    os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C does
+                    for _ in range(presses):
+                        os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C does
                 context.progress(i + 1, steps)
             return {"ui": {"text": [f"{steps} steps"]}, "result": ()}
 
@@ -186,6 +188,12 @@ def test_ctrl_c_interrupts_the_running_workflow_and_stops_the_batch(env, capsys)
     wf = env.write("steps.json", {"1": {"class_type": "Stepper", "inputs": {"steps": 5, "ctrl_c_at": 2}}})
     code, lines, _ = run_json(capsys, wf, env.write("math.json", MATH), "--custom-nodes", env.packs)
     assert code == 1 and len(lines) == 1 and lines[0]["status"] == "interrupted"
+
+
+def test_a_second_ctrl_c_aborts_at_once(env, capsys):
+    wf = env.write("steps.json", {"1": {"class_type": "Stepper", "inputs": {"steps": 5, "ctrl_c_at": 1, "presses": 2}}})
+    assert cli.main(["run", wf, "--custom-nodes", env.packs]) == 130
+    assert "aborted" in capsys.readouterr().err
 
 
 def test_progress_bars_follow_progress_events():
