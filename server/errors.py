@@ -25,6 +25,12 @@ class ApiError(Exception):
     def body(self) -> dict:
         return error_body(self.type, self.message, self.details, self.extra_info)
 
+    def response(self) -> web.Response:
+        response = json_response(self.body(), status=self.status)
+        if self.headers:
+            response.headers.update(self.headers)
+        return response
+
 
 def error_body(type: str, message: str, details: str = "", extra_info: dict | None = None) -> dict:
     return {"error": {"type": type, "message": message, "details": details,

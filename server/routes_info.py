@@ -90,18 +90,9 @@ async def node_packs(request: web.Request) -> web.Response:
     """Which packs loaded and which failed (a failing pack never stops the server)."""
     registry = request.app[STATE].registry
     errors = [{"pack": e.pack, "path": str(e.path), "reason": e.reason}
-              for e in getattr(registry, "load_errors", [])]
-    packs = sorted({getattr(spec, "pack", "") for spec in _specs(registry)} - {""})
-    return json_response({"packs": packs, "errors": errors,
+              for e in registry.load_errors]
+    return json_response({"packs": list(registry.loaded_packs), "errors": errors,
                           "web_directories": sorted(registry.web_directories)})
-
-
-def _specs(registry):
-    for name in registry.classes:
-        try:
-            yield registry.get(name)
-        except Exception:
-            continue
 
 
 def _web_root(state: ServerState) -> Path:

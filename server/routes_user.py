@@ -81,7 +81,7 @@ async def list_userdata(request: web.Request) -> web.Response:
     files = sorted(p for p in (base.rglob("*") if recurse else base.iterdir())
                    if p.is_file() and not p.name.startswith("."))
     if full_info:
-        return json_response([{**_info(p, base)} for p in files])
+        return json_response([_info(p, base) for p in files])
     names = [p.relative_to(base).as_posix() for p in files]
     if split:
         return json_response([[n, *n.split("/")] for n in names])

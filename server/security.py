@@ -135,7 +135,10 @@ def guard_middleware(policy: GuardPolicy):
         cors = check_request(request, policy)
         if cors and request.method == "OPTIONS":
             return web.Response(status=204, headers=_cors_headers(policy.cors_origin))
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except ApiError as e:  # answered here so the allowed origin can read the error too
+            response = e.response()
         if cors and not response.prepared:
             response.headers.update(_cors_headers(policy.cors_origin))
         return response
@@ -147,9 +150,7 @@ async def error_middleware(request: web.Request, handler):
     try:
         response = await handler(request)
     except ApiError as e:
-        response = json_response(e.body(), status=e.status)
-        if e.headers:
-            response.headers.update(e.headers)
+        response = e.response()
     except web.HTTPException as e:
         if e.status < 400 or e.content_type == "application/json":
             raise

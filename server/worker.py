@@ -27,7 +27,7 @@ Deliver = Callable[[str | None, str, dict], None]  # (client_id, event, data), o
 
 class Worker:
     def __init__(self, store: Store, executor, deliver: Deliver, on_queue_change: Callable[[], None],
-                 loop, display_names: Callable[[str], str] | None = None):
+                 loop):
         self.store = store
         self.executor = executor
         self.loop = loop

@@ -87,7 +87,7 @@ class Hub:
         old = self.clients.get(sid)
         if old is None and len(self.clients) >= self.limits.max_clients:
             raise ApiError(503, "too_many_clients",
-                           f"At most {self.limits.max_clients} websocket clients", )
+                           f"At most {self.limits.max_clients} websocket clients")
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_msg_size,
                                    heartbeat=self.limits.heartbeat)
         await ws.prepare(request)

@@ -140,3 +140,19 @@ async def collect_until_done(ws, prompt_id: str, timeout: float = 30.0) -> list:
                     and data.get("prompt_id") == prompt_id:
                 return messages
     raise AssertionError(f"websocket closed before {prompt_id} finished: {messages}")
+
+
+async def still_serving(session, url):
+    status, body = await get_json(session, f"{url}/prompt")
+    assert status == 200 and "exec_info" in body
+
+
+async def expect(session, method, url, status, error_type=None, **kwargs):
+    async with session.request(method, url, **kwargs) as r:
+        text = await r.text()
+        assert r.status == status, (r.status, text[:500])
+        assert "Traceback" not in text
+        if error_type is not None:
+            body = json.loads(text)
+            assert body["error"]["type"] == error_type, body
+        return r, text
