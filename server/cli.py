@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "models. Exit status: 0 all succeeded, 1 a workflow failed or was interrupted while running, "
         "2 a workflow was invalid."))
     run.add_argument("workflows", nargs="+", metavar="WORKFLOW",
-                     help="API-format JSON, UI-format JSON, or a PNG/WEBP/MP4 with an embedded workflow")
+                     help="API-format JSON, UI-format JSON, or a PNG/WEBP/MP4 with an embedded workflow "
+                          "('-' reads one from stdin)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
                      help="override an input in every workflow; VALUE is JSON when it parses, else a string")
     run.add_argument("--json", action="store_true",

@@ -90,7 +90,7 @@ def run_one(executor: Executor, runtime: Runtime, source: str, overrides: list[O
     base = {"workflow": source, "prompt_id": prompt_id, "status": "error", "outputs": {},
             "executed": [], "cached": [], "error": None, "invalid": True}
     try:
-        loaded = read_workflow(source, runtime.registry)
+        loaded = read_workflow(sys.stdin.buffer.read() if source == "-" else source, runtime.registry)
         apply_overrides(loaded.prompt, overrides)
     except WorkflowError as exc:
         return {**base, "error": exc.to_json()}

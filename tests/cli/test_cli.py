@@ -238,11 +238,13 @@ def test_subprocess_run(env):
     command = [str(script)] if script.exists() else [sys.executable, "-m", "vidgraph.server.cli"]
     math = env.write("math.json", MATH)
     bad = env.write("bad.json", dict(MATH, **{"1": {"class_type": "PrimitiveInt", "inputs": {"value": "five"}}}))
-    done = subprocess.run([*command, "run", math, bad, "--json"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*command, "run", math, bad, "-", "--json"], capture_output=True, text=True, timeout=120,
+                          input=json.dumps(dict(MATH, **{"1": {"class_type": "PrimitiveInt", "inputs": {"value": 2}}})))
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 2, done.stderr
     assert lines[0]["status"] == "success" and lines[0]["outputs"]["3"]["text"] == ["15"]
     assert lines[1]["error"]["node_errors"]["1"]["errors"][0]["type"] == "invalid_input_type"
+    assert lines[2]["workflow"] == "-" and lines[2]["outputs"]["3"]["text"] == ["6"]  # read from stdin
 
 
 def test_ui_workflow_is_embedded_in_outputs_and_the_output_runs_again(env, capsys):
