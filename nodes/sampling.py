@@ -20,7 +20,7 @@ import torch
 
 from .sampling_base import (ancestral_step, churned_slope, denoise_at, denoise_step, lambda_to_sigma,
                             sigma_to_lambda, split_seed, to_d)
-from .sampling_multistep import (dpmpp_2m, dpmpp_2m_sde, dpmpp_2m_sde_heun, dpmpp_3m_sde,
+from .sampling_multistep import (dpmpp_2m, dpmpp_2m_sde, dpmpp_2m_sde_heun, dpmpp_3m_sde, er_sde,
                                  gradient_estimation, ipndm, lms, res_multistep, res_multistep_ancestral)
 from .sampling_noise import BrownianNoiseSampler, default_noise_sampler
 from .sampling_unipc import uni_pc, uni_pc_bh2
@@ -200,6 +200,76 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, no
     return x
 
 
+def _h_phi_1(h):
+    return torch.expm1(h)
+
+
+def _h_phi_2(h):
+    return (torch.expm1(h) - h) / h
+
+
+@torch.no_grad()
+def _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, fractions, last_weight):
+    """SEEDS (Gonzalez et al. 2023, arXiv 2305.14267): stochastic exponential stages at lambda + r*h.
+
+    Each stage and the final point combine D at the step's start with D at the stage before, weighted
+    by `weight`; the injected noise is one Ornstein-Uhlenbeck path carried from stage to stage.
+    """
+    model_args, seed = split_seed(extra_args)
+    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    inject = eta > 0 and s_noise > 0
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        lam_s, lam_t = sigma_to_lambda(sigmas[i]), sigma_to_lambda(sigmas[i + 1])
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        r_prev, sigma_prev, denoised_prev, path = 0.0, sigmas[i], denoised, None
+        for r in fractions + [1.0]:
+            sigma_r = sigmas[i + 1] if r == 1.0 else lambda_to_sigma(lam_s + r * h)
+            if r == 1.0:
+                weight = last_weight(h_eta, r_prev)
+            else:
+                weight = r / r_prev * _h_phi_2(-r * h_eta) if r_prev else 0.0
+            x_r = (sigma_r / sigmas[i] * (-r * h * eta).exp() * x
+                   - (_h_phi_1(-r * h_eta) - weight) * denoised - weight * denoised_prev)
+            if inject:
+                fresh = noise_sampler(sigma_prev, sigma_r)
+                if path is None:
+                    path = (-2 * r * h * eta).expm1().neg().sqrt() * fresh
+                else:
+                    segment = (r_prev - r) * h * eta
+                    path = path * segment.exp() + segment.mul(2).expm1().neg().sqrt() * fresh
+                x_r = x_r + path * sigma_r * s_noise
+            if r == 1.0:
+                x = x_r
+            else:
+                r_prev, sigma_prev = r, sigma_r
+                denoised_prev = denoise_at(model, x_r, sigma_r, model_args)
+    return x
+
+
+def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+            eta=1.0, s_noise=1.0, r=0.5, solver_type="phi_1"):
+    """SEEDS-2: one intermediate stage at lambda + r*h."""
+    if solver_type == "phi_1":
+        last_weight = lambda h_eta, r_prev: _h_phi_1(-h_eta) / (2 * r_prev)  # noqa: E731
+    elif solver_type == "phi_2":
+        last_weight = lambda h_eta, r_prev: _h_phi_2(-h_eta) / r_prev  # noqa: E731
+    else:
+        raise ValueError(f"seeds_2: solver_type must be 'phi_1' or 'phi_2', got {solver_type!r}")
+    return _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, [r], last_weight)
+
+
+def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+            eta=1.0, s_noise=1.0, r_1=1.0 / 3, r_2=2.0 / 3):
+    """SEEDS-3: intermediate stages at lambda + r_1*h and lambda + r_2*h."""
+    return _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, [r_1, r_2],
+                  lambda h_eta, r_prev: _h_phi_2(-h_eta) / r_prev)
+
+
 @torch.no_grad()
 def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """The DDPM posterior step, taken in the variance-preserving scale x / sqrt(1 + sigma^2)."""
@@ -249,7 +319,7 @@ SAMPLERS = {
     "dpm_2": dpm_2, "dpm_2_ancestral": dpm_2_ancestral, "lms": lms,
     "dpmpp_2s_ancestral": dpmpp_2s_ancestral, "dpmpp_sde": dpmpp_sde, "dpmpp_2m": dpmpp_2m,
     "dpmpp_2m_sde": dpmpp_2m_sde, "dpmpp_2m_sde_heun": dpmpp_2m_sde_heun, "dpmpp_3m_sde": dpmpp_3m_sde,
-    "ddpm": ddpm, "lcm": lcm, "ipndm": ipndm, "res_multistep": res_multistep,
+    "ddpm": ddpm, "lcm": lcm, "seeds_2": seeds_2, "seeds_3": seeds_3, "er_sde": er_sde, "ipndm": ipndm, "res_multistep": res_multistep,
     "res_multistep_ancestral": res_multistep_ancestral, "gradient_estimation": gradient_estimation,
     "uni_pc": uni_pc, "uni_pc_bh2": uni_pc_bh2,
     # ComfyUI's ddim is Euler (it differs only in how an inpainting mask is re-noised)

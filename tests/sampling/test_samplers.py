@@ -11,7 +11,8 @@ from sampling_toys import GaussianData
 REQUIRED = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
             "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde", "lcm", "ddim", "uni_pc", "uni_pc_bh2"]
 STOCHASTIC = ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
-              "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm", "res_multistep_ancestral"]
+              "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm", "res_multistep_ancestral",
+              "seeds_2", "seeds_3", "er_sde"]
 DETERMINISTIC = [name for name in SAMPLERS if name not in STOCHASTIC and not name.endswith("_gpu")]
 SECOND_ORDER_OR_MORE = ["heun", "dpm_2", "lms", "dpmpp_2m", "ipndm", "res_multistep", "uni_pc", "uni_pc_bh2"]
 
@@ -171,3 +172,16 @@ def test_float32_run_from_sigma_700_stays_finite(gaussian):
     for name in SAMPLERS:
         out = SAMPLERS[name](gaussian, x, sigmas, extra_args={"seed": 7})
         assert out.dtype == torch.float32 and bool(out.isfinite().all()), name
+
+
+def test_sde_samplers_without_noise_are_their_exponential_integrators(gaussian):
+    """With eta = 0, dpmpp_sde and seeds_2 are both DPM-Solver++(2S); seeds_3 is third order."""
+    def error(name, steps):
+        sigmas = calculate_sigmas("karras", steps, 0.002, 80.0).double()
+        x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 80.0
+        out = SAMPLERS[name](gaussian, x, sigmas, eta=0.0)
+        return out, float((out - gaussian.ode_solution(x, float(sigmas[0]))).abs().max())
+
+    assert torch.allclose(error("seeds_2", 12)[0], error("dpmpp_sde", 12)[0], atol=1e-9)
+    assert error("dpmpp_sde", 20)[1] / error("dpmpp_sde", 40)[1] > 3.0
+    assert error("seeds_3", 20)[1] / error("seeds_3", 40)[1] > 6.0
