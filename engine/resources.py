@@ -147,7 +147,9 @@ class ResourceCache:
         self._call_hooks(released)
 
     def add_release_hook(self, hook: ReleaseHook) -> None:
-        self._hooks.append(hook)
+        """Register `hook` once; registering the same hook again is a no-op (loaders may call it each time)."""
+        if hook not in self._hooks:
+            self._hooks.append(hook)
 
     def _evict_over_budget(self, keep: Hashable) -> list[tuple[Hashable, Any]]:
         evicted = []

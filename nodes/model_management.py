@@ -59,7 +59,18 @@ def load_cached(ctx, kind: str, path: str | os.PathLike, loader: Callable[[], An
                 **options: Any) -> Any:
     """Load once per (file, options) and keep it in the engine's model cache across prompts."""
     key = (kind, file_identity(path), tuple(sorted(options.items())))
+    ctx.resources.add_release_hook(offload_released)
     return ctx.resources.get_or_load(key, loader, size_of=module_nbytes)
+
+
+def offload_released(key, value) -> None:
+    """A model leaving the cache gives its GPU memory back; a prompt still holding it moves it back."""
+    modules = [value] if isinstance(value, torch.nn.Module) else [
+        v for v in getattr(value, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+    for module in modules:
+        if any(p.device.type == "cuda" for p in module.parameters()):
+            module.to("cpu")
+    release_memory()
 
 
 def release_memory() -> None:
