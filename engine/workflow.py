@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .metadata import MetadataError, metadata_bytes, read_embedded_metadata, sniff_format
+from .spec import declared_inputs
 
 __all__ = ["WorkflowError", "Workflow", "load_workflow", "read_workflow", "ui_to_api",
            "read_embedded_metadata", "is_ui_workflow", "is_api_prompt"]
@@ -165,6 +166,7 @@ def ui_to_api(workflow: dict, registry: Any) -> dict:
     if not is_ui_workflow(workflow):
         raise WorkflowError("not a UI-format workflow: no 'nodes' list")
     classes = getattr(registry, "classes", registry)
+    folders = getattr(registry, "folders", None)
     graph = _UiGraph(workflow)
     prompt: dict[str, dict] = {}
     for node_id, node in graph.nodes.items():
@@ -179,7 +181,7 @@ def ui_to_api(workflow: dict, registry: Any) -> dict:
                                     "back to nodes in the editor first", node_id)
             raise WorkflowError(f"node {node_id} has type {node_type!r}, which is not a registered node "
                                 "(is its node pack installed?)", node_id)
-        inputs = _widget_inputs(node, cls, node_id)
+        inputs = _widget_inputs(node, cls, node_id, folders)
         for slot in node.get("inputs") or []:
             if not isinstance(slot, dict) or slot.get("link") is None:
                 continue
@@ -370,7 +372,7 @@ class _Widget:
     control: bool     # followed by a frontend-only control_after_generate value
 
 
-def _declared_widgets(cls: type, node_id: str) -> list[_Widget]:
+def _declared_widgets(cls: type, node_id: str, folders: Any) -> list[_Widget]:
     """The inputs the editor shows as widgets, in the order their values are saved.
 
     An upload option (``image_upload`` ...) adds an "upload" button widget whose value is saved
@@ -378,7 +380,7 @@ def _declared_widgets(cls: type, node_id: str) -> list[_Widget]:
     ``["mask.png", "alpha", "image"]``), so it is placed there.
     """
     try:
-        declared = cls.INPUT_TYPES()
+        declared = declared_inputs(cls, folders)
     except Exception as exc:  # a pack's INPUT_TYPES raising is its bug, but name the node
         raise WorkflowError(f"node {node_id}: {cls.__name__}.INPUT_TYPES() raised "
                             f"{type(exc).__name__}: {exc}", node_id) from None
@@ -400,8 +402,8 @@ def _declared_widgets(cls: type, node_id: str) -> list[_Widget]:
     return widgets
 
 
-def _widget_inputs(node: dict, cls: type, node_id: str) -> dict:
-    widgets = _declared_widgets(cls, node_id)
+def _widget_inputs(node: dict, cls: type, node_id: str, folders: Any) -> dict:
+    widgets = _declared_widgets(cls, node_id, folders)
     values = node.get("widgets_values")
     if values is None:
         values = []

@@ -316,3 +316,19 @@ def test_loading_a_dict_never_aliases_the_callers_inputs():
     prompt = load_workflow(api, REGISTRY)
     prompt["6"]["inputs"]["seed"] = 1
     assert api["6"]["inputs"]["seed"] == 237514639057514
+
+
+def test_node_classes_that_take_the_folders_in_input_types():
+    class PickFile:
+        @classmethod
+        def INPUT_TYPES(cls, folders):
+            return {"required": {"name": (sorted(folders),), "strength": ("FLOAT", {"default": 1.0})}}
+        RETURN_TYPES = ("STRING",)
+        FUNCTION = "run"
+
+    class Registry:
+        classes = {"PickFile": PickFile}
+        folders = {"b.bin": 1, "a.bin": 2}
+
+    ui = {"nodes": [{"id": 1, "type": "PickFile", "mode": 0, "widgets_values": ["b.bin", 0.5]}], "links": []}
+    assert ui_to_api(ui, Registry())["1"]["inputs"] == {"name": "b.bin", "strength": 0.5}
