@@ -71,11 +71,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if length is not None and length > limit:
         raise ApiError(413, "body_too_large", f"Request body is {length} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"Request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "body_too_large", f"Request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ConnectionError:  # the client sent less than it announced and hung up
+        raise ApiError(400, "incomplete_body", "The request body ended early") from None
     return b"".join(chunks)
 
 

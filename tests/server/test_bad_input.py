@@ -90,6 +90,13 @@ def test_declared_length_over_limit_is_refused_before_reading(server):
                   b"Content-Length: 999999999\r\n\r\n{")
         answer = s.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 413"), answer
+    for truncated in (b"Content-Length: 100\r\n\r\n{\"prompt\":",
+                      b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"pro\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"POST /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\n" + truncated)
+            s.shutdown(socket.SHUT_WR)  # then hang up mid-body
+            s.recv(4096)
     run(_still_serving(server))
 
 

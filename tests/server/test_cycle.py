@@ -121,3 +121,30 @@ def test_queue_answers_quickly_while_a_long_prompt_runs(server):
             assert "execution_interrupted" in [m[0] for m in entry["status"]["messages"]]
 
     run(scenario())
+
+
+def test_status_broadcasts_and_reconnect_during_a_run(server):
+    async def scenario():
+        client_id = uuid.uuid4().hex
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws") as watcher:
+                await watcher.receive()  # its own status, with a server-made sid
+                _, body = await post_json(session, f"{server.url}/prompt",
+                                          {"prompt": slow_prompt(steps=20, delay=0.02),
+                                           "client_id": client_id})
+                remaining = []
+                while not remaining or remaining[-1] != 0:
+                    message = json.loads((await watcher.receive(timeout=10)).data)
+                    assert message["type"] == "status"  # it submitted nothing: status only
+                    remaining.append(message["data"]["status"]["exec_info"]["queue_remaining"])
+                    if remaining[-1] == 1 and len(remaining) == 1:
+                        # the submitter connects while its prompt runs: status, then where it is
+                        async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+                            first = json.loads((await ws.receive()).data)
+                            second = json.loads((await ws.receive()).data)
+                            assert first["type"] == "status" and first["data"]["sid"] == client_id
+                            assert second["type"] in ("executing", "progress")
+                            assert second["data"]["prompt_id"] == body["prompt_id"]
+                            await collect_until_done(ws, body["prompt_id"])
+                assert remaining[0] >= 1 and remaining[-1] == 0
+    run(scenario())
