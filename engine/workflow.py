@@ -171,12 +171,14 @@ def ui_to_api(workflow: dict, registry: Any) -> dict:
     prompt: dict[str, dict] = {}
     for node_id, node in graph.nodes.items():
         node_type = node.get("type")
+        if not isinstance(node_type, str):
+            raise WorkflowError(f"node {node_id} has no type (got {node_type!r})", node_id)
         if (node_type in VIRTUAL_NODES or node_type in graph.definitions or node_id in graph.inactive
                 or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS)):
             continue
-        cls = classes.get(node_type) if isinstance(node_type, str) else None
+        cls = classes.get(node_type)
         if cls is None:
-            if isinstance(node_type, str) and node_type.startswith(("workflow>", "workflow/")):
+            if node_type.startswith(("workflow>", "workflow/")):
                 raise WorkflowError(f"node {node_id} is a legacy group node ({node_type}); convert it "
                                     "back to nodes in the editor first", node_id)
             raise WorkflowError(f"node {node_id} has type {node_type!r}, which is not a registered node "
@@ -332,14 +334,18 @@ def _link_row(link: Any) -> list:
     """[id, origin_id, origin_slot, target_id, target_slot, type] from a row or a v1 link object."""
     if isinstance(link, dict):
         try:
-            return [link["id"], link["origin_id"], link["origin_slot"], link["target_id"],
-                    link["target_slot"], link.get("type")]
+            row = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"],
+                   link["target_slot"], link.get("type")]
         except KeyError as exc:
             raise WorkflowError(f"UI workflow link {link.get('id', '?')} lacks {exc.args[0]!r}") from None
-    if isinstance(link, list) and len(link) >= 5:
-        return list(link[:6]) + [None] * (6 - len(link[:6]))
-    raise WorkflowError(f"UI workflow has a malformed link: {str(link)[:80]} (expected "
-                        "[id, origin_id, origin_slot, target_id, target_slot, type])")
+    elif isinstance(link, list) and len(link) >= 5:
+        row = list(link[:6]) + [None] * (6 - len(link[:6]))
+    else:
+        row = None
+    if row is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in (row[2], row[4])):
+        raise WorkflowError(f"UI workflow has a malformed link: {str(link)[:80]} (expected "
+                            "[id, origin_id, origin_slot, target_id, target_slot, type], slots as integers)")
+    return row
 
 
 def _input_link(node: dict, index: int) -> Any:

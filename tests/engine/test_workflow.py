@@ -151,6 +151,8 @@ def test_chained_reroutes_are_followed():
     (lambda ui: ui["links"].__setitem__(10, [11, 99, 0, 7, 0, "LATENT"]), "comes from node 99"),
     (lambda ui: node(ui, 8).update(widgets_values="svd"), r"node 8 \(SaveAnimatedWEBP\): widgets_values must be a list"),
     (lambda ui: ui["links"].append([40, 1]), "malformed link"),
+    (lambda ui: ui["links"].append([41, 1, "MODEL", 3, 0, "MODEL"]), "slots as integers"),
+    (lambda ui: node(ui, 7).update(type=["VAEDecode"]), "node 7 has no type"),
     (lambda ui: ui["nodes"].append({"id": 1, "type": "Note"}), "two nodes with id 1"),
     (lambda ui: node(ui, 5)["inputs"][0].update(link=10), "loops"),
     (lambda ui: node(ui, 10).update(widgets_values=[]), "primitive node 10 has no value"),
