@@ -95,21 +95,25 @@ def fingerprint(spec, node, defs, params: tuple[set[str], bool], context: Any = 
 
 def node_key(spec, node, upstream: dict[str, bytes], changed: Any, per_node: bool) -> bytes:
     """Digest of what determines a node's outputs; a NaN fingerprint makes it unique."""
-    header = f"{spec.name}\x1f{_repr(changed)}"
+    parts = [spec.name, _repr(changed)]
     if isinstance(changed, float) and math.isnan(changed):
-        header += f"\x1falways-run-{next(_unique)}"
+        parts.append(f"always-run-{next(_unique)}")
     if per_node:
-        header += f"\x1fnode={node.id}"
-    digest = hashlib.blake2b(header.encode("utf-8", "surrogatepass"), digest_size=16)
+        parts.append(f"node={node.id}")
     inputs = node.inputs
     for name in sorted(inputs):
         value = inputs[name]
-        if type(value) is Link:   # producers' keys are fixed-size digests: no ambiguity
-            digest.update(f"\x1f{name}<{value.output}:".encode("utf-8", "surrogatepass"))
-            digest.update(upstream[value.node_id])
+        kind = type(value)
+        if kind is Link:   # the producer's key, a fixed-size digest: linear, not the whole ancestry
+            parts.append(f"{name}<{value.output}:{upstream[value.node_id].hex()}")
+        elif kind in _SCALARS:
+            parts.append(f"{name}={kind.__name__}:{value!r}")
         else:
-            digest.update(f"\x1f{name}={_repr(value)}".encode("utf-8", "surrogatepass"))
-    return digest.digest()
+            parts.append(f"{name}={_repr(value)}")
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+_SCALARS = {str, int, float, bool, type(None)}
 
 
 def _repr(value: Any) -> str:

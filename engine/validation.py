@@ -55,12 +55,17 @@ class Link:
         return [self.node_id, self.output]
 
 
-@dataclass
 class Node:
-    """One node of a normalised prompt."""
-    id: str
-    class_type: str
-    inputs: dict[str, Any]          # constants (coerced) and Link values
+    """One node of a normalised prompt: constants coerced, links as Link."""
+    __slots__ = ("id", "class_type", "inputs")
+
+    def __init__(self, id: str, class_type: str, inputs: dict[str, Any]):
+        self.id = id
+        self.class_type = class_type
+        self.inputs = inputs
+
+    def __repr__(self):
+        return f"Node({self.id!r}, {self.class_type!r}, {self.inputs!r})"
 
 
 @dataclass
