@@ -14,12 +14,14 @@ Every sampler has one signature:
 - `noise_sampler(sigma, sigma_next)` returns standard normal noise shaped like x.
 
 Single-step samplers live here, multistep ones in `sampling_multistep`, UniPC in `sampling_unipc`,
-their shared pieces in `sampling_base`; this module's `SAMPLERS` table names them all.
+dpm_fast / dpm_adaptive (which pick their own steps) in `sampling_dpm_solver`, their shared pieces in
+`sampling_base`; this module's `SAMPLERS` table names them all.
 """
 import torch
 
 from .sampling_base import (ancestral_step, churned_slope, denoise_at, denoise_step, lambda_to_sigma,
                             sigma_to_lambda, split_seed, to_d)
+from .sampling_dpm_solver import dpm_adaptive, dpm_fast
 from .sampling_multistep import (dpmpp_2m, dpmpp_2m_sde, dpmpp_2m_sde_heun, dpmpp_3m_sde, er_sde,
                                  gradient_estimation, ipndm, lms, res_multistep, res_multistep_ancestral)
 from .sampling_noise import BrownianNoiseSampler, default_noise_sampler
@@ -319,7 +321,7 @@ SAMPLERS = {
     "dpm_2": dpm_2, "dpm_2_ancestral": dpm_2_ancestral, "lms": lms,
     "dpmpp_2s_ancestral": dpmpp_2s_ancestral, "dpmpp_sde": dpmpp_sde, "dpmpp_2m": dpmpp_2m,
     "dpmpp_2m_sde": dpmpp_2m_sde, "dpmpp_2m_sde_heun": dpmpp_2m_sde_heun, "dpmpp_3m_sde": dpmpp_3m_sde,
-    "ddpm": ddpm, "lcm": lcm, "seeds_2": seeds_2, "seeds_3": seeds_3, "er_sde": er_sde, "ipndm": ipndm, "res_multistep": res_multistep,
+    "dpm_fast": dpm_fast, "dpm_adaptive": dpm_adaptive, "ddpm": ddpm, "lcm": lcm, "seeds_2": seeds_2, "seeds_3": seeds_3, "er_sde": er_sde, "ipndm": ipndm, "res_multistep": res_multistep,
     "res_multistep_ancestral": res_multistep_ancestral, "gradient_estimation": gradient_estimation,
     "uni_pc": uni_pc, "uni_pc_bh2": uni_pc_bh2,
     # ComfyUI's ddim is Euler (it differs only in how an inpainting mask is re-noised)

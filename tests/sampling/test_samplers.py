@@ -13,8 +13,10 @@ REQUIRED = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms
 STOCHASTIC = ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
               "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm", "res_multistep_ancestral",
               "seeds_2", "seeds_3", "er_sde"]
-DETERMINISTIC = [name for name in SAMPLERS if name not in STOCHASTIC and not name.endswith("_gpu")]
-SECOND_ORDER_OR_MORE = ["heun", "dpm_2", "lms", "dpmpp_2m", "ipndm", "res_multistep", "uni_pc", "uni_pc_bh2"]
+DETERMINISTIC = [name for name in SAMPLERS
+                 if name not in STOCHASTIC and name != "dpm_adaptive" and not name.endswith("_gpu")]
+STOP_AT_SIGMA_MIN = ["dpm_fast", "dpm_adaptive"]  # as ComfyUI's, they leave the last sigma's noise in
+SECOND_ORDER_OR_MORE = ["dpm_fast", "heun", "dpm_2", "lms", "dpmpp_2m", "ipndm", "res_multistep", "uni_pc", "uni_pc_bh2"]
 
 
 def test_sampler_names_are_comfyuis_in_order():
@@ -50,8 +52,10 @@ def test_every_sampler_lands_on_a_single_data_point(name):
     sigmas = calculate_sigmas("karras", 6, 0.002, 80.0).double()
     noise = torch.randn(3, 4, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     out = SAMPLERS[name](PointData(x0), noise * sigmas[0], sigmas, extra_args={"seed": 5})
-    # uni_pc stops at sigma 0.001 as ComfyUI's does, so its x keeps 0.001 of the noise
-    tolerance = 2e-3 * float(noise.abs().max()) if name.startswith("uni_pc") else 1e-9
+    # uni_pc stops at sigma 0.001 as ComfyUI's does, dpm_fast/dpm_adaptive at the last nonzero sigma
+    tolerance = 1e-9
+    if name.startswith("uni_pc") or name in STOP_AT_SIGMA_MIN:
+        tolerance = 3e-3 * float(noise.abs().max())
     assert float((out - x0).abs().max()) <= tolerance
 
 
@@ -59,7 +63,8 @@ def ode_error(name, steps, data):
     sigmas = calculate_sigmas("karras", steps, 0.002, 80.0).double()
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 80.0
     out = SAMPLERS[name](data, x, sigmas)
-    return float((out - data.ode_solution(x, float(sigmas[0]))).abs().max())
+    sigma_end = float(sigmas[-2]) if name in STOP_AT_SIGMA_MIN else 0.0
+    return float((out - data.ode_solution(x, float(sigmas[0]), sigma_end)).abs().max())
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
@@ -94,7 +99,7 @@ def test_stochastic_samplers_sample_the_data_distribution(name):
     assert abs(float(out.std()) - 0.3) < 0.045
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", [name for name in SAMPLERS if name not in STOP_AT_SIGMA_MIN])
 def test_callback_runs_once_per_step_before_the_update(name, gaussian):
     sigmas = calculate_sigmas("karras", 5, 0.002, 80.0)
     x = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(0)) * 80.0
@@ -185,3 +190,36 @@ def test_sde_samplers_without_noise_are_their_exponential_integrators(gaussian):
     assert torch.allclose(error("seeds_2", 12)[0], error("dpmpp_sde", 12)[0], atol=1e-9)
     assert error("dpmpp_sde", 20)[1] / error("dpmpp_sde", 40)[1] > 3.0
     assert error("seeds_3", 20)[1] / error("seeds_3", 40)[1] > 6.0
+
+
+def test_dpm_fast_spends_one_model_call_per_scheduled_step(gaussian):
+    sigmas = calculate_sigmas("karras", 10, 0.002, 80.0)
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0)) * 80.0
+    seen = []
+    sampling.dpm_fast(gaussian, x, sigmas, callback=seen.append)
+    assert gaussian.calls == 10
+    assert [info["i"] for info in seen] == list(range(len(seen))) and 2 <= len(seen) <= 10
+    assert float(seen[0]["sigma"]) == pytest.approx(float(sigmas[0]), rel=1e-5)
+
+
+def test_dpm_adaptive_gets_closer_with_a_tighter_tolerance():
+    sigmas = calculate_sigmas("karras", 10, 0.002, 80.0).double()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 80.0
+    errors, calls = [], []
+    for rtol in (0.05, 0.002):
+        data = GaussianData()
+        out = sampling.dpm_adaptive(data, x, sigmas, rtol=rtol, atol=rtol / 6)
+        errors.append(float((out - data.ode_solution(x, float(sigmas[0]), float(sigmas[-2]))).abs().max()))
+        calls.append(data.calls)
+    assert errors[1] < errors[0] / 5 and errors[1] < 0.01
+    assert calls[1] > calls[0]
+    with pytest.raises(ValueError, match="order must be 2 or 3"):
+        sampling.dpm_adaptive(GaussianData(), x, sigmas, order=4)
+
+
+@pytest.mark.parametrize("name", STOP_AT_SIGMA_MIN)
+def test_dpm_solvers_with_eta_are_seeded(name, gaussian):
+    sigmas = calculate_sigmas("karras", 9, 0.002, 80.0)
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0)) * 80.0
+    run = lambda seed: SAMPLERS[name](gaussian, x, sigmas, extra_args={"seed": seed}, eta=1.0)  # noqa: E731
+    assert torch.equal(run(1), run(1)) and not torch.allclose(run(1), run(2))
