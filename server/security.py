@@ -63,16 +63,30 @@ class GuardPolicy:
         return False
 
 
-def _host_and_port(authority: str, scheme: str = "http") -> tuple[str, int]:
+def _host_and_port(authority: str, scheme: str = "http") -> tuple[str, int | None]:
+    """(lower-case host name, explicit port or None) of a Host header or an Origin's authority."""
     try:
         url = URL(f"{scheme}://{authority}")
         hostname = (url.raw_host or "").lower()
-        port = url.port
+        port = url.explicit_port
     except (ValueError, TypeError):
         raise ApiError(400, "bad_host", f"Malformed host {authority!r}") from None
     if not hostname:
         raise ApiError(400, "bad_host", f"Malformed host {authority!r}")
-    return hostname.strip("[]"), port or (443 if scheme in ("https", "wss") else 80)
+    return hostname.strip("[]"), port
+
+
+def origin_matches_host(origin: str, hostname: str, port: int | None) -> bool:
+    """Same host and port. A Host without a port is a proxy's default port: 80 or 443."""
+    try:
+        url = URL(origin)
+    except ValueError:
+        return False
+    if url.scheme not in ("http", "https") or not url.raw_host:
+        return False
+    origin_host, origin_port = _host_and_port(url.raw_authority, url.scheme)
+    origin_port = origin_port or (443 if url.scheme == "https" else 80)
+    return origin_host == hostname and (origin_port == port if port else origin_port in (80, 443))
 
 
 def looks_like_browser(request: web.Request) -> bool:
@@ -85,6 +99,13 @@ def looks_like_browser(request: web.Request) -> bool:
     headers = request.headers
     return ("Origin" in headers or any(k.lower().startswith("sec-fetch-") for k in headers)
             or headers.get("User-Agent", "").startswith("Mozilla/"))
+
+
+def is_page_navigation(request: web.Request) -> bool:
+    """A top-level GET of the editor page (a link from elsewhere): no side effects, so allowed."""
+    headers = request.headers
+    return (request.method == "GET" and request.path in ("/", "/index.html")
+            and headers.get("Sec-Fetch-Mode") == "navigate" and headers.get("Sec-Fetch-Dest") == "document")
 
 
 def check_request(request: web.Request, policy: GuardPolicy) -> bool:
@@ -101,18 +122,11 @@ def check_request(request: web.Request, policy: GuardPolicy) -> bool:
     if origin is not None and not cors_match:
         if origin.strip().lower() == "null":
             raise ApiError(403, "origin_refused", "Origin 'null' is refused")
-        try:
-            origin_url = URL(origin)
-            scheme = origin_url.scheme
-        except ValueError:
-            raise ApiError(403, "origin_refused", f"Malformed Origin {origin!r}") from None
-        if scheme not in ("http", "https") or not origin_url.raw_host:
-            raise ApiError(403, "origin_refused", f"Origin {origin!r} is refused")
-        origin_host = _host_and_port(origin_url.raw_authority, scheme)
-        if origin_host != (hostname, port):
+        if not origin_matches_host(origin, hostname, port):
             raise ApiError(403, "origin_refused",
                            f"Origin {origin!r} does not match Host {host_header!r}")
-    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site" and not cors_match:
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site" and not cors_match \
+            and not is_page_navigation(request):
         raise ApiError(403, "cross_site_refused", "Cross-site requests are refused")
     if request.method in UNSAFE_METHODS and request.path not in policy.multipart_paths:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()

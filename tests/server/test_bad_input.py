@@ -346,3 +346,27 @@ def test_broken_packs_are_reported_and_the_server_serves(server):
             _, info = await get_json(session, f"{server.url}/object_info/TestSlow")
             assert info["TestSlow"]["python_module"] == "custom_nodes.vg_test_nodes"
     run(scenario())
+
+
+def test_page_navigation_from_elsewhere_and_proxied_origins(tmp_path):
+    running = start_server(tmp_path, allowed_hosts={"studio.example"})
+    navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
+                "Sec-Fetch-Dest": "document"}
+    try:
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{running.url}/", headers=navigate) as r:
+                    assert r.status == 200 and "html" in r.headers["Content-Type"]
+                await expect(session, "GET", f"{running.url}/queue", 403, "cross_site_refused",
+                             headers=navigate)
+                proxied = {"Host": "studio.example", "Origin": "https://studio.example"}
+                async with session.post(f"{running.url}/interrupt", json={}, headers=proxied) as r:
+                    assert r.status == 200
+                await expect(session, "POST", f"{running.url}/interrupt", 403, "origin_refused",
+                             json={}, headers={**proxied, "Origin": "https://studio.example:4444"})
+                await expect(session, "POST", f"{running.url}/interrupt", 403, "host_not_allowed",
+                             json={}, headers={"Host": "other.example"})
+        run(scenario())
+    finally:
+        stop_server(running)
+    assert running.unexpected_errors == 0
