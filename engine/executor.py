@@ -308,7 +308,8 @@ class Executor:
             validation = validate_prompt(self.registry, prompt, partial_targets)
             if not validation.ok:
                 return RunResult(prompt_id, status="error", error=validation.to_json(), validation=validation)
-            flag.clear()
+            if interrupt is None:
+                flag.clear()  # an earlier interrupt() with nothing running is dropped, as in ComfyUI
             self._running_flag = flag
             try:
                 result = _PromptRun(self, validation, prompt, prompt_id, extra_data, on_event, flag).run()

@@ -479,3 +479,12 @@ def test_context_reaches_input_types_validate_inputs_and_is_changed(registry, ex
     assert seen["input_types"] is folders
     assert seen["validate"].folders is folders and seen["validate"].node_id == "1"
     assert seen["changed"].folders is folders and seen["changed"].class_type == "FileNode"
+
+
+def test_a_caller_flag_set_before_the_run_stops_it_at_once(executor, calls):
+    flag = InterruptFlag()
+    flag.set()  # e.g. a job cancelled between being dequeued and starting
+    result = executor.run(diamond(), interrupt=flag)
+    assert result.status == "interrupted" and result.executed == [] and calls.log == []
+    executor.interrupt()  # the executor's own flag, with nothing running: dropped at the next run
+    assert executor.run(diamond()).status == "success"
