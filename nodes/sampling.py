@@ -126,7 +126,7 @@ def _ancestral(move, model, x, sigmas, extra_args, callback, noise_sampler, eta,
             x = denoised
         else:
             x = move(model, x, denoised, sigmas[i], sigma_down, model_args)
-        if sigmas[i + 1] > 0:
+        if sigmas[i + 1] > 0 and sigma_up:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
