@@ -113,6 +113,8 @@ def validate_prompt(registry, prompt: Any, partial_targets=None) -> Validation:
         if errors:
             own_errors[node_id] = errors
     valid_outputs = check.valid_outputs(outputs, own_errors)
+    if own_errors and valid_outputs:
+        check.ancestors(valid_outputs)  # `order` then holds only what the runnable outputs need
 
     dependents = check.dependent_outputs(own_errors, needed, outputs) if own_errors else {}
     node_errors = {

@@ -488,3 +488,16 @@ def test_a_caller_flag_set_before_the_run_stops_it_at_once(executor, calls):
     assert result.status == "interrupted" and result.executed == [] and calls.log == []
     executor.interrupt()  # the executor's own flag, with nothing running: dropped at the next run
     assert executor.run(diamond()).status == "success"
+
+
+def test_runs_the_valid_output_when_another_is_behind_a_cycle_or_an_error(executor):
+    prompt = {"1": {"class_type": "Add", "inputs": {"a": link(2), "b": 1}},
+              "2": {"class_type": "Add", "inputs": {"a": link(1), "b": 1}},
+              "3": {"class_type": "Add", "inputs": {"a": link(2), "b": 1}},
+              "4": {"class_type": "Show", "inputs": {"value": link(3)}},
+              "5": {"class_type": "Number", "inputs": {"value": 1000}},
+              "6": {"class_type": "Show", "inputs": {"value": link(5)}},
+              "7": {"class_type": "Show", "inputs": {"value": "fine"}}}
+    result = executor.run(prompt)
+    assert result.status == "success" and result.executed == ["7"]
+    assert set(result.validation.node_errors) == {"1", "2", "5"}
