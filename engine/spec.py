@@ -27,7 +27,8 @@ class InputDef:
         self.type = type                # a type string, or the options list of a legacy combo
         self.options = options or {}
         is_list = isinstance(type, (list, tuple))
-        self.type_name = "COMBO" if is_list else type   # the socket type
+        # the socket type as a plain str: packs' "any" str subclasses may claim to equal everything
+        self.type_name = "COMBO" if is_list else str.__str__(type) if isinstance(type, str) else type
         if is_list:
             self.combo_options = list(type)
         elif type == "COMBO" and isinstance(self.options.get("options"), (list, tuple)):

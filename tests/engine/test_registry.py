@@ -259,3 +259,30 @@ def test_object_info_skips_a_node_whose_input_types_raises(registry):
     registry.register("Broken", Broken)
     info = registry.object_info()
     assert "Broken" not in info and "IntMath" in info
+
+
+def test_load_module_pack_failure_is_reported(folders):
+    reg = NodeRegistry(folders)
+    assert not reg.load_module_pack("vidgraph_no_such_pack")
+    assert reg.load_errors[0].pack == "vidgraph_no_such_pack"
+    assert "ModuleNotFoundError" in reg.load_errors[0].reason
+
+
+def test_folder_paths_compat_functions(folders, tmp_path):
+    reg = NodeRegistry(folders)
+    reg.load_module_pack("vidgraph.nodes.core")
+    import folder_paths
+    import nodes
+
+    assert nodes.MAX_RESOLUTION == 16384
+    (folders.models_dir / "vae").mkdir(parents=True)
+    (folders.models_dir / "vae" / "v.safetensors").write_bytes(b"")
+    assert folder_paths.get_filename_list("vae") == ["v.safetensors"]
+    assert folder_paths.get_full_path("vae", "v.safetensors").endswith("v.safetensors")
+    assert folder_paths.get_annotated_filepath("a.png [temp]") == str(folders.temp_dir / "a.png")
+    assert folder_paths.get_input_directory() == str(folders.input_dir)
+    full, name, counter, sub, _ = folder_paths.get_save_image_path("x/clip", folder_paths.get_output_directory())
+    assert (name, counter, sub) == ("clip", 1, "x")
+    folder_paths.add_model_folder_path("loras", str(tmp_path / "more_loras"))
+    assert str(tmp_path / "more_loras") in folders.folder_names_and_paths["loras"][0]
+    assert folder_paths.folder_names_and_paths is folders.folder_names_and_paths

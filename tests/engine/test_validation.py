@@ -238,3 +238,33 @@ def test_partial_targets(registry):
               "2": {"class_type": "Show", "inputs": {"value": 2}}}
     assert validate_prompt(registry, prompt, partial_targets=["2"]).outputs == ["2"]
     assert validate_prompt(registry, prompt, partial_targets=[1]).outputs == ["1"]
+
+
+def test_any_type_that_equals_everything_does_not_coerce_constants(registry):
+    class Everything(str):
+        def __eq__(self, other):
+            return True
+
+        def __ne__(self, other):
+            return False
+
+        __hash__ = str.__hash__
+
+    class Passthrough:
+        RETURN_TYPES = (Everything("*"),)
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"anything": (Everything("*"), {})}}
+
+        def f(self, anything):
+            return (anything,)
+
+    registry.register("Passthrough", Passthrough)
+    prompt = {"1": {"class_type": "Passthrough", "inputs": {"anything": "not a number"}},
+              "2": {"class_type": "Add", "inputs": {"a": link(1), "b": 1}},
+              "3": {"class_type": "Show", "inputs": {"value": link(2)}}}
+    v = validate_prompt(registry, prompt)
+    assert v.ok, v.node_errors
+    assert v.nodes["1"].inputs["anything"] == "not a number"
