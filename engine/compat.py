@@ -23,6 +23,9 @@ MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION, imported by many packs
 
 
 def install(registry: "NodeRegistry") -> None:
+    current = sys.modules.get("nodes")
+    if getattr(current, "__vidgraph_registry__", None) is registry:
+        return  # already the face of this registry: packs imported earlier keep the same modules
     modules = {
         "nodes": nodes_module(registry),
         "folder_paths": folder_paths_module(registry),
@@ -52,6 +55,7 @@ def _module(name: str, doc: str) -> ModuleType:
 
 def nodes_module(registry: "NodeRegistry") -> ModuleType:
     module = _module("nodes", "ComfyUI `nodes` compatibility module (vidgraph)")
+    module.__vidgraph_registry__ = registry
     module.NODE_CLASS_MAPPINGS = registry.classes
     module.NODE_DISPLAY_NAME_MAPPINGS = registry.display_names
     module.EXTENSION_WEB_DIRS = registry.web_directories
