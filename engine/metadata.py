@@ -57,7 +57,11 @@ def read_embedded_metadata(source: str | Path | bytes) -> dict[str, Any]:
     kind = sniff_format(data)
     if kind is None:
         raise MetadataError("not a PNG, WEBP, MP4/MOV or safetensors file: cannot read embedded metadata")
-    raw = {"png": png_text, "webp": webp_exif_text, "mp4": mp4_tags, "safetensors": safetensors_metadata}[kind](data)
+    reader = {"png": png_text, "webp": webp_exif_text, "mp4": mp4_tags, "safetensors": safetensors_metadata}[kind]
+    try:
+        raw = reader(data)
+    except (struct.error, IndexError) as exc:  # a field cut short somewhere the checks did not foresee
+        raise MetadataError(f"the {kind.upper()} file's structure is broken: {exc}") from None
     if kind == "mp4":
         raw = _unpack_comment(raw)
     return {key: _maybe_json(value) for key, value in raw.items() if key in WORKFLOW_KEYS}
@@ -304,7 +308,11 @@ def _collect_meta(data: bytes, start: int, end: int, tags: dict[str, str]) -> No
         (count,) = struct.unpack(">I", data[s + 4:s + 8])
         pos = s + 8
         for _ in range(count):
+            if pos + 8 > e:
+                raise MetadataError("MP4 'keys' box is cut short")
             size, _namespace = struct.unpack(">I4s", data[pos:pos + 8])
+            if size < 8:
+                raise MetadataError(f"MP4 'keys' entry has a bad size {size}")
             keys.append(data[pos + 8:pos + size].decode("utf-8", errors="replace"))
             pos += size
     if b"ilst" not in children:

@@ -184,10 +184,11 @@ def ui_to_api(workflow: dict, registry: Any) -> dict:
             raise WorkflowError(f"node {node_id} has type {node_type!r}, which is not a registered node "
                                 "(is its node pack installed?)", node_id)
         inputs = _widget_inputs(node, cls, node_id, folders)
-        for slot in node.get("inputs") or []:
-            if not isinstance(slot, dict) or slot.get("link") is None:
+        for slot in node["inputs"]:
+            if slot.get("link") is None:
                 continue
-            name = (slot.get("widget") or {}).get("name") or slot.get("name")
+            widget = slot.get("widget")
+            name = (widget.get("name") if isinstance(widget, dict) else None) or slot.get("name")
             if not isinstance(name, str):
                 raise WorkflowError(f"node {node_id} ({node_type}) has an input without a name", node_id)
             resolved = graph.resolve(slot["link"], slot.get("type"), node_id, name)
@@ -226,8 +227,10 @@ class _UiGraph:
     frontend-only nodes, bypassed nodes and subgraph boundaries."""
 
     def __init__(self, workflow: dict):
-        subgraphs = (workflow.get("definitions") or {}).get("subgraphs") or []
-        self.definitions = {sg["id"]: sg for sg in subgraphs if isinstance(sg, dict) and "id" in sg}
+        definitions = workflow.get("definitions")
+        subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+        self.definitions = {sg["id"]: sg for sg in _listed(subgraphs, "definitions.subgraphs")
+                            if isinstance(sg, dict) and isinstance(sg.get("id"), str)}
         self.nodes: dict[str, dict] = {}
         self.links: dict[tuple[str, Any], _Link] = {}
         self.subgraph_outputs: dict[tuple[str, int], tuple[str, Any]] = {}  # (instance, slot) -> link key
@@ -244,8 +247,8 @@ class _UiGraph:
             flat_id = f"{scope}:{node['id']}" if scope else str(node["id"])
             if flat_id in self.nodes:
                 raise WorkflowError(f"UI workflow has two nodes with id {node['id']}{where}", flat_id)
-            slots = [dict(slot, link=None if slot.get("link") is None else (scope, slot["link"]))
-                     if isinstance(slot, dict) else slot for slot in node.get("inputs") or []]
+            slots = [self._scoped_slot(slot, scope, flat_id)
+                     for slot in _listed(node.get("inputs"), f"node {flat_id} 'inputs'", flat_id)]
             self.nodes[flat_id] = dict(node, inputs=slots)
             if inactive:
                 self.inactive.add(flat_id)
@@ -255,7 +258,7 @@ class _UiGraph:
                     raise WorkflowError(f"node {flat_id}: subgraph {node['type']} contains itself", flat_id)
                 self._add_graph(definition, flat_id, stack + (node["type"],),
                                 inactive or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS))
-        for link in graph.get("links") or []:
+        for link in _listed(graph.get("links"), f"'links'{where}", scope or None):
             if link is None:  # some editors leave holes where a link was deleted
                 continue
             link_id, origin_id, origin_slot, target_id, target_slot, link_type = _link_row(link)
@@ -266,6 +269,17 @@ class _UiGraph:
             self.links[(scope, link_id)] = _Link(origin, origin_slot, link_type, scope)
             if scope and target_id == SUBGRAPH_OUTPUT_NODE:
                 self.subgraph_outputs[(scope, target_slot)] = (scope, link_id)
+
+    @staticmethod
+    def _scoped_slot(slot: Any, scope: str, node_id: str) -> dict:
+        """An input slot whose link id is made unique across subgraph instances: (scope, id)."""
+        if not isinstance(slot, dict):
+            raise WorkflowError(f"node {node_id} has a malformed input slot: {str(slot)[:80]}", node_id)
+        link = slot.get("link")
+        if link is not None and not _is_id(link):
+            raise WorkflowError(f"node {node_id} input {slot.get('name')!r}: link must be a link id, "
+                                f"got {str(link)[:40]}", node_id)
+        return dict(slot, link=None if link is None else (scope, link))
 
     def resolve(self, key: tuple[str, Any], want_type: Any, node_id: str, input_name: str) -> Any:
         """A link into (node_id, input_name): ``[origin, slot]``, a constant, or None (no value)."""
@@ -301,7 +315,7 @@ class _UiGraph:
                     key = _input_link(origin, 0)
                 elif origin.get("mode", 0) == MODE_BYPASS:
                     key = _bypass_link(origin, link.origin_slot, want_type or link.type)
-                elif origin_type in self.definitions:  # continue inside, at what feeds that output
+                elif isinstance(origin_type, str) and origin_type in self.definitions:  # continue inside, at what feeds that output
                     key = self.subgraph_outputs.get((link.origin, link.origin_slot))
                 else:
                     return [link.origin, int(link.origin_slot)]
@@ -342,10 +356,24 @@ def _link_row(link: Any) -> list:
         row = list(link[:6]) + [None] * (6 - len(link[:6]))
     else:
         row = None
-    if row is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in (row[2], row[4])):
+    if row is None or not _is_id(row[0]) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                     for v in (row[2], row[4])):
         raise WorkflowError(f"UI workflow has a malformed link: {str(link)[:80]} (expected "
                             "[id, origin_id, origin_slot, target_id, target_slot, type], slots as integers)")
     return row
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _listed(value: Any, what: str, node_id: Any = None) -> list:
+    """A list field of the file, or [] when absent; anything else is a malformed file."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise WorkflowError(f"UI workflow {what} must be a list, got {type(value).__name__}", node_id)
+    return value
 
 
 def _input_link(node: dict, index: int) -> Any:

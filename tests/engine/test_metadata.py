@@ -2,6 +2,7 @@
 (Pillow, PyAV/ffmpeg, safetensors), and check what we write against independent readers."""
 import io
 import json
+import random
 import struct
 import zlib
 
@@ -146,3 +147,35 @@ def test_a_video_file_is_read_only_as_far_as_its_moov_box(tmp_path):
     path.write_bytes(b"\0\0\0\x08ftyp" + b"\0\0\0\x04mdat")
     with pytest.raises(MetadataError, match="bad size 4"):
         metadata.metadata_bytes(path)
+
+
+# Random damage to real files: every failure must be a MetadataError naming the problem.
+
+def _samples() -> list[bytes]:
+    prompt = {"1": {"class_type": "PreviewAny", "inputs": {}}}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", json.dumps(prompt))
+    info.add_itxt("workflow", json.dumps({"nodes": []}), zip=True)
+    png, webp = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG", pnginfo=info)
+    Image.new("RGB", (4, 4)).save(webp, "WEBP", exif=metadata.webp_exif(prompt, {"workflow": {"nodes": []}}))
+    return [png.getvalue(), webp.getvalue(), _mp4(metadata.mp4_metadata(prompt), "use_metadata_tags")]
+
+
+def test_damaged_media_files_raise_only_metadata_errors():
+    rng = random.Random(7)
+    for sample in _samples():
+        for _ in range(300):
+            data = bytearray(sample)
+            for _ in range(rng.randint(1, 4)):
+                if not data:
+                    break
+                i = rng.randrange(len(data))
+                if rng.random() < 0.5:
+                    data[i] = rng.randrange(256)
+                else:
+                    del data[i:]
+            try:
+                read_embedded_metadata(bytes(data))
+            except MetadataError as exc:
+                assert str(exc)

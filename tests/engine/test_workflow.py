@@ -3,6 +3,7 @@ import copy
 import importlib.util
 import io
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,42 @@ def test_node_classes_that_take_the_folders_in_input_types():
 
     ui = {"nodes": [{"id": 1, "type": "PickFile", "mode": 0, "widgets_values": ["b.bin", 0.5]}], "links": []}
     assert ui_to_api(ui, Registry())["1"]["inputs"] == {"name": "b.bin", "strength": 0.5}
+
+
+# ------------------------------------------------------------------------------- damaged files
+# Random damage to real-shaped files: every failure must be a WorkflowError naming the problem.
+
+JUNK = [None, 1, -1, 99, "x", [], {}, [1], {"a": 1}, 2.5, True, "*", [1, 2, 3, 4, 5, 6], -10, -20]
+
+
+def _paths(value, path=()):
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from _paths(child, path + (key,))
+
+
+def _damage(ui: dict, rng: random.Random) -> dict:
+    ui = copy.deepcopy(ui)
+    paths = list(_paths(ui))[1:]
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(paths)
+        target = ui
+        try:
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = rng.choice(JUNK)
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change removed this path
+    return ui
+
+
+@pytest.mark.parametrize("name", ["svd_img2vid_ui.json", "svd_subgraph_ui.json", "core_math_ui.json"])
+def test_damaged_ui_workflows_raise_only_workflow_errors(name):
+    base = json.loads((FIXTURES / name).read_text())
+    rng = random.Random(name)
+    for _ in range(400):
+        try:
+            ui_to_api(_damage(base, rng), REGISTRY)
+        except WorkflowError as exc:
+            assert str(exc)
