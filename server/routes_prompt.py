@@ -197,7 +197,9 @@ async def post_free(request: web.Request) -> web.Response:
     state: ServerState = request.app[STATE]
     body = await read_json_object(request, state.config.limits.json_body,
                                   state.config.limits.json_depth, allow_empty=True)
-    state.worker.request_free(_flag(body, "unload_models"), _flag(body, "free_memory"))
+    unload_models, free_memory = _flag(body, "unload_models"), _flag(body, "free_memory")
+    if unload_models or free_memory:  # ComfyUI does nothing for neither; the engine would do both
+        state.worker.request_free(unload_models, free_memory)
     return web.Response(status=200)
 
 

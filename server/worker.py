@@ -119,6 +119,10 @@ class Worker:
 
     def _run(self, job: Job, flag: InterruptFlag) -> None:
         messages: list = []
+        if job.interruptions:  # cut off by a crash before: say so in the history entry
+            messages.append(["vidgraph_requeued", {
+                "prompt_id": job.prompt_id, "interruptions": job.interruptions,
+                "attempt": job.attempts, "timestamp": int(time.time() * 1000)}])
         done_event: list = []
 
         def on_event(event: str, data: dict) -> None:

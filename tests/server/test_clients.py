@@ -54,9 +54,24 @@ def test_every_api_route_also_answers_under_api(server):
                 assert r.status == 404
             _, exec_info = await get_json(session, f"{server.url}/prompt")
             assert isinstance(exec_info["exec_info"]["queue_remaining"], int)
-            status, _ = await post_json(session, f"{server.url}/free",
-                                        {"unload_models": True, "free_memory": False})
-            assert status == 200
+            calls = []
+            executor = server.state.executor
+            real_free = executor.free
+            executor.free = lambda **kw: calls.append(kw) or real_free(**kw)
+            try:
+                assert (await post_json(session, f"{server.url}/free", {}))[0] == 200
+                status, _ = await post_json(session, f"{server.url}/free",
+                                            {"unload_models": True, "free_memory": False})
+                assert status == 200
+                assert (await post_json(session, f"{server.url}/free",
+                                        {"unload_models": "yes"}))[0] == 400
+                for _ in range(50):  # applied by the worker between prompts
+                    if calls:
+                        break
+                    await asyncio.sleep(0.05)
+                assert calls == [{"unload_models": True, "free_memory": False}]
+            finally:
+                executor.free = real_free
     run(scenario())
 
 

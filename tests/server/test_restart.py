@@ -114,6 +114,8 @@ def test_sigkill_mid_run_keeps_queue_and_history(tmp_path):
         assert server.get(f"/vidgraph/jobs/{cut}")["status"] == "interrupted"
         for prompt_id in waiting:
             server.wait_for(lambda: server.get(f"/history/{prompt_id}"))
+            messages = server.get(f"/history/{prompt_id}")[prompt_id]["status"]["messages"]
+            assert messages[0][0] == "execution_start"  # never cut off: no re-queue note
         history = server.get("/history")
         assert list(history)[:2] == [done, cut] and set(history) == {done, cut, *waiting}
         assert server.status(f"/history/{cut}x") == 404

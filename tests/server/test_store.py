@@ -1,0 +1,112 @@
+"""The SQLite store and the worker, without HTTP: idempotency, crash recovery, history order."""
+import asyncio
+import sqlite3
+
+import pytest
+
+from vidgraph.server.store import PromptIdConflict, Store
+from vidgraph.server.worker import Worker
+
+PROMPT = {"1": {"class_type": "TestStamp", "inputs": {"tag": "a"}}}
+
+
+def submit(store, prompt_id, prompt=PROMPT, **kw):
+    return store.submit(prompt_id, prompt, {"client_id": "c"}, ["1"], None, "c", **kw)
+
+
+def test_submit_is_idempotent_per_body_and_numbers_increase(tmp_path):
+    store = Store(tmp_path / "q.sqlite3")
+    assert submit(store, "a") == (1, True)
+    assert submit(store, "a") == (1, False)
+    with pytest.raises(PromptIdConflict):
+        submit(store, "a", {"1": {"class_type": "Other", "inputs": {}}})
+    assert submit(store, "b") == (2, True)
+    assert submit(store, "c", front=True) == (-3, True)
+    assert submit(store, "d", number=0.5) == (0.5, True)
+    running, pending = store.queue()
+    assert running == [] and [item[1] for item in pending] == ["c", "d", "a", "b"]
+    store.close()
+    reopened = Store(tmp_path / "q.sqlite3")
+    assert submit(reopened, "e") == (4, True)  # the counter continues after a restart
+    assert reopened.submit("s", PROMPT, {"api_key_comfy_org": "secret"}, ["1"], None, None)[1]
+    assert "secret" not in (tmp_path / "q.sqlite3").read_bytes().decode("latin-1") + \
+        (tmp_path / "q.sqlite3-wal").read_bytes().decode("latin-1")
+
+
+def test_wal_mode_and_recovery_of_cut_off_jobs(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    store = Store(path, max_attempts=2)
+    submit(store, "a")
+    submit(store, "b")
+    assert store.claim_next().prompt_id == "a"
+    # the process dies here: no finish(); a new process opens the same file
+    store = Store(path, max_attempts=2)
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.recover() == (["a"], [])
+    assert store.status_of("a")["status"] == "queued" and store.status_of("a")["interruptions"] == 1
+    job = store.claim_next()
+    assert (job.prompt_id, job.attempts, job.interruptions) == ("a", 2, 1)
+    store = Store(path, max_attempts=2)  # dies again: out of attempts
+    assert store.recover() == ([], ["a"])
+    entry = store.history(prompt_id="a")["a"]
+    assert entry["status"]["status_str"] == "error"
+    assert entry["status"]["messages"][0][0] == "execution_interrupted"
+    assert [item[1] for item in store.queue()[1]] == ["b"]
+
+
+class FakeExecutor:
+    def __init__(self):
+        self.ran = []
+
+    def run(self, prompt, prompt_id=None, client_id=None, extra_data=None, partial_targets=None,
+            on_event=None, interrupt=None):
+        self.ran.append(prompt_id)
+        on_event("execution_start", {"prompt_id": prompt_id, "timestamp": 1})
+        on_event("executing", {"node": "1", "display_node": "1", "prompt_id": prompt_id})
+        on_event("executed", {"node": "1", "display_node": "1", "output": {"n": [1]},
+                              "prompt_id": prompt_id})
+        on_event("execution_success", {"prompt_id": prompt_id, "timestamp": 2})
+
+        class Result:
+            status = "success"
+            outputs = {"1": {"n": [1]}}
+        return Result()
+
+    def free(self, **kw):
+        pass
+
+
+def test_worker_writes_history_before_done_and_notes_requeues(tmp_path):
+    store = Store(tmp_path / "q.sqlite3")
+    submit(store, "a")
+    store.claim_next()
+    store = Store(tmp_path / "q.sqlite3")
+    store.recover()
+    submit(store, "b")
+    delivered = []
+    seen_history_at_done = []
+
+    def deliver(client_id, event, data):
+        delivered.append((client_id, event, data))
+        if event == "executing" and data["node"] is None:
+            seen_history_at_done.append(bool(store.history(prompt_id=data["prompt_id"])))
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        worker = Worker(store, FakeExecutor(), deliver, lambda: None, loop)
+        worker.start()
+        for _ in range(200):
+            if len(store.history()) == 2 and len(seen_history_at_done) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await loop.run_in_executor(None, worker.stop)
+
+    asyncio.run(scenario())
+    assert seen_history_at_done == [True, True]
+    history = store.history()
+    assert list(history) == ["a", "b"]
+    assert history["a"]["status"]["messages"][0][0] == "vidgraph_requeued"
+    assert history["b"]["status"]["messages"][0][0] == "execution_start"
+    assert history["b"]["meta"] == {"1": {"node_id": "1", "display_node": "1",
+                                          "parent_node": None, "real_node_id": "1"}}
+    assert all(client == "c" for client, _, _ in delivered)
