@@ -359,7 +359,7 @@ def _damage(ui: dict, rng: random.Random) -> dict:
         try:
             for key in path[:-1]:
                 target = target[key]
-            target[path[-1]] = rng.choice(JUNK)
+            target[path[-1]] = copy.deepcopy(rng.choice(JUNK))
         except (KeyError, IndexError, TypeError):
             pass  # an earlier change removed this path
     return ui
