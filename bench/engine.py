@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 
 from vidgraph.engine.executor import Executor
@@ -100,6 +101,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     args = parser.parse_args()
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{os.cpu_count()} CPUs, load average {load:.1f} at start (others' work inflates the figures)")
     registry = NodeRegistry()
     registry.load_module_pack("vidgraph.nodes")
     rows = []
