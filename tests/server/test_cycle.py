@@ -40,8 +40,7 @@ def test_full_cycle_prompt_progress_executed_history_view(server):
             entry = history[prompt_id]
             assert entry["status"]["status_str"] == "success" and entry["status"]["completed"]
             assert entry["outputs"]["2"]["images"] == [image]
-            assert entry["prompt"][1] == prompt_id and entry["prompt"][4] == ["1", "2"] or \
-                sorted(entry["prompt"][4]) == ["1", "2"]
+            assert entry["prompt"][1] == prompt_id and sorted(entry["prompt"][4]) == ["1", "2"]
             assert [m[0] for m in entry["status"]["messages"]][0] == "execution_start"
 
             async with session.get(f"{server.url}/view", params=image) as r:
@@ -147,4 +146,27 @@ def test_status_broadcasts_and_reconnect_during_a_run(server):
                             assert second["data"]["prompt_id"] == body["prompt_id"]
                             await collect_until_done(ws, body["prompt_id"])
                 assert remaining[0] >= 1 and remaining[-1] == 0
+    run(scenario())
+
+
+def test_partial_execution_targets_run_only_those_outputs(server):
+    async def scenario():
+        client_id = uuid.uuid4().hex
+        prompt = {"1": {"class_type": "TestStamp", "inputs": {"tag": uuid.uuid4().hex}},
+                  "2": {"class_type": "TestSlow", "inputs": {"steps": 1, "delay": 0.0,
+                                                             "tag": uuid.uuid4().hex}}}
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+                await ws.receive()
+                status, body = await post_json(session, f"{server.url}/prompt", {
+                    "prompt": prompt, "client_id": client_id, "partial_execution_targets": ["2"]})
+                assert status == 200, body
+                messages = await collect_until_done(ws, body["prompt_id"])
+            executed = [d["node"] for t, d in messages if t == "executed"]
+            assert executed == ["2"]
+            _, history = await get_json(session, f"{server.url}/history/{body['prompt_id']}")
+            assert history[body["prompt_id"]]["prompt"][4] == ["2"]
+            status, body = await post_json(session, f"{server.url}/prompt", {
+                "prompt": prompt, "partial_execution_targets": []})
+            assert status == 400 and body["error"]["type"] == "prompt_no_outputs"
     run(scenario())
