@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_pack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--custom-nodes", action="append", default=[], metavar="DIR",
                         help="a folder of node packs (.py modules or packages); repeatable")
-    parser.add_argument("--models-dir", metavar="DIR", help="model folders root (default ./models)")
+    parser.add_argument("--models-dir", metavar="DIR", help="model folders root (default BASE_DIR/models)")
     parser.add_argument("--base-dir", metavar="DIR",
                         help="folder holding models/, input/, output/, temp/ (default: the current folder)")
     parser.add_argument("--extra-model-paths", "--extra-model-paths-config", dest="extra_model_paths",
@@ -123,9 +123,9 @@ def add_pack_options(parser: argparse.ArgumentParser) -> None:
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """Folder, pack and device options shared by `run` and `serve`."""
     add_pack_options(parser)
-    parser.add_argument("--input-dir", metavar="DIR", help="where LoadImage and friends read (default ./input)")
-    parser.add_argument("--output-dir", metavar="DIR", help="where outputs are written (default ./output)")
-    parser.add_argument("--temp-dir", metavar="DIR", help="previews and temporary files (default ./temp)")
+    parser.add_argument("--input-dir", metavar="DIR", help="where LoadImage and friends read (default BASE_DIR/input)")
+    parser.add_argument("--output-dir", metavar="DIR", help="where outputs are written (default BASE_DIR/output)")
+    parser.add_argument("--temp-dir", metavar="DIR", help="previews and temporary files (default BASE_DIR/temp)")
     device = parser.add_argument_group("device")
     device.add_argument("--cpu", action="store_true", help="run everything on the CPU")
     device.add_argument("--device", default=None, metavar="DEV", help="torch device, e.g. cuda:1 (default: auto)")

@@ -266,6 +266,10 @@ def test_ui_workflow_is_embedded_in_outputs_and_the_output_runs_again(env, capsy
     code, lines, _ = run_json(capsys, str(png), "--output-dir", str(out))
     assert code == 0 and sorted(lines[0]["executed"]) == ["1", "2"]  # a new process: nothing cached
     assert lines[0]["outputs"]["2"]["images"][0]["filename"] != saved["filename"]  # never overwrites
+    code, lines, _ = run_json(capsys, env.write("ui.json", ui), "--output-dir", str(out), "--disable-metadata")
+    saved = lines[0]["outputs"]["2"]["images"][0]
+    with Image.open(out / saved["subfolder"] / saved["filename"]) as image:
+        assert code == 0 and "workflow" not in image.text and "prompt" not in image.text
 
 
 def test_outputs_with_invalid_inputs_are_skipped_and_reported(env, capsys):
