@@ -214,8 +214,9 @@ def _h_phi_2(h):
 def _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, fractions, last_weight):
     """SEEDS (Gonzalez et al. 2023, arXiv 2305.14267): stochastic exponential stages at lambda + r*h.
 
-    Each stage and the final point combine D at the step's start with D at the stage before, weighted
-    by `weight`; the injected noise is one Ornstein-Uhlenbeck path carried from stage to stage.
+    Each stage and the final point combine D at the step's start with D at the stage before (for the
+    final point with `last_weight(h_eta, r_last)`); the injected noise is one Ornstein-Uhlenbeck path
+    carried from stage to stage.
     """
     model_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
