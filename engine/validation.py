@@ -371,7 +371,9 @@ class _Checker:
 
 def _plainly_valid(d: InputDef, value: Any) -> bool:
     """Already the declared widget type and in range: the common case, checked without copying."""
-    if d.combo_options is not None or type(value) is not _PLAIN.get(d.type_name):
+    if d.combo_options is not None:
+        return value in d.combo_options
+    if type(value) is not _PLAIN.get(d.type_name):
         return False
     if type(value) is float and not math.isfinite(value):
         return False
