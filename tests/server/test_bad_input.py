@@ -5,6 +5,7 @@ test_bad_files.py. The hostile_server fixture asserts at teardown that no reques
 last-resort error handler (which would mean an unplanned 500).
 """
 import json
+import random
 import socket
 import uuid
 
@@ -370,3 +371,30 @@ def test_page_navigation_from_elsewhere_and_proxied_origins(tmp_path):
     finally:
         stop_server(running)
     assert running.unexpected_errors == 0
+
+
+def test_wrong_types_anywhere_never_reach_a_500(server):
+    """A seeded shower of odd JSON values in every field of every JSON endpoint."""
+    rng = random.Random(1234)
+    odd = [None, True, 0, -1, 1.5, 1e308, "", "x" * 300, "../x", [], [1, "a"], {}, {"a": [None]},
+           [["1", 0]], ["1", 99], {"class_type": 5}, {"class_type": "TestSlow", "inputs": []},
+           {"class_type": "TestSlow", "inputs": {"steps": {"x": 1}}}]
+    fields = {"/prompt": ["prompt", "client_id", "prompt_id", "extra_data", "number", "front",
+                          "partial_execution_targets"],
+              "/queue": ["clear", "delete"], "/history": ["clear", "delete"],
+              "/interrupt": ["prompt_id"], "/free": ["unload_models", "free_memory"],
+              "/settings": ["a", "b"]}
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            for _ in range(150):
+                path = rng.choice(sorted(fields))
+                body = {k: rng.choice(odd) for k in fields[path] if rng.random() < 0.7}
+                if path == "/prompt" and rng.random() < 0.5:
+                    body["prompt"] = {"1": rng.choice(odd[12:]), "2": {"class_type": "TestSlow",
+                                      "inputs": {"steps": rng.choice(odd), "delay": 0, "tag": ""}}}
+                async with session.post(f"{server.url}/api{path}", json=body) as r:
+                    assert r.status < 500, (path, body, await r.text())
+            await still_serving(session, server.url)
+    run(scenario())
+    assert server.unexpected_errors == 0
