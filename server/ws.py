@@ -91,11 +91,12 @@ class Hub:
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_msg_size,
                                    heartbeat=self.limits.heartbeat)
         await ws.prepare(request)
-        if old is not None:  # a reconnect with the same id replaces the older socket
-            await self._drop(old)
         client = Client(sid, ws, asyncio.Queue(self.limits.send_queue))
         client.sender = asyncio.create_task(self._drain(client))
         self.clients[sid] = client
+        if old is not None:  # a reconnect with the same id replaces the older socket
+            old.closing = True  # (closed in the background: a dead peer may never answer)
+            asyncio.ensure_future(self._drop(old))
         self._offer(client, self._status_message(sid))
         running = self.current_node(sid)
         if running is not None:
@@ -145,8 +146,8 @@ class Hub:
         await client.ws.close(code=code, message=reason)
 
     async def close_all(self) -> None:
-        for client in list(self.clients.values()):
-            await self._drop(client, 1001, b"server shutting down")
+        await asyncio.gather(*(self._drop(client, 1001, b"server shutting down")
+                               for client in list(self.clients.values())), return_exceptions=True)
 
     # -- sending -------------------------------------------------------------------------
 
