@@ -26,44 +26,53 @@ def tensor_nbytes(value: Any) -> int | None:
     return None
 
 
+_ATOMS = (type(None), bool, int, float, complex)
+OBJECT_DEPTH = 2  # how far into plain objects' attributes (model wrappers) the walk goes
+
+
 def estimate_nbytes(value: Any, limit_items: int = 100_000, skip_ids: set[int] | None = None) -> int:
     """Approximate memory held by `value`: tensors counted once each, containers walked iteratively.
 
     Objects whose id is in `skip_ids` (e.g. models owned by the ResourceCache) count as zero.
+    Plain objects (a VAE wrapper holding a module) are looked into a couple of levels deep.
     """
     total = 0
-    seen: set[int] = set(skip_ids or ())
-    stack = [value]
+    seen: set[int] = set(skip_ids) if skip_ids else set()
+    stack = [(value, 0)]
     visited = 0
     while stack and visited < limit_items:
-        item = stack.pop()
+        item, depth = stack.pop()
         visited += 1
-        if item is None or isinstance(item, (bool, int, float)):
-            continue
-        if id(item) in seen:
+        kind = type(item)
+        if kind in _ATOMS or id(item) in seen:
             continue
         seen.add(id(item))
+        if kind is list or kind is tuple or kind is set or kind is frozenset:
+            stack.extend((x, depth) for x in item)
+            continue
+        if kind is dict:
+            stack.extend((x, depth) for x in item.values())
+            continue
+        if kind is str or kind is bytes or kind is bytearray:
+            total += len(item)
+            continue
         custom = getattr(item, "vidgraph_nbytes", None)
         if callable(custom):
             total += int(custom())
             continue
-        if isinstance(item, (str, bytes, bytearray)):
-            total += len(item)
-            continue
         size = tensor_nbytes(item)
         if size is not None:
             total += size
-            continue
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            stack.extend(item)
         elif callable(getattr(item, "parameters", None)) and callable(getattr(item, "buffers", None)):
             try:
-                stack.extend(item.parameters())
-                stack.extend(item.buffers())
+                stack.extend((x, depth) for x in item.parameters())
+                stack.extend((x, depth) for x in item.buffers())
             except Exception:
                 pass
+        elif isinstance(item, (dict, list, tuple)):  # subclasses, e.g. an OrderedDict state dict
+            stack.extend((x, depth) for x in (item.values() if isinstance(item, dict) else item))
+        elif depth < OBJECT_DEPTH and isinstance(getattr(item, "__dict__", None), dict):
+            stack.extend((x, depth + 1) for x in vars(item).values())
     return total
 
 

@@ -115,3 +115,19 @@ def test_context_progress_interrupt_and_contextvar(tmp_path):
     assert ctx.interrupted
     with pytest.raises(Interrupted):
         ctx.progress(2, 10)
+
+
+def test_estimate_nbytes_walks_subclassed_containers_and_wrappers(tensor_like):
+    from collections import OrderedDict
+
+    class Wrapper:
+        def __init__(self, inner):
+            self.model = inner
+            self.name = "vae"
+
+    blob = tensor_like(25)  # 100 bytes
+    assert estimate_nbytes(OrderedDict(a=blob, b=blob)) == 100  # counted once
+    wrapped = Wrapper(Wrapper(blob))
+    assert estimate_nbytes(wrapped) == 100 + len("vae")  # the same name string counts once
+    assert estimate_nbytes(wrapped, skip_ids={id(blob)}) == 3
+    assert estimate_nbytes(Wrapper(Wrapper(Wrapper(blob)))) == 3  # plain objects: two levels only
