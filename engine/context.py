@@ -64,6 +64,15 @@ def current_context() -> NodeContext | None:
     return _current.get()
 
 
+def enter_context(ctx: NodeContext) -> contextvars.Token:
+    """Make `ctx` current; undo with `leave_context(token)` (the executor's cheap form of use_context)."""
+    return _current.set(ctx)
+
+
+def leave_context(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
 @contextlib.contextmanager
 def use_context(ctx: NodeContext) -> Iterator[NodeContext]:
     token = _current.set(ctx)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .cache import CachedResult, CacheLimits, ResultCache, fingerprint, node_key
-from .context import NodeContext, use_context
+from .context import NodeContext, enter_context, leave_context
 from .folders import Folders
 from .interrupt import Interrupted, InterruptFlag
 from .nodecall import (ExecutionBlocked, ExecutionBlocker, call_over_lists, collect_results,
@@ -205,11 +205,14 @@ class _PromptRun:
         try:
             inputs = gather_inputs(node, defs, self.results, self.hidden_for(node_id, node.class_type))
             method = getattr(self.executor.instance(node_id, spec), spec.function)
-            with use_context(self.context(node_id, node.class_type)):
+            token = enter_context(self.context(node_id, node.class_type))
+            try:
                 returned = call_over_lists(spec, method, inputs, self.flag.check, self.executor.run_coroutine)
-            blocked = next((r for r in returned if isinstance(r, ExecutionBlocker) and r.message), None)
-            if blocked is not None:
-                raise ExecutionBlocked(f"Execution Blocked: {blocked.message}")
+            finally:
+                leave_context(token)
+            for blocked in returned:
+                if type(blocked) is ExecutionBlocker and blocked.message:
+                    raise ExecutionBlocked(f"Execution Blocked: {blocked.message}")
             outputs, ui = collect_results(spec, returned)
         except Interrupted:
             raise

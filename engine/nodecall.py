@@ -54,12 +54,13 @@ def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], b
     """Call `method` once, or once per list element; a call fed a blocker yields the blocker."""
     if spec.input_is_list:
         calls = [inputs]
-    elif all(len(v) == 1 for v in inputs.values()):   # the usual case: one call
-        calls = [{k: v[0] for k, v in inputs.items()}]
     else:
         lengths = [len(v) for v in inputs.values()]
         count = 0 if 0 in lengths else max(lengths, default=1)
-        calls = [{k: v[i] if i < len(v) else v[-1] for k, v in inputs.items()} for i in range(count)]
+        if count == 1:  # the usual case
+            calls = [{k: v[0] for k, v in inputs.items()}]
+        else:
+            calls = [{k: v[i] if i < len(v) else v[-1] for k, v in inputs.items()} for i in range(count)]
     returned = []
     for kwargs in calls:
         before_call()
