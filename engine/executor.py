@@ -260,6 +260,8 @@ class _NodeFailed(Exception):
 
 
 def _type_name(exc: BaseException) -> str:
+    if isinstance(exc, ExecutionBlocked):
+        return "ExecutionBlocked"  # ComfyUI's literal name for it
     cls = type(exc)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 

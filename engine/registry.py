@@ -123,6 +123,12 @@ class NodeRegistry:
         module_name = path.stem if path.is_file() else path.name
         init = path if path.is_file() else path / "__init__.py"
         compat.install(self)
+        existing = sys.modules.get(module_name)
+        if existing is not None and getattr(existing, "__file__", None) != str(init):
+            self.load_errors.append(PackLoadError(module_name, str(path),
+                                                  f"its name clashes with the module {module_name!r} "
+                                                  "already imported; rename the pack's file or folder"))
+            return False
         try:
             spec = importlib.util.spec_from_file_location(
                 module_name, init, submodule_search_locations=None if path.is_file() else [str(path)])

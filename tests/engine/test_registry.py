@@ -286,3 +286,13 @@ def test_folder_paths_compat_functions(folders, tmp_path):
     folder_paths.add_model_folder_path("loras", str(tmp_path / "more_loras"))
     assert str(tmp_path / "more_loras") in folders.folder_names_and_paths["loras"][0]
     assert folder_paths.folder_names_and_paths is folders.folder_names_and_paths
+
+
+def test_pack_named_like_an_imported_module_is_refused(base):
+    reg, cn = base
+    write(cn / "json.py", "NODE_CLASS_MAPPINGS = {}\n")
+    write(cn / "nodes" / "__init__.py", "NODE_CLASS_MAPPINGS = {}\n")
+    reg.load_custom_node_dirs([cn])
+    assert {e.pack for e in reg.load_errors} == {"json", "nodes"}
+    import json as json_module
+    assert hasattr(json_module, "dumps")  # the standard library is untouched
