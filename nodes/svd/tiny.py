@@ -13,7 +13,7 @@ from .vae import VAE, VAEConfig
 
 TINY_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1,), context_dim=64)
 # Four levels: the latent stays 1/8 of the image, as with the real VAE.
-TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1)
+TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=2)
 TINY_CLIP = CLIPVisionConfig(width=64, layers=2, heads=1, mlp_dim=256, patch_size=14, image_size=224, output_dim=64)
 
 
