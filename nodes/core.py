@@ -25,7 +25,7 @@ class AnyType(str):
 ANY = AnyType("*")
 
 
-def _primitive(type_name: str, options: dict, doc: str):
+def _primitive(name: str, type_name: str, options: dict, doc: str):
     class Primitive:
         DESCRIPTION = doc
         CATEGORY = "utils/primitive"
@@ -39,17 +39,19 @@ def _primitive(type_name: str, options: dict, doc: str):
         def execute(self, value):
             return (value,)
 
+    Primitive.__name__ = Primitive.__qualname__ = name
     return Primitive
 
 
-PrimitiveInt = _primitive("INT", {"default": 0, "min": -BIG, "max": BIG, "control_after_generate": True},
+PrimitiveInt = _primitive("PrimitiveInt", "INT",
+                          {"default": 0, "min": -BIG, "max": BIG, "control_after_generate": True},
                           "An integer constant.")
-PrimitiveFloat = _primitive("FLOAT", {"default": 0.0, "min": -BIG, "max": BIG, "step": 0.01},
+PrimitiveFloat = _primitive("PrimitiveFloat", "FLOAT", {"default": 0.0, "min": -BIG, "max": BIG, "step": 0.01},
                             "A floating-point constant.")
-PrimitiveString = _primitive("STRING", {"default": ""}, "A one-line string constant.")
-PrimitiveStringMultiline = _primitive("STRING", {"default": "", "multiline": True},
+PrimitiveString = _primitive("PrimitiveString", "STRING", {"default": ""}, "A one-line string constant.")
+PrimitiveStringMultiline = _primitive("PrimitiveStringMultiline", "STRING", {"default": "", "multiline": True},
                                       "A multi-line string constant.")
-PrimitiveBoolean = _primitive("BOOLEAN", {"default": False}, "A true/false constant.")
+PrimitiveBoolean = _primitive("PrimitiveBoolean", "BOOLEAN", {"default": False}, "A true/false constant.")
 
 
 ARITHMETIC = {
@@ -64,7 +66,7 @@ ARITHMETIC = {
 }
 
 
-def _math_node(type_name: str, cast):
+def _math_node(name: str, type_name: str, cast):
     class Math:
         DESCRIPTION = f"Arithmetic on two {type_name} values (integer division rounds toward minus infinity)."
         CATEGORY = "utils/math"
@@ -85,11 +87,12 @@ def _math_node(type_name: str, cast):
                 return (a // b,)
             return (cast(ARITHMETIC[operation](a, b)),)
 
+    Math.__name__ = Math.__qualname__ = name
     return Math
 
 
-IntMath = _math_node("INT", int)
-FloatMath = _math_node("FLOAT", float)
+IntMath = _math_node("IntMath", "INT", int)
+FloatMath = _math_node("FloatMath", "FLOAT", float)
 
 
 COMPARISONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
