@@ -199,6 +199,7 @@ def main() -> None:
         proc = start_server(Path(tmp), port)
         url = f"http://127.0.0.1:{port}"
         try:
+            asyncio.run(accept_rate(url, 20, 1))  # warm-up: imports, first SQLite pages
             rate_1 = asyncio.run(accept_rate(url, args.prompts // 4, 1))
             rate_n = asyncio.run(accept_rate(url, args.prompts, args.concurrency))
             print(f"accepted prompts/s (4-node workflow): 1 client {rate_1:.0f}/s, "
