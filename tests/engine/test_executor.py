@@ -501,3 +501,24 @@ def test_runs_the_valid_output_when_another_is_behind_a_cycle_or_an_error(execut
     result = executor.run(prompt)
     assert result.status == "success" and result.executed == ["7"]
     assert set(result.validation.node_errors) == {"1", "2", "5"}
+
+
+def test_keys_are_fixed_size_digests_computed_once_per_node(registry, executor, monkeypatch):
+    from vidgraph.engine import cache, executor as executor_module
+
+    made = []
+    real = cache.node_key
+
+    def counting(spec, node, upstream, changed, per_node):
+        key = real(spec, node, upstream, changed, per_node)
+        made.append(key)
+        return key
+
+    monkeypatch.setattr(executor_module, "node_key", counting)
+    prompt = {"0": {"class_type": "PrimitiveInt", "inputs": {"value": 0}}}
+    for i in range(1, 3000):
+        prompt[str(i)] = {"class_type": "IntMath", "inputs": {"a": [str(i - 1), 0], "b": 1, "operation": "add"}}
+    prompt["out"] = {"class_type": "PreviewAny", "inputs": {"source": ["2999", 0]}}
+    executor.run(prompt)
+    # one key per node, each 16 bytes however deep the node sits: linear in the graph size
+    assert len(made) == 3001 and {len(k) for k in made} == {16} and len(set(made)) == 3001
