@@ -159,7 +159,7 @@ def _query_int(request: web.Request, key: str, default: int | None, maximum: int
 
 async def get_history(request: web.Request) -> web.Response:
     max_items = _query_int(request, "max_items", None, 1_000_000)
-    offset = _query_int(request, "offset", 0, 1_000_000_000)
+    offset = _query_int(request, "offset", None, 1_000_000_000)
     store = request.app[STATE].store
     history = await asyncio.get_running_loop().run_in_executor(None, store.history, max_items, offset)
     return json_response(history)

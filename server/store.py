@@ -220,26 +220,25 @@ class Store:
         keys = ("status", "number", "attempts", "max_attempts", "interruptions")
         return {"prompt_id": prompt_id, **dict(zip(keys, row))}
 
-    def history(self, max_items: int | None = None, offset: int = 0,
+    def history(self, max_items: int | None = None, offset: int | None = None,
                 prompt_id: str | None = None) -> dict:
-        """ComfyUI's history dict, oldest first; max_items without offset gives the newest."""
+        """ComfyUI's history dict, oldest first. As in ComfyUI, `offset` counts from the oldest
+        entry, and max_items without an offset gives the newest max_items."""
         query = (f"SELECT {_JOB_COLUMNS}, outputs_json, status_json, meta_json FROM jobs"
                  " WHERE finish_seq IS NOT NULL")
         args: list = []
         if prompt_id is not None:
             query += " AND prompt_id=?"
             args.append(prompt_id)
-        query += " ORDER BY finish_seq DESC"
-        if max_items is not None:
+        newest_first = offset is None and max_items is not None
+        query += " ORDER BY finish_seq " + ("DESC" if newest_first else "ASC")
+        if max_items is not None or offset:
             query += " LIMIT ? OFFSET ?"
-            args += [max_items, offset]
-        elif offset:
-            query += " LIMIT -1 OFFSET ?"
-            args.append(offset)
+            args += [-1 if max_items is None else max_items, offset or 0]
         with self._lock:
             rows = self._db.execute(query, args).fetchall()
         entries = {}
-        for row in reversed(rows):
+        for row in (reversed(rows) if newest_first else rows):
             job = _job(row[:-3])
             entries[job.prompt_id] = {"prompt": job.queue_item(), "outputs": json.loads(row[-3]),
                                       "status": json.loads(row[-2]), "meta": json.loads(row[-1])}

@@ -110,3 +110,18 @@ def test_worker_writes_history_before_done_and_notes_requeues(tmp_path):
     assert history["b"]["meta"] == {"1": {"node_id": "1", "display_node": "1",
                                           "parent_node": None, "real_node_id": "1"}}
     assert all(client == "c" for client, _, _ in delivered)
+
+
+def test_history_windows_follow_comfyui(tmp_path):
+    store = Store(tmp_path / "q.sqlite3")
+    for name in "abcde":
+        submit(store, name)
+        store.claim_next()
+        store.finish(name, "success", {}, {"status_str": "success", "completed": True,
+                                           "messages": []}, {})
+    assert list(store.history()) == list("abcde")
+    assert list(store.history(max_items=2)) == ["d", "e"]  # the newest, oldest first
+    assert list(store.history(max_items=2, offset=1)) == ["b", "c"]  # offset from the oldest
+    assert list(store.history(offset=3)) == ["d", "e"]
+    assert store.delete_history(["b", "zz"]) == 1
+    assert list(store.history()) == list("acde")
