@@ -69,8 +69,10 @@ class Job:
 
 
 def body_hash(prompt: dict, extra_data: dict, partial_targets: list | None) -> str:
-    """What "the same job" means: the graph, extra data (minus who is listening) and targets."""
-    extra = {k: v for k, v in extra_data.items() if k != "client_id"}
+    """What "the same job" means: the graph, extra data (minus who listens, and credentials)
+    and the targets."""
+    extra = {k: v for k, v in extra_data.items()
+             if k != "client_id" and k not in SECRET_EXTRA_KEYS}
     canon = json.dumps([prompt, extra, partial_targets], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
 

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from vidgraph.server.store import PromptIdConflict, Store
+from vidgraph.server.store import PromptIdConflict, Store, body_hash
 from vidgraph.server.worker import Worker
 
 PROMPT = {"1": {"class_type": "TestStamp", "inputs": {"tag": "a"}}}
@@ -29,6 +29,7 @@ def test_submit_is_idempotent_per_body_and_numbers_increase(tmp_path):
     reopened = Store(tmp_path / "q.sqlite3")
     assert submit(reopened, "e") == (4, True)  # the counter continues after a restart
     assert reopened.submit("s", PROMPT, {"api_key_comfy_org": "secret"}, ["1"], None, None)[1]
+    assert reopened.find("s")[0] == body_hash(PROMPT, {"api_key_comfy_org": "other"}, None)
     assert "secret" not in (tmp_path / "q.sqlite3").read_bytes().decode("latin-1") + \
         (tmp_path / "q.sqlite3-wal").read_bytes().decode("latin-1")
 
