@@ -1,0 +1,233 @@
+"""VAE, latent-file, batch and CLIP-vision nodes on the tiny checkpoint (and a stub VAE for tiling)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from svd_nodes_support import FPS, FRAMES, SIZE
+from vidgraph.nodes.conditioning import CLIPVisionEncode
+from vidgraph.nodes.image_io import NodeInputError
+from vidgraph.nodes.latents import (FORMAT_MARKER, LatentFromBatch, LoadLatent, RepeatLatentBatch, SaveLatent,
+                                    VAEDecode, VAEDecodeTiled, VAEEncode)
+from vidgraph.nodes.svd.vae import SCALE_FACTOR
+
+
+def smooth_video(frames: int, height: int, width: int) -> torch.Tensor:
+    """Gradients, not noise: something a VAE's tiles can agree on."""
+    y = torch.linspace(0, 1, height)[:, None].expand(height, width)
+    x = torch.linspace(0, 1, width)[None, :].expand(height, width)
+    frame = torch.stack([y, x, (x + y) / 2], dim=-1)
+    return torch.stack([frame * (0.6 + 0.4 * t / max(1, frames - 1)) for t in range(frames)])
+
+
+class LocalStubVAE(torch.nn.Module):
+    """Decodes each latent pixel to an 8x8 block on its own, plus an offset that depends on the whole
+    input (as the real decoder's GroupNorm statistics do): tiles of it disagree only by that offset."""
+
+    def __init__(self, tile_offset: float = 0.0):
+        super().__init__()
+        self.tile_offset = tile_offset
+        self.calls = []
+
+    def decode(self, z, chunk=None, **_):
+        self.calls.append(tuple(z.shape))
+        pixels = torch.tanh(z[:, :3])
+        pixels = pixels + self.tile_offset * z[:, 3].mean()
+        return F.interpolate(pixels, scale_factor=8, mode="nearest")
+
+
+# -- VAE -----------------------------------------------------------------------------------------
+
+def test_vae_encode_decode_shapes(tiny_models):
+    context = tiny_models.env.context()
+    pixels = smooth_video(2, 72, 128)
+    latent = VAEEncode().encode(pixels, tiny_models.vae, context)[0]
+    assert latent["samples"].shape == (2, 4, 9, 16) and latent["samples"].dtype == torch.float32
+    images = VAEDecode().decode(latent, tiny_models.vae, context)[0]
+    assert images.shape == (2, 72, 128, 3)
+    assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0
+
+
+def test_vae_encode_refuses_sizes_not_multiple_of_8(tiny_models):
+    with pytest.raises(NodeInputError) as caught:
+        VAEEncode().encode(torch.rand(1, 60, 64, 3), tiny_models.vae, tiny_models.env.context())
+    assert str(caught.value).startswith("VAEEncode: input 'pixels': ") and "64x60" in str(caught.value)
+
+
+def test_vae_decode_refuses_a_non_latent(tiny_models):
+    with pytest.raises(NodeInputError) as caught:
+        VAEDecode().decode({"samples": torch.zeros(4, 8, 8)}, tiny_models.vae, tiny_models.env.context())
+    assert str(caught.value).startswith("VAEDecode: input 'samples': ")
+
+
+def test_tiled_decode_within_one_tile_is_the_plain_decode(tiny_models):
+    latent = VAEEncode().encode(smooth_video(2, SIZE, SIZE), tiny_models.vae, tiny_models.env.context())[0]
+    plain = VAEDecode().decode(latent, tiny_models.vae, tiny_models.env.context())[0]
+    tiled = VAEDecodeTiled().decode(latent, tiny_models.vae, 64, 32, 64, 8, tiny_models.env.context())[0]
+    assert torch.equal(tiled, plain)
+
+
+def test_tiled_decode_of_a_large_latent_is_close_to_the_plain_decode(tiny_models):
+    context = tiny_models.env.context()
+    latent = VAEEncode().encode(smooth_video(2, 128, 128), tiny_models.vae, context)[0]
+    plain = VAEDecode().decode(latent, tiny_models.vae, context)[0]
+    tiled = VAEDecodeTiled().decode(latent, tiny_models.vae, 96, 32, 64, 8, context)[0]
+    assert tiled.shape == plain.shape == (2, 128, 128, 3)
+    # Random weights with whole-tile normalization: tiles differ somewhat, never wildly.
+    assert (tiled - plain).abs().mean() < 0.1
+
+
+@pytest.mark.parametrize("tile_size, overlap", [(64, 32), (64, 0), (96, 64)])
+def test_tiles_cover_the_latent_exactly_once_in_effect(tile_size, overlap, tiny_models):
+    """With a decoder that is purely local, any tiling must give exactly the untiled result."""
+    vae = LocalStubVAE()
+    latent = {"samples": torch.randn(2, 4, 20, 28, generator=torch.Generator().manual_seed(0))}
+    plain = VAEDecode().decode(latent, vae, tiny_models.env.context())[0]
+    vae.calls.clear()
+    tiled = VAEDecodeTiled().decode(latent, vae, tile_size, overlap, 64, 8, tiny_models.env.context())[0]
+    assert len(vae.calls) > 1 and all(shape[2] <= tile_size // 8 and shape[3] <= tile_size // 8 for shape in vae.calls)
+    assert torch.allclose(tiled, plain, atol=1e-6)
+
+
+def test_tile_seams_are_feathered_not_cut(tiny_models):
+    """Tiles that disagree by a constant must fade into each other across the overlap."""
+    latent = {"samples": torch.zeros(1, 4, 8, 16)}
+    latent["samples"][:, 3, :, 8:] = 4.0  # the right half shifts the offset of any tile that sees it
+    steps = {}
+    for overlap in (0, 32):
+        out = VAEDecodeTiled().decode(latent, LocalStubVAE(tile_offset=0.25), 64, overlap, 64, 8,
+                                      tiny_models.env.context())[0]
+        row = out[0, 0]  # [W, 3]
+        steps[overlap] = (row[1:] - row[:-1]).abs().max().item()  # the largest jump between columns
+    assert steps[0] > 0.2  # hard seam without overlap
+    assert steps[32] < steps[0] / 3  # the same jump spread over the feathered overlap
+
+
+def test_decode_retries_with_smaller_chunks_after_out_of_memory(tiny_models, monkeypatch):
+    vae = tiny_models.vae
+    real_decode = vae.decode
+    chunks = []
+
+    def decode_that_fits_two_frames(samples, chunk=None, **kwargs):
+        chunks.append(chunk)
+        if chunk is None or chunk > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_decode(samples, chunk=chunk, **kwargs)
+
+    latent = VAEEncode().encode(smooth_video(FRAMES, SIZE, SIZE), vae, tiny_models.env.context())[0]
+    expected = VAEDecode().decode(latent, vae, tiny_models.env.context())[0]
+    monkeypatch.setattr(vae, "decode", decode_that_fits_two_frames)
+    decoded = VAEDecode().decode(latent, vae, tiny_models.env.context())[0]
+    assert chunks[0] > 2 and chunks[-1] <= 2 and chunks == sorted(chunks, reverse=True)
+    assert decoded.shape == expected.shape
+    # Smaller chunks change what the temporal layers see: close, but not bit-identical.
+    assert (decoded - expected).abs().mean() < 0.1
+
+
+# -- .latent files -------------------------------------------------------------------------------
+
+def test_save_latent_then_load_latent_round_trips(tiny_models):
+    env = tiny_models.env
+    samples = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    prompt = {"1": {"class_type": "SaveLatent", "inputs": {}}}
+    ui = SaveLatent().save({"samples": samples}, "latents/svd", env.context(), prompt=prompt,
+                           extra_pnginfo={"workflow": {"nodes": []}})["ui"]["latents"][0]
+    path = env.output_path(ui)
+    assert path.suffix == ".latent" and ui["subfolder"] == "latents"
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == {"latent_tensor", FORMAT_MARKER}
+        assert json.loads(f.metadata()["prompt"]) == prompt
+        assert json.loads(f.metadata()["workflow"]) == {"nodes": []}
+        assert torch.equal(f.get_tensor("latent_tensor"), samples)
+
+    shutil.copyfile(path, env.folders.input_dir / "svd.latent")
+    loaded = LoadLatent().load("svd.latent", env.context())[0]
+    assert torch.equal(loaded["samples"], samples)
+
+
+def test_load_latent_reads_pre_marker_files_as_scaled(tiny_models):
+    env = tiny_models.env
+    samples = torch.randn(2, 4, 8, 8)
+    save_file({"latent_tensor": samples * SCALE_FACTOR}, str(env.folders.input_dir / "old.latent"))
+    loaded = LoadLatent().load("old.latent", env.context())[0]
+    assert torch.allclose(loaded["samples"], samples, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, data, says", [
+    ("missing.latent", None, "no file"),
+    ("garbage.latent", b"\x00" * 100, "not a readable safetensors file"),
+    ("../escape.latent", None, ""),
+])
+def test_load_latent_bad_files(tiny_models, name, data, says):
+    env = tiny_models.env
+    if data is not None:
+        (env.folders.input_dir / name).write_bytes(data)
+    with pytest.raises(NodeInputError) as caught:
+        LoadLatent().load(name, env.context())
+    assert str(caught.value).startswith("LoadLatent: input 'latent': ") and says in str(caught.value)
+
+
+def test_load_latent_without_latent_tensor(tiny_models):
+    env = tiny_models.env
+    save_file({"samples": torch.zeros(1, 4, 8, 8)}, str(env.folders.input_dir / "other.latent"))
+    with pytest.raises(NodeInputError, match="has no 'latent_tensor'"):
+        LoadLatent().load("other.latent", env.context())
+
+
+# -- batches -------------------------------------------------------------------------------------
+
+def test_latent_from_batch_slices_and_clamps():
+    samples = torch.arange(5.0)[:, None, None, None].expand(5, 4, 2, 2).clone()
+    middle = LatentFromBatch().frombatch({"samples": samples}, 1, 2)[0]
+    assert middle["samples"][:, 0, 0, 0].tolist() == [1.0, 2.0] and middle["batch_index"] == [1, 2]
+    past_end = LatentFromBatch().frombatch({"samples": samples}, 9, 3)[0]
+    assert past_end["samples"][:, 0, 0, 0].tolist() == [4.0] and past_end["batch_index"] == [4]
+    middle["samples"][0] = -1  # a copy, not a view of the input
+    assert samples[1, 0, 0, 0] == 1.0
+
+
+def test_repeat_latent_batch_repeats_and_offsets_batch_index():
+    samples = torch.arange(2.0)[:, None, None, None].expand(2, 4, 2, 2).clone()
+    repeated = RepeatLatentBatch().repeat({"samples": samples}, 3)[0]
+    assert repeated["samples"][:, 0, 0, 0].tolist() == [0.0, 1.0] * 3 and "batch_index" not in repeated
+    sliced = LatentFromBatch().frombatch({"samples": torch.zeros(6, 4, 2, 2)}, 2, 2)[0]
+    again = RepeatLatentBatch().repeat(sliced, 2)[0]
+    assert again["batch_index"] == [2, 3, 4, 5]
+    with pytest.raises(NodeInputError, match="RepeatLatentBatch: input 'amount'"):
+        RepeatLatentBatch().repeat({"samples": torch.zeros(100, 4, 1, 1)}, 64)
+
+
+# -- CLIP vision and SVD conditioning ---------------------------------------------------------------
+
+def test_clip_vision_encode_output_shapes(tiny_models, demo_image):
+    out = CLIPVisionEncode().encode(tiny_models.clip_vision, demo_image, "center", tiny_models.env.context())[0]
+    width = 64  # the tiny tower: width 64, patch 14 at 224 -> 16 x 16 patches + class token
+    assert out.image_embeds.shape == (1, 64)
+    assert out.last_hidden_state.shape == (1, 257, width)
+    assert out["penultimate_hidden_states"].shape == (1, 257, width)
+
+
+def test_clip_vision_crop_matters_for_a_wide_image(tiny_models):
+    wide = smooth_video(1, 64, 192)
+    context = tiny_models.env.context()
+    center = CLIPVisionEncode().encode(tiny_models.clip_vision, wide, "center", context)[0].image_embeds
+    squashed = CLIPVisionEncode().encode(tiny_models.clip_vision, wide, "none", context)[0].image_embeds
+    assert not torch.allclose(center, squashed)
+
+
+def test_svd_conditioning_outputs(svd_conditioning):
+    positive, negative, latent = svd_conditioning
+    (embedding, extra), = positive
+    assert embedding.shape == (1, 1, 64)
+    assert extra["concat_latent_image"].shape == (1, 4, SIZE // 8, SIZE // 8)
+    assert (extra["fps"], extra["motion_bucket_id"], extra["augmentation_level"]) == (FPS, 127, 0.0)
+    (neg_embedding, neg_extra), = negative
+    assert not neg_embedding.any() and not neg_extra["concat_latent_image"].any()
+    assert neg_extra["fps"] == FPS and neg_extra["motion_bucket_id"] == 127
+    assert latent["samples"].shape == (FRAMES, 4, SIZE // 8, SIZE // 8) and not latent["samples"].any()
