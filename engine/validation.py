@@ -284,11 +284,13 @@ class _Checker:
 
     def node(self, node: Node) -> list[dict]:
         spec = self.spec(node.class_type)
-        try:
-            defs = self.input_defs(node.class_type)
-        except Exception as e:
-            return [error("exception_during_validation", "Exception when reading the node's inputs",
-                          f"{type(e).__name__}: {e}", exception_type=type(e).__name__)]
+        defs = self.defs.get(node.class_type)
+        if defs is None:
+            try:
+                defs = self.input_defs(node.class_type)
+            except Exception as e:
+                return [error("exception_during_validation", "Exception when reading the node's inputs",
+                              f"{type(e).__name__}: {e}", exception_type=type(e).__name__)]
         accepted, takes_kwargs, wants_types = spec.validate_inputs_params()
         errors: list[dict] = []
         received_types: dict[str, Any] = {}
@@ -324,8 +326,7 @@ class _Checker:
         return errors
 
     def _link(self, name: str, d: InputDef, value: list, check_type: bool):
-        if (len(value) != 2 or not isinstance(value[0], (str, int)) or isinstance(value[0], bool)
-                or not isinstance(value[1], int) or isinstance(value[1], bool)):
+        if len(value) != 2 or type(value[0]) not in (str, int) or type(value[1]) is not int:
             return error("bad_linked_input", "Bad linked input, must be a length-2 list of [string, int]",
                          name, input_name=name, input_config=d.config(), received_value=value), None
         producer = self.nodes.get(str(value[0]))
