@@ -6,6 +6,7 @@ that reacts to it by reading /history always finds the entry.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -143,16 +144,17 @@ class Worker:
                 extra_data=job.extra_data, partial_targets=job.partial_targets,
                 on_event=on_event, interrupt=flag)
             status, outputs = result.status, dict(result.outputs or {})
+            if getattr(result, "invalid", False):
+                # Valid when queued, not when run (say, an input file was deleted in between).
+                on_event("execution_error", _run_error(
+                    job.prompt_id, "Prompt failed validation when it was run",
+                    "ValidationError", [json.dumps(result.error, default=str)]))
         except Exception as e:
             # The executor reports node failures in its result; reaching here is an engine bug.
             log.exception("executor raised for prompt %s", job.prompt_id)
             status, outputs = "error", {}
-            error = {"prompt_id": job.prompt_id, "node_id": None, "node_type": None,
-                     "executed": [], "exception_message": str(e),
-                     "exception_type": type(e).__name__,
-                     "traceback": traceback.format_exception(e), "current_inputs": {},
-                     "current_outputs": [], "timestamp": int(time.time() * 1000)}
-            on_event("execution_error", error)
+            on_event("execution_error", _run_error(job.prompt_id, str(e), type(e).__name__,
+                                                   traceback.format_exception(e)))
         if status not in ("success", "error", "interrupted"):
             status = "error"
         if status == "interrupted" and self._stop.is_set():
@@ -175,3 +177,11 @@ class Worker:
                 self.executor.free(**pending)
             except Exception:
                 log.exception("executor.free failed")
+
+
+def _run_error(prompt_id: str, message: str, exception_type: str, details: list[str]) -> dict:
+    """An `execution_error` for a failure outside any node (ComfyUI's fields)."""
+    return {"prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
+            "exception_message": message, "exception_type": exception_type,
+            "traceback": details, "current_inputs": {}, "current_outputs": [],
+            "timestamp": int(time.time() * 1000)}

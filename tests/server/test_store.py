@@ -126,3 +126,39 @@ def test_history_windows_follow_comfyui(tmp_path):
     assert list(store.history(offset=3)) == ["d", "e"]
     assert store.delete_history(["b", "zz"]) == 1
     assert list(store.history()) == list("acde")
+
+
+def test_worker_reports_failures_outside_nodes(tmp_path):
+    class Invalid:
+        status, outputs, invalid = "error", {}, True
+        error = {"error": {"type": "prompt_outputs_failed_validation"}, "node_errors": {}}
+
+    class Broken(FakeExecutor):
+        def run(self, prompt, prompt_id=None, **kw):
+            if prompt_id == "a":
+                return Invalid()
+            raise RuntimeError("engine bug")
+
+    store = Store(tmp_path / "q.sqlite3")
+    submit(store, "a")
+    submit(store, "b")
+    delivered = []
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        worker = Worker(store, Broken(), lambda *a: delivered.append(a), lambda: None, loop)
+        worker.start()
+        for _ in range(200):
+            if len(store.history()) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        await loop.run_in_executor(None, worker.stop)
+
+    asyncio.run(scenario())
+    history = store.history()
+    for prompt_id, kind in (("a", "ValidationError"), ("b", "RuntimeError")):
+        messages = history[prompt_id]["status"]["messages"]
+        assert history[prompt_id]["status"]["status_str"] == "error"
+        assert messages[-1][0] == "execution_error" and messages[-1][1]["exception_type"] == kind
+    assert [a[1] for a in delivered] == ["execution_error", "executing"] * 2
