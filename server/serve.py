@@ -6,8 +6,10 @@ with the parsed namespace; `python -m vidgraph.server.serve ...` does the same o
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -64,6 +66,20 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, NodeRegist
     return config, registry
 
 
+def lock_user_dir(user_dir: Path):
+    """One server per user dir: two workers on one queue would each re-queue the other's
+    running prompt at start-up. The OS drops the lock when the process dies, kill -9 included."""
+    user_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(user_dir / "vidgraph-server.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"another vidgraph server is using {user_dir} (its queue and history); "
+                         "stop it or pass another --user-dir") from None
+    return handle
+
+
 def warn_if_exposed(host: str) -> None:
     if is_loopback(host):
         return
@@ -79,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config, registry = config_from_args(args)
+        lock = lock_user_dir(Path(config.folders.user_dir))
         app = create_app(config, registry=registry)
     except (ValueError, UsageError) as e:
         print(f"vidgraph serve: {e}", file=sys.stderr)
@@ -86,8 +103,11 @@ def main(args: argparse.Namespace) -> int:
     warn_if_exposed(config.host)
     host = None if is_wildcard(config.host) else config.host.strip("[]")
     print(f"vidgraph serving on http://{config.host}:{config.port}", flush=True)
-    web.run_app(app, host=host, port=config.port, print=None, access_log=None,
-                handle_signals=True, shutdown_timeout=5)
+    try:
+        web.run_app(app, host=host, port=config.port, print=None, access_log=None,
+                    handle_signals=True, shutdown_timeout=5)
+    finally:
+        lock.close()
     return 0
 
 

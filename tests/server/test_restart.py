@@ -154,3 +154,19 @@ def test_serve_command_loads_the_builtin_pack_and_custom_nodes(tmp_path):
     finally:
         server.proc.terminate()
         assert server.proc.wait(20) == 0
+
+
+def test_a_second_server_on_the_same_user_dir_is_refused(tmp_path):
+    server = ServerProcess(tmp_path, free_port())
+    server.start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "vidgraph.server.serve", "--port", str(free_port()),
+             "--no-builtin-nodes", "--base-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert second.returncode == 2
+        assert "another vidgraph server is using" in second.stderr
+        assert server.get("/prompt")["exec_info"]["queue_remaining"] == 0
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
