@@ -25,6 +25,11 @@ from .spec import InvalidNodeClass, NodeSpec
 log = logging.getLogger(__name__)
 
 
+# Set on modules imported as custom-node packs, so a later registry may replace them (but never
+# a standard or third-party module that happens to share the name).
+PACK_MARK = "__vidgraph_pack_path__"
+
+
 class PackLoadError(NamedTuple):
     pack: str
     path: str
@@ -124,15 +129,20 @@ class NodeRegistry:
         init = path if path.is_file() else path / "__init__.py"
         compat.install(self)
         existing = sys.modules.get(module_name)
-        if existing is not None and getattr(existing, "__file__", None) != str(init):
+        if existing is not None and not hasattr(existing, PACK_MARK) \
+                and getattr(existing, "__file__", None) != str(init):
             self.load_errors.append(PackLoadError(module_name, str(path),
                                                   f"its name clashes with the module {module_name!r} "
                                                   "already imported; rename the pack's file or folder"))
             return False
+        if existing is not None:  # a pack of the same name loaded earlier (another registry): replace it
+            for name in [n for n in sys.modules if n == module_name or n.startswith(module_name + ".")]:
+                del sys.modules[name]
         try:
             spec = importlib.util.spec_from_file_location(
                 module_name, init, submodule_search_locations=None if path.is_file() else [str(path)])
             module = importlib.util.module_from_spec(spec)
+            setattr(module, PACK_MARK, str(path))
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
         except Exception:
