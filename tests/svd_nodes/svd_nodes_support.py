@@ -61,6 +61,7 @@ class SvdEnv(types.SimpleNamespace):
     def put_checkpoint(self, name: str, data: bytes | None = None) -> Path:
         target = self.folders.models_dir / "checkpoints" / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)  # may be a hard link to the session's checkpoint: never write through
         if data is None:
             shutil.copyfile(self.tiny_checkpoint, target)
         else:

@@ -1,0 +1,115 @@
+"""Model folders and the loaded-model cache: extra_model_paths.yaml, reloads, eviction, standalone loaders."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+import torch
+
+from svd_nodes_support import CHECKPOINT, small_prompt
+from vidgraph.engine.executor import Executor
+from vidgraph.engine.resources import ResourceCache
+from vidgraph.engine.validation import validate_prompt
+from vidgraph.nodes.ksampler import KSampler, VideoModel
+from vidgraph.nodes.latents import VAEDecode
+from vidgraph.nodes.loaders import CheckpointLoaderSimple, CLIPVisionLoader, UNETLoader, VAELoader
+from vidgraph.nodes.svd import checkpoint as svd_checkpoint
+from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
+
+
+@pytest.fixture
+def count_loads(monkeypatch):
+    loads = []
+    real_load = svd_checkpoint.load_checkpoint
+
+    def counting_load(path, **options):
+        loads.append(os.path.basename(path))
+        return real_load(path, **options)
+
+    monkeypatch.setattr(svd_checkpoint, "load_checkpoint", counting_load)
+    return loads
+
+
+def test_comfyui_models_folder_used_in_place_through_extra_model_paths(svd_env, tmp_path):
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(svd_env.tiny_checkpoint, comfy / "models" / "checkpoints" / "svd_in_comfyui.safetensors")
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"comfyui:\n    base_path: {comfy}\n    checkpoints: models/checkpoints/\n")
+    svd_env.folders.load_extra_model_paths(config)
+
+    prompt = small_prompt()
+    prompt["1"]["inputs"]["ckpt_name"] = "svd_in_comfyui.safetensors"
+    assert validate_prompt(svd_env.registry, prompt).ok  # the combo lists the ComfyUI folder's files
+    result = svd_env.executor().run(prompt)
+    assert result.status == "success", result.error
+    assert not (svd_env.folders.models_dir / "checkpoints" / "svd_in_comfyui.safetensors").exists()
+
+
+def test_checkpoint_replaced_under_the_same_name_is_reloaded(svd_env, count_loads):
+    executor = svd_env.executor()
+    assert executor.run(small_prompt(save_frames=False)).status == "success"
+    path = svd_env.folders.models_dir / "checkpoints" / CHECKPOINT
+    path.unlink()  # it may be a hard link to the session's file: never write through it
+    write_tiny_checkpoint(path, seed=1)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    executor.free(free_memory=True)
+    assert executor.run(small_prompt(save_frames=False)).status == "success"
+    assert count_loads == [CHECKPOINT, CHECKPOINT]
+
+
+def test_model_cache_evicts_the_least_recently_used_model_when_over_budget(svd_env, count_loads):
+    svd_env.put_checkpoint("second.safetensors")
+    one_model = 6 * 2 ** 20  # the tiny model in fp32 is a few MB: room for one, not two
+    executor = Executor(svd_env.registry, svd_env.folders, settings={"device": "cpu", "previews": False},
+                        resources=ResourceCache(max_bytes=one_model * 2))
+    assert executor.run(small_prompt(save_frames=False)).status == "success"
+    size = executor.resources.total_bytes
+    assert 0 < size <= one_model * 2
+    executor.resources.max_bytes = int(size * 1.5)
+    prompt = small_prompt(save_frames=False)
+    prompt["1"]["inputs"]["ckpt_name"] = "second.safetensors"
+    assert executor.run(prompt).status == "success"
+    assert len(executor.resources) == 1 and count_loads == [CHECKPOINT, "second.safetensors"]
+    assert executor.resources.keys()[0][1][0].endswith("second.safetensors")
+
+
+def test_checkpoint_loader_simple_has_no_text_encoder(svd_env):
+    model, clip, vae = CheckpointLoaderSimple().load_checkpoint(CHECKPOINT, svd_env.context())
+    assert isinstance(model, VideoModel) and clip is None and hasattr(vae, "decode")
+
+
+def test_standalone_loaders_read_the_parts_of_a_whole_svd_file(svd_env, tiny_models):
+    """VAELoader / CLIPVisionLoader / UNETLoader on the single file give the checkpoint's own parts."""
+    for folder in ("vae", "clip_vision", "diffusion_models"):
+        (svd_env.folders.models_dir / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(svd_env.tiny_checkpoint, svd_env.folders.models_dir / folder / "svd_part.safetensors")
+    context = svd_env.context()
+    vae = VAELoader().load_vae("svd_part.safetensors", context)[0]
+    clip_vision = CLIPVisionLoader().load_clip("svd_part.safetensors", context)[0]
+    model = UNETLoader().load_unet("svd_part.safetensors", "default", context)[0]
+    latent = {"samples": torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))}
+    assert torch.equal(VAEDecode().decode(latent, vae, context)[0],
+                       VAEDecode().decode(latent, tiny_models.vae, context)[0])
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(clip_vision.encode_image(image).image_embeds,
+                       tiny_models.clip_vision.encode_image(image).image_embeds)
+    for mine, theirs in zip(model.unet.state_dict().values(), tiny_models.model.unet.state_dict().values()):
+        assert torch.equal(mine.float(), theirs.float())
+
+
+def test_unet_loader_fp8_keeps_8_bit_weights_and_samples(svd_env, svd_conditioning):
+    (svd_env.folders.models_dir / "diffusion_models").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(svd_env.tiny_checkpoint, svd_env.folders.models_dir / "diffusion_models" / "unet.safetensors")
+    context = svd_env.context()
+    model = UNETLoader().load_unet("unet.safetensors", "fp8_e4m3fn", context)[0]
+    dtypes = {p.dtype for p in model.unet.parameters()}
+    assert torch.float8_e4m3fn in dtypes
+    default = UNETLoader().load_unet("unet.safetensors", "default", context)[0]
+    assert default.unet is not model.unet  # weight_dtype is part of the cache key
+    positive, negative, latent = svd_conditioning
+    out = KSampler().sample(model, 1, 2, 2.5, "euler", "karras", positive, negative, latent,
+                            context=context)[0]["samples"]
+    assert out.shape == latent["samples"].shape and torch.isfinite(out).all()
