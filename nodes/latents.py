@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .image_io import NodeInputError
+from .images import folders_in_scope, input_file_hash
 from .model_management import resident, with_shrinking_chunks
 from .outputs import OutputFiles, embedded_metadata
 from .svd.vae import SCALE_FACTOR
@@ -172,7 +173,10 @@ class LoadLatent:
 
     @classmethod
     def INPUT_TYPES(cls, folders=None):
-        return {"required": {"latent": ("COMBO", {"options": [], "tooltip": ".latent files in the input folder"})},
+        folders = folders or folders_in_scope()
+        files = [] if folders is None or not folders.input_dir.is_dir() else sorted(
+            entry.name for entry in folders.input_dir.iterdir() if entry.is_file() and entry.suffix == ".latent")
+        return {"required": {"latent": (files, {"tooltip": ".latent files in the input folder"})},
                 "hidden": CONTEXT}
 
     @classmethod
@@ -204,7 +208,7 @@ class LoadLatent:
 
     @classmethod
     def IS_CHANGED(cls, latent, context=None):
-        return latent
+        return input_file_hash(latent, context, "LoadLatent", "latent")
 
 
 class LatentFromBatch:
@@ -224,7 +228,10 @@ class LatentFromBatch:
         length = min(length, latent.shape[0] - start)
         out = dict(samples)
         out["samples"] = latent[start:start + length].clone()
-        out["batch_index"] = list(range(start, start + length))
+        # A latent already sliced keeps its original indices: they pick its noise in the sampler.
+        previous = samples.get("batch_index")
+        out["batch_index"] = (list(previous)[start:start + length] if previous is not None
+                              else list(range(start, start + length)))
         return (out,)
 
 

@@ -231,3 +231,33 @@ def test_svd_conditioning_outputs(svd_conditioning):
     assert not neg_embedding.any() and not neg_extra["concat_latent_image"].any()
     assert neg_extra["fps"] == FPS and neg_extra["motion_bucket_id"] == 127
     assert latent["samples"].shape == (FRAMES, 4, SIZE // 8, SIZE // 8) and not latent["samples"].any()
+
+
+def test_latent_from_batch_of_a_slice_keeps_the_original_indices():
+    """As ComfyUI: the indices select each frame's noise draw, so slicing twice must not renumber."""
+    first = LatentFromBatch().frombatch({"samples": torch.zeros(8, 4, 2, 2)}, 3, 4)[0]
+    assert first["batch_index"] == [3, 4, 5, 6]
+    second = LatentFromBatch().frombatch(first, 1, 2)[0]
+    assert second["batch_index"] == [4, 5]
+
+
+def test_load_latent_lists_input_files_and_notices_a_replaced_file(svd_env):
+    """The editor's dropdown lists the .latent files (as ComfyUI's does); a file replaced under the
+    same name runs again instead of coming from the cache."""
+    latent_path = svd_env.folders.input_dir / "clip.latent"
+    save_file({"latent_tensor": torch.zeros(1, 4, 8, 8), FORMAT_MARKER: torch.tensor([])}, str(latent_path))
+    (svd_env.folders.input_dir / "notes.txt").write_text("not a latent")
+    listed = svd_env.registry.object_info("LoadLatent")["LoadLatent"]["input"]["required"]["latent"][0]
+    assert listed == ["clip.latent"]
+
+    prompt = {"1": {"class_type": "LoadLatent", "inputs": {"latent": "clip.latent"}},
+              "2": {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "copy"}}}
+    executor = svd_env.executor()
+    assert executor.run(prompt).executed == ["1", "2"]
+    assert executor.run(prompt).executed == []
+    save_file({"latent_tensor": torch.ones(1, 4, 8, 8), FORMAT_MARKER: torch.tensor([])}, str(latent_path))
+    rerun = executor.run(prompt)
+    assert rerun.executed == ["1", "2"]
+    saved = svd_env.output_path(rerun.outputs["2"]["latents"][0])
+    with safe_open(str(saved), framework="pt") as f:
+        assert torch.equal(f.get_tensor("latent_tensor"), torch.ones(1, 4, 8, 8))
