@@ -176,13 +176,16 @@ def test_listed_but_unimplemented_sampler_is_a_clear_error(tiny_models, svd_cond
     assert UNSUPPORTED_SAMPLERS[0] in str(caught.value)
 
 
-def test_conditioning_and_latent_of_different_sizes(tiny_models, svd_conditioning):
+@pytest.mark.xfail(strict=True, reason="ComfyUI's SVD_img2vid.extra_conds resizes a concat_latent_image of another "
+                   "size to the noise (common_upscale bilinear/center, resize_to_batch_size), so e.g. a second pass on "
+                   "an upscaled latent with the first pass's conditioning runs there; vidgraph's SVDCondition.for_frames "
+                   "(nodes/svd/denoiser.py) raises, reported as KSampler: input 'latent_image'")
+def test_conditioning_made_at_another_size_is_resized_like_comfyui(tiny_models, svd_conditioning):
     positive, negative, _ = svd_conditioning
-    wrong = {"samples": torch.zeros(3, 4, 10, 8)}  # an 80x64 video for a 64x64 image conditioning
-    with pytest.raises(NodeInputError) as caught:
-        KSampler().sample(tiny_models.model, 1, 2, 2.0, "euler", "karras", positive, negative, wrong,
-                          context=tiny_models.env.context("KSampler"))
-    assert str(caught.value).startswith("KSampler: input 'latent_image': ")
+    larger = {"samples": torch.zeros(3, 4, 10, 8)}  # an 64x80 video for a 64x64 image conditioning
+    out = KSampler().sample(tiny_models.model, 1, 1, 2.0, "euler", "karras", positive, negative, larger,
+                            context=tiny_models.env.context("KSampler"))[0]["samples"]
+    assert out.shape == (3, 4, 10, 8)
 
 
 def test_text_conditioning_is_refused_by_the_svd_sampler(tiny_models, svd_conditioning):
