@@ -39,8 +39,7 @@ def package_dir(package: str, fallback: str) -> Path:
 
 async def object_info(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    info = await asyncio.get_running_loop().run_in_executor(
-        None, state.with_folders, state.registry.object_info)
+    info = await asyncio.get_running_loop().run_in_executor(None, state.registry.object_info)
     return json_response(info)
 
 
@@ -49,8 +48,7 @@ async def object_info_one(request: web.Request) -> web.Response:
     name = request.match_info["node_class"]
     if name not in state.registry.classes:
         return json_response({})  # ComfyUI's answer for an unknown class
-    info = await asyncio.get_running_loop().run_in_executor(
-        None, state.with_folders, state.registry.object_info, name)
+    info = await asyncio.get_running_loop().run_in_executor(None, state.registry.object_info, name)
     return json_response(info)
 
 

@@ -88,8 +88,8 @@ async def post_prompt(request: web.Request) -> web.Response:
         if existing[0] != body_hash(job["prompt"], job["extra_data"], job["partial_targets"]):
             raise _conflict(prompt_id)
         return json_response({"prompt_id": prompt_id, "number": existing[1], "node_errors": {}})
-    validation = await loop.run_in_executor(None, state.with_folders, state.validate,
-                                            state.registry, job["prompt"], job["partial_targets"])
+    validation = await loop.run_in_executor(None, state.validate, state.registry, job["prompt"],
+                                            job["partial_targets"])
     if not validation.ok:
         return json_response(validation.to_json(), status=400)
     try:

@@ -7,7 +7,6 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from vidgraph.engine.context import NodeContext, use_context
 from vidgraph.engine.folders import Folders
 
 
@@ -61,18 +60,6 @@ class ServerState:
     store: Any
     hub: Any = None
     worker: Any = None
-
-
-    def with_folders(self, fn, *args):
-        """Call `fn` where nodes' class methods (INPUT_TYPES, VALIDATE_INPUTS) can see the folders.
-
-        Nodes find the folders through the current NodeContext; outside a run there is none, and
-        LoadImage would list no files and could not check symlinks at validation.
-        """
-        ctx = NodeContext("", "", "", self.config.folders, self.executor.resources,
-                          self.config.settings)
-        with use_context(ctx):
-            return fn(*args)
 
 
 STATE = web.AppKey("vidgraph_state", ServerState)

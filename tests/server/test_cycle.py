@@ -131,12 +131,12 @@ def test_status_broadcasts_and_reconnect_during_a_run(server):
             async with session.ws_connect(f"{server.url}/ws") as watcher:
                 await watcher.receive()  # its own status, with a server-made sid
                 _, body = await post_json(session, f"{server.url}/prompt",
-                                          {"prompt": slow_prompt(steps=20, delay=0.02),
+                                          {"prompt": slow_prompt(steps=60, delay=0.025),
                                            "client_id": client_id})
                 remaining = []
                 while not remaining or remaining[-1] != 0:
                     message = json.loads((await watcher.receive(timeout=10)).data)
-                    assert message["type"] == "status"  # it submitted nothing: status only
+                    assert message["type"] == "status", message  # it submitted nothing
                     count = message["data"]["status"]["exec_info"]["queue_remaining"]
                     if count == 0 and not remaining:
                         continue  # a late broadcast from before our prompt
@@ -144,15 +144,15 @@ def test_status_broadcasts_and_reconnect_during_a_run(server):
                     if len(remaining) == 1:
                         # the submitter connects while its prompt runs: status, then where it is
                         async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
-                            first = json.loads((await ws.receive()).data)
-                            second = json.loads((await ws.receive()).data)
+                            first = json.loads((await ws.receive(timeout=10)).data)
+                            second = json.loads((await ws.receive(timeout=10)).data)
                             while second["type"] == "status":  # the run's start broadcast
-                                second = json.loads((await ws.receive()).data)
+                                second = json.loads((await ws.receive(timeout=10)).data)
                             assert first["type"] == "status" and first["data"]["sid"] == client_id
-                            assert second["type"] in ("executing", "progress")
+                            assert second["type"] in ("executing", "progress"), (first, second)
                             assert second["data"]["prompt_id"] == body["prompt_id"]
                             await collect_until_done(ws, body["prompt_id"])
-                assert remaining[0] == 1 and remaining[-1] == 0
+                assert remaining[0] == 1 and remaining[-1] == 0, remaining
     run(scenario())
 
 
