@@ -210,3 +210,36 @@ def test_reroute_and_widget_to_input(editor):
     ks_saved = next(n for n in editor.workflow()["nodes"] if n["type"] == "KSampler")
     assert any(i["name"] == "steps" and i.get("widget") for i in ks_saved["inputs"])
     editor.shot("reroute-widget-input")
+
+
+def test_keyboard_only_add_and_readable_at_200_percent(browser, server):
+    from conftest import Editor
+
+    # 200% browser zoom = half the CSS viewport at twice the pixel density
+    context = browser.new_context(viewport={"width": 700, "height": 450}, device_scale_factor=2)
+    try:
+        editor = Editor(context.new_page(), server).open()
+        page = editor.page
+        page.focus("#canvas")
+        page.keyboard.press("Shift+A")
+        page.wait_for_selector("#search:not([hidden])")
+        page.keyboard.type("vae decode")
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowUp")
+        page.keyboard.press("Enter")
+        editor.node("VAEDecode").wait_for()
+        # every toolbar control stays on screen (the toolbar wraps) and text is not shrunk
+        for box in page.eval_on_selector_all("#toolbar > *", "els => els.map(e => e.getBoundingClientRect().toJSON())"):
+            assert box["right"] <= 700 and box["bottom"] <= 450, box
+        size = page.eval_on_selector(".node .title-text", "el => parseFloat(getComputedStyle(el).fontSize)")
+        assert size >= 13
+        page.click("#add-node-button")
+        page.keyboard.type("preview image")
+        page.keyboard.press("Enter")
+        editor.node("PreviewImage").wait_for()
+        # Tab reaches the node widgets and toolbar as ordinary controls
+        page.focus("#queue-button")
+        assert page.evaluate("document.activeElement.id") == "queue-button"
+        editor.shot("zoom-200")
+    finally:
+        context.close()

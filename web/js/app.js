@@ -78,7 +78,7 @@ export class App {
     let urls = [];
     try { urls = await this.api.getExtensions(); } catch { return; }
     await this.extensions.loadAll(urls);
-    if (Object.keys(this.extensions.registered).length) {
+    if (this.extensions.registered.length) {
       await this.extensions.call("beforeRegisterNodeDefs", this.defs);
       this.graph.setDefs(this.defs);
       await this.extensions.call("setup");
@@ -207,11 +207,18 @@ export class App {
   // ---- editing -----------------------------------------------------------------------
   addNode(type, worldPos = this.pointerWorld, { commit = true } = {}) {
     if (!this.graph.defs[type]) { this.toast(`Unknown node type ${type}`, "error"); return null; }
-    const node = this.graph.addNode(type, worldPos);
+    const node = this.graph.addNode(type, this.freeSpotNear(worldPos));
     this.view.renderNode(node);
     this.view.setSelection([node.id]);
     if (commit) this.commit();
     return node;
+  }
+
+  // Nodes added at the same spot (keyboard, repeated drops) step aside instead of stacking.
+  freeSpotNear([x, y]) {
+    const taken = [...this.graph.nodes.values()].map((n) => n.pos);
+    while (taken.some(([nx, ny]) => Math.abs(nx - x) < 30 && Math.abs(ny - y) < 30)) { x += 40; y += 40; }
+    return [x, y];
   }
 
   openSearch({ clientX, clientY, pending = null }) {

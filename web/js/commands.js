@@ -28,6 +28,7 @@ const KEYMAP = {
   ".": (app) => app.view.fitView(app.selectedNodes()),
   "Alt+=": (app) => zoomCentre(app, 1.2),
   "Alt+-": (app) => zoomCentre(app, 1 / 1.2),
+  "Shift+a": (app) => openSearchAtCentre(app),
   "Escape": (app) => { app.view.setSelection([]); hideMenu(); },
 };
 
@@ -55,6 +56,7 @@ export function installCommands(app) {
 
   const on = (selector, fn) => document.querySelector(selector).addEventListener("click", fn);
   on("#queue-button", () => app.queue());
+  on("#add-node-button", () => openSearchAtCentre(app));
   on("#interrupt-button", () => app.api.interrupt());
   on("#undo-button", () => app.undoStep());
   on("#redo-button", () => app.redoStep());
@@ -85,6 +87,12 @@ export function installCommands(app) {
     showMenu(app, e);
   });
   document.addEventListener("pointerdown", (e) => { if (!e.target.closest("#context-menu")) hideMenu(); });
+}
+
+// The keyboard way to add a node (Blender's Shift+A): the palette opens mid-canvas.
+function openSearchAtCentre(app) {
+  const r = app.canvas.getBoundingClientRect();
+  app.openSearch({ clientX: r.left + r.width / 2 - 170, clientY: r.top + r.height / 3 });
 }
 
 function zoomCentre(app, factor) {
