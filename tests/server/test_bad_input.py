@@ -252,6 +252,8 @@ def test_cross_site_requests_are_refused_on_http_and_websocket(server):
                 await expect(session, "POST", f"{server.url}/prompt", 415, "unsupported_media_type",
                              data=body, headers={"Content-Type": content_type,
                                                  "User-Agent": "Mozilla/5.0", "Origin": f"http://{host}"})
+            for loopback in (f"localhost:{server.port}", f"[::1]:{server.port}", "127.0.0.1"):
+                await expect(session, "GET", f"{server.url}/prompt", 200, headers={"Host": loopback})
             # same-origin browser requests and plain scripts pass
             status, _ = await post_json(session, f"{server.url}/prompt",
                                         {"prompt": slow_prompt(1, 0.0)})
