@@ -128,7 +128,7 @@ def test_checkpoint_loaded_once_across_prompts_and_released_on_free(svd_env, mon
     assert len(loads) == 1
     assert len(executor.resources) == 1
 
-    unet = weakref.ref(next(iter(executor.resources._entries.values()))[0].unet)
+    unet = weakref.ref(executor.resources.get(executor.resources.keys()[0]).unet)
     executor.free(unload_models=True)
     assert len(executor.resources) == 0
     executor.free(free_memory=True)

@@ -191,6 +191,20 @@ def test_low_vram_settings_give_the_same_frames(svd_env):
     assert difference.max() <= 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_low_vram_keeps_models_on_the_cpu_between_uses(svd_env):
+    low = svd_env.executor(device="cuda", dtype="fp32", lowvram=True)
+    result = low.run(small_prompt(seed=3))
+    assert result.status == "success", result.error
+    models = low.resources.get(low.resources.keys()[0])
+    for module in (models.unet, models.vae, models.clip_vision):
+        assert {p.device.type for p in module.parameters()} == {"cpu"}
+    normal = svd_env.executor(device="cuda", dtype="fp32")
+    assert normal.run(small_prompt(seed=3)).status == "success"
+    resident_models = normal.resources.get(normal.resources.keys()[0])
+    assert {p.device.type for p in resident_models.unet.parameters()} == {"cuda"}
+
+
 @pytest.mark.xfail(strict=True, reason="nodes/svd/unet.py Upsample always doubles the size; ComfyUI's UNet passes "
                    "the skip connection's shape (output_shape) so latents not divisible by 2**levels work, e.g. "
                    "SVD at 1000x576 (latent 125x72). Here: RuntimeError 'Sizes of tensors must match' in KSampler")
