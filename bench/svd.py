@@ -47,7 +47,7 @@ def write_safetensors(path: Path, entries):
         f.write(len(blob).to_bytes(8, "little") + blob)
         for key, shape, dtype, make in entries:
             t = make().to(dtype).contiguous().reshape(shape)
-            f.write(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            f.write(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     tmp.rename(path)
 
 
@@ -205,9 +205,10 @@ def child(side: str, path: str, repeat: int, low_memory: bool):
         import diffusers
         import transformers
         folder = Path(path)
-        unet = diffusers.UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet").eval()
-        vae = diffusers.AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae").eval()
-        clip = transformers.CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder").eval()
+        fp32 = {"torch_dtype": torch.float32}  # the same compute dtype as vidgraph's default on the CPU
+        unet = diffusers.UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", **fp32).eval()
+        vae = diffusers.AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", **fp32).eval()
+        clip = transformers.CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", dtype=torch.float32).eval()
         load_s = time.perf_counter() - start
         after_load = rss_gb()
         cfg = unet.config
