@@ -23,10 +23,11 @@ from vidgraph.engine.resources import ResourceCache
 from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def one_cpu_thread():
     """The CPU is shared with other jobs: one torch thread is several times faster here than an
-    oversubscribed pool, and makes float reductions run in one fixed order."""
+    oversubscribed pool, and makes float reductions run in one fixed order. Per module, so other
+    test folders in the same session get their thread count back."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import io
 import json
 import weakref
 from fractions import Fraction
@@ -178,3 +179,33 @@ def test_demo_metadata_is_runnable_json(tmp_path, capsys):
     prompt = read_embedded_metadata(mp4)["prompt"]
     assert prompt["1"]["inputs"]["ckpt_name"] == demo.CHECKPOINT
     assert json.loads(json.dumps(prompt)) == prompt
+
+
+def test_sampler_reports_progress_and_jpeg_previews(svd_env):
+    events = []
+    executor = svd_env.executor(previews=True)
+    result = executor.run(small_prompt(steps=3, save_frames=False), on_event=lambda e, d: events.append((e, d)))
+    assert result.status == "success", result.error
+    progress = [(d["value"], d["max"]) for e, d in events if e == "progress" and d["node"] == "5"]
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    previews = [d for e, d in events if e == "preview"]
+    assert len(previews) == 3 and all(p["node_id"] == "5" and p["format"] == "JPEG" for p in previews)
+    with Image.open(io.BytesIO(previews[0]["image"])) as picture:
+        assert picture.format == "JPEG" and max(picture.size) <= 256
+
+
+def test_interrupt_in_the_sampler_stops_the_prompt_and_the_next_one_runs(svd_env):
+    executor = svd_env.executor()
+
+    def interrupt_at_first_step(event, data):
+        if event == "progress" and data["node"] == "5":
+            executor.interrupt()
+
+    stopped = executor.run(small_prompt(steps=3), on_event=interrupt_at_first_step)
+    assert stopped.status == "interrupted"
+    assert "5" not in stopped.executed and "10" not in stopped.outputs
+    assert not list(svd_env.folders.output_dir.rglob("*.png"))  # nothing half-written
+
+    again = executor.run(small_prompt(steps=3))
+    assert again.status == "success", again.error
+    assert LOADERS_AND_CONDITIONING <= set(again.cached)
