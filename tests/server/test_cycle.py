@@ -142,14 +142,16 @@ def test_status_broadcasts_and_reconnect_during_a_run(server):
                         continue  # a late broadcast from before our prompt
                     remaining.append(count)
                     if len(remaining) == 1:
-                        # the submitter connects while its prompt runs: status, then where it is
+                        # the submitter connects while its prompt is queued or running
                         async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
                             first = json.loads((await ws.receive(timeout=10)).data)
                             second = json.loads((await ws.receive(timeout=10)).data)
                             while second["type"] == "status":  # the run's start broadcast
                                 second = json.loads((await ws.receive(timeout=10)).data)
                             assert first["type"] == "status" and first["data"]["sid"] == client_id
-                            assert second["type"] in ("executing", "progress"), (first, second)
+                            # where the run is: about to start, or inside node 1
+                            assert second["type"] in ("execution_start", "executing",
+                                                      "progress"), (first, second)
                             assert second["data"]["prompt_id"] == body["prompt_id"]
                             await collect_until_done(ws, body["prompt_id"])
                 assert remaining[0] == 1 and remaining[-1] == 0, remaining
