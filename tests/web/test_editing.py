@@ -243,3 +243,48 @@ def test_keyboard_only_add_and_readable_at_200_percent(browser, server):
         editor.shot("zoom-200")
     finally:
         context.close()
+
+
+def test_rename_resize_widget_undo_and_link_pickup(editor):
+    page = editor.page
+    loader = editor.add_node("ImageOnlyCheckpointLoader", "image only", 120, 150)
+    decode = editor.add_node("VAEDecode", "vae decode", 700, 150)
+    editor.connect(loader, 2, decode, "vae")
+    # rename by double-clicking the title
+    decode.locator(".title-text").dblclick()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("Decode frames")
+    page.keyboard.press("Enter")
+    assert editor.node("VAEDecode").locator(".title-text").inner_text() == "Decode frames"
+    assert next(n for n in editor.workflow()["nodes"] if n["type"] == "VAEDecode")["title"] == "Decode frames"
+    # widen a node with its corner grip
+    width = editor.workflow()["nodes"][0]["size"][0]
+    grip = loader.locator(".node-resize").bounding_box()
+    page.mouse.move(grip["x"] + 6, grip["y"] + 6)
+    page.mouse.down()
+    page.mouse.move(grip["x"] + 106, grip["y"] + 6, steps=4)
+    page.mouse.up()
+    assert editor.workflow()["nodes"][0]["size"][0] == width + 100
+    # a widget edit is one undo step
+    ks = editor.add_node("KSampler", "ksampler", 300, 450)
+    steps = ks.locator(".widget[data-widget='steps'] input")
+    steps.fill("33")
+    steps.press("Enter")
+    page.click("#canvas", position={"x": 1300, "y": 800})
+    page.keyboard.press("Control+z")
+    assert editor.node("KSampler").locator(".widget[data-widget='steps'] input").input_value() == "20"
+    page.keyboard.press("Control+y")
+    assert editor.node("KSampler").locator(".widget[data-widget='steps'] input").input_value() == "33"
+    # picking a link up from its input and letting go on empty space removes it (undoably)
+    decode = editor.node("VAEDecode")
+    dot = decode.locator(".slot.input[data-input='vae'] .dot").bounding_box()
+    page.mouse.move(dot["x"] + 5, dot["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(1000, 700, steps=5)
+    page.mouse.up()
+    page.wait_for_selector("#search:not([hidden])")
+    page.keyboard.press("Escape")
+    assert editor.workflow()["links"] == []
+    page.keyboard.press("Control+z")
+    assert len(editor.workflow()["links"]) == 1
+    assert page.locator("#links path.link[data-link-id]").count() == 1

@@ -125,3 +125,31 @@ def test_extension_from_a_node_pack_is_loaded(editor):
     node = editor.add_node("VAEDecode", "vae decode", 300, 200)
     assert node.get_attribute("data-extension-saw") == "VAEDecode"
     assert editor.real_errors() == []
+
+
+def test_batch_count_queues_each_run_with_its_own_seed_and_history_loads_back(editor):
+    page = editor.page
+    image = editor.add_node("EmptyImage", "emptyimage", 100, 120)
+    set_widget(image, "width", 16)
+    set_widget(image, "height", 16)
+    preview = editor.add_node("PreviewImage", "preview image", 500, 120)
+    editor.connect(image, 0, preview, "images")
+    prim = editor.add_node("PrimitiveInt", "primitiveint", 100, 500)
+    set_widget(prim, "value", 10)
+    set_widget(prim, "control_after_generate", "increment")
+    page.fill("#batch-count", "2")
+    with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as first:
+        page.click("#queue-button")
+    page.wait_for_function("vidgraph.graph.serialize().nodes.find(n => n.type === 'PrimitiveInt').widgets_values[0] === 12")
+    assert first.value.json()["prompt_id"]
+    preview.locator(".node-preview img").wait_for()
+    page.click("#panel-button")
+    page.wait_for_function("document.querySelectorAll('#history-list li').length >= 2")
+    sent = [e["prompt"][2] for e in page.evaluate("vidgraph.api.getHistory(10)").values()]
+    seeds = [p["3"]["inputs"]["value"] for p in sent if p.get("3", {}).get("class_type") == "PrimitiveInt"]
+    assert sorted(seeds) == [10, 11]
+    page.click("#new-button")
+    assert page.locator(".node").count() == 0
+    page.locator("#history-list li button[data-action='load-history']").first.click()
+    page.wait_for_function("vidgraph.graph.nodes.size === 3")
+    assert editor.node("PreviewImage").locator(".node-preview img").count() == 1

@@ -37,7 +37,11 @@ export class App {
       getDefs: () => this.graph.defs,
       onPick: (type, context) => this.addNodeFromSearch(type, context),
     });
-    this.search.onClose = () => this.canvas.focus({ preventScroll: true });
+    this.search.onClose = (context) => {
+      // A link picked up from an input and dropped on empty space stays removed.
+      if (context?.pending) { this.view.updateLinks(); this.commit(); }
+      this.canvas.focus({ preventScroll: true });
+    };
     installGestures(this.view, {
       commit: () => this.commit(),
       viewChanged: () => this.scheduleAutosave(),
@@ -329,11 +333,18 @@ export class App {
     el.addEventListener("blur", onBlur, { once: true });
   }
 
-  async queue(options) {
+  // Batch count: each run gets its own seed (control_after_generate applies between them).
+  async queue(options = {}) {
     this.syncSizes();
-    const prompt = graphToPrompt(this.graph);
-    await this.extensions.call("beforeQueue", prompt, this.graph);
-    return this.execution.queue({ ...options, prompt });
+    const count = Math.max(1, Math.min(100, Number(document.querySelector("#batch-count").value) || 1));
+    let last = null;
+    for (let i = 0; i < count; i++) {
+      const prompt = graphToPrompt(this.graph);
+      await this.extensions.call("beforeQueue", prompt, this.graph);
+      last = await this.execution.queue({ ...options, prompt });
+      if (last == null) break;
+    }
+    return last;
   }
 
   // ---- feedback ------------------------------------------------------------------------

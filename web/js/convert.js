@@ -4,7 +4,8 @@ import { typesCompatible } from "./types.js";
 
 // Follows a link back to the node that really produces the value: through
 // reroutes, and through bypassed nodes (which pass on their first input of the
-// requested type). Returns [originId, slot] or null when nothing feeds it.
+// requested type). Returns [originId, slot], {value} for a PrimitiveNode's constant, or null
+// when nothing feeds it.
 export function resolveLinkSource(graph, linkId, seen = new Set()) {
   const link = graph.links.get(linkId);
   if (!link || seen.has(link.id)) return null;
@@ -12,6 +13,7 @@ export function resolveLinkSource(graph, linkId, seen = new Set()) {
   const origin = graph.nodes.get(link.origin_id);
   if (!origin) return null;
   if (origin.type === "Reroute") return resolveLinkSource(graph, origin.inputs[0]?.link, seen);
+  if (origin.type === "PrimitiveNode") return origin.widgets.length ? { value: origin.widgets[0].value } : null;
   if (origin.mode === MODE.NEVER) return null;
   if (origin.mode === MODE.BYPASS) {
     const wanted = graph.outputType(origin, link.origin_slot);
@@ -35,7 +37,8 @@ export function graphToPrompt(graph) {
     for (const input of node.inputs) {
       if (input.link == null) continue;
       const source = resolveLinkSource(graph, input.link);
-      if (source) inputs[input.name] = source;
+      if (Array.isArray(source)) inputs[input.name] = source;
+      else if (source) inputs[input.name] = source.value;
       // A widget fed by a link that leads nowhere keeps its own value.
       else if (!input.widget) delete inputs[input.name];
     }

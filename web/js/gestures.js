@@ -21,6 +21,7 @@ export function installGestures(view, hooks) {
     if (e.button === 1) { gesture = startPan(e); }
     else if (dot && nodeEl) { gesture = startLinkDrag(e, nodeEl, dot.closest(".slot")); }
     else if (target.closest(FORM_CONTROLS)) { return; }
+    else if (target.closest(".node-resize")) { gesture = startNodeResize(e, Number(nodeEl.dataset.nodeId)); }
     else if (target.closest(".group-resize")) { gesture = startGroupResize(e, target.closest(".group")); }
     else if (target.closest(".group-title")) { gesture = startGroupMove(e, target.closest(".group")); }
     else if (nodeEl) { gesture = startNodeDrag(e, Number(nodeEl.dataset.nodeId)); }
@@ -56,11 +57,13 @@ export function installGestures(view, hooks) {
   }, { passive: false });
 
   canvas.addEventListener("dblclick", (e) => {
-    const title = e.target.closest(".title-text");
+    // Pointer capture retargets the click events to the canvas: look at what is really there.
+    const target = document.elementFromPoint(e.clientX, e.clientY) ?? e.target;
+    const title = target.closest(".title-text");
     if (title) { hooks.rename(Number(title.closest(".node").dataset.nodeId), title); return; }
-    const groupTitle = e.target.closest(".group-title");
+    const groupTitle = target.closest(".group-title");
     if (groupTitle) { hooks.renameGroup(Number(groupTitle.closest(".group").dataset.groupId), groupTitle); return; }
-    if (e.target.closest(".node") || e.target.closest(FORM_CONTROLS)) return;
+    if (target.closest(".node") || target.closest(FORM_CONTROLS)) return;
     hooks.openSearch({ clientX: e.clientX, clientY: e.clientY });
   });
 
@@ -237,6 +240,24 @@ export function installGestures(view, hooks) {
         view.updateLinks(members.map((n) => n.id));
       },
       end() { if (moved) hooks.commit(); },
+    };
+  }
+
+  function startNodeResize(e, nodeId) {
+    const node = graph.nodes.get(nodeId);
+    const el = view.nodeEl(nodeId);
+    const start = e.clientX;
+    const width = node.size[0];
+    return {
+      move(ev) {
+        node.size[0] = Math.max(140, Math.round(width + (ev.clientX - start) / view.scale));
+        el.style.width = `${node.size[0]}px`;
+      },
+      end() {
+        view.measureSlots(node);
+        view.updateLinks([nodeId]);
+        hooks.commit();
+      },
     };
   }
 

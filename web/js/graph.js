@@ -312,7 +312,7 @@ export class Graph {
     node.mode = saved.mode ?? 0;
     node.properties = { ...node.properties, ...clone(saved.properties ?? {}) };
     for (const key of ["title", "color", "bgcolor"]) if (saved[key]) node[key] = saved[key];
-    if (node.missing) {
+    if (node.missing || this.defs[saved.type]?.keepsSavedSlots) {
       // Unknown type (a plugin not installed here): keep its slots and values so saving loses nothing.
       node.inputs = (saved.inputs ?? []).map((i) => ({ ...clone(i), link: null }));
       node.outputs = (saved.outputs ?? []).map((o, i) => ({ ...clone(o), links: [], slot_index: i }));

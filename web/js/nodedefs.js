@@ -17,6 +17,13 @@ export const VIRTUAL_DEFS = {
   },
 };
 VIRTUAL_DEFS.MarkdownNote = { ...VIRTUAL_DEFS.Note, name: "MarkdownNote", display_name: "Markdown Note" };
+// ComfyUI's legacy PrimitiveNode: one value feeding widget inputs of other nodes. Only loaded
+// from files (its slots and values are kept as saved), never offered in the search.
+VIRTUAL_DEFS.PrimitiveNode = {
+  name: "PrimitiveNode", display_name: "Primitive", category: "utils", description: "", output_node: false,
+  python_module: "frontend", input: { required: {} }, output: ["*"], output_name: ["connect to widget input"],
+  output_is_list: [false], virtual: true, deprecated: true, keepsSavedSlots: true,
+};
 
 export function isVirtualType(type) {
   return Object.prototype.hasOwnProperty.call(VIRTUAL_DEFS, type);

@@ -180,7 +180,9 @@ export class GraphView {
     const body = document.createElement("div");
     body.className = "node-body";
     body.append(slots, widgets, errors, preview);
-    el.append(title, progress, body);
+    const resize = document.createElement("div");
+    resize.className = "node-resize";
+    el.append(title, progress, body, resize);
     this.nodeEls.set(node.id, el);
     this.hooks.onNodeRendered?.(node, el);
     return el;

@@ -96,10 +96,15 @@ function makeControl(widget, onInput, onUpload) {
       return button;
     }
     default: {
+      // Values of nodes without a definition here (plugins, PrimitiveNode): edited as JSON.
       const input = document.createElement("input");
       input.type = "text";
-      input.readOnly = true;
-      input.value = JSON.stringify(widget.value);
+      input.value = typeof widget.value === "string" ? widget.value : JSON.stringify(widget.value);
+      input.addEventListener("change", () => {
+        let value = input.value;
+        try { value = JSON.parse(input.value); } catch { /* a plain string */ }
+        onInput(widget, value);
+      });
       return input;
     }
   }

@@ -62,3 +62,20 @@ test("API → UI → API gives the same prompt back, laid out left to right", ()
   const x = (type) => [...g.nodes.values()].find((n) => n.type === type).pos[0];
   assert.ok(x("ImageOnlyCheckpointLoader") < x("KSampler") && x("KSampler") < x("SaveAnimatedWEBP"));
 });
+
+test("a legacy PrimitiveNode feeding a converted widget sends its value", () => {
+  const wf = fixtureJson("svd_workflow.json");
+  const ks = wf.nodes.find((n) => n.type === "KSampler");
+  ks.inputs.push({ name: "seed", type: "INT", widget: { name: "seed" }, link: 50 });
+  wf.nodes.push({ id: 20, type: "PrimitiveNode", pos: [0, 0], size: [200, 80], flags: {}, order: 0, mode: 0, inputs: [],
+    outputs: [{ name: "INT", type: "INT", links: [50], widget: { name: "seed" } }], properties: { "Run widget replace on values": false },
+    widgets_values: [123456, "fixed"] });
+  wf.links.push([50, 20, 0, ks.id, ks.inputs.length - 1, "INT"]);
+  const g = Graph.fromWorkflow(wf, defs());
+  const prompt = graphToPrompt(g);
+  assert.equal(prompt[ks.id].inputs.seed, 123456);
+  assert.equal(prompt["20"], undefined, "the primitive itself is not sent");
+  const saved = g.serialize().nodes.find((n) => n.id === 20);
+  assert.deepEqual(saved.widgets_values, [123456, "fixed"]);
+  assert.equal(saved.outputs[0].type, "INT");
+});
