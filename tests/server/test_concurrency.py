@@ -24,7 +24,9 @@ def test_100_concurrent_submissions_with_interrupts_and_cancels(server):
 
             async def submit(i):
                 return await post_json(session, f"{server.url}/prompt",
-                                       {"prompt": slow_prompt(steps=3, delay=0.005, tag=f"c{i}"),
+                                       {"prompt": slow_prompt(steps=10 if i % 20 == 0 else 3,
+                                                              delay=0.03 if i % 20 == 0 else 0.005,
+                                                              tag=f"c{i}"),
                                         "client_id": client_id})
 
             async def disturb():
