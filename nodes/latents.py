@@ -39,10 +39,13 @@ def encode_pixels(vae, pixels: torch.Tensor, settings) -> torch.Tensor:
         return vae.encode(x).float().cpu()
 
 
-def decode_latent(vae, samples: torch.Tensor, settings, chunk: int = 14) -> torch.Tensor:
-    """Raw latent [T,4,h,w] → IMAGE [T,H,W,3] in 0..1; an out-of-memory error shrinks the chunk."""
+def decode_latent(vae, samples: torch.Tensor, settings, chunk: int | None = None) -> torch.Tensor:
+    """Raw latent [T,4,h,w] → IMAGE [T,H,W,3] in 0..1; an out-of-memory error shrinks the chunk.
+
+    chunk None decodes the clip in one piece, as ComfyUI does when memory allows, so its temporal
+    layers see every frame and the frames match ComfyUI's (ARCHITECTURE.md, "Chunk choice")."""
     with resident(vae, settings):
-        pixels = with_shrinking_chunks(lambda c: vae.decode(samples, chunk=c), chunk)
+        pixels = with_shrinking_chunks(lambda c: vae.decode(samples, chunk=c), chunk or samples.shape[0])
     return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu()
 
 

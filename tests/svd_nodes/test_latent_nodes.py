@@ -261,3 +261,15 @@ def test_load_latent_lists_input_files_and_notices_a_replaced_file(svd_env):
     saved = svd_env.output_path(rerun.outputs["2"]["latents"][0])
     with safe_open(str(saved), framework="pt") as f:
         assert torch.equal(f.get_tensor("latent_tensor"), torch.ones(1, 4, 8, 8))
+
+
+def test_vae_decode_sees_a_long_clip_whole_like_comfyui(tiny_models):
+    """Past 14 frames the temporal layers must see the whole clip (ComfyUI decodes it in one call
+    when memory allows), not sgm's 14-frame chunks."""
+    frames = 16
+    latent = {"samples": torch.randn(frames, 4, 4, 4, generator=torch.Generator().manual_seed(5))}
+    decoded = VAEDecode().decode(latent, tiny_models.vae, tiny_models.env.context())[0]
+    whole = tiny_models.vae.decode(latent["samples"], chunk=None)
+    chunked = tiny_models.vae.decode(latent["samples"], chunk=14)
+    assert not torch.equal(whole, chunked)  # the chunk size matters for this VAE
+    assert torch.equal(decoded, ((whole + 1) / 2).clamp(0, 1).movedim(1, -1))
