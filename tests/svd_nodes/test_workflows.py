@@ -60,6 +60,22 @@ def test_ui_workflow_keeps_titles_and_seed_control(name, svd_env):
 
 
 @pytest.mark.parametrize("name", API_NAMES)
+def test_ui_workflow_links_agree_with_node_slots(name, svd_env):
+    """The frontends trust both ends of a link: the row, the target's input and the origin's output."""
+    ui = json.loads((UI_DIR / name).read_text())
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == len(ui["links"])
+    for link_id, origin, origin_slot, target, target_slot, link_type in ui["links"]:
+        assert nodes[target]["inputs"][target_slot]["link"] == link_id
+        assert link_id in nodes[origin]["outputs"][origin_slot]["links"]
+        assert nodes[origin]["outputs"][origin_slot]["type"] == link_type == nodes[target]["inputs"][target_slot]["type"]
+        assert nodes[origin]["order"] < nodes[target]["order"]  # execution order is topological
+    linked = {i["link"] for node in ui["nodes"] for i in node["inputs"] if i["link"] is not None}
+    assert linked == {row[0] for row in ui["links"]}
+    assert sorted(node["order"] for node in ui["nodes"]) == list(range(len(nodes)))
+
+
+@pytest.mark.parametrize("name", API_NAMES)
 def test_api_workflow_validates_once_its_checkpoint_exists(svd_env, name):
     prompt = bundled_api(name)
     wanted = prompt["1"]["inputs"]["ckpt_name"]
