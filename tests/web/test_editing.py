@@ -237,6 +237,14 @@ def test_keyboard_only_add_and_readable_at_200_percent(browser, server):
         page.keyboard.type("preview image")
         page.keyboard.press("Enter")
         editor.node("PreviewImage").wait_for()
+        # a node reached with the keyboard is selected and arrow keys move it
+        editor.node("VAEDecode").focus()
+        assert "selected" in editor.node("VAEDecode").get_attribute("class")
+        before = next(n for n in editor.workflow()["nodes"] if n["type"] == "VAEDecode")["pos"]
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowDown")
+        after = next(n for n in editor.workflow()["nodes"] if n["type"] == "VAEDecode")["pos"]
+        assert after == [before[0] + 10, before[1] + 10]
         # Tab reaches the node widgets and toolbar as ordinary controls
         page.focus("#queue-button")
         assert page.evaluate("document.activeElement.id") == "queue-button"

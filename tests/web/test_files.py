@@ -89,6 +89,7 @@ def test_dropping_a_plain_image_creates_load_image_with_the_upload(editor, serve
     page.wait_for_function("vidgraph.graph.serialize().nodes[0]?.widgets_values[0] === 'dropped_frame.png'")
     assert (server_dirs / "input" / "dropped_frame.png").read_bytes() == buffer.getvalue()
     assert node.locator(".widget[data-widget='image'] select").input_value() == "dropped_frame.png"
+    page.wait_for_function("document.querySelector('.node-preview img.input-preview')?.naturalWidth === 32")
 
 
 def test_bundled_workflows_menu(editor):

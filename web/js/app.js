@@ -27,7 +27,11 @@ export class App {
   async start() {
     globalThis.vidgraph = this;
     this.view = new GraphView(this.canvas, this.graph, {
-      onWidgetInput: (node, widget, value) => { widget.value = value; this.commit(); },
+      onWidgetInput: (node, widget, value) => {
+        widget.value = value;
+        if (node.widgets.some((w) => w.kind === "UPLOAD")) this.execution.paintPreview(node.id);
+        this.commit();
+      },
       onUpload: (node, widget, file) => this.uploadInto(node, widget.target, file),
       onNodeRendered: (node, el) => { this.execution?.restoreNode(node); this.extensions.callSync("nodeRendered", node, el); },
       onSelectionChange: (ids) => this.canvas.classList.toggle("has-selection", ids.size > 0),

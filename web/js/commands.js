@@ -29,6 +29,10 @@ const KEYMAP = {
   "Alt+=": (app) => zoomCentre(app, 1.2),
   "Alt+-": (app) => zoomCentre(app, 1 / 1.2),
   "Shift+a": (app) => openSearchAtCentre(app),
+  "ArrowLeft": (app) => nudge(app, -10, 0),
+  "ArrowRight": (app) => nudge(app, 10, 0),
+  "ArrowUp": (app) => nudge(app, 0, -10),
+  "ArrowDown": (app) => nudge(app, 0, 10),
   "Escape": (app) => { app.view.setSelection([]); hideMenu(); },
 };
 
@@ -82,6 +86,11 @@ export function installCommands(app) {
     menu.value = "";
   });
 
+  app.canvas.addEventListener("focusin", (e) => {
+    if (e.target.classList?.contains("node") && !app.view.selected.has(Number(e.target.dataset.nodeId))) {
+      app.view.setSelection([Number(e.target.dataset.nodeId)]);
+    }
+  });
   app.canvas.addEventListener("contextmenu", (e) => {
     e.preventDefault();
     showMenu(app, e);
@@ -93,6 +102,18 @@ export function installCommands(app) {
 function openSearchAtCentre(app) {
   const r = app.canvas.getBoundingClientRect();
   app.openSearch({ clientX: r.left + r.width / 2 - 170, clientY: r.top + r.height / 3 });
+}
+
+// Arrow keys move the selected nodes: node placement without a mouse.
+function nudge(app, dx, dy) {
+  const nodes = app.selectedNodes();
+  if (!nodes.length) return;
+  for (const node of nodes) {
+    node.pos = [node.pos[0] + dx, node.pos[1] + dy];
+    app.view.positionNode(node);
+  }
+  app.view.updateLinks(nodes.map((n) => n.id));
+  app.commit();
 }
 
 function zoomCentre(app, factor) {

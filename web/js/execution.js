@@ -179,12 +179,26 @@ export class Execution {
   paintPreview(nodeId) {
     const el = this.app.view.nodeEl(nodeId);
     const output = this.outputs.get(nodeId);
+    if (el && !output) this.paintInputPreview(nodeId, el);
     if (!el || !output) return;
     const box = el.querySelector(".node-preview");
     const files = [...(output.images ?? []), ...(output.gifs ?? []), ...(output.videos ?? [])];
     box.replaceChildren(...files.map((file) => previewElement(this.app.api.viewUrl(file), file.filename)));
     const texts = output.text ?? output.string;
     if (Array.isArray(texts)) for (const t of texts) { const p = document.createElement("pre"); p.textContent = String(t); box.append(p); }
+  }
+
+  // Load Image and friends show the file their upload widget points at.
+  paintInputPreview(nodeId, el) {
+    const node = this.app.graph.nodes.get(nodeId);
+    const upload = node?.widgets.find((w) => w.kind === "UPLOAD");
+    const filename = upload && this.app.graph.widget(node, upload.target)?.value;
+    if (!filename) return;
+    const slash = filename.lastIndexOf("/");
+    const file = { filename: filename.slice(slash + 1), subfolder: slash > 0 ? filename.slice(0, slash) : "", type: "input" };
+    const preview = previewElement(this.app.api.viewUrl(file), file.filename);
+    preview.classList.add("input-preview");
+    el.querySelector(".node-preview").replaceChildren(preview);
   }
 
   onSamplerPreview(frame) {

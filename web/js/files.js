@@ -30,9 +30,13 @@ export async function readWorkflowFile(file) {
   return {};
 }
 
+// Each tab keeps its own graph (sessionStorage survives a reload of that tab); localStorage
+// holds the last one saved by any tab, for new tabs. Two open tabs never overwrite each other's restore.
 export function saveToBrowser(workflow) {
+  const text = JSON.stringify(workflow);
   try {
-    localStorage.setItem(AUTOSAVE_KEY, JSON.stringify(workflow));
+    sessionStorage.setItem(AUTOSAVE_KEY, text);
+    localStorage.setItem(AUTOSAVE_KEY, text);
     return true;
   } catch {
     return false; // quota: keep working, the toolbar save still works
@@ -41,7 +45,7 @@ export function saveToBrowser(workflow) {
 
 export function loadFromBrowser() {
   try {
-    const text = localStorage.getItem(AUTOSAVE_KEY);
+    const text = sessionStorage.getItem(AUTOSAVE_KEY) ?? localStorage.getItem(AUTOSAVE_KEY);
     return text ? JSON.parse(text) : null;
   } catch {
     return null;

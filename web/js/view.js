@@ -110,6 +110,7 @@ export class GraphView {
     el.dataset.nodeId = String(node.id);
     el.dataset.type = node.type;
     el.setAttribute("role", "group");
+    el.tabIndex = 0; // keyboard users reach nodes with Tab; focusing one selects it
     el.setAttribute("aria-label", this.graph.displayName(node));
     el.classList.toggle("selected", this.selected.has(node.id));
     el.classList.toggle("collapsed", Boolean(node.flags.collapsed));

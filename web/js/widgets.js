@@ -25,8 +25,10 @@ export function buildWidget(node, widget, { onInput, onUpload }) {
     row.dataset.slotType = widget.kind;
     row.append(dot);
   }
-  if (widget.kind === "UPLOAD") row.append(control);
-  else row.append(label, control);
+  // Some controls come wrapped (a checkbox with its on/off text).
+  const holder = control.parentElement ?? control;
+  if (widget.kind === "UPLOAD") row.append(holder);
+  else row.append(label, holder);
   return row;
 }
 
@@ -57,12 +59,17 @@ function makeControl(widget, onInput, onUpload) {
       return input;
     }
     case "BOOLEAN": {
+      const wrapper = document.createElement("span");
+      wrapper.className = "boolean";
       const input = document.createElement("input");
       input.type = "checkbox";
       input.checked = Boolean(widget.value);
-      const sync = () => { input.dataset.state = input.checked ? (opts.label_on ?? "true") : (opts.label_off ?? "false"); };
+      const state = document.createElement("span");
+      state.className = "boolean-state";
+      const sync = () => { state.textContent = input.checked ? (opts.label_on ?? "true") : (opts.label_off ?? "false"); };
       sync();
       input.addEventListener("change", () => { sync(); onInput(widget, input.checked); });
+      wrapper.append(input, state);
       return input;
     }
     case "COMBO":
