@@ -80,13 +80,15 @@ def test_svd_workflow_built_queued_previewed_restored_and_dropped_back(editor):
     editor.shot("svd-finished")
     print(f"\nsampler preview frames received: {page.evaluate('window.__previews')}")
 
-    webp_url = editor.url + img.get_attribute("src")
+    img_src = img.get_attribute("src")
+    webp_url = editor.url + img_src
     mp4_url = editor.url + player.get_attribute("src")
 
     # reload: the graph is restored from the browser
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     same_graph(editor.workflow(), built)
+    assert webp.locator(".node-preview img").get_attribute("src") == img_src, "previews come back too"
     editor.shot("svd-restored")
 
     # drop the produced files onto an empty canvas: the same graph comes back

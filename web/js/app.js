@@ -61,7 +61,7 @@ export class App {
 
     await this.loadDefinitions();
     const saved = loadFromBrowser();
-    if (saved) this.loadWorkflow(saved, { name: "restored", keepView: true, quiet: true });
+    if (saved) this.loadWorkflow(saved, { name: "restored", keepView: true, quiet: true, keepOutputs: true });
     else this.resetHistory();
     this.view.renderAll();
     if (!saved?.extra?.ds) this.view.fitView();
@@ -141,21 +141,21 @@ export class App {
   redoStep() { this.restore(this.undo.redo()); }
 
   // ---- loading ---------------------------------------------------------------------
-  loadWorkflow(workflow, { name = "workflow", keepView = false, quiet = false } = {}) {
+  loadWorkflow(workflow, { name = "workflow", ...how } = {}) {
     try {
       this.graph.load(workflow);
     } catch (err) {
       this.toast(`Could not load ${name}: ${err.message}`, "error");
       return false;
     }
-    this.afterLoad(name, keepView, quiet);
+    this.afterLoad(name, how);
     return true;
   }
 
   loadPrompt(prompt, { name = "prompt" } = {}) {
     const loaded = promptToGraph(prompt, this.defs);
     this.graph.load(loaded.serialize());
-    this.afterLoad(name, false, false);
+    this.afterLoad(name);
   }
 
   loadAny(json, name) {
@@ -164,9 +164,10 @@ export class App {
     return this.loadWorkflow(json, { name });
   }
 
-  afterLoad(name, keepView, quiet) {
+  // keepView: use the view saved in the workflow; keepOutputs: a reloaded tab keeps its previews.
+  afterLoad(name, { keepView = false, quiet = false, keepOutputs = false } = {}) {
     this.execution?.clearErrors();
-    this.execution?.outputs.clear();
+    if (!keepOutputs) { this.execution?.outputs.clear(); this.execution?.saveOutputs(); }
     this.view.selected.clear();
     const ds = this.graph.extra.ds;
     if (keepView && ds && Number.isFinite(ds.scale)) {

@@ -3,11 +3,16 @@ import { graphToPrompt } from "./convert.js";
 import { nextControlledValue } from "./nodedefs.js";
 
 const VIDEO_EXTENSIONS = /\.(mp4|webm|mov|mkv)$/i;
+const OUTPUTS_KEY = "vidgraph.outputs";
+
+function restoreOutputs() {
+  try { return new Map(JSON.parse(sessionStorage.getItem(OUTPUTS_KEY) || "[]")); } catch { return new Map(); }
+}
 
 export class Execution {
   constructor(app) {
     this.app = app;
-    this.outputs = new Map(); // nodeId → last ui output, kept across undo/reload of the view
+    this.outputs = restoreOutputs(); // nodeId → last ui output, kept across undo and page reloads
     this.errors = new Map(); // nodeId → [{message, details, input}]
     this.runningNode = null;
     this.promptId = null;
@@ -173,7 +178,12 @@ export class Execution {
   onExecuted(data) {
     const id = Number(data.display_node ?? data.node);
     this.outputs.set(id, data.output);
+    this.saveOutputs();
     this.paintPreview(id);
+  }
+
+  saveOutputs() {
+    try { sessionStorage.setItem(OUTPUTS_KEY, JSON.stringify([...this.outputs])); } catch { /* previews are a nicety */ }
   }
 
   paintPreview(nodeId) {
