@@ -258,22 +258,32 @@ def load_checkpoint(path, *, dtype: torch.dtype = torch.float32, low_memory: boo
     """An SVD checkpoint: a single file (original layout) or a diffusers folder.
 
     dtype: the compute dtype (fp32 on the CPU). low_memory: keep the UNet's weights in 16 bits and
-    cast each layer to `dtype` as it runs (the VAE and CLIP, 6% of the weights, stay in `dtype`)."""
+    cast each layer to `dtype` as it runs (the VAE and CLIP vision tower stay in `dtype`)."""
     path = Path(path)
     if path.is_dir():
         return load_diffusers_folder(path, dtype=dtype, low_memory=low_memory, device=device)
-    source = open_source(path, allow_pickle)
+    return load_from_source(open_source(path, allow_pickle), dtype=dtype, low_memory=low_memory, device=device)
+
+
+def group_keys(keys) -> dict[str, list]:
+    """Sort a single file's keys into unet / vae / clip / ignored (known leftovers) / unexpected."""
     groups = {"unet": [], "vae": [], "clip": [], "ignored": [], "unexpected": []}
-    for key in source.keys():
+    for key in keys:
         group = ("unet" if key.startswith(UNET_PREFIX) else "vae" if key.startswith(VAE_PREFIX)
                  else "clip" if key.startswith(CLIP_PREFIX) else "ignored" if IGNORABLE.match(key) else "unexpected")
         groups[group].append(key)
+    return groups
+
+
+def load_from_source(source, *, dtype: torch.dtype = torch.float32, low_memory: bool = False, device="cpu") -> SVDModels:
+    """The single-file path on any source (a DictSource of meta tensors with device="meta" builds
+    the whole model without allocating: the conformance tests use that)."""
+    groups = group_keys(source.keys())
     if not groups["unet"]:
-        hint = _what_is_it(source)
-        raise CheckpointError(f"{path}: not an SVD checkpoint: no {UNET_PREFIX}* keys{hint}")
+        raise CheckpointError(f"{source.path}: not an SVD checkpoint: no {UNET_PREFIX}* keys{_what_is_it(source)}")
     if groups["unexpected"]:
         keys = sorted(groups["unexpected"])
-        raise CheckpointError(f"{path}: unexpected keys in an SVD checkpoint ({len(keys)}): "
+        raise CheckpointError(f"{source.path}: unexpected keys in an SVD checkpoint ({len(keys)}): "
                               + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
     unet = build_unet(source, groups["unet"], UNET_PREFIX, dtype, low_memory, device)
     vae = build_vae(source, groups["vae"], VAE_PREFIX, dtype, device) if groups["vae"] else None

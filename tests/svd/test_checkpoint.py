@@ -183,3 +183,50 @@ def test_diffusers_folder(tmp_path, tiny_file):
         assert torch.equal(models.unet(*args, num_video_frames=2), original.unet(*args, num_video_frames=2))
     with pytest.raises(CheckpointError, match="no unet/ subfolder"):
         load_checkpoint(tmp_path)
+
+
+def meta_source(layout):
+    from vidgraph.nodes.svd.checkpoint import DictSource
+    return DictSource({k: torch.empty(s, device="meta") for k, s in layout.items()}, "layout")
+
+
+def loaded_keys(models):
+    from vidgraph.nodes.svd.checkpoint import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
+    keys = {}
+    for prefix, module in ((UNET_PREFIX, models.unet), (VAE_PREFIX, models.vae), (CLIP_PREFIX, models.clip_vision)):
+        keys.update({prefix + k: tuple(v.shape) for k, v in module.state_dict().items()})
+    return keys
+
+
+def test_full_size_svd_xt_loads_every_key_of_the_real_file_on_meta(shared_file, layout):
+    """The loader's whole path (grouping, detection, building, key checks) on the 2,446 real keys."""
+    from vidgraph.nodes.svd.checkpoint import group_keys, load_from_source
+    from vidgraph.nodes.svd.unet import UNetConfig
+    ref = layout(shared_file("reference/svd_keys.txt"))
+    assert len(ref) == 2446
+    groups = group_keys(ref)
+    assert {g: len(k) for g, k in groups.items()} == {"unet": 1428, "vae": 372, "clip": 392, "ignored": 254, "unexpected": 0}
+    # The ignorable keys are exactly the conditioner's legacy VAE copy and six OpenCLIP text-tower leftovers.
+    legacy = [k for k in groups["ignored"] if k.startswith("conditioner.embedders.3.")]
+    text = sorted(k.rsplit("model.", 1)[1] for k in groups["ignored"] if not k.startswith("conditioner.embedders.3."))
+    assert len(legacy) == 248
+    assert text == ["ln_final.bias", "ln_final.weight", "logit_scale", "positional_embedding", "text_projection",
+                    "token_embedding.weight"]
+    models = load_from_source(meta_source(ref), device="meta")
+    assert models.variant == "svd" and models.ignored_keys == 254
+    assert models.configs["unet"] == UNetConfig()
+    assert models.configs["clip_vision"].layers == 32 and models.configs["clip_vision"].width == 1280
+    mine = loaded_keys(models)
+    assert len(mine) == 2446 - 254
+    assert mine == {k: v for k, v in ref.items() if k not in set(groups["ignored"])}
+
+
+def test_parity_small_layout_loads_as_channel_mult_1111_on_meta(shared_file, layout):
+    from vidgraph.nodes.svd.checkpoint import load_from_source
+    ref = layout(shared_file("tools/svd_layout_small.txt"))
+    models = load_from_source(meta_source(ref), device="meta")
+    assert models.configs["unet"].channel_mult == (1, 1, 1, 1)
+    assert models.configs["vae"].ch == 128 and models.configs["vae"].temporal
+    legacy_encoder = {k for k in ref if k.startswith("conditioner.embedders.3.encoder.encoder.")}
+    assert models.ignored_keys == len(legacy_encoder) == 106
+    assert loaded_keys(models) == {k: v for k, v in ref.items() if k not in legacy_encoder}
