@@ -139,6 +139,15 @@ def test_undo_redo_clipboard_delete_as_single_steps(editor):
     assert page.locator(".node").count() == 2
     page.keyboard.press("Control+z")
     assert page.locator(".node").count() == 4
+    # Ctrl+Shift+V keeps the links coming from outside the copied nodes
+    preview = editor.node("PreviewImage")
+    preview.locator(".node-title").click()
+    page.keyboard.press("Control+c")
+    page.mouse.move(900, 600)
+    page.keyboard.press("Control+Shift+v")
+    assert page.locator(".node[data-type='PreviewImage']").count() == 3
+    assert len(editor.workflow()["links"]) == 3
+    page.keyboard.press("Control+z")
     # Ctrl+Z in a text field belongs to the field, not to the graph
     editor.add_node("PrimitiveStringMultiline", "primitivestringmultiline", 900, 200)
     area = editor.node("PrimitiveStringMultiline").locator("textarea")

@@ -134,6 +134,7 @@ export class Execution {
 
   onStart(data) {
     this.promptId = data.prompt_id;
+    this.outcome = null;
     for (const el of document.querySelectorAll(".node.cached, .node.executed, .node.running")) el.classList.remove("cached", "executed", "running");
     this.app.setStatus("running");
     document.body.classList.add("executing");
@@ -165,12 +166,14 @@ export class Execution {
     el.dataset.progress = `${data.value}/${data.max}`;
   }
 
+  // how: "success" | "error" | "interrupted" from their events, then "done" when the
+  // final `executing: null` arrives; "done" must not hide an error reported just before it.
   finish(how) {
     if (this.runningNode != null) this.app.view.nodeEl(this.runningNode)?.classList.remove("running");
     this.runningNode = null;
     document.body.classList.remove("executing");
-    if (how !== "done") this.app.setStatus(how);
-    else if (!/error|interrupted/.test(document.querySelector("#status").textContent)) this.app.setStatus("idle");
+    if (how !== "done") this.outcome = how;
+    this.app.setStatus(how === "done" && this.outcome === "success" ? "idle" : (this.outcome ?? how));
     this.refreshPanel();
   }
 
