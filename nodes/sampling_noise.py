@@ -55,10 +55,20 @@ def default_noise_sampler(x: torch.Tensor, seed: int | None = None):
     """Fresh standard normal noise shaped like x on every call (ComfyUI's seeding)."""
     if seed is None:
         return lambda sigma, sigma_next: torch.randn_like(x)
-    generator = torch.Generator(device=x.device)
-    generator.manual_seed(seed + 1 if x.device.type == "cpu" else seed)
-    return lambda sigma, sigma_next: torch.randn(x.shape, dtype=x.dtype, device=x.device,
-                                                 generator=generator)
+    generator = None
+
+    def sample(sigma, sigma_next):
+        nonlocal generator
+        if generator is None:  # made on first use: deterministic samplers never need it
+            generator = torch.Generator(device=x.device)
+            generator.manual_seed(step_seed(seed) if x.device.type == "cpu" else seed)
+        return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    return sample
+
+
+def step_seed(seed: int) -> int:
+    """ComfyUI's seed + 1 for step noise, wrapped so the largest seed (2**64 - 1) stays valid."""
+    return (int(seed) + 1) % 2 ** 64
 
 
 class BrownianNoiseSampler:
@@ -77,7 +87,7 @@ class BrownianNoiseSampler:
         if seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(seed + 1)
+            self.generator.manual_seed(step_seed(seed))
         self.times: list[float] = []
         self.values: list[torch.Tensor] = []
 

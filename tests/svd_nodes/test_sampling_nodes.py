@@ -219,10 +219,6 @@ def test_width_multiple_of_8_but_odd_latent_samples(tiny_models, demo_image):
     assert out.shape == (2, 4, 8, 9)
 
 
-@pytest.mark.xfail(strict=True, reason="nodes/sampling_noise.py seeds its generators with seed + 1, which overflows "
-                   "at the widget's maximum 0xFFFFFFFFFFFFFFFF ('Overflow when unpacking long long'), and _with_churn "
-                   "builds that generator even for churn-free euler/heun/dpm_2 (ComfyUI's euler draws no seeded noise). "
-                   "The ValueError is also reported as KSampler: input 'latent_image'")
 def test_the_largest_seed_samples_with_euler(run_sampler):
     from vidgraph.nodes.ksampler import SEED_MAX
 

@@ -147,8 +147,6 @@ def test_ui_workflow_runs_from_the_command_line(svd_env, tmp_path, capsys):
     assert sorted(p.suffix for p in files) == [".mp4", ".webp"] and all(p.is_file() for p in files)
 
 
-@pytest.mark.xfail(strict=True, reason="pyproject.toml package-data for vidgraph.workflows is ['*.json', '*.png']: "
-                   "a wheel install leaves out workflows/ui/*.json (needs 'ui/*.json')")
 def test_ui_workflows_are_packaged():
     import tomllib
 
