@@ -60,14 +60,18 @@ export class App {
     installDropTarget(document.body, (files, e) => this.onFilesDropped(files, e));
 
     await this.loadDefinitions();
+    // Extensions come before any graph is built, so that their definition edits apply to it.
+    await this.loadExtensions();
     const saved = loadFromBrowser();
-    if (saved) this.loadWorkflow(saved, { name: "restored", keepView: true, quiet: true, keepOutputs: true });
-    else this.resetHistory();
-    this.view.renderAll();
-    if (!saved?.extra?.ds) this.view.fitView();
+    if (saved && this.loadWorkflow(saved, { name: "restored", keepView: true, quiet: true, keepOutputs: true })) {
+      if (!saved.extra?.ds) this.view.fitView();
+    } else {
+      this.view.renderAll();
+      this.resetHistory();
+    }
+    await this.extensions.call("setup");
     this.api.addEventListener("connected", () => this.setStatus("connected"));
     this.api.connect();
-    await this.loadExtensions();
     this.populateWorkflowMenu();
     document.body.dataset.ready = "true";
   }
@@ -78,7 +82,6 @@ export class App {
     } catch (err) {
       this.toast(`Could not load node definitions: ${err.message}`, "error");
     }
-    await this.extensions.call("beforeRegisterNodeDefs", this.defs);
     this.graph.setDefs(this.defs);
   }
 
@@ -86,12 +89,8 @@ export class App {
     let urls = [];
     try { urls = await this.api.getExtensions(); } catch { return; }
     await this.extensions.loadAll(urls);
-    if (this.extensions.registered.length) {
-      await this.extensions.call("beforeRegisterNodeDefs", this.defs);
-      this.graph.setDefs(this.defs);
-      await this.extensions.call("setup");
-      this.view.renderAll();
-    }
+    await this.extensions.call("beforeRegisterNodeDefs", this.defs);
+    this.graph.setDefs(this.defs);
   }
 
   // ComfyUI's name for it, so extensions written for ComfyUI find it where they expect.
