@@ -1,6 +1,5 @@
 """Editing gestures in a real Chromium: pan/zoom, adding nodes, typed links, widgets,
 undo/redo, clipboard, bypass/mute/collapse, groups, reroutes, widget→input."""
-import re
 
 
 def transform(editor):
@@ -222,7 +221,7 @@ def test_reroute_and_widget_to_input(editor):
 
 
 def test_keyboard_only_add_and_readable_at_200_percent(browser, server):
-    from conftest import Editor
+    from browser_support import Editor
 
     # 200% browser zoom = half the CSS viewport at twice the pixel density
     context = browser.new_context(viewport={"width": 700, "height": 450}, device_scale_factor=2)

@@ -1,31 +1,6 @@
 """Queueing from the editor against the real server with core nodes: previews (animated WEBP,
 MP4 inline), seed control after queue, validation and runtime errors, queue panel, interrupt."""
-
-
-def set_widget(node, name, value):
-    field = node.locator(f".widget[data-widget='{name}'] :is(input, select)")
-    if field.evaluate("el => el.tagName") == "SELECT":
-        field.select_option(str(value))
-    else:
-        field.fill(str(value))
-        field.press("Enter")
-
-
-def record_events(editor):
-    editor.page.evaluate("""() => {
-        window.__events = [];
-        for (const type of ["execution_start", "execution_cached", "executing", "progress", "executed",
-                            "execution_success", "execution_error", "execution_interrupted"]) {
-            vidgraph.api.addEventListener(type, (e) => window.__events.push([type, e.detail]));
-        }
-    }""")
-
-
-def wait_for_end(editor, timeout=120000):
-    editor.page.wait_for_function(
-        "window.__events.some(([t]) => ['execution_success', 'execution_error', 'execution_interrupted'].includes(t))",
-        timeout=timeout)
-    return editor.page.evaluate("window.__events")
+from browser_support import record_events, set_widget, wait_for_end
 
 
 def test_queue_shows_webp_and_mp4_previews_and_applies_seed_control(editor):

@@ -6,14 +6,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from browser_support import same_graph
+
 FIXTURES = Path(__file__).resolve().parents[2] / "web" / "tests" / "fixtures"
-
-
-def same_graph(a: dict, b: dict):
-    """Node types, widget values and links equal (positions and view may differ)."""
-    key = lambda wf: (sorted((n["id"], n["type"], json.dumps(n["widgets_values"])) for n in wf["nodes"]),
-                      sorted(map(tuple, wf["links"])))
-    assert key(a) == key(b)
 
 
 def build_small_graph(editor):

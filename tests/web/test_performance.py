@@ -2,7 +2,7 @@
 Numbers go to test-artifacts/web/performance.json and the test output (run with -s)."""
 import json
 
-from conftest import ARTIFACTS
+from browser_support import ARTIFACTS
 
 BUILD_300 = """() => {
     const g = vidgraph.graph;

@@ -6,8 +6,7 @@ import io
 
 from PIL import Image
 
-from test_execution import record_events, set_widget, wait_for_end
-from test_files import same_graph
+from browser_support import record_events, same_graph, set_widget, wait_for_end
 
 WATCH_RUNNING = """() => {
     window.__running = new Set();
