@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from .image_io import NodeInputError
 from .images import folders_in_scope, input_file_hash
-from .model_management import resident, with_shrinking_chunks
+from .model_management import items_that_fit, resident, with_shrinking_chunks
 from .outputs import OutputFiles, embedded_metadata
 from .svd.vae import SCALE_FACTOR
 
@@ -39,14 +39,31 @@ def encode_pixels(vae, pixels: torch.Tensor, settings) -> torch.Tensor:
         return vae.encode(x).float().cpu()
 
 
-def decode_latent(vae, samples: torch.Tensor, settings, chunk: int | None = None) -> torch.Tensor:
-    """Raw latent [T,4,h,w] → IMAGE [T,H,W,3] in 0..1; an out-of-memory error shrinks the chunk.
+# Working memory of the temporal decoder per output pixel and frame, per base channel and byte of
+# dtype (measured: ~3,400 bytes per pixel in fp32 with 128 base channels; this rounds it up).
+DECODE_BYTES_PER_PIXEL_CHANNEL_BYTE = 7
 
-    chunk None decodes the clip in one piece, as ComfyUI does when memory allows, so its temporal
-    layers see every frame and the frames match ComfyUI's (ARCHITECTURE.md, "Chunk choice")."""
-    with resident(vae, settings):
-        pixels = with_shrinking_chunks(lambda c: vae.decode(samples, chunk=c), chunk or samples.shape[0])
-    return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu()
+
+def decode_chunk(vae, samples: torch.Tensor, device: torch.device) -> int:
+    """Frames to decode at once: the whole clip when it fits in memory (what ComfyUI does, so the
+    temporal layers see every frame and the frames match ComfyUI's), else as many as fit."""
+    frames, _, h, w = samples.shape
+    scale = getattr(vae, "downscale", 8)
+    dtype_bytes = torch.empty(0, dtype=getattr(vae, "dtype", torch.float32)).element_size()
+    channels = getattr(getattr(vae, "config", None), "ch", 128)  # other VAE classes: assume SD's width
+    per_frame = (h * scale) * (w * scale) * channels * dtype_bytes * DECODE_BYTES_PER_PIXEL_CHANNEL_BYTE
+    return items_that_fit(per_frame, frames, device)
+
+
+def decode_latent(vae, samples: torch.Tensor, settings, chunk: int | None = None) -> torch.Tensor:
+    """Raw latent [T,4,h,w] → IMAGE [T,H,W,3] in 0..1.
+
+    chunk None picks the largest number of frames that fits in memory (ARCHITECTURE.md, "Chunk
+    choice"); an out-of-memory error halves it and retries instead of failing the prompt."""
+    with resident(vae, settings) as device:
+        chunk = chunk or decode_chunk(vae, samples, device)
+        pixels = with_shrinking_chunks(lambda c: vae.decode(samples, chunk=c, output_device="cpu"), chunk)
+    return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
 
 class VAEEncode:

@@ -93,6 +93,26 @@ def resident(module: torch.nn.Module, settings: Mapping[str, Any]) -> Iterator[t
             torch.cuda.empty_cache()
 
 
+def available_memory(device: torch.device) -> int:
+    """Bytes free for new tensors on `device`: the GPU's free memory, or the system's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30  # no way to ask: assume a modest machine
+
+
+def items_that_fit(bytes_per_item: int, count: int, device: torch.device, headroom: float = 0.7) -> int:
+    """How many items (frames) of `bytes_per_item` working memory fit now, at least 1, at most count."""
+    budget = int(available_memory(device) * headroom)
+    return max(1, min(count, budget // max(1, bytes_per_item)))
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
