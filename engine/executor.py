@@ -23,7 +23,7 @@ from .folders import Folders
 from .interrupt import Interrupted, InterruptFlag
 from .nodecall import (ExecutionBlocked, ExecutionBlocker, call_over_lists, collect_results,
                        gather_inputs, lazy_requests)
-from .resources import ResourceCache
+from .resources import ResourceCache, default_budget
 from .spec import call_parameters
 from .validation import Link, Validation, validate_prompt
 
@@ -294,7 +294,7 @@ class Executor:
         self.folders = folders if folders is not None else registry.folders
         self.settings = dict(settings or {})
         self.cache = ResultCache(cache)
-        self.resources = resources if resources is not None else ResourceCache()
+        self.resources = resources if resources is not None else ResourceCache(default_budget())
         self._flag = InterruptFlag()
         self._running_flag: InterruptFlag | None = None
         self._instances: dict[tuple[str, str], Any] = {}

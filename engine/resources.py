@@ -6,6 +6,7 @@ and anything else can say how big it is with a `vidgraph_nbytes()` method.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
@@ -79,6 +80,14 @@ def estimate_nbytes(value: Any, limit_items: int = 100_000, skip_ids: set[int] |
 ReleaseHook = Callable[[Hashable, Any], None]
 
 
+def default_budget(fraction: float = 0.5) -> int | None:
+    """Half the machine's physical memory: loaded models beyond it are released, oldest first."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * fraction)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 class ResourceCache:
     """Loaded models and other expensive objects, least recently used dropped past `max_bytes`.
 
@@ -108,6 +117,11 @@ class ResourceCache:
     def keys(self) -> list[Hashable]:
         with self._lock:
             return list(self._entries)
+
+    def values(self) -> list[Any]:
+        """The cached values, least recently used first, without marking any of them used."""
+        with self._lock:
+            return [value for value, _ in self._entries.values()]
 
     @property
     def total_bytes(self) -> int:

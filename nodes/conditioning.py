@@ -18,8 +18,8 @@ CONTEXT = {"context": "NODE_CONTEXT"}
 MAX_RESOLUTION = 16384
 
 
-def encode_clip_vision(clip_vision, image: torch.Tensor, settings, crop: bool = True):
-    with resident(clip_vision, settings):
+def encode_clip_vision(clip_vision, image: torch.Tensor, context, crop: bool = True):
+    with resident(clip_vision, context.settings, context.resources):
         return clip_vision.encode_image(image, crop=crop)
 
 
@@ -36,7 +36,7 @@ class CLIPVisionEncode:
                 "hidden": CONTEXT}
 
     def encode(self, clip_vision, image, crop, context):
-        return (encode_clip_vision(clip_vision, image, context.settings, crop=crop == "center"),)
+        return (encode_clip_vision(clip_vision, image, context, crop=crop == "center"),)
 
 
 class SVD_img2vid_Conditioning:
@@ -80,15 +80,14 @@ class SVD_img2vid_Conditioning:
             raise NodeInputError(node, "video_frames", f"must be at least 1, got {video_frames}")
         if not isinstance(init_image, torch.Tensor) or init_image.ndim != 4 or init_image.shape[0] < 1:
             raise NodeInputError(node, "init_image", "expected an IMAGE [batch, height, width, channels]")
-        settings = context.settings
-        embedding = encode_clip_vision(clip_vision, init_image, settings).image_embeds.unsqueeze(0)
+        embedding = encode_clip_vision(clip_vision, init_image, context).image_embeds.unsqueeze(0)
         pixels = resize(init_image.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
         pixels = pixels[..., :3]
         if augmentation_level > 0:
             # Drawn from torch's global generator, exactly where ComfyUI draws it: an upstream
             # ImageAddNoise (or KSampler) seeds it, which is what makes such workflows repeatable.
             pixels = pixels + torch.randn_like(pixels) * augmentation_level
-        concat = encode_pixels(vae, pixels, settings)
+        concat = encode_pixels(vae, pixels, context)
         micro = {"motion_bucket_id": motion_bucket_id, "fps": fps, "augmentation_level": augmentation_level}
         positive = [[embedding, {**micro, "concat_latent_image": concat}]]
         negative = [[torch.zeros_like(embedding), {**micro, "concat_latent_image": torch.zeros_like(concat)}]]

@@ -100,7 +100,7 @@ def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str,
         denoised = state["denoised"]
         context.progress(state["i"] + 1, steps, _latent_preview(denoised) if preview else None)
 
-    with resident(model.unet, settings):
+    with resident(model.unet, settings, context.resources):
         guided = GuidedDenoiser(VDenoiser(model.unet, model.compute_dtype, model.sigma_min, model.sigma_max),
                                 positive_cond, negative_cond, cfg, model.cfg_ramp, model.min_cfg,
                                 batch_cond_uncond=not settings.get("lowvram", False))

@@ -32,9 +32,9 @@ def _samples(latent, node: str, input_name: str = "samples") -> torch.Tensor:
     return samples
 
 
-def encode_pixels(vae, pixels: torch.Tensor, settings) -> torch.Tensor:
+def encode_pixels(vae, pixels: torch.Tensor, context) -> torch.Tensor:
     """IMAGE [B,H,W,C] in 0..1 → raw latent [B,4,H/8,W/8] on the CPU."""
-    with resident(vae, settings):
+    with resident(vae, context.settings, context.resources):
         x = pixels[..., :3].movedim(-1, 1) * 2.0 - 1.0
         return vae.encode(x).float().cpu()
 
@@ -55,12 +55,12 @@ def decode_chunk(vae, samples: torch.Tensor, device: torch.device) -> int:
     return items_that_fit(per_frame, frames, device)
 
 
-def decode_latent(vae, samples: torch.Tensor, settings, chunk: int | None = None) -> torch.Tensor:
+def decode_latent(vae, samples: torch.Tensor, context, chunk: int | None = None) -> torch.Tensor:
     """Raw latent [T,4,h,w] → IMAGE [T,H,W,3] in 0..1.
 
     chunk None picks the largest number of frames that fits in memory (ARCHITECTURE.md, "Chunk
     choice"); an out-of-memory error halves it and retries instead of failing the prompt."""
-    with resident(vae, settings) as device:
+    with resident(vae, context.settings, context.resources) as device:
         chunk = chunk or decode_chunk(vae, samples, device)
         pixels = with_shrinking_chunks(lambda c: vae.decode(samples, chunk=c, output_device="cpu"), chunk)
     return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
@@ -80,7 +80,7 @@ class VAEEncode:
         if pixels.shape[1] % 8 or pixels.shape[2] % 8:
             raise NodeInputError("VAEEncode", "pixels",
                                  f"width and height must be multiples of 8, got {pixels.shape[2]}x{pixels.shape[1]}")
-        return ({"samples": encode_pixels(vae, pixels, context.settings)},)
+        return ({"samples": encode_pixels(vae, pixels, context)},)
 
 
 class VAEDecode:
@@ -95,7 +95,7 @@ class VAEDecode:
 
     def decode(self, samples, vae, context):
         latent = _samples(samples, "VAEDecode")
-        return (decode_latent(vae, latent, context.settings),)
+        return (decode_latent(vae, latent, context),)
 
 
 class VAEDecodeTiled:
@@ -119,16 +119,15 @@ class VAEDecodeTiled:
         latent = _samples(samples, "VAEDecodeTiled")
         overlap = min(overlap, tile_size // 4)  # ComfyUI clamps it the same way
         tile, step_over = tile_size // 8, overlap // 8
-        settings = context.settings
         frames, _, h, w = latent.shape
         if h <= tile and w <= tile:
-            return (decode_latent(vae, latent, settings, chunk=temporal_size),)
+            return (decode_latent(vae, latent, context, chunk=temporal_size),)
         out = weight = None
         for top in _tile_starts(h, tile, step_over):
             for left in _tile_starts(w, tile, step_over):
                 context.check_interrupt()
                 part = latent[:, :, top:top + tile, left:left + tile]
-                pixels = decode_latent(vae, part, settings, chunk=temporal_size)
+                pixels = decode_latent(vae, part, context, chunk=temporal_size)
                 if out is None:
                     scale = pixels.shape[1] // part.shape[2]
                     out = torch.zeros(frames, h * scale, w * scale, 3)

@@ -41,10 +41,15 @@ def file_identity(path: str | os.PathLike) -> tuple:
     return real, stat.st_size, stat.st_mtime_ns
 
 
+def _modules_of(value: Any) -> list[torch.nn.Module]:
+    if isinstance(value, torch.nn.Module):
+        return [value]
+    return [v for v in getattr(value, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+
+
 def module_nbytes(value: Any) -> int:
     """Bytes held by the parameters and buffers of every torch module reachable from `value`."""
-    modules = [value] if isinstance(value, torch.nn.Module) else [
-        v for v in getattr(value, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+    modules = _modules_of(value)
     seen: set[int] = set()
     total = 0
     for module in modules:
@@ -65,9 +70,7 @@ def load_cached(ctx, kind: str, path: str | os.PathLike, loader: Callable[[], An
 
 def offload_released(key, value) -> None:
     """A model leaving the cache gives its GPU memory back; a prompt still holding it moves it back."""
-    modules = [value] if isinstance(value, torch.nn.Module) else [
-        v for v in getattr(value, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
-    for module in modules:
+    for module in _modules_of(value):
         if any(p.device.type == "cuda" for p in module.parameters()):
             module.to("cpu")
     release_memory()
@@ -80,10 +83,39 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+# Kept free beside a model moved to the GPU, for its activations.
+INFERENCE_RESERVE = 1 << 30
+
+
+def _on_device(module: torch.nn.Module, device: torch.device) -> bool:
+    return any(p.device.type == device.type for p in module.parameters())
+
+
+def make_room(needed: int, device: torch.device, resources, keep: torch.nn.Module) -> list[torch.nn.Module]:
+    """Move cached models off `device`, least recently used first, until `needed` bytes are free.
+
+    Returns the modules moved (to the CPU, so they come back on their next use)."""
+    moved = []
+    for value in resources.values():
+        if available_memory(device) >= needed + INFERENCE_RESERVE:
+            break
+        for module in _modules_of(value):
+            if module is not keep and _on_device(module, device):
+                module.to("cpu")
+                moved.append(module)
+        if moved and device.type == "cuda":
+            torch.cuda.empty_cache()
+    return moved
+
+
 @contextlib.contextmanager
-def resident(module: torch.nn.Module, settings: Mapping[str, Any]) -> Iterator[torch.device]:
-    """Run `module` on the compute device; in low-VRAM mode it leaves the GPU afterwards."""
+def resident(module: torch.nn.Module, settings: Mapping[str, Any], resources=None) -> Iterator[torch.device]:
+    """Run `module` on the compute device; in low-VRAM mode it leaves the GPU afterwards.
+
+    With the model cache given, other models are moved off the GPU first when it is short of memory."""
     device = compute_device(settings)
+    if resources is not None and device.type != "cpu" and not _on_device(module, device):
+        make_room(module_nbytes(module), device, resources, keep=module)
     module.to(device)
     try:
         yield device

@@ -130,3 +130,30 @@ def test_decode_chunk_is_the_whole_clip_when_it_fits_and_bounded_when_not(monkey
     assert 1 <= chunk <= 6
     monkeypatch.setattr(model_management, "available_memory", lambda device: 1 << 20)
     assert latents.decode_chunk(vae, full_hd, torch.device("cpu")) == 1
+
+
+def test_make_room_offloads_least_recently_used_models_until_the_new_one_fits(monkeypatch):
+    from vidgraph.nodes import model_management as mm
+
+    cache = ResourceCache()
+    old, recent, new = (torch.nn.Linear(4, 4) for _ in range(3))
+    cache.put("old", old, 1)
+    cache.put("recent", recent, 1)
+    on_gpu = {old, recent}
+    free = {"bytes": 0}
+
+    def fake_to(module):
+        def to(device):
+            on_gpu.discard(module)
+            free["bytes"] += 2 << 30  # each offloaded model frees 2 GiB
+            return module
+        return to
+
+    for module in (old, recent):
+        monkeypatch.setattr(module, "to", fake_to(module))
+    monkeypatch.setattr(mm, "available_memory", lambda device: free["bytes"])
+    monkeypatch.setattr(mm, "_on_device", lambda module, device: module in on_gpu)
+    moved = mm.make_room(1 << 30, torch.device("cuda"), cache, keep=new)
+    # 1 GiB needed + 1 GiB reserve: offloading the oldest model frees enough
+    assert moved == [old] and on_gpu == {recent}
+    assert cache.keys() == ["old", "recent"]  # looking did not count as use
