@@ -181,64 +181,85 @@ def best_of(fn, repeat):
     return min(times)
 
 
-def child(side: str, path: str, repeat: int, low_memory: bool):
+def setup(side: str, path: str, low_memory: bool, clip: bool = True):
+    """Load one side; returns (load seconds, RSS after load, step(), decode())."""
     torch.manual_seed(0)
     torch.set_grad_enabled(False)
     start = time.perf_counter()
+    h = SIZE // 8
     if side == "vidgraph":
-        from vidgraph.nodes.svd.checkpoint import load_checkpoint
-        from vidgraph.nodes.svd.denoiser import GuidedDenoiser, SVDCondition, micro_conditioning
-        models = load_checkpoint(path, low_memory=low_memory)
+        from vidgraph.nodes.svd import checkpoint
+        from vidgraph.nodes.svd.denoiser import GuidedDenoiser, SVDCondition, VDenoiser, micro_conditioning
+        if clip:
+            models = checkpoint.load_checkpoint(path, low_memory=low_memory)
+            unet, vae = models.unet, models.vae
+        else:
+            unet = checkpoint.load_unet(path, low_memory=low_memory)
+            vae = checkpoint.load_vae(path)
         load_s = time.perf_counter() - start
         after_load = rss_gb()
-        u = models.unet.config
+        u = unet.config
         y = micro_conditioning(6, 127, 0.02, u.adm_in_channels // 3)
-        h = SIZE // 8
         pos = SVDCondition(torch.randn(1, 1, u.context_dim), torch.randn(1, 4, h, h), y)
         neg = SVDCondition(torch.zeros(1, 1, u.context_dim), torch.zeros(1, 4, h, h), y)
-        guided = GuidedDenoiser(models.denoiser(), pos, neg, cfg=2.5, ramp="linear")
+        guided = GuidedDenoiser(VDenoiser(unet, torch.float32), pos, neg, cfg=2.5, ramp="linear")
         x = torch.randn(FRAMES, 4, h, h) * 10
         z = torch.randn(FRAMES, 4, h, h)
-        step = lambda: guided(x, torch.tensor(10.0))  # noqa: E731
-        decode = lambda: models.vae.decode(z, num_frames=FRAMES)  # noqa: E731
-    else:
-        import diffusers
-        import transformers
-        folder = Path(path)
-        fp32 = {"torch_dtype": torch.float32}  # the same compute dtype as vidgraph's default on the CPU
-        unet = diffusers.UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", **fp32).eval()
-        vae = diffusers.AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", **fp32).eval()
-        clip = transformers.CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", dtype=torch.float32).eval()
-        load_s = time.perf_counter() - start
-        after_load = rss_gb()
-        cfg = unet.config
-        h = SIZE // 8
-        emb = torch.cat([torch.randn(1, 1, cfg.cross_attention_dim), torch.zeros(1, 1, cfg.cross_attention_dim)])
-        concat = torch.cat([torch.randn(1, 1, 4, h, h), torch.zeros(1, 1, 4, h, h)]).expand(2, FRAMES, 4, h, h)
-        ids = torch.tensor([[5.0, 127.0, 0.02]] * 2)
-        latents = torch.randn(1, FRAMES, 4, h, h) * 10
-        scale = torch.linspace(1.0, 2.5, FRAMES).reshape(1, FRAMES, 1, 1, 1)
-        sigma = torch.tensor(10.0)
+        return load_s, after_load, lambda: guided(x, torch.tensor(10.0)), lambda: vae.decode(z, num_frames=FRAMES)
+    import diffusers
+    import transformers
+    folder = Path(path)
+    fp32 = {"torch_dtype": torch.float32}  # the same compute dtype as vidgraph's default on the CPU
+    unet = diffusers.UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", **fp32).eval()
+    vae = diffusers.AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", **fp32).eval()
+    if clip:
+        transformers.CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", dtype=torch.float32)
+    load_s = time.perf_counter() - start
+    after_load = rss_gb()
+    dim = unet.config.cross_attention_dim
+    emb = torch.cat([torch.randn(1, 1, dim), torch.zeros(1, 1, dim)])
+    concat = torch.cat([torch.randn(1, 1, 4, h, h), torch.zeros(1, 1, 4, h, h)]).expand(2, FRAMES, 4, h, h)
+    ids = torch.tensor([[5.0, 127.0, 0.02]] * 2)
+    latents = torch.randn(1, FRAMES, 4, h, h) * 10
+    scale = torch.linspace(1.0, 2.5, FRAMES).reshape(1, FRAMES, 1, 1, 1)
+    sigma = torch.tensor(10.0)
 
-        def step():  # the pipeline's denoising step: batched cond/uncond, per-frame guidance on v
-            inp = torch.cat([latents] * 2) / (sigma ** 2 + 1) ** 0.5
-            v = unet(torch.cat([inp, concat], dim=2), 0.25 * sigma.log(), encoder_hidden_states=emb,
-                     added_time_ids=ids).sample
-            uncond, cond = v.chunk(2)[1], v.chunk(2)[0]
-            return uncond + scale * (cond - uncond)
-        z = torch.randn(FRAMES, 4, h, h)
-        decode = lambda: vae.decode(z, num_frames=FRAMES).sample  # noqa: E731
-        del clip
+    def step():  # the pipeline's denoising step: batched cond/uncond, per-frame guidance on v
+        inp = torch.cat([latents] * 2) / (sigma ** 2 + 1) ** 0.5
+        v = unet(torch.cat([inp, concat], dim=2), 0.25 * sigma.log(), encoder_hidden_states=emb,
+                 added_time_ids=ids).sample
+        cond, uncond = v.chunk(2)
+        return uncond + scale * (cond - uncond)
+    z = torch.randn(FRAMES, 4, h, h)
+    return load_s, after_load, step, lambda: vae.decode(z, num_frames=FRAMES).sample
+
+
+def child(side: str, path: str, repeat: int, low_memory: bool):
+    """Load, then run: peak RSS of one side alone."""
+    load_s, after_load, step, decode = setup(side, path, low_memory)
     with torch.inference_mode():
-        step_s = best_of(step, repeat)
-        decode_s = best_of(decode, repeat)
+        step_s, decode_s = best_of(step, repeat), best_of(decode, repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(json.dumps({"load_s": load_s, "rss_after_load_gb": after_load, "step_s": step_s,
                       "decode_s": decode_s, "peak_rss_gb": peak}))
 
 
-def run_child(side, path, repeat, low_memory=False):
-    cmd = [sys.executable, __file__, "--child", side, str(path), "--repeat", str(repeat)]
+def speed_child(single: str, folder: str, repeat: int, low_memory: bool):
+    """Both sides in one process (no CLIP), timed alternately: machine load hits both alike."""
+    *_, step_a, decode_a = setup("vidgraph", single, low_memory, clip=False)
+    *_, step_b, decode_b = setup("diffusers", folder, False, clip=False)
+    times = {"step_s": ([], []), "decode_s": ([], [])}
+    with torch.inference_mode():
+        step_a(), step_b(), decode_a(), decode_b()  # warm-up
+        for _ in range(repeat):
+            for key, fa, fb in (("step_s", step_a, step_b), ("decode_s", decode_a, decode_b)):
+                times[key][0].append(best_of(fa, 1))
+                times[key][1].append(best_of(fb, 1))
+    print(json.dumps({k: [min(a), min(b)] for k, (a, b) in times.items()}))
+
+
+def run_child(side, path, repeat, low_memory=False, extra=()):
+    cmd = [sys.executable, __file__, "--child", side, str(path), "--repeat", str(repeat), *extra]
     if low_memory:
         cmd.append("--low-memory")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -248,22 +269,29 @@ def run_child(side, path, repeat, low_memory=False):
 # ------------------------------------------------------------------------------------ report
 
 def compare(title, single, folder, repeat, rounds):
-    print(f"\n== {title} ({FRAMES} frames at {SIZE}x{SIZE}, best of {repeat}; {rounds} fresh process(es) per side)")
+    print(f"\n== {title} ({FRAMES} frames at {SIZE}x{SIZE})")
     results = {}
-    for round_ in range(rounds):  # alternate sides so machine load hits both alike
+    for _ in range(rounds):  # fresh processes, sides alternating: load time and peak RSS of one side alone
         for side, path, low in (("diffusers", folder, False), ("vidgraph", single, False), ("vidgraph low-memory", single, True)):
             r = run_child(side.split()[0], path, repeat, low)
-            best = results.setdefault(side, r)
-            results[side] = {k: min(best[k], r[k]) for k in r}
-    ref = results["diffusers"]
-    print(f"{'':22}{'load s':>9}{'RSS load GB':>13}{'step s':>9}{'decode s':>10}{'peak GB':>9}")
+            results[side] = {k: min(results.get(side, r)[k], r[k]) for k in r}
+    # Step and decode ratios come from one process holding both sides, timed alternately (no CLIP loaded there).
+    paired = {side: run_child("speed", single, repeat, low, extra=("--folder", str(folder)))
+              for side, low in (("vidgraph", False), ("vidgraph low-memory", True))}
+    print(f"{'':22}{'load s':>9}{'RSS load GB':>13}{'peak GB':>9}   (one side per process, best of {rounds})")
     for side, r in results.items():
-        print(f"{side:22}{r['load_s']:9.2f}{r['rss_after_load_gb']:13.2f}{r['step_s']:9.3f}{r['decode_s']:10.3f}{r['peak_rss_gb']:9.2f}")
-    for side in ("vidgraph", "vidgraph low-memory"):
+        print(f"{side:22}{r['load_s']:9.2f}{r['rss_after_load_gb']:13.2f}{r['peak_rss_gb']:9.2f}")
+    print(f"{'':22}{'step s':>9}{'diffusers':>11}{'decode s':>10}{'diffusers':>11}   (same process, alternating, best of {repeat})")
+    for side, p in paired.items():
+        print(f"{side:22}{p['step_s'][0]:9.3f}{p['step_s'][1]:11.3f}{p['decode_s'][0]:10.3f}{p['decode_s'][1]:11.3f}")
+    ref = results["diffusers"]
+    for side, p in paired.items():
         r = results[side]
-        parts = [f"{k.split('_')[0]} {r[k] / ref[k]:.2f}x (target <= {t}x{'' if r[k] / ref[k] <= t else ', MISSED'})"
+        ratios = {"load_s": r["load_s"] / ref["load_s"], "step_s": p["step_s"][0] / p["step_s"][1],
+                  "peak_rss_gb": r["peak_rss_gb"] / ref["peak_rss_gb"]}
+        parts = [f"{k.split('_')[0]} {ratios[k]:.2f}x (target <= {t}x{'' if ratios[k] <= t else ', MISSED'})"
                  for k, t in TARGETS.items()]
-        parts.append(f"decode {r['decode_s'] / ref['decode_s']:.2f}x")
+        parts.append(f"decode {p['decode_s'][0] / p['decode_s'][1]:.2f}x")
         print(f"  {side} / diffusers: " + ", ".join(parts))
 
 
@@ -275,7 +303,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--child", nargs=2, metavar=("SIDE", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--low-memory", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child and args.child[0] == "speed":
+        return speed_child(args.child[1], args.folder, args.repeat, args.low_memory)
     if args.child:
         return child(args.child[0], args.child[1], args.repeat, args.low_memory)
     try:
