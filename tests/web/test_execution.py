@@ -128,3 +128,34 @@ def test_batch_count_queues_each_run_with_its_own_seed_and_history_loads_back(ed
     page.locator("#history-list li button[data-action='load-history']").first.click()
     page.wait_for_function("vidgraph.graph.nodes.size === 3")
     assert editor.node("PreviewImage").locator(".node-preview img").count() == 1
+
+
+def test_ctrl_enter_while_typing_queues_the_typed_text_and_r_refreshes_file_lists(editor, server_dirs):
+    page = editor.page
+    text = editor.add_node("PrimitiveStringMultiline", "primitivestringmultiline", 200, 200)
+    area = text.locator("textarea")
+    area.click()
+    page.keyboard.type("a fox, walking")
+    with page.expect_request(lambda r: r.url.endswith("/api/prompt") and r.method == "POST") as sent:
+        page.keyboard.press("Control+Enter")
+    body = sent.value.post_data_json
+    assert body["prompt"][text.get_attribute("data-node-id")]["inputs"]["value"] == "a fox, walking"
+    assert body["extra_data"]["extra_pnginfo"]["workflow"]["nodes"][0]["widgets_values"][0] == "a fox, walking"
+    # a file that appeared on the server shows up in the combo after R
+    load = editor.add_node("LoadImage", "load image", 700, 200)
+    (server_dirs / "input" / "appeared_later.png").write_bytes(_tiny_png())
+    assert "appeared_later.png" not in load.locator("select").inner_text()
+    page.click("#canvas", position={"x": 1200, "y": 700})
+    page.keyboard.press("r")
+    page.wait_for_function("document.querySelector(\".node[data-type='LoadImage'] select\").textContent.includes('appeared_later.png')")
+    assert len(editor.workflow()["nodes"]) == 2
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PNG")
+    return buffer.getvalue()

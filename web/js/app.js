@@ -93,6 +93,19 @@ export class App {
     this.graph.setDefs(this.defs);
   }
 
+  // Re-reads /object_info (new model files, changed packs) and rebuilds the nodes with it;
+  // widget values and links are kept because the graph goes through its saved form.
+  async refreshDefinitions() {
+    await this.loadDefinitions();
+    await this.extensions.call("beforeRegisterNodeDefs", this.defs);
+    this.graph.setDefs(this.defs);
+    const ds = this.graph.extra.ds;
+    this.graph.load(this.graph.serialize());
+    if (ds) this.graph.extra.ds = ds;
+    this.view.renderAll();
+    this.setStatus("node definitions refreshed");
+  }
+
   // ComfyUI's name for it, so extensions written for ComfyUI find it where they expect.
   registerExtension(extension) {
     this.extensions.register(extension);

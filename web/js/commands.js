@@ -29,6 +29,7 @@ const KEYMAP = {
   "Alt+=": (app) => zoomCentre(app, 1.2),
   "Alt+-": (app) => zoomCentre(app, 1 / 1.2),
   "Shift+a": (app) => openSearchAtCentre(app),
+  "r": (app) => app.refreshDefinitions(),
   "ArrowLeft": (app) => nudge(app, -10, 0),
   "ArrowRight": (app) => nudge(app, 10, 0),
   "ArrowUp": (app) => nudge(app, 0, -10),
@@ -55,6 +56,8 @@ export function installCommands(app) {
     if (typing && !WHILE_TYPING.has(name)) return;
     if (app.search.isOpen && name !== "Escape") return;
     e.preventDefault();
+    // Leaving the field fires its change event first, so Ctrl+Enter queues what was just typed.
+    if (typing && e.target.closest(".node")) e.target.blur();
     action(app);
   });
 
@@ -212,6 +215,7 @@ function showMenu(app, e) {
     items.push(["Add note", () => app.addNode("Note", world)]);
     items.push(["Add group", () => { app.graph.addGroup("Group", [world[0], world[1], 400, 300]); app.view.renderGroups(); app.commit(); }]);
     items.push(["Fit view", () => app.view.fitView()]);
+    items.push(["Refresh node definitions (R)", () => app.refreshDefinitions()]);
   }
   menu.replaceChildren(...items.map(([label, action]) => {
     const b = document.createElement("button");
