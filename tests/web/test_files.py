@@ -85,6 +85,14 @@ def test_dropping_a_plain_image_creates_load_image_with_the_upload(editor, serve
     assert (server_dirs / "input" / "dropped_frame.png").read_bytes() == buffer.getvalue()
     assert node.locator(".widget[data-widget='image'] select").input_value() == "dropped_frame.png"
     page.wait_for_function("document.querySelector('.node-preview img.input-preview')?.naturalWidth === 32")
+    # a second image dropped onto that node replaces its image instead of adding a node
+    buffer2 = io.BytesIO()
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(buffer2, "PNG")
+    box = node.bounding_box()
+    editor.drop_file(buffer2.getvalue(), "second.png", "image/png", box["x"] + 60, box["y"] + 15)
+    page.wait_for_function("vidgraph.graph.serialize().nodes[0]?.widgets_values[0] === 'second.png'")
+    assert page.locator(".node").count() == 1
+    page.wait_for_function("document.querySelector('.node-preview img.input-preview')?.naturalWidth === 20")
 
 
 def test_bundled_workflows_menu(editor):

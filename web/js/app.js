@@ -202,6 +202,11 @@ export class App {
       if (found.workflow) this.loadWorkflow(found.workflow, { name: file.name });
       else if (found.prompt) this.loadAny(found.prompt, file.name);
       else if (found.image) {
+        // Onto a node with an upload widget: that node takes the image; elsewhere a new Load Image.
+        const hit = e && document.elementFromPoint(e.clientX, e.clientY)?.closest(".node");
+        const target = hit && this.graph.nodes.get(Number(hit.dataset.nodeId));
+        const upload = target?.widgets.find((w) => w.kind === "UPLOAD");
+        if (upload) { await this.uploadInto(target, upload.target, file); continue; }
         const at = e ? this.view.clientToWorld(e.clientX, e.clientY) : this.pointerWorld;
         const node = this.addNode("LoadImage", at);
         if (node) await this.uploadInto(node, "image", file);
