@@ -1,8 +1,9 @@
 """`vidgraph demo`: the whole image-to-video path on a tiny random-weight SVD, with no downloads.
 
 It writes a small checkpoint in the real SVD single-file layout into models/checkpoints, puts the
-bundled demo image into the input folder, and runs the bundled `svd_img2vid.json` workflow on them
-(smaller and shorter, so it takes seconds on a CPU). The frames are noise-like — the weights are
+bundled demo image into the input folder, and runs the bundled `tiny_svd_demo.json` workflow (the
+SVD image-to-video graph, smaller and shorter, so it takes seconds on a CPU; the editor offers it
+too). The frames are noise-like — the weights are
 random — but every stage a real checkpoint goes through runs: loading, CLIP vision, the VAE, the
 spatio-temporal UNet under the EDM sampler, the temporal decoder, WEBP and MP4 writing.
 """
@@ -24,7 +25,7 @@ from .svd.tiny import write_tiny_checkpoint
 
 CHECKPOINT = "vidgraph_tiny_svd.safetensors"
 IMAGE = "vidgraph_demo.png"
-WORKFLOW = "svd_img2vid.json"
+WORKFLOW = "tiny_svd_demo.json"  # svd_img2vid.json on the tiny checkpoint, smaller and shorter
 
 
 def bundled(name: str) -> Path:
@@ -33,12 +34,8 @@ def bundled(name: str) -> Path:
 
 def demo_prompt(width: int, height: int, frames: int, steps: int, seed: int) -> dict:
     prompt = json.loads(bundled(WORKFLOW).read_text())
-    prompt["1"]["inputs"]["ckpt_name"] = CHECKPOINT
-    prompt["2"]["inputs"]["image"] = IMAGE
     prompt["3"]["inputs"].update(width=width, height=height, video_frames=frames)
     prompt["5"]["inputs"].update(steps=steps, seed=seed)
-    for node in ("7", "9"):
-        prompt[node]["inputs"]["filename_prefix"] = "vidgraph/demo"
     return prompt
 
 

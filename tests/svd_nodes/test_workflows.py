@@ -26,7 +26,8 @@ def load_generator():
 
 
 def test_every_bundled_workflow_has_a_ui_version():
-    assert API_NAMES == ["svd_img2vid.json", "svd_xt_img2vid.json", "svd_xt_long_chained.json"]
+    assert API_NAMES == ["svd_img2vid.json", "svd_xt_img2vid.json", "svd_xt_long_chained.json",
+                         "tiny_svd_demo.json"]
     assert sorted(p.name for p in UI_DIR.glob("*.json")) == API_NAMES
 
 
