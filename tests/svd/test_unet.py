@@ -108,14 +108,30 @@ def diffusers_twin(unet: VideoUNet):
     return ref.eval()
 
 
-def test_forward_matches_diffusers_within_1e_4(randomized):
+@pytest.mark.parametrize("size", [16, 2])  # 2: the deepest level is 1x1 (the centre-tap path)
+def test_forward_matches_diffusers_within_1e_4(randomized, size):
     unet = randomized(VideoUNet(TINY_UNET), seed=3).eval()
     ref = diffusers_twin(unet)
-    x, c_noise, context, y, ids = tiny_inputs(b=2, t=3)
+    x, c_noise, context, y, ids = tiny_inputs(b=2, t=3, size=size)
     with torch.no_grad():
         out = unet(x, c_noise, context, y, num_video_frames=3, image_only_indicator=torch.zeros(2, 3))
-        expected = ref(x.reshape(2, 3, 8, 16, 16), c_noise[::3], context[::3], ids).sample
+        expected = ref(x.reshape(2, 3, 8, size, size), c_noise[::3], context[::3], ids).sample
     assert out.abs().max() > 0.1
-    diff = (out - expected.reshape(6, 4, 16, 16)).abs().max().item()
+    diff = (out - expected.reshape(6, 4, size, size)).abs().max().item()
     print("max abs diff vs diffusers", diff)
     assert diff <= 1e-4, diff
+
+
+def test_centre_tap_conv_on_a_1x1_map_equals_the_convolution_and_follows_weight_edits():
+    from vidgraph.nodes.svd.unet import Conv2d
+    torch.manual_seed(0)
+    conv = Conv2d(16, 8, 3, padding=1)
+    x = torch.randn(3, 16, 1, 1)
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+        assert torch.allclose(conv(x), expected, atol=1e-6)
+        conv.weight.mul_(2.0)  # an in-place edit must not leave a stale cached tap
+        assert torch.allclose(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-6)
+        assert "_centre" not in dict(conv.state_dict())
+        big = torch.randn(3, 16, 4, 4)
+        assert torch.allclose(conv(big), torch.nn.functional.conv2d(big, conv.weight, conv.bias, padding=1), atol=1e-6)
