@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,19 +91,25 @@ class SafetensorsFile:
     def dtype(self, key):
         return self.entries[key][0]
 
-    def read(self, key, file=None):
+    def read(self, key, file=None, staging=None):
+        """The tensor `key`, in a fresh tensor or, given a uint8 `staging` tensor large enough, in that."""
         dtype, shape, begin = self.entries[key]
-        buf = torch.empty(torch.Size(shape).numel() * dtype.itemsize, dtype=torch.uint8)
+        nbytes = torch.Size(shape).numel() * dtype.itemsize
+        buf = torch.empty(nbytes, dtype=torch.uint8) if staging is None else staging[:nbytes]
         own = file is None
         f = open(self.path, "rb") if own else file
         try:
             f.seek(self.data_start + begin)
-            if buf.numel() and f.readinto(memoryview(buf.numpy())) != buf.numel():
+            if nbytes and f.readinto(memoryview(buf.numpy())) != nbytes:
                 raise CheckpointError(f"{self.path}: truncated while reading {key}")
         finally:
             if own:
                 f.close()
         return buf.view(dtype).reshape(shape)
+
+    def nbytes(self, key):
+        dtype, shape, _ = self.entries[key]
+        return torch.Size(shape).numel() * dtype.itemsize
 
     def open(self):
         return open(self.path, "rb")
@@ -123,8 +130,11 @@ class DictSource:
     def dtype(self, key):
         return self.sd[key].dtype
 
-    def read(self, key, file=None):
+    def read(self, key, file=None, staging=None):
         return self.sd[key]
+
+    def nbytes(self, key):
+        return 0  # already in memory: nothing to stage
 
     def open(self):
         return open(os.devnull, "rb")
@@ -172,18 +182,45 @@ def stream_into(model: nn.Module, source, names: dict, what: str, dtype=None, de
             if items:
                 lines.append(f"  {label} ({len(items)}): " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
         raise CheckpointError("\n".join(lines))
-    with source.open() as f:
-        for key, current in expected.items():
-            tensor = source.read(names[key], f)
-            target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
-            tensor = tensor.to(device=device, dtype=target)
-            owner_name, _, attr = key.rpartition(".")
-            owner = model.get_submodule(owner_name)
-            if isinstance(current, nn.Parameter):
-                owner._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
-            else:
-                owner._buffers[attr] = tensor
+    for key, current, tensor in _read_ahead(source, [(k, names[k], v) for k, v in expected.items()], dtype, device):
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if isinstance(current, nn.Parameter):
+            owner._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
+        else:
+            owner._buffers[attr] = tensor
     return model.eval().requires_grad_(False)
+
+
+def _read_ahead(source, items, dtype, device):
+    """Yield (model key, current, tensor in its target dtype/device). A worker thread reads the next
+    tensor while this one converts; tensors that need converting are read into one of two reused
+    staging buffers (no fresh pages per tensor), the others straight into their own storage."""
+    def target_of(source_key):
+        stored = source.dtype(source_key)
+        return dtype if dtype is not None and stored.is_floating_point else stored
+
+    def needs_staging(source_key):
+        return target_of(source_key) != source.dtype(source_key) or torch.device(device).type != "cpu"
+
+    staging = [torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.uint8)]
+
+    def read(i, f):
+        source_key = items[i][1]
+        if not needs_staging(source_key):
+            return source.read(source_key, f)
+        n = source.nbytes(source_key)
+        if staging[i % 2].numel() < n:
+            staging[i % 2] = torch.empty(n, dtype=torch.uint8)
+        return source.read(source_key, f, staging[i % 2] if n else None)
+
+    with source.open() as f, ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, 0, f) if items else None
+        for i, (key, source_key, current) in enumerate(items):
+            tensor = pending.result()
+            pending = pool.submit(read, i + 1, f) if i + 1 < len(items) else None
+            # .to() copies out of the staging buffer before the worker may reuse it (two reads later)
+            yield key, current, tensor.to(device=device, dtype=target_of(source_key), copy=needs_staging(source_key))
 
 
 def _dtype_of(source, keys):
