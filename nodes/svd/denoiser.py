@@ -4,9 +4,11 @@ D(x, sigma) = c_skip * x + c_out * F(c_in * x, c_noise) with sigma_data 1 (sgm's
 ComfyUI's V_PREDICTION_EDM). A sampler sees `GuidedDenoiser` as a k-diffusion model function:
 `denoised = model(x, sigma)` with x the video latent [T, 4, h, w] (frames in the batch dimension).
 """
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .unet import VideoUNet, timestep_embedding
 
@@ -65,17 +67,43 @@ class SVDCondition:
         return cls(embedding, concat, y)
 
     def for_frames(self, num_frames: int, shape, device, dtype):
-        """(context, concat, y) repeated to every frame, checked against the latent's shape."""
-        concat = self.concat
+        """(context, concat, y) with one row per frame. A concat latent of another size or frame count
+        is fitted to the video latent as ComfyUI does (centre crop to the aspect, bilinear resize;
+        frames picked evenly)."""
+        concat = self.concat.to(device, dtype)
         if tuple(concat.shape[-2:]) != tuple(shape[-2:]):
-            raise ValueError(f"concat latent is {tuple(concat.shape[-2:])} but the video latent is "
-                             f"{tuple(shape[-2:])}: condition at the same width and height")
-        if concat.shape[0] not in (1, num_frames):
-            raise ValueError(f"concat latent has {concat.shape[0]} frames, the video latent {num_frames}")
-        def frames(t):
-            t = t.to(device, dtype)
-            return t.expand(num_frames, *t.shape[1:]) if t.shape[0] == 1 else t
-        return frames(self.context), frames(concat), frames(self.y)
+            concat = resize_centre_crop(concat, shape[-2], shape[-1])
+        return (to_batch_size(self.context.to(device, dtype), num_frames), to_batch_size(concat, num_frames),
+                to_batch_size(self.y.to(device, dtype), num_frames))
+
+
+def resize_centre_crop(x, height: int, width: int):
+    """x [N, C, h, w] cropped about its centre to the aspect of height x width, then resized bilinearly."""
+    h, w = x.shape[-2:]
+    old, new = w / h, width / height
+    if old > new:
+        cut = round((w - w * (new / old)) / 2)
+        x = x[..., :, cut:w - cut]
+    elif old < new:
+        cut = round((h - h * (old / new)) / 2)
+        x = x[..., cut:h - cut, :]
+    return F.interpolate(x, size=(height, width), mode="bilinear")
+
+
+def to_batch_size(x, n: int):
+    """x's rows repeated, or picked evenly, to n rows."""
+    rows = x.shape[0]
+    if rows == n:
+        return x
+    if rows == 1:
+        return x.expand(n, *x.shape[1:])
+    if n < rows:
+        scale = (rows - 1) / max(n - 1, 1)
+        index = [min(round(i * scale), rows - 1) for i in range(n)]
+    else:
+        scale = rows / n
+        index = [min(math.floor((i + 0.5) * scale), rows - 1) for i in range(n)]
+    return x[index]
 
 
 class VDenoiser:

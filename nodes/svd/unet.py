@@ -225,19 +225,23 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    def forward(self, x, size=None):
+        """size: the skip connection's (h, w), so odd sizes on the way down come back exactly."""
+        x = F.interpolate(x, size=size, mode="nearest") if size is not None else F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.conv(x)
 
 
 class EmbedSequential(nn.Sequential):
     """Runs its layers, handing each the inputs its kind needs."""
 
-    def forward(self, x, emb, context, num_frames, image_only_indicator):
+    def forward(self, x, emb, context, num_frames, image_only_indicator, output_size=None):
         for layer in self:
             if isinstance(layer, VideoResBlock):
                 x = layer(x, emb, num_frames, image_only_indicator)
             elif isinstance(layer, SpatialVideoTransformer):
                 x = layer(x, context, num_frames, image_only_indicator)
+            elif isinstance(layer, Upsample):
+                x = layer(x, output_size)
             else:
                 x = layer(x)
         return x
@@ -303,7 +307,8 @@ class VideoUNet(nn.Module):
             skips.append(h)
         h = self.middle_block(h, *args)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), *args)
+            h = torch.cat([h, skips.pop()], dim=1)
+            h = block(h, *args, output_size=skips[-1].shape[-2:] if skips else None)
         return self.out(h)
 
 

@@ -99,10 +99,19 @@ def test_scale_one_everywhere_skips_the_unconditional_branch():
     assert out.shape == x.shape
 
 
-def test_mismatched_concat_latent_is_a_clear_error():
-    guided = GuidedDenoiser(VDenoiser(RecordingUNet()), condition(1.0, size=8), condition(0.0, size=8), cfg=2.0)
-    with pytest.raises(ValueError, match=r"concat latent is \(8, 8\) but the video latent is \(4, 4\)"):
-        guided(torch.randn(2, 4, 4, 4), 1.0)
+def test_concat_latent_of_another_size_is_fitted_like_comfyui():
+    from vidgraph.nodes.svd.denoiser import resize_centre_crop, to_batch_size
+    ramp = torch.arange(8.0).reshape(1, 1, 1, 8).expand(1, 4, 4, 8)   # 4x8 latent, wider than the 4x4 target
+    fitted = resize_centre_crop(ramp, 4, 4)
+    assert fitted.shape == (1, 4, 4, 4)
+    assert torch.equal(fitted[0, 0, 0], torch.tensor([2.0, 3.0, 4.0, 5.0]))  # the centre columns
+    frames = torch.arange(4.0).reshape(4, 1, 1, 1)
+    assert to_batch_size(frames, 2).flatten().tolist() == [0.0, 3.0]
+    assert to_batch_size(frames, 8).flatten().tolist() == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    unet = RecordingUNet()
+    guided = GuidedDenoiser(VDenoiser(unet), condition(1.0, size=8), condition(0.0, size=8), cfg=2.0)
+    assert guided(torch.randn(2, 4, 4, 4), 1.0).shape == (2, 4, 4, 4)
+    assert torch.equal(unet.calls[0]["x"][:2, 4:], torch.ones(2, 4, 4, 4))
 
 
 def test_conditioning_from_comfyui_format():

@@ -135,3 +135,12 @@ def test_centre_tap_conv_on_a_1x1_map_equals_the_convolution_and_follows_weight_
         assert "_centre" not in dict(conv.state_dict())
         big = torch.randn(3, 16, 4, 4)
         assert torch.allclose(conv(big), torch.nn.functional.conv2d(big, conv.weight, conv.bias, padding=1), atol=1e-6)
+
+
+def test_odd_latent_sizes_come_back_at_their_size():
+    """Latents not divisible by 2**levels (SVD at 1000x576 is 125x72): upsampling follows the skips."""
+    unet = VideoUNet(TINY_UNET).eval()
+    x, c_noise, context, y, _ = tiny_inputs(b=1, t=2, size=16)
+    x = torch.randn(2, 8, 9, 7)
+    with torch.no_grad():
+        assert unet(x, c_noise[:2], context[:2], y[:2], num_video_frames=2).shape == (2, 4, 9, 7)
