@@ -1,16 +1,10 @@
-"""Shared fixtures for the SVD model tests: tiny configs and the shared reference folder."""
+"""Shared fixtures for the SVD model tests: the shared reference layouts and random weights."""
 from pathlib import Path
 
 import pytest
 import torch
 
-from vidgraph.nodes.svd.unet import UNetConfig
-
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-
-# Two levels, attention at the first only (like SVD's last level), one head per transformer.
-TINY_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1,),
-                       context_dim=32, adm_in_channels=96)
 
 
 def read_layout(path: Path) -> dict:
@@ -32,11 +26,6 @@ def shared_file():
             pytest.skip(f"{path} not available")
         return path
     return get
-
-
-@pytest.fixture
-def tiny_unet_config() -> UNetConfig:
-    return TINY_UNET
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet, config_from_state_dic
 
 
 PREFIX = "model.diffusion_model."
+# Two levels, attention at the first only (like SVD's last level), one head per transformer.
 TINY_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1,),
                        context_dim=32, adm_in_channels=96)
 
