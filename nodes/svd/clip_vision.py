@@ -56,7 +56,7 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(width, width)
 
     def forward(self, x):
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = F.linear(x, self.in_proj_weight.to(x.dtype), self.in_proj_bias.to(x.dtype)).chunk(3, dim=-1)
         return self.out_proj(attention(q, k, v, self.heads))
 
 
@@ -101,6 +101,10 @@ class CLIPVisionOutput(dict):
 
 
 class CLIPVision(nn.Module):
+    # Set when the weights stay in the file's 16 bits and each layer casts them as it runs (the
+    # checkpoint loader does this for fp32 compute, as ComfyUI keeps its CLIP vision in fp16).
+    compute_dtype: torch.dtype | None = None
+
     def __init__(self, cfg: CLIPVisionConfig):
         super().__init__()
         if cfg.width % cfg.heads:
@@ -127,7 +131,8 @@ class CLIPVision(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.proj.dtype
+        """The dtype it computes in."""
+        return self.compute_dtype or self.proj.dtype
 
     @torch.inference_mode()
     def forward(self, pixel_values: torch.Tensor) -> CLIPVisionOutput:
@@ -135,16 +140,17 @@ class CLIPVision(nn.Module):
         size = self.config.image_size
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (self.config.in_channels, size, size):
             raise ValueError(f"CLIP vision: pixel_values must be [N,3,{size},{size}], got {list(pixel_values.shape)}")
-        x = self.conv1(pixel_values.to(self.proj.device, self.proj.dtype)).flatten(2).transpose(1, 2)
-        cls = self.class_embedding.expand(x.shape[0], 1, -1)
-        x = self.ln_pre(torch.cat([cls, x], dim=1) + self.positional_embedding)
+        dtype = self.dtype
+        x = self.conv1(pixel_values.to(self.proj.device, dtype)).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(dtype).expand(x.shape[0], 1, -1)
+        x = self.ln_pre(torch.cat([cls, x], dim=1) + self.positional_embedding.to(dtype))
         blocks = self.transformer.resblocks
         penultimate = x
         for i, block in enumerate(blocks):
             x = block(x)
             if i == len(blocks) - 2:
                 penultimate = x
-        image_embeds = self.ln_post(x[:, 0]) @ self.proj
+        image_embeds = self.ln_post(x[:, 0]) @ self.proj.to(dtype)
         return CLIPVisionOutput(image_embeds=image_embeds, last_hidden_state=x, penultimate_hidden_states=penultimate)
 
     def encode_image(self, image: torch.Tensor, crop: bool = True) -> CLIPVisionOutput:

@@ -226,6 +226,9 @@ class Decoder(nn.Module):
 
 
 class VAE(nn.Module):
+    # Set when the weights stay in the file's 16 bits and each layer casts them as it runs.
+    compute_dtype: torch.dtype | None = None
+
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         self.config = cfg
@@ -251,7 +254,8 @@ class VAE(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.decoder.conv_in.weight.dtype
+        """The dtype it computes in (the weights may be kept in 16 bits, see `compute_dtype`)."""
+        return self.compute_dtype or self.decoder.conv_in.weight.dtype
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
@@ -264,7 +268,7 @@ class VAE(nn.Module):
         param = self.decoder.conv_in.weight
         means = []
         for start in range(0, pixels.shape[0], chunk):
-            moments = self.encoder(pixels[start:start + chunk].to(param.device, param.dtype))
+            moments = self.encoder(pixels[start:start + chunk].to(param.device, self.dtype))
             if self.config.quant_conv:
                 moments = self.quant_conv(moments)
             means.append(moments[:, : self.config.z_channels])
@@ -292,7 +296,7 @@ class VAE(nn.Module):
         for video in range(0, n, num_frames):
             for start in range(video, video + num_frames, chunk):
                 stop = min(start + chunk, video + num_frames)
-                part = z[start:stop].to(param.device, param.dtype)
+                part = z[start:stop].to(param.device, self.dtype)
                 if self.config.post_quant_conv:
                     part = self.post_quant_conv(part)
                 pixels = self.decoder(part, num_frames=stop - start)

@@ -65,7 +65,7 @@ def test_low_memory_mode_keeps_16_bit_weights_and_computes_the_same(tiny_file):
     full = load_checkpoint(tiny_file)
     lean = load_checkpoint(tiny_file, low_memory=True)
     assert lean.unet.out[2].weight.dtype == torch.float16
-    assert lean.vae.decoder.conv_in.weight.dtype == torch.float32
+    assert full.unet.out[2].weight.dtype == torch.float32  # the UNet runs every step: fp32 unless asked
     args = unet_inputs()
     with torch.no_grad():
         a = full.unet(*args, num_video_frames=2)
@@ -230,3 +230,25 @@ def test_parity_small_layout_loads_as_channel_mult_1111_on_meta(shared_file, lay
     legacy_encoder = {k for k in ref if k.startswith("conditioner.embedders.3.encoder.encoder.")}
     assert models.ignored_keys == len(legacy_encoder) == 106
     assert loaded_keys(models) == {k: v for k, v in ref.items() if k not in legacy_encoder}
+
+
+def test_run_once_models_keep_16_bit_weights_and_compute_exactly_as_fp32(tiny_file):
+    """VAE and CLIP vision run once per prompt: a 16-bit file stays 16-bit in memory, and since
+    widening is exact, they compute exactly what fp32 copies of the weights compute."""
+    models = load_checkpoint(tiny_file)
+    for module in (models.vae, models.clip_vision):
+        assert {p.dtype for p in module.parameters()} == {torch.float16}
+        assert module.dtype == torch.float32
+    widened = load_checkpoint(tiny_file)
+    for module in (widened.vae, widened.clip_vision):
+        module.float()
+        module.compute_dtype = None
+    torch.manual_seed(0)
+    pixels = torch.rand(2, 3, 64, 64) * 2 - 1
+    image = torch.rand(1, 64, 80, 3)
+    with torch.no_grad():
+        assert torch.equal(models.vae.encode(pixels), widened.vae.encode(pixels))
+        latent = widened.vae.encode(pixels)
+        assert torch.equal(models.vae.decode(latent), widened.vae.decode(latent))
+        assert torch.equal(models.clip_vision.encode_image(image).image_embeds,
+                           widened.clip_vision.encode_image(image).image_embeds)

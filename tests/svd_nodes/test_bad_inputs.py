@@ -176,10 +176,6 @@ def test_listed_but_unimplemented_sampler_is_a_clear_error(tiny_models, svd_cond
     assert UNSUPPORTED_SAMPLERS[0] in str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, reason="ComfyUI's SVD_img2vid.extra_conds resizes a concat_latent_image of another "
-                   "size to the noise (common_upscale bilinear/center, resize_to_batch_size), so e.g. a second pass on "
-                   "an upscaled latent with the first pass's conditioning runs there; vidgraph's SVDCondition.for_frames "
-                   "(nodes/svd/denoiser.py) raises, reported as KSampler: input 'latent_image'")
 def test_conditioning_made_at_another_size_is_resized_like_comfyui(tiny_models, svd_conditioning):
     positive, negative, _ = svd_conditioning
     larger = {"samples": torch.zeros(3, 4, 10, 8)}  # an 64x80 video for a 64x64 image conditioning

@@ -205,9 +205,6 @@ def test_low_vram_keeps_models_on_the_cpu_between_uses(svd_env):
     assert {p.device.type for p in resident_models.unet.parameters()} == {"cuda"}
 
 
-@pytest.mark.xfail(strict=True, reason="nodes/svd/unet.py Upsample always doubles the size; ComfyUI's UNet passes "
-                   "the skip connection's shape (output_shape) so latents not divisible by 2**levels work, e.g. "
-                   "SVD at 1000x576 (latent 125x72). Here: RuntimeError 'Sizes of tensors must match' in KSampler")
 def test_width_multiple_of_8_but_odd_latent_samples(tiny_models, demo_image):
     from vidgraph.nodes.conditioning import SVD_img2vid_Conditioning
 
