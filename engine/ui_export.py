@@ -15,6 +15,7 @@ COLUMN_WIDTH = 360
 ROW_GAP = 40
 NODE_WIDTH = 300
 SLOT_HEIGHT = 22
+PREVIEW_HEIGHT = 180
 
 
 def _is_widget(spec: InputDef) -> bool:
@@ -100,6 +101,8 @@ def api_to_ui(prompt: Mapping[str, dict], classes: Mapping[str, type]) -> dict:
         return_types = list(getattr(cls, "RETURN_TYPES", ()) or ())
         return_names = list(getattr(cls, "RETURN_NAMES", None) or return_types)
         height = 60 + SLOT_HEIGHT * (max(len(inputs), len(return_types)) + len(widgets_values))
+        if getattr(cls, "OUTPUT_NODE", False):
+            height += PREVIEW_HEIGHT  # room for the image or video the node will show
         column = depths[nid]
         entry = {
             "id": numeric[nid], "type": node["class_type"],
