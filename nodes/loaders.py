@@ -6,15 +6,20 @@ in the engine's model cache across prompts, keyed by the file's identity and the
 """
 from __future__ import annotations
 
+import os
+
 import torch
+from safetensors import safe_open
 
 from .image_io import NodeInputError
 from .images import folders_in_scope
 from .ksampler import VideoModel
-from .model_management import compute_device, compute_dtype, load_cached
+from .model_management import available_memory, compute_device, compute_dtype, load_cached
 from .svd import checkpoint as ckpt
 
 CONTEXT = {"context": "NODE_CONTEXT"}
+# Share of the free memory an fp32 copy of a checkpoint may take before it is kept in 16 bits.
+MEMORY_HEADROOM = 0.8
 FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
               "fp8_e5m2": torch.float8_e5m2}
 
@@ -38,6 +43,28 @@ def _load_options(context) -> dict:
             "allow_pickle": bool(settings.get("allow_pickle"))}
 
 
+def _checkpoint_options(context, path: str) -> dict:
+    """Load options for a checkpoint; a 16-bit file whose fp32 copy would not fit in memory is kept
+    in 16 bits and cast layer by layer (low-memory mode), so SVD-XT runs where fp32 would not load."""
+    options = _load_options(context)
+    if not options["low_memory"] and options["dtype"].itemsize > 2 and _stored_16_bit(path):
+        device = compute_device(context.settings)
+        widened = os.path.getsize(path) * 2
+        options["low_memory"] = widened > available_memory(device) * MEMORY_HEADROOM
+    return options
+
+
+def _stored_16_bit(path: str) -> bool:
+    if not path.endswith(".safetensors"):
+        return False
+    try:
+        with safe_open(path, framework="pt") as f:
+            key = next((k for k in f.keys() if k.startswith(ckpt.UNET_PREFIX)), None)
+            return key is not None and f.get_slice(key).get_dtype() in ("F16", "BF16")
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the loader itself
+        return False
+
+
 def _checked(node: str, input_name: str, load):
     try:
         return load()
@@ -47,7 +74,7 @@ def _checked(node: str, input_name: str, load):
 
 def load_svd(context, name: str, node: str, input_name: str = "ckpt_name") -> ckpt.SVDModels:
     path = resolve_model(context, "checkpoints", name, node, input_name)
-    options = _load_options(context)
+    options = _checkpoint_options(context, path)
     return load_cached(context, "svd_checkpoint", path,
                        lambda: _checked(node, input_name, lambda: ckpt.load_checkpoint(path, **options)),
                        **options)

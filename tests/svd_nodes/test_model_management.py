@@ -157,3 +157,21 @@ def test_make_room_offloads_least_recently_used_models_until_the_new_one_fits(mo
     # 1 GiB needed + 1 GiB reserve: offloading the oldest model frees enough
     assert moved == [old] and on_gpu == {recent}
     assert cache.keys() == ["old", "recent"]  # looking did not count as use
+
+
+def test_a_16_bit_checkpoint_whose_fp32_copy_does_not_fit_loads_in_low_memory_mode(monkeypatch, tmp_path):
+    from vidgraph.engine.context import NodeContext
+    from vidgraph.engine.folders import Folders
+    from vidgraph.nodes import loaders
+
+    folders = Folders(base_dir=tmp_path)
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    write_tiny_checkpoint(tmp_path / "models" / "checkpoints" / "tiny.safetensors")  # fp16
+    context = NodeContext("p", "1", "ImageOnlyCheckpointLoader", folders, ResourceCache(), {"device": "cpu"})
+    monkeypatch.setattr(loaders, "available_memory", lambda device: 1 << 40)
+    roomy = loaders.ImageOnlyCheckpointLoader().load_checkpoint("tiny.safetensors", context)[0]
+    assert next(roomy.unet.parameters()).dtype == torch.float32
+    monkeypatch.setattr(loaders, "available_memory", lambda device: 1 << 20)
+    tight = loaders.ImageOnlyCheckpointLoader().load_checkpoint("tiny.safetensors", context)[0]
+    assert next(tight.unet.parameters()).dtype == torch.float16
+    assert tight.compute_dtype == torch.float32
