@@ -114,6 +114,17 @@ def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str,
     return result
 
 
+# The inputs both samplers share, in ComfyUI's order (saved workflows list widget values by it).
+SAMPLING_INPUTS = {
+    "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+    "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+    "sampler_name": (SAMPLER_NAMES,),
+    "scheduler": (SCHEDULER_NAMES,),
+    "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+    "latent_image": ("LATENT",),
+}
+
+
 class KSampler:
     DESCRIPTION = "Denoise a latent video with the model, guided by the positive and negative conditioning."
     CATEGORY = "sampling"
@@ -126,12 +137,7 @@ class KSampler:
             "model": ("MODEL",),
             "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
                              "tooltip": "The noise seed: the same seed gives the same video."}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
-            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-            "sampler_name": (SAMPLER_NAMES,),
-            "scheduler": (SCHEDULER_NAMES,),
-            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
-            "latent_image": ("LATENT",),
+            **SAMPLING_INPUTS,
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
         }, "hidden": {"context": "NODE_CONTEXT"}}
 
@@ -155,12 +161,7 @@ class KSamplerAdvanced:
             "model": ("MODEL",),
             "add_noise": (["enable", "disable"],),
             "noise_seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
-            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-            "sampler_name": (SAMPLER_NAMES,),
-            "scheduler": (SCHEDULER_NAMES,),
-            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
-            "latent_image": ("LATENT",),
+            **SAMPLING_INPUTS,
             "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000}),
             "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000}),
             "return_with_leftover_noise": (["disable", "enable"],),
