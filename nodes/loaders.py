@@ -14,7 +14,7 @@ from safetensors import safe_open
 from .image_io import NodeInputError
 from .images import folders_in_scope
 from .ksampler import VideoModel
-from .model_management import available_memory, compute_device, compute_dtype, load_cached
+from .model_management import available_memory, compute_device, compute_dtype, load_cached, vae_compute_dtype
 from .svd import checkpoint as ckpt
 
 CONTEXT = {"context": "NODE_CONTEXT"}
@@ -39,14 +39,22 @@ def resolve_model(context, folder: str, name: str, node: str, input_name: str) -
 
 def _load_options(context) -> dict:
     settings = context.settings
-    return {"dtype": compute_dtype(settings, compute_device(settings)), "low_memory": bool(settings.get("lowvram") or settings.get("low_memory")),
+    device = compute_device(settings)
+    return {"dtype": compute_dtype(settings, device), "low_memory": bool(settings.get("lowvram") or settings.get("low_memory")),
             "allow_pickle": bool(settings.get("allow_pickle"))}
+
+
+def _vae_options(context) -> dict:
+    options = _load_options(context)
+    options["dtype"] = vae_compute_dtype(context.settings, compute_device(context.settings))
+    return options
 
 
 def _checkpoint_options(context, path: str) -> dict:
     """Load options for a checkpoint; a 16-bit file whose fp32 copy would not fit in memory is kept
     in 16 bits and cast layer by layer (low-memory mode), so SVD-XT runs where fp32 would not load."""
     options = _load_options(context)
+    options["vae_dtype"] = vae_compute_dtype(context.settings, compute_device(context.settings))
     if not options["low_memory"] and options["dtype"].itemsize > 2 and _stored_16_bit(path):
         device = compute_device(context.settings)
         widened = os.path.getsize(path) * 2
@@ -129,7 +137,7 @@ class VAELoader:
 
     def load_vae(self, vae_name, context):
         path = resolve_model(context, "vae", vae_name, "VAELoader", "vae_name")
-        options = _load_options(context)
+        options = _vae_options(context)
         return (load_cached(context, "vae", path, lambda: _checked("VAELoader", "vae_name", lambda: ckpt.load_vae(
             path, dtype=options["dtype"], allow_pickle=options["allow_pickle"])), **options),)
 

@@ -34,6 +34,17 @@ def compute_dtype(settings: Mapping[str, Any], device: torch.device) -> torch.dt
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+def vae_compute_dtype(settings: Mapping[str, Any], device: torch.device) -> torch.dtype:
+    """The VAE's dtype: as `dtype` says, except that it never computes in fp16 (its activations
+    overflow there: black or NaN frames), so on a GPU it takes bf16 where supported, else fp32."""
+    wanted = settings.get("dtype", "auto")
+    if wanted in ("fp32", "bf16"):
+        return DTYPES[wanted]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.float32
+
+
 def file_identity(path: str | os.PathLike) -> tuple:
     """Real path, size and mtime: a file replaced under the same name is a different model."""
     real = os.path.realpath(path)

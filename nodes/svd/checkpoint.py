@@ -309,15 +309,17 @@ class SVDModels:
 
 
 def load_checkpoint(path, *, dtype: torch.dtype = torch.float32, low_memory: bool = False,
-                    device="cpu", allow_pickle: bool = False) -> SVDModels:
+                    device="cpu", allow_pickle: bool = False, vae_dtype: torch.dtype | None = None) -> SVDModels:
     """An SVD checkpoint: a single file (original layout) or a diffusers folder.
 
     dtype: the compute dtype (fp32 on the CPU). low_memory: keep the UNet's weights in 16 bits and
-    cast each layer to `dtype` as it runs (the VAE and CLIP vision tower stay in `dtype`)."""
+    cast each layer to `dtype` as it runs. The VAE and CLIP vision compute in `dtype` too (VAE:
+    `vae_dtype` when given) and keep a 16-bit file's weights in 16 bits under fp32 compute."""
     path = Path(path)
     if path.is_dir():
         return load_diffusers_folder(path, dtype=dtype, low_memory=low_memory, device=device)
-    return load_from_source(open_source(path, allow_pickle), dtype=dtype, low_memory=low_memory, device=device)
+    return load_from_source(open_source(path, allow_pickle), dtype=dtype, low_memory=low_memory, device=device,
+                            vae_dtype=vae_dtype)
 
 
 def group_keys(keys) -> dict[str, list]:
@@ -330,7 +332,8 @@ def group_keys(keys) -> dict[str, list]:
     return groups
 
 
-def load_from_source(source, *, dtype: torch.dtype = torch.float32, low_memory: bool = False, device="cpu") -> SVDModels:
+def load_from_source(source, *, dtype: torch.dtype = torch.float32, low_memory: bool = False, device="cpu",
+                     vae_dtype: torch.dtype | None = None) -> SVDModels:
     """The single-file path on any source (a DictSource of meta tensors with device="meta" builds
     the whole model without allocating: the conformance tests use that)."""
     groups = group_keys(source.keys())
@@ -341,7 +344,7 @@ def load_from_source(source, *, dtype: torch.dtype = torch.float32, low_memory: 
         raise CheckpointError(f"{source.path}: unexpected keys in an SVD checkpoint ({len(keys)}): "
                               + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
     unet = build_unet(source, groups["unet"], UNET_PREFIX, dtype, low_memory, device)
-    vae = build_vae(source, groups["vae"], VAE_PREFIX, dtype, device) if groups["vae"] else None
+    vae = build_vae(source, groups["vae"], VAE_PREFIX, vae_dtype or dtype, device) if groups["vae"] else None
     clip = build_clip_vision(source, groups["clip"], CLIP_PREFIX, dtype, device) if groups["clip"] else None
     return _bundle(unet, vae, clip, dtype, len(groups["ignored"]))
 

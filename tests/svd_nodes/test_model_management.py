@@ -175,3 +175,16 @@ def test_a_16_bit_checkpoint_whose_fp32_copy_does_not_fit_loads_in_low_memory_mo
     tight = loaders.ImageOnlyCheckpointLoader().load_checkpoint("tiny.safetensors", context)[0]
     assert next(tight.unet.parameters()).dtype == torch.float16
     assert tight.compute_dtype == torch.float32
+
+
+def test_the_vae_never_computes_in_fp16(monkeypatch):
+    from vidgraph.nodes.model_management import vae_compute_dtype
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert vae_compute_dtype({}, cpu) == torch.float32
+    assert vae_compute_dtype({"dtype": "fp16"}, cpu) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert vae_compute_dtype({"dtype": "fp16"}, gpu) == torch.bfloat16
+    assert vae_compute_dtype({"dtype": "fp32"}, gpu) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert vae_compute_dtype({}, gpu) == torch.float32
