@@ -16,6 +16,7 @@ from .images import folders_in_scope
 from .ksampler import VideoModel
 from .model_management import available_memory, compute_device, compute_dtype, load_cached, vae_compute_dtype
 from .svd import checkpoint as ckpt
+from .svd.casting import cast_on_forward
 
 CONTEXT = {"context": "NODE_CONTEXT"}
 # Share of the free memory an fp32 copy of a checkpoint may take before it is kept in 16 bits.
@@ -182,7 +183,7 @@ class UNETLoader:
             unet = _checked("UNETLoader", "unet_name", lambda: ckpt.load_unet(path, **options))
             if weight_dtype in FP8_DTYPES:  # storage only: each layer casts up as it runs
                 unet.to(FP8_DTYPES[weight_dtype])
-                ckpt.cast_on_forward(unet)
+                cast_on_forward(unet)
             return unet
 
         unet = load_cached(context, "unet", path, load, weight_dtype=weight_dtype, **options)
