@@ -10,6 +10,7 @@ import asyncio
 import io
 import mimetypes
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +31,37 @@ EXTRA_TYPES = {".latent": "application/x-vidgraph-latent", ".webp": "image/webp"
                ".avif": "image/avif", ".mkv": "video/x-matroska", ".webm": "video/webm"}
 MAX_FORM_FIELDS = 16
 MAX_TEXT_FIELD = 64 * 1024
+MAX_NAME_BYTES = 255     # one file or folder name (NAME_MAX on Linux, macOS and Windows)
+MAX_PATH_BYTES = 1024    # all the parts of one request's path together, well below PATH_MAX
+
+
+def contained(root: Path, *parts: str, what: str = "path") -> Path:
+    """`parts` joined under `root`: 400 for a part that could climb or that no file system
+    accepts (too long), 403 when the real path leads out of `root` (a symlink)."""
+    try:
+        pieces = [piece for part in parts for piece in check_part(part)]
+    except UnsafePathError as e:
+        raise ApiError(400, "invalid_path", f"Refused {what}", str(e)) from None
+    if any(len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for p in pieces) \
+            or len("/".join(pieces).encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise ApiError(400, "invalid_path", f"Refused {what}",
+                       f"names are limited to {MAX_NAME_BYTES} bytes, paths to {MAX_PATH_BYTES}")
+    try:
+        return safe_join(root, *parts)
+    except UnsafePathError as e:
+        raise ApiError(403, "path_outside_root", f"The {what} is outside its folder",
+                       str(e)) from None
+
+
+@contextmanager
+def path_conflicts():
+    """A file where a folder is needed (or the reverse) is the client's conflict, not a 500."""
+    try:
+        yield
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:
+        raise ApiError(409, "path_conflict",
+                       "A file stands where a folder is needed, or a folder where a file is",
+                       e.strerror or "") from None
 
 
 def resolve(state: ServerState, filename: str, subfolder: str, type_: str) -> Path:
@@ -42,15 +74,7 @@ def resolve(state: ServerState, filename: str, subfolder: str, type_: str) -> Pa
         directory = folders.directory_for(type_)
     if not bare:
         raise ApiError(400, "invalid_filename", "filename is required")
-    try:
-        check_part(subfolder)
-        check_part(bare)
-    except UnsafePathError as e:
-        raise ApiError(400, "invalid_path", "Refused file name", str(e)) from None
-    try:
-        return safe_join(directory, subfolder, bare)
-    except UnsafePathError as e:
-        raise ApiError(403, "path_outside_root", "File is outside its folder", str(e)) from None
+    return contained(directory, subfolder, bare, what="file name")
 
 
 def content_disposition(kind: str, name: str) -> str:
@@ -155,15 +179,7 @@ def _upload_target(state: ServerState, fields: dict) -> Path:
     subfolder = fields.get("subfolder") or ""
     if not isinstance(subfolder, str):
         raise ApiError(400, "invalid_path", "subfolder must be a text field")
-    directory = state.config.folders.directory_for(type_)
-    try:
-        check_part(subfolder)
-    except UnsafePathError as e:
-        raise ApiError(400, "invalid_path", "Refused subfolder", str(e)) from None
-    try:
-        return safe_join(directory, subfolder)
-    except UnsafePathError as e:
-        raise ApiError(403, "path_outside_root", "Subfolder is outside its folder", str(e)) from None
+    return contained(state.config.folders.directory_for(type_), subfolder, what="subfolder")
 
 
 def _file_field(fields: dict, key: str) -> tuple[str, bytes]:
@@ -183,8 +199,9 @@ async def upload_image(request: web.Request) -> web.Response:
     loop = asyncio.get_running_loop()
     image_format, _ = await loop.run_in_executor(None, check_image, data, limits.max_pixels,
                                                  limits.max_frames)
-    name = await loop.run_in_executor(None, write_upload, directory,
-                                      safe_name(filename, image_format, data), data, overwrite)
+    with path_conflicts():
+        name = await loop.run_in_executor(None, write_upload, directory,
+                                          safe_name(filename, image_format, data), data, overwrite)
     return json_response(_upload_answer(state, name, directory, fields))
 
 
@@ -219,8 +236,9 @@ async def upload_mask(request: web.Request) -> web.Response:
     await loop.run_in_executor(None, check_image, original_bytes, limits.max_pixels, limits.max_frames)
     merged = await loop.run_in_executor(None, apply_mask, original_bytes, data)
     overwrite = str(fields.get("overwrite", "")).lower() in ("true", "1")
-    name = await loop.run_in_executor(None, write_upload, directory,
-                                      safe_name(filename, "PNG", merged), merged, overwrite)
+    with path_conflicts():
+        name = await loop.run_in_executor(None, write_upload, directory,
+                                          safe_name(filename, "PNG", merged), merged, overwrite)
     return json_response(_upload_answer(state, name, directory, fields))
 
 

@@ -12,10 +12,8 @@ from pathlib import Path
 from aiohttp import web
 
 import vidgraph
-from vidgraph.engine.paths import UnsafePathError, check_part, safe_join
-
 from .errors import ApiError, json_response
-from .routes_files import content_disposition
+from .routes_files import contained, content_disposition
 from .state import STATE, ServerState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -113,8 +111,8 @@ async def extensions(request: web.Request) -> web.Response:
 
 def static_file(root: Path, relative: str) -> web.FileResponse:
     try:
-        path = safe_join(root, relative)
-    except UnsafePathError:
+        path = contained(root, relative)
+    except ApiError:
         raise ApiError(404, "not_found", "No such file") from None
     if path.is_dir():
         path = path / "index.html"
@@ -168,11 +166,9 @@ async def get_workflow(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if not name.endswith(".json"):
         name += ".json"
-    try:
-        check_part(name)
-    except UnsafePathError as e:
-        raise ApiError(400, "invalid_path", "Refused workflow name", str(e)) from None
-    response = static_file(_workflows_root(request.app[STATE]), name)
+    root = _workflows_root(request.app[STATE])
+    contained(root, name, what="workflow name")  # 400 for a climbing or over-long name
+    response = static_file(root, name)
     response.headers["Content-Disposition"] = content_disposition("inline", name)
     return response
 

@@ -16,10 +16,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from vidgraph.engine.paths import UnsafePathError, check_part, safe_join
-
 from .errors import ApiError, json_response, parse_json, read_body, read_json_object
-from .routes_files import content_disposition
+from .routes_files import contained, content_disposition, path_conflicts
 from .state import STATE, ServerState
 
 SETTINGS_FILE = "comfy.settings.json"
@@ -32,16 +30,10 @@ def _root(state: ServerState) -> Path:
 
 
 def _user_path(state: ServerState, relative: str) -> Path:
-    try:
-        pieces = check_part(relative)
-    except UnsafePathError as e:
-        raise ApiError(400, "invalid_path", "Refused user-data path", str(e)) from None
-    if not pieces:
+    path = contained(_root(state), relative, what="user-data path")
+    if path == _root(state):
         raise ApiError(400, "invalid_path", "A file name is required")
-    try:
-        return safe_join(_root(state), relative)
-    except UnsafePathError as e:
-        raise ApiError(403, "path_outside_root", "Path is outside the user folder", str(e)) from None
+    return path
 
 
 def _flag(request: web.Request, key: str, default: bool) -> bool:
@@ -113,7 +105,8 @@ async def post_userdata(request: web.Request) -> web.Response:
     if path.is_dir():
         raise ApiError(400, "invalid_path", f"{relative!r} is a folder")
     data = await read_body(request, state.config.limits.userdata)
-    await asyncio.get_running_loop().run_in_executor(None, _atomic_write, path, data)
+    with path_conflicts():
+        await asyncio.get_running_loop().run_in_executor(None, _atomic_write, path, data)
     if _flag(request, "full_info", False):
         return json_response(_info(path, _root(state)))
     return json_response(path.relative_to(_root(state)).as_posix())
@@ -135,8 +128,9 @@ async def move_userdata(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "No such user-data file")
     if dest.exists() and not _flag(request, "overwrite", True):
         raise ApiError(409, "file_exists", "Destination exists")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, dest)
+    with path_conflicts():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, dest)
     if _flag(request, "full_info", False):
         return json_response(_info(dest, _root(state)))
     return json_response(dest.relative_to(_root(state)).as_posix())

@@ -201,3 +201,54 @@ def test_view_refusals_and_dangerous_types(server):
                 assert r.status == 200
             await still_serving(session, server.url)
     run(scenario())
+
+
+# Names the file system itself refuses, and files where folders are expected ---------------------
+
+def test_over_long_names_are_400_everywhere(server):
+    long = "a" * 300
+    cases = [("GET", f"/view?filename={long}.png&type=input"),
+             ("GET", f"/view?filename=a.png&subfolder={long}"),
+             ("GET", f"/userdata/{long}"),
+             ("POST", f"/userdata/{long}"),
+             ("GET", f"/userdata?dir={long}"),
+             ("GET", f"/vidgraph/workflows/{long}"),
+             ("GET", "/view?filename=a.png&subfolder=" + "a/" * 1500)]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            for method, path in cases:
+                await expect(session, method, server.url + path, 400, "invalid_path",
+                             data=b"{}", headers={"Content-Type": "application/json"})
+            status, body = await upload(session, server, b"x.png", png_bytes(), {"subfolder": long})
+            assert status == 400 and body["error"]["type"] == "invalid_path", body
+            await expect(session, "GET", f"{server.url}/{long}.js", 404, "not_found")
+            await still_serving(session, server.url)
+    run(scenario())
+
+
+def test_a_file_where_a_folder_is_expected_is_409(server):
+    json_headers = {"Content-Type": "application/json"}
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            (server.base / "input" / "a_folder.png").mkdir()
+            status, body = await upload(session, server, b"a_folder.png", png_bytes(),
+                                        {"overwrite": "true"})
+            assert status == 409 and body["error"]["type"] == "path_conflict", body
+            status, body = await upload(session, server, b"x.png", png_bytes(),
+                                        {"subfolder": "ok.png/deeper"})
+            assert status == 409 and body["error"]["type"] == "path_conflict", body
+            url = server.url + "/userdata/"
+            await expect(session, "POST", url + "plain.json", 200, data=b"{}", headers=json_headers)
+            await expect(session, "POST", url + "folder%2Fx.json", 200, data=b"{}",
+                         headers=json_headers)
+            await expect(session, "POST", url + "plain.json%2Fx.json", 409, "path_conflict",
+                         data=b"{}", headers=json_headers)
+            await expect(session, "POST", url + "plain.json/move/folder", 409, "path_conflict",
+                         headers=json_headers)
+            await expect(session, "POST", url + "plain.json/move/plain.json%2Fy.json", 409,
+                         "path_conflict", headers=json_headers)
+            assert (server.base / "user" / "default" / "plain.json").read_bytes() == b"{}"
+            await still_serving(session, server.url)
+    run(scenario())
