@@ -1,8 +1,8 @@
 """The websocket hub: `/ws?clientId=`, ComfyUI's JSON events and binary preview frames.
 
 Each client has a bounded send queue drained by its own task, so a slow reader never blocks
-the worker or grows memory: when its queue is full, previews are dropped, and a client that
-cannot even keep up with JSON events is closed (1013, try again later) — it can reconnect and
+the worker or grows memory: once its queue is half full, previews are dropped, and a client
+that cannot even keep up with JSON events is closed (1013, try again later) — it can reconnect and
 read /history.
 """
 from __future__ import annotations
@@ -154,12 +154,14 @@ class Hub:
     def _offer(self, client: Client, message: str | bytes, droppable: bool = False) -> None:
         if client.closing:
             return
+        if droppable and client.queue.qsize() >= client.queue.maxsize // 2:
+            # Previews may fill half the queue at most, so they never crowd out the JSON events
+            # of a client that keeps up with those (a stale preview is worthless anyway).
+            client.dropped_previews += 1
+            return
         try:
             client.queue.put_nowait(message)
         except asyncio.QueueFull:
-            if droppable:
-                client.dropped_previews += 1
-                return
             log.warning("websocket client %s is not reading; closing it", client.sid)
             client.closing = True
             asyncio.ensure_future(self._drop(client, 1013, b"send queue full"))

@@ -75,3 +75,23 @@ def test_loud_warning_only_for_non_loopback(caplog):
         assert not caplog.records
         warn_if_exposed("0.0.0.0")
     assert "EVERY network interface" in caplog.text and "no authentication" in caplog.text
+
+
+def test_queued_previews_never_crowd_out_json_events():
+    """A client behind on previews only is not closed: previews leave room for JSON events."""
+    async def scenario():
+        hub = Hub(lambda: 0, HubLimits(send_queue=8))
+        ws = StuckSocket()
+        client = Client("behind", ws, asyncio.Queue(8))
+        hub.clients["behind"] = client
+        preview = {"prompt_id": "p", "node_id": "1", "format": "JPEG", "image": b"\xff\xd8jpeg"}
+        for _ in range(100):
+            hub.send("behind", "preview", preview)
+        for i in range(4):
+            hub.send("behind", "progress", {"value": i, "max": 4, "prompt_id": "p", "node": "1"})
+        await asyncio.sleep(0.01)
+        assert ws.close_code is None and "behind" in hub.clients
+        queued = [client.queue.get_nowait() for _ in range(client.queue.qsize())]
+        assert sum(isinstance(m, str) for m in queued) == 4  # every progress event is kept
+        assert client.dropped_previews >= 96
+    asyncio.run(scenario())
