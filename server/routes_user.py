@@ -154,11 +154,12 @@ async def get_setting(request: web.Request) -> web.Response:
 
 
 async def _save_settings(state: ServerState, update: dict) -> None:
-    settings = _load_settings(state)
-    settings.update(update)
-    data = json.dumps(settings, indent=1).encode()
-    await asyncio.get_running_loop().run_in_executor(
-        None, _atomic_write, _root(state) / SETTINGS_FILE, data)
+    async with state.settings_lock:  # read-modify-write: concurrent posts must not lose keys
+        settings = _load_settings(state)
+        settings.update(update)
+        data = json.dumps(settings, indent=1).encode()
+        await asyncio.get_running_loop().run_in_executor(
+            None, _atomic_write, _root(state) / SETTINGS_FILE, data)
 
 
 async def post_settings(request: web.Request) -> web.Response:

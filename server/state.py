@@ -1,6 +1,7 @@
 """Configuration and the per-application state the route handlers share (kept on `app`)."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -60,6 +61,7 @@ class ServerState:
     store: Any
     hub: Any = None
     worker: Any = None
+    settings_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one settings write at a time
 
 
 STATE = web.AppKey("vidgraph_state", ServerState)

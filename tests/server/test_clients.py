@@ -184,3 +184,16 @@ def test_bundled_workflows_and_editor_files(server, tmp_path):
         run(scenario())
     finally:
         config.workflows_root = config.web_root = None
+
+
+def test_concurrent_setting_posts_keep_every_setting(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            url = f"{server.url}/api/settings"
+            results = await asyncio.gather(*(post_json(session, f"{url}/race.{i}", i)
+                                             for i in range(30)))
+            assert all(status == 200 for status, _ in results)
+            _, settings = await get_json(session, url)
+            assert {k: v for k, v in settings.items() if k.startswith("race.")} == \
+                {f"race.{i}": i for i in range(30)}
+    run(scenario())
