@@ -58,7 +58,8 @@ def create_app(config: ServerConfig, registry=None, executor=None, validate=None
                          cors_origin=config.enable_cors_header, multipart_paths=multipart)
     app = web.Application(middlewares=[error_middleware, guard_middleware(policy)],
                           client_max_size=limits.upload)
-    store = Store(config.database_path, max_attempts=config.max_attempts)
+    store = Store(config.database_path, max_attempts=config.max_attempts,
+                  max_history=limits.max_history)
     state = ServerState(config=config, registry=registry, executor=executor, validate=validate,
                         store=store)
     app[STATE] = state

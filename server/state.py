@@ -21,6 +21,7 @@ class Limits:
     max_nodes: int = 2000                      # nodes per prompt
     max_pixels: int = 8192 * 8192              # per uploaded image, read from the header
     max_frames: int = 1000                     # per animated upload
+    max_history: int = 10_000                  # history entries kept (ComfyUI's cap)
     ws_clients: int = 256
     ws_message: int = 64 * 1024
     ws_send_queue: int = 256

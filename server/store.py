@@ -2,7 +2,9 @@
 
 A job moves `queued -> running -> success | error | interrupted`; a job found `running` when
 the store opens was cut off by a crash: it is re-queued while `attempts < max_attempts`, else
-it ends `interrupted`. History is the terminal rows in finishing order. Every value is JSON;
+it ends `interrupted`. History is the terminal rows in finishing order, the newest
+`max_history` of them (ComfyUI keeps 10,000 in memory; here they would pile up on disk
+forever). Every value is JSON;
 nothing is pickled (a writable database must not mean code execution).
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ CREATE INDEX IF NOT EXISTS jobs_history ON jobs (finish_seq);
 """
 
 TERMINAL = ("success", "error", "interrupted")
+MAX_HISTORY = 10_000  # ComfyUI's MAXIMUM_HISTORY_SIZE
 # Credentials the ComfyUI frontend may put in extra_data; never written to disk.
 SECRET_EXTRA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 
@@ -82,10 +85,11 @@ def _dumps(value: Any) -> str:
 
 
 class Store:
-    def __init__(self, path: str | Path, max_attempts: int = 2):
+    def __init__(self, path: str | Path, max_attempts: int = 2, max_history: int = MAX_HISTORY):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_attempts = max_attempts
+        self.max_history = max_history
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -162,6 +166,14 @@ class Store:
                 " status_json=?, meta_json=? WHERE prompt_id=?",
                 (status, time.time(), self._finish_seq, _dumps(outputs), _dumps(status_obj),
                  _dumps(meta), prompt_id))
+            self._trim_history()
+
+    def _trim_history(self) -> None:
+        """Drop the oldest history entries past `max_history` (inside the caller's transaction)."""
+        self._db.execute(
+            "DELETE FROM jobs WHERE finish_seq <= (SELECT finish_seq FROM jobs"
+            " WHERE finish_seq IS NOT NULL ORDER BY finish_seq DESC LIMIT 1 OFFSET ?)",
+            (self.max_history,))
 
     def requeue(self, prompt_id: str) -> None:
         """Put a job cut off by a clean shutdown back in the queue, without using up an attempt."""
@@ -194,6 +206,8 @@ class Store:
                     " WHERE prompt_id=?",
                     (time.time(), self._finish_seq, _dumps(status_obj), prompt_id))
                 ended.append(prompt_id)
+            if ended:
+                self._trim_history()
         return requeued, ended
 
     # -- reading ---------------------------------------------------------------------------

@@ -162,3 +162,15 @@ def test_worker_reports_failures_outside_nodes(tmp_path):
         assert history[prompt_id]["status"]["status_str"] == "error"
         assert messages[-1][0] == "execution_error" and messages[-1][1]["exception_type"] == kind
     assert [a[1] for a in delivered] == ["execution_error", "executing"] * 2
+
+
+def test_history_is_capped_like_comfyuis_and_the_queue_is_untouched(tmp_path):
+    store = Store(tmp_path / "q.sqlite3", max_history=3)
+    for name in "abcde":
+        submit(store, name)
+        store.claim_next()
+        store.finish(name, "success", {}, {"status_str": "success", "completed": True,
+                                           "messages": []}, {})
+    submit(store, "queued")
+    assert list(store.history()) == ["c", "d", "e"]  # the oldest entries go first
+    assert store.status_of("a") is None and store.status_of("queued")["status"] == "queued"
