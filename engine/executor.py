@@ -240,6 +240,7 @@ class _PromptRun:
 
     def error_data(self, node_id: str, exc: BaseException, inputs: dict) -> dict:
         node = self.v.nodes[node_id]
+        hidden = {name for name, d in self.v.input_defs[node.class_type].items() if d.section == "hidden"}
         return {
             "prompt_id": self.prompt_id, "node_id": node_id, "node_type": node.class_type,
             "executed": list(self.result.executed),
@@ -247,7 +248,7 @@ class _PromptRun:
             "exception_type": _type_name(exc),
             "traceback": traceback.format_exception(type(exc), exc, exc.__traceback__),
             "current_inputs": {name: [_shown(v) for v in values] for name, values in inputs.items()
-                               if self.v.input_defs[node.class_type][name].section != "hidden"},
+                               if name not in hidden},
             "current_outputs": list(self.results),
             "timestamp": now_ms(),
         }

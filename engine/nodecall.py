@@ -32,21 +32,28 @@ class NodeOutputError(TypeError):
 
 
 def gather_inputs(node: Node, defs: dict[str, InputDef], results: dict, hidden: Callable[[str], Any]) -> dict:
-    """The node's inputs as lists; unevaluated lazy links come as [None]."""
+    """The node's inputs as lists; unevaluated lazy links come as [None].
+
+    Links under names INPUT_TYPES does not declare are passed on too (ComfyUI's rule, which
+    nodes with dynamic inputs rely on); undeclared constants are not.
+    """
     inputs: dict[str, list] = {}
     for name, d in defs.items():
         if d.section == "hidden":
             inputs[name] = [hidden(d.type)]
-            continue
-        if name not in node.inputs:
-            continue
-        value = node.inputs[name]
-        if isinstance(value, Link):
-            produced = results.get(value.node_id)
-            inputs[name] = [None] if produced is None else produced.outputs[value.output]
-        else:
-            inputs[name] = [value]
+        elif name in node.inputs:
+            value = node.inputs[name]
+            inputs[name] = _linked(value, results) if isinstance(value, Link) else [value]
+    if not defs.keys() >= node.inputs.keys():
+        for name, value in node.inputs.items():
+            if name not in defs and isinstance(value, Link):
+                inputs[name] = _linked(value, results)
     return inputs
+
+
+def _linked(link: Link, results: dict) -> list:
+    produced = results.get(link.node_id)
+    return [None] if produced is None else produced.outputs[link.output]
 
 
 def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], before_call: Callable[[], None],

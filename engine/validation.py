@@ -321,9 +321,24 @@ class _Checker:
                 errors.append(problem)
             else:
                 node.inputs[name] = value
+        undeclared = node.inputs.keys() - defs.keys()
+        if undeclared:
+            self._undeclared_links(node, undeclared)
         if spec.validate_inputs is not None and not errors:
             errors.extend(self._custom(spec, node, defs, accepted, takes_kwargs, wants_types, received_types))
         return errors
+
+    def _undeclared_links(self, node: Node, names: set[str]) -> None:
+        """Links under names INPUT_TYPES does not declare become Links too: ComfyUI runs their
+        producers and passes the values on as keyword arguments (nodes with dynamic inputs rely on
+        it). Nothing declares their type, so none is checked; a link to nothing is left out."""
+        for name in names:
+            value = node.inputs[name]
+            if type(value) is not list or len(value) != 2 or type(value[1]) is not int:
+                continue
+            producer = self.nodes.get(str(value[0]))
+            if producer is not None and 0 <= value[1] < len(self.spec(producer.class_type).return_types):
+                node.inputs[name] = Link(str(value[0]), value[1])
 
     def _link(self, name: str, d: InputDef, value: list, check_type: bool):
         if len(value) != 2 or type(value[0]) not in (str, int) or type(value[1]) is not int:

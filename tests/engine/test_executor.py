@@ -522,3 +522,36 @@ def test_keys_are_fixed_size_digests_computed_once_per_node(registry, executor, 
     executor.run(prompt)
     # one key per node, each 16 bytes however deep the node sits: linear in the graph size
     assert len(made) == 3001 and {len(k) for k in made} == {16} and len(set(made)) == 3001
+
+
+def test_undeclared_linked_inputs_reach_the_node_as_keyword_arguments(registry, executor, calls):
+    """ComfyUI passes links not named in INPUT_TYPES on as kwargs (packs with dynamic inputs rely on
+    it); undeclared constants are dropped. A change upstream of such a link re-runs the node."""
+    class Variadic:
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"a": ("INT", {"default": 0})}}
+
+        def run(self, a, **more):
+            calls.add("Variadic", dict(more))
+            if 13 in more.values():
+                raise ValueError("unlucky")
+            return (a + sum(more.values()),)
+
+    registry.register("Variadic", Variadic)
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 5}},
+              "2": {"class_type": "Variadic", "inputs": {"a": 1, "input_2": link(1), "junk": 7}},
+              "3": {"class_type": "Show", "inputs": {"value": link(2)}}}
+    result = executor.run(prompt)
+    assert result.status == "success", result.error
+    assert ("Variadic", {"input_2": 5}) in calls.log and result.outputs["3"] == {"text": ["6"]}
+    prompt["1"]["inputs"]["value"] = 6
+    again = executor.run(prompt)
+    assert again.executed == ["1", "2", "3"] and again.outputs["3"] == {"text": ["7"]}
+    prompt["1"]["inputs"]["value"] = 13
+    failed = executor.run(prompt)
+    assert failed.status == "error" and failed.error["exception_message"] == "unlucky"
+    assert failed.error["current_inputs"] == {"a": ["1"], "input_2": ["13"]}
