@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .image_io import NodeInputError
+from .image_io import NodeInputError, check_rgb_batch, require_model
 from .images import resize
 from .latents import encode_pixels
 from .model_management import resident
@@ -36,6 +36,8 @@ class CLIPVisionEncode:
                 "hidden": CONTEXT}
 
     def encode(self, clip_vision, image, crop, context):
+        image = check_rgb_batch(image, "CLIPVisionEncode", "image")
+        require_model(clip_vision, "encode_image", "CLIP_VISION", "CLIPVisionEncode", "clip_vision")
         return (encode_clip_vision(clip_vision, image, context, crop=crop == "center"),)
 
 
@@ -78,8 +80,9 @@ class SVD_img2vid_Conditioning:
                                  f"width and height must be multiples of 8, got {width}x{height}")
         if video_frames < 1:
             raise NodeInputError(node, "video_frames", f"must be at least 1, got {video_frames}")
-        if not isinstance(init_image, torch.Tensor) or init_image.ndim != 4 or init_image.shape[0] < 1:
-            raise NodeInputError(node, "init_image", "expected an IMAGE [batch, height, width, channels]")
+        init_image = check_rgb_batch(init_image, node, "init_image")
+        require_model(clip_vision, "encode_image", "CLIP_VISION", node, "clip_vision")
+        require_model(vae, "encode", "VAE", node, "vae")
         embedding = encode_clip_vision(clip_vision, init_image, context).image_embeds.unsqueeze(0)
         pixels = resize(init_image.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
         pixels = pixels[..., :3]

@@ -189,3 +189,18 @@ def check_image_batch(images, node: str, input_name: str = "images") -> torch.Te
     if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
         raise NodeInputError(node, input_name, f"the image batch is empty (shape {list(images.shape)})")
     return images
+
+
+def check_rgb_batch(images, node: str, input_name: str) -> torch.Tensor:
+    """An IMAGE input a model encodes (VAE, CLIP vision): [B,H,W,3 or 4], or a clear error."""
+    images = check_image_batch(images, node, input_name)
+    if images.shape[-1] < 3:
+        raise NodeInputError(node, input_name, f"needs RGB or RGBA images, got {images.shape[-1]} channel(s)")
+    return images
+
+
+def require_model(value, method: str, kind: str, node: str, input_name: str):
+    """`value` when it has the `method` a `kind` input needs, else an error naming what came instead."""
+    if not callable(getattr(value, method, None)):
+        raise NodeInputError(node, input_name, f"expected a {kind}, got {type(value).__name__}")
+    return value

@@ -57,6 +57,23 @@ def _check_inputs(node, model, positive, negative, latent_image):
     samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
         raise NodeInputError(node, "latent_image", "expected a LATENT with samples [frames, 4, h, w]")
+    config = getattr(model.unet, "config", None)
+    if config is None:  # a UNet of another class: the model itself reports what it cannot take
+        return samples
+    if 2 * samples.shape[1] != config.in_channels:
+        raise NodeInputError(node, "latent_image", f"the model samples {config.in_channels // 2}-channel latents, "
+                                                   f"got {list(samples.shape)}")
+    for name, cond in (("positive", positive), ("negative", negative)):
+        embedding, concat = cond[0][0], cond[0][1]["concat_latent_image"]
+        if not (isinstance(embedding, torch.Tensor) and embedding.ndim in (2, 3)
+                and embedding.shape[-1] == config.context_dim):
+            got = list(embedding.shape) if isinstance(embedding, torch.Tensor) else type(embedding).__name__
+            raise NodeInputError(node, name, f"the model needs a CLIP vision embedding [1, 1, {config.context_dim}], "
+                                             f"got {got}")
+        if not (isinstance(concat, torch.Tensor) and concat.ndim == 4 and concat.shape[1] == samples.shape[1]):
+            got = list(concat.shape) if isinstance(concat, torch.Tensor) else type(concat).__name__
+            raise NodeInputError(node, name, f"concat_latent_image must be a latent [1, {samples.shape[1]}, h, w] "
+                                             f"like latent_image, got {got}")
     return samples
 
 

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .image_io import NodeInputError
+from .image_io import NodeInputError, check_rgb_batch, require_model
 from .images import folders_in_scope, input_file_hash
 from .model_management import items_that_fit, resident, with_shrinking_chunks
 from .outputs import OutputFiles, embedded_metadata
@@ -32,8 +32,19 @@ def _samples(latent, node: str, input_name: str = "samples") -> torch.Tensor:
     return samples
 
 
+def _vae_input(latent, vae, node: str) -> torch.Tensor:
+    """The samples of a decode node's LATENT, checked against its VAE (at least one frame, its channels)."""
+    samples = _samples(latent, node)
+    require_model(vae, "decode", "VAE", node, "vae")
+    channels = getattr(getattr(vae, "config", None), "z_channels", samples.shape[1])
+    if samples.shape[0] == 0 or samples.shape[1] != channels:
+        raise NodeInputError(node, "samples", f"the VAE decodes latents [frames >= 1, {channels}, h, w], "
+                                              f"got {list(samples.shape)}")
+    return samples
+
+
 def encode_pixels(vae, pixels: torch.Tensor, context) -> torch.Tensor:
-    """IMAGE [B,H,W,C] in 0..1 → raw latent [B,4,H/8,W/8] on the CPU."""
+    """IMAGE [B,H,W,C] in 0..1 → raw latent [B,4,H/8,W/8] on the CPU (callers check both inputs)."""
     with resident(vae, context.settings, context.resources):
         x = pixels[..., :3].movedim(-1, 1) * 2.0 - 1.0
         return vae.encode(x).float().cpu()
@@ -56,7 +67,7 @@ def decode_chunk(vae, samples: torch.Tensor, device: torch.device) -> int:
 
 
 def decode_latent(vae, samples: torch.Tensor, context, chunk: int | None = None) -> torch.Tensor:
-    """Raw latent [T,4,h,w] → IMAGE [T,H,W,3] in 0..1.
+    """Raw latent [T,4,h,w] → IMAGE [T,H,W,3] in 0..1 (decode nodes check it first).
 
     chunk None picks the largest number of frames that fits in memory (ARCHITECTURE.md, "Chunk
     choice"); an out-of-memory error halves it and retries instead of failing the prompt."""
@@ -77,6 +88,8 @@ class VAEEncode:
         return {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}, "hidden": CONTEXT}
 
     def encode(self, pixels, vae, context):
+        pixels = check_rgb_batch(pixels, "VAEEncode", "pixels")
+        require_model(vae, "encode", "VAE", "VAEEncode", "vae")
         if pixels.shape[1] % 8 or pixels.shape[2] % 8:
             raise NodeInputError("VAEEncode", "pixels",
                                  f"width and height must be multiples of 8, got {pixels.shape[2]}x{pixels.shape[1]}")
@@ -94,7 +107,7 @@ class VAEDecode:
         return {"required": {"samples": ("LATENT",), "vae": ("VAE",)}, "hidden": CONTEXT}
 
     def decode(self, samples, vae, context):
-        latent = _samples(samples, "VAEDecode")
+        latent = _vae_input(samples, vae, "VAEDecode")
         return (decode_latent(vae, latent, context),)
 
 
@@ -116,7 +129,7 @@ class VAEDecodeTiled:
         }, "hidden": CONTEXT}
 
     def decode(self, samples, vae, tile_size, overlap, temporal_size, temporal_overlap, context):
-        latent = _samples(samples, "VAEDecodeTiled")
+        latent = _vae_input(samples, vae, "VAEDecodeTiled")
         overlap = min(overlap, tile_size // 4)  # ComfyUI clamps it the same way
         tile, step_over = tile_size // 8, overlap // 8
         frames, _, h, w = latent.shape

@@ -205,3 +205,65 @@ def test_missing_checkpoint_at_run_time_names_folder(svd_env):
     assert "other.safetensors" in str(caught.value)
     assert executor.run(prompt).invalid  # and validation catches it before any node runs
     assert (svd_env.folders.input_dir / DEMO_IMAGE).exists()
+
+
+# -- tensors of the wrong shape reach the model nodes (e.g. from a custom node) -----------------
+
+def _node_error(call) -> str:
+    with pytest.raises(NodeInputError) as caught:
+        call()
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("image", [torch.rand(1, 64, 64, 1), torch.rand(0, 64, 64, 3), torch.rand(64, 3)])
+def test_image_encoders_name_their_image_input(tiny_models, image):
+    from vidgraph.nodes.conditioning import CLIPVisionEncode, SVD_img2vid_Conditioning
+    from vidgraph.nodes.latents import VAEEncode
+    m, ctx = tiny_models, tiny_models.env.context()
+    assert _node_error(lambda: CLIPVisionEncode().encode(m.clip_vision, image, "center", ctx)).startswith(
+        "CLIPVisionEncode: input 'image': ")
+    assert _node_error(lambda: SVD_img2vid_Conditioning().encode(
+        m.clip_vision, image, m.vae, 64, 64, 3, 127, 6, 0.0, ctx)).startswith(
+        "SVD_img2vid_Conditioning: input 'init_image': ")
+    assert _node_error(lambda: VAEEncode().encode(image, m.vae, ctx)).startswith("VAEEncode: input 'pixels': ")
+
+
+@pytest.mark.parametrize("samples", [torch.rand(2, 8, 8, 8), torch.rand(0, 4, 8, 8)])
+def test_vae_decode_names_a_latent_the_vae_cannot_take(tiny_models, samples):
+    from vidgraph.nodes.latents import VAEDecode, VAEDecodeTiled
+    ctx = tiny_models.env.context()
+    assert _node_error(lambda: VAEDecode().decode({"samples": samples}, tiny_models.vae, ctx)).startswith(
+        "VAEDecode: input 'samples': ")
+    assert _node_error(lambda: VAEDecodeTiled().decode({"samples": samples}, tiny_models.vae, 512, 64, 64, 8,
+                                                       ctx)).startswith("VAEDecodeTiled: input 'samples': ")
+
+
+def test_model_nodes_name_a_model_of_the_wrong_kind(tiny_models, demo_image):
+    from vidgraph.nodes.conditioning import CLIPVisionEncode, SVD_img2vid_Conditioning
+    from vidgraph.nodes.latents import VAEDecode, VAEEncode
+    m, ctx = tiny_models, tiny_models.env.context()
+    assert _node_error(lambda: CLIPVisionEncode().encode(m.vae, demo_image, "center", ctx)).startswith(
+        "CLIPVisionEncode: input 'clip_vision': ")
+    assert _node_error(lambda: SVD_img2vid_Conditioning().encode(
+        m.clip_vision, demo_image, m.clip_vision, 64, 64, 3, 127, 6, 0.0, ctx)).startswith(
+        "SVD_img2vid_Conditioning: input 'vae': ")
+    assert _node_error(lambda: VAEEncode().encode(demo_image, m.clip_vision, ctx)).startswith(
+        "VAEEncode: input 'vae': ")
+    assert _node_error(lambda: VAEDecode().decode({"samples": torch.zeros(1, 4, 8, 8)}, m.clip_vision,
+                                                  ctx)).startswith("VAEDecode: input 'vae': ")
+
+
+def test_sampler_names_conditioning_and_latents_the_model_cannot_take(tiny_models, svd_conditioning):
+    positive, negative, latent = svd_conditioning
+    embedding, extra = positive[0]
+    ctx = tiny_models.env.context("KSampler")
+
+    def run(pos=positive, lat=latent):
+        return KSampler().sample(tiny_models.model, 1, 1, 2.0, "euler", "karras", pos, negative, lat, context=ctx)
+
+    assert _node_error(lambda: run(lat={"samples": torch.zeros(3, 8, 8, 8)})).startswith(
+        "KSampler: input 'latent_image': ")
+    assert _node_error(lambda: run(pos=[[torch.zeros(1, 1, 77), extra]])).startswith("KSampler: input 'positive': ")
+    assert _node_error(lambda: run(pos=[["text", extra]])).startswith("KSampler: input 'positive': ")
+    wide_concat = {**extra, "concat_latent_image": torch.zeros(1, 8, 8, 8)}
+    assert _node_error(lambda: run(pos=[[embedding, wide_concat]])).startswith("KSampler: input 'positive': ")
