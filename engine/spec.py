@@ -10,7 +10,8 @@ import inspect
 from typing import Any
 
 INPUT_SECTIONS = ("required", "optional", "hidden")
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+LEGACY_SEED_NAMES = ("seed", "noise_seed")
 
 
 class InvalidNodeClass(TypeError):
@@ -39,6 +40,20 @@ class InputDef:
 
     def __repr__(self) -> str:
         return f"InputDef({self.name!r}, {self.section!r}, {self.type!r}, {self.options!r})"
+
+    @property
+    def is_widget(self) -> bool:
+        """Edited on the node rather than fed by a socket, as the editors decide it."""
+        if self.section == "hidden" or self.options.get("forceInput") or self.options.get("defaultInput"):
+            return False
+        return self.combo_options is not None or self.type_name in WIDGET_TYPES
+
+    @property
+    def has_control_widget(self) -> bool:
+        """Followed in widgets_values by the editors' own "control after generate" value (never sent
+        to the API); legacy files get one for any INT named seed or noise_seed."""
+        return bool(self.options.get("control_after_generate")) or (
+            self.type_name == "INT" and self.name in LEGACY_SEED_NAMES)
 
     def config(self) -> list:
         """ComfyUI's `input_config` as shown in validation errors: [type, options]."""

@@ -9,20 +9,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Mapping
 
-from .spec import WIDGET_TYPES, InputDef, parse_input_types
+from .spec import InputDef, parse_input_types
 
 COLUMN_WIDTH = 360
 ROW_GAP = 40
 NODE_WIDTH = 300
 SLOT_HEIGHT = 22
 PREVIEW_HEIGHT = 180
-
-
-def _is_widget(spec: InputDef) -> bool:
-    """A value edited on the node (rather than a socket), as the frontends decide it."""
-    if spec.options.get("forceInput"):
-        return False
-    return spec.combo_options is not None or spec.type in WIDGET_TYPES
 
 
 def _visible_inputs(cls) -> list[InputDef]:
@@ -74,7 +67,7 @@ def api_to_ui(prompt: Mapping[str, dict], classes: Mapping[str, type]) -> dict:
         inputs, widgets_values = [], []
         for spec, value in pending_inputs[nid]:
             name, type_, options = spec.name, spec.type_name, spec.options
-            widget = _is_widget(spec)
+            widget = spec.is_widget
             if _is_link(value) and value[0] in prompt:
                 link_id = len(links) + 1
                 src_cls = classes.get(prompt[value[0]]["class_type"])
@@ -96,7 +89,7 @@ def api_to_ui(prompt: Mapping[str, dict], classes: Mapping[str, type]) -> dict:
                     combo = spec.combo_options
                     value = options.get("default", combo[0] if combo else None)
                 widgets_values.append(value)
-                if options.get("control_after_generate"):
+                if spec.has_control_widget:
                     widgets_values.append("fixed")
         return_types = list(getattr(cls, "RETURN_TYPES", ()) or ())
         return_names = list(getattr(cls, "RETURN_NAMES", None) or return_types)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .metadata import MetadataError, metadata_bytes, read_embedded_metadata, sniff_format
-from .spec import declared_inputs
+from .spec import InputDef, parse_input_types
 
 __all__ = ["WorkflowError", "Workflow", "load_workflow", "read_workflow", "ui_to_api",
            "read_embedded_metadata", "is_ui_workflow", "is_api_prompt"]
@@ -30,10 +30,8 @@ __all__ = ["WorkflowError", "Workflow", "load_workflow", "read_workflow", "ui_to
 MODE_MUTED = 2      # litegraph NEVER: the node and what only it feeds do not run
 MODE_BYPASS = 4     # the node is skipped; its inputs are forwarded to matching outputs
 VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "mesh_upload")
-LEGACY_SEED_NAMES = {"seed", "noise_seed"}
 
 
 class WorkflowError(ValueError):
@@ -399,41 +397,34 @@ def _api_value(value: Any) -> Any:
 
 # ----------------------------------------------------------------------------- widgets
 
-@dataclass
-class _Widget:
-    name: str | None  # None: a frontend-only widget (the upload button) that has no input
-    options: dict
-    control: bool     # followed by a frontend-only control_after_generate value
-
-
-def _declared_widgets(cls: type, node_id: str, folders: Any) -> list[_Widget]:
-    """The inputs the editor shows as widgets, in the order their values are saved.
+def _declared_widgets(cls: type, node_id: str, folders: Any) -> list[InputDef | None]:
+    """The inputs the editor shows as widgets, in the order their values are saved; None stands
+    for the frontend-only upload button, which has a saved value but no input.
 
     An upload option (``image_upload`` ...) adds an "upload" button widget whose value is saved
     too; the editor appends it after the required inputs (LoadImageMask saves
     ``["mask.png", "alpha", "image"]``), so it is placed there.
     """
     try:
-        declared = declared_inputs(cls, folders)
+        declared = parse_input_types(cls, folders)
     except Exception as exc:  # a pack's INPUT_TYPES raising is its bug, but name the node
         raise WorkflowError(f"node {node_id}: {cls.__name__}.INPUT_TYPES() raised "
                             f"{type(exc).__name__}: {exc}", node_id) from None
     widgets = []
     for section in ("required", "optional"):
         upload = False
-        for name, entry in ((declared or {}).get(section) or {}).items():
-            entry = entry if isinstance(entry, (list, tuple)) else (entry,)
-            kind = entry[0] if entry else None
-            options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
-            is_combo = isinstance(kind, (list, tuple)) or kind == "COMBO"
-            if not (is_combo or kind in WIDGET_TYPES) or options.get("forceInput") or options.get("defaultInput"):
+        for d in declared.values():
+            if d.section != section or not d.is_widget:
                 continue
-            control = bool(options.get("control_after_generate")) or (kind == "INT" and name in LEGACY_SEED_NAMES)
-            upload = upload or any(options.get(key) for key in UPLOAD_OPTIONS)
-            widgets.append(_Widget(name, options, control))
+            upload = upload or any(d.options.get(key) for key in UPLOAD_OPTIONS)
+            widgets.append(d)
         if upload:
-            widgets.append(_Widget(None, {}, False))
+            widgets.append(None)
     return widgets
+
+
+def _is_control_value(value: Any) -> bool:
+    return isinstance(value, str) and value in CONTROL_VALUES
 
 
 def _widget_inputs(node: dict, cls: type, node_id: str, folders: Any) -> dict:
@@ -444,7 +435,7 @@ def _widget_inputs(node: dict, cls: type, node_id: str, folders: Any) -> dict:
     inputs: dict[str, Any] = {}
     if isinstance(values, dict):  # some packs save {widget_name: value}
         for widget in widgets:
-            if widget.name in values:
+            if widget is not None and widget.name in values:
                 inputs[widget.name] = _api_value(values[widget.name])
         return inputs
     if not isinstance(values, list):
@@ -452,9 +443,9 @@ def _widget_inputs(node: dict, cls: type, node_id: str, folders: Any) -> dict:
                             f"got {type(values).__name__}", node_id)
     pos = 0
     for i, widget in enumerate(widgets):
-        if widget.name is None:
+        if widget is None:
             # Files saved without the button's value have nothing to skip: skip only a surplus.
-            real_after = sum(1 for w in widgets[i + 1:] if w.name is not None)
+            real_after = sum(1 for w in widgets[i + 1:] if w is not None)
             if len(values) - pos > real_after and isinstance(values[pos], str):
                 pos += 1
             continue
@@ -463,6 +454,6 @@ def _widget_inputs(node: dict, cls: type, node_id: str, folders: Any) -> dict:
             pos += 1
         elif "default" in widget.options:  # saved before the input existed: the editor uses the default
             inputs[widget.name] = widget.options["default"]
-        if widget.control and pos < len(values) and isinstance(values[pos], str) and values[pos] in CONTROL_VALUES:
+        if widget.has_control_widget and pos < len(values) and _is_control_value(values[pos]):
             pos += 1
     return inputs

@@ -286,6 +286,20 @@ def test_round_trip_through_the_editor_export_of_another_module():
     assert _strip(ui_to_api(api_to_ui(api, REGISTRY.classes), REGISTRY)) == _strip(api)
 
 
+def test_editor_export_writes_the_control_value_of_a_legacy_seed():
+    """The editors give an INT named seed/noise_seed a control widget even without
+    control_after_generate (comfyui.md §2.2); positional readers expect its value."""
+    from vidgraph.engine.ui_export import api_to_ui
+    api = {"1": {"class_type": "KSamplerAdvanced", "inputs": {
+        "add_noise": "enable", "noise_seed": 99, "steps": 25, "cfg": 2.5, "sampler_name": "euler",
+        "scheduler": "karras", "start_at_step": 0, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}}
+    classes = REGISTRY.classes
+    assert "control_after_generate" not in classes["KSamplerAdvanced"].INPUT_TYPES()["required"]["noise_seed"][1]
+    exported = api_to_ui(api, classes)
+    assert exported["nodes"][0]["widgets_values"] == ["enable", 99, "fixed", 25, 2.5, "euler", "karras", 0, 10000,
+                                                      "disable"]
+
+
 def _real_registry(needed):
     from vidgraph.engine.registry import NodeRegistry
     registry = NodeRegistry()
