@@ -90,7 +90,10 @@ def metadata_bytes(path: Path) -> bytes:
                 f.seek(pos)
                 return f.read(size)
             pos += size
-        return head[:8]  # no moov box: nothing to read
+        return _EMPTY_MP4  # no moov box: nothing to read
+
+
+_EMPTY_MP4 = struct.pack(">I4s", 8, b"free")  # an MP4 of one empty box: no tags
 
 
 def _maybe_json(text: str) -> Any:

@@ -179,3 +179,13 @@ def test_damaged_media_files_raise_only_metadata_errors():
                 read_embedded_metadata(bytes(data))
             except MetadataError as exc:
                 assert str(exc)
+
+
+def test_a_video_file_without_a_moov_box_has_no_metadata(tmp_path):
+    """A well-formed MP4 whose moov box is missing (a recording cut short) carries nothing: {}, not
+    'broken structure'; the same as the bytes read whole."""
+    data = struct.pack(">I4s", 20, b"ftyp") + b"isom" + b"\0" * 8 + struct.pack(">I4s", 16, b"mdat") + b"\0" * 8
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data)
+    assert read_embedded_metadata(data) == {}
+    assert read_embedded_metadata(path) == {}
