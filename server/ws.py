@@ -27,6 +27,9 @@ PREVIEW_IMAGE_WITH_METADATA = 4
 IMAGE_FORMAT_CODES = {"JPEG": 1, "PNG": 2}
 IMAGE_MIME = {"JPEG": "image/jpeg", "PNG": "image/png"}
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# Close code for a socket replaced by a newer one with the same clientId: the editor then picks
+# a new id (a duplicated browser tab copies the old one), instead of taking it back forever.
+REPLACED = 4001
 # Sent to the submitting client only; with no client they go to everyone (ComfyUI does the same).
 BROADCAST_WHEN_UNOWNED = frozenset({"progress", "execution_interrupted", "preview"})
 
@@ -96,7 +99,7 @@ class Hub:
         self.clients[sid] = client
         if old is not None:  # a reconnect with the same id replaces the older socket
             old.closing = True  # (closed in the background: a dead peer may never answer)
-            asyncio.ensure_future(self._drop(old))
+            asyncio.ensure_future(self._drop(old, REPLACED, b"replaced by a newer connection"))
         self._offer(client, self._status_message(sid))
         running = self.current_node(sid)
         if running is not None:

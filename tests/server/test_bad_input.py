@@ -311,6 +311,7 @@ def test_websocket_limits_and_client_replacement(server):
                     while msg.type == aiohttp.WSMsgType.TEXT:
                         msg = await old.receive()
                     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                    assert old.close_code == 4001  # "replaced": the editor takes a new id
             await expect(session, "GET", f"{server.url}/ws?clientId=bad%20id", 400,
                          "invalid_client_id", headers={"Upgrade": "websocket", "Connection": "Upgrade",
                                                        "Sec-WebSocket-Version": "13",

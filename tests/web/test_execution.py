@@ -159,3 +159,24 @@ def _tiny_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_a_duplicated_tab_gets_its_own_client_id_instead_of_fighting_over_one(editor):
+    """Duplicating a tab copies sessionStorage, and with it the websocket clientId. The server
+    closes the older socket of a reused id; the two tabs must not take it from each other
+    forever (each reconnect closing the other's socket)."""
+    page = editor.page
+    client_id = page.evaluate("vidgraph.api.clientId")
+    twin = page.context.new_page()
+    twin.add_init_script(f"sessionStorage.setItem('vidgraph.clientId', {client_id!r})")
+    count = "window.__connects = 0; vidgraph.api.addEventListener('connected', () => window.__connects++)"
+    page.evaluate(count)
+    twin.goto(editor.url)
+    twin.wait_for_selector("body[data-ready=true]")
+    twin.evaluate(count)
+    page.wait_for_timeout(4000)
+    ids = {page.evaluate("vidgraph.api.clientId"), twin.evaluate("vidgraph.api.clientId")}
+    assert len(ids) == 2, ids
+    assert page.evaluate("window.__connects") <= 1 and twin.evaluate("window.__connects") <= 1
+    for tab in (page, twin):
+        assert tab.evaluate("vidgraph.api.socket.readyState") == 1  # open

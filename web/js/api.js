@@ -3,6 +3,8 @@
 // (detail = its data); binary previews arrive as "b_preview".
 import { parseBinaryFrame } from "./protocol.js";
 
+const REPLACED = 4001; // close code: a newer socket took over this clientId (server/ws.py)
+
 export class Api extends EventTarget {
   constructor(base = "") {
     super();
@@ -96,8 +98,16 @@ export class Api extends EventTarget {
       }
       this.dispatchEvent(new CustomEvent(message.type, { detail: message.data }));
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
       if (this.socket !== socket) return;
+      if (event.code === REPLACED) {
+        // Another tab connected with our id (a duplicated tab copies sessionStorage): take a
+        // new one rather than closing its socket in turn, forever.
+        this.clientId = randomHex();
+        sessionStorage.setItem("vidgraph.clientId", this.clientId);
+        this.connect();
+        return;
+      }
       this.dispatchEvent(new CustomEvent("disconnected"));
       setTimeout(() => this.connect(), this.retryDelay);
       this.retryDelay = Math.min(this.retryDelay * 2, 10000);
