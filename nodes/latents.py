@@ -44,15 +44,28 @@ def _vae_input(latent, vae, node: str) -> torch.Tensor:
 
 
 def encode_pixels(vae, pixels: torch.Tensor, context) -> torch.Tensor:
-    """IMAGE [B,H,W,C] in 0..1 → raw latent [B,4,H/8,W/8] on the CPU (callers check both inputs)."""
-    with resident(vae, context.settings, context.resources):
+    """IMAGE [B,H,W,C] in 0..1 → raw latent [B,4,H/8,W/8] on the CPU (callers check both inputs).
+
+    As many images at once as fit in memory (the encoder sees each image alone, so this changes
+    no value); an out-of-memory error halves that and retries."""
+    with resident(vae, context.settings, context.resources) as device:
         x = pixels[..., :3].movedim(-1, 1) * 2.0 - 1.0
-        return vae.encode(x).float().cpu()
+        chunk = frames_that_fit(vae, x.shape[0], x.shape[-2], x.shape[-1], device)
+        return with_shrinking_chunks(lambda c: vae.encode(x, chunk=c), chunk).float().cpu()
 
 
 # Working memory of the temporal decoder per output pixel and frame, per base channel and byte of
-# dtype (measured: ~3,400 bytes per pixel in fp32 with 128 base channels; this rounds it up).
+# dtype (measured: ~3,400 bytes per pixel in fp32 with 128 base channels; this rounds it up). The
+# encoder, with fewer full-resolution blocks and no temporal layers, needs less: the same bound holds.
 DECODE_BYTES_PER_PIXEL_CHANNEL_BYTE = 7
+
+
+def frames_that_fit(vae, frames: int, height: int, width: int, device: torch.device) -> int:
+    """How many frames of height x width pixels the VAE can take at once in the free memory."""
+    dtype_bytes = torch.empty(0, dtype=getattr(vae, "dtype", torch.float32)).element_size()
+    channels = getattr(getattr(vae, "config", None), "ch", 128)  # other VAE classes: assume SD's width
+    per_frame = height * width * channels * dtype_bytes * DECODE_BYTES_PER_PIXEL_CHANNEL_BYTE
+    return items_that_fit(per_frame, frames, device)
 
 
 def decode_chunk(vae, samples: torch.Tensor, device: torch.device) -> int:
@@ -60,10 +73,7 @@ def decode_chunk(vae, samples: torch.Tensor, device: torch.device) -> int:
     temporal layers see every frame and the frames match ComfyUI's), else as many as fit."""
     frames, _, h, w = samples.shape
     scale = getattr(vae, "downscale", 8)
-    dtype_bytes = torch.empty(0, dtype=getattr(vae, "dtype", torch.float32)).element_size()
-    channels = getattr(getattr(vae, "config", None), "ch", 128)  # other VAE classes: assume SD's width
-    per_frame = (h * scale) * (w * scale) * channels * dtype_bytes * DECODE_BYTES_PER_PIXEL_CHANNEL_BYTE
-    return items_that_fit(per_frame, frames, device)
+    return frames_that_fit(vae, frames, h * scale, w * scale, device)
 
 
 def decode_latent(vae, samples: torch.Tensor, context, chunk: int | None = None) -> torch.Tensor:

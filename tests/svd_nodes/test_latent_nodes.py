@@ -130,6 +130,26 @@ def test_decode_retries_with_smaller_chunks_after_out_of_memory(tiny_models, mon
     assert (decoded - expected).abs().mean() < 0.1
 
 
+def test_encode_of_a_long_clip_goes_in_chunks_that_fit_and_shrinks_on_out_of_memory(tiny_models, monkeypatch):
+    """VAEEncode of many frames must not build every frame's encoder activations at once."""
+    vae = tiny_models.vae
+    real_encode = vae.encode
+    chunks = []
+
+    def encode_that_fits_two_images(pixels, chunk=None):
+        chunks.append(chunk)
+        if chunk is None or chunk > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_encode(pixels, chunk=chunk)
+
+    video = smooth_video(5, SIZE, SIZE)
+    expected = VAEEncode().encode(video, vae, tiny_models.env.context())[0]["samples"]
+    monkeypatch.setattr(vae, "encode", encode_that_fits_two_images)
+    latent = VAEEncode().encode(video, vae, tiny_models.env.context())[0]["samples"]
+    assert chunks[0] > 2 and chunks[-1] <= 2 and chunks == sorted(chunks, reverse=True)
+    torch.testing.assert_close(latent, expected)  # the encoder sees one image at a time anyway
+
+
 # -- .latent files -------------------------------------------------------------------------------
 
 def test_save_latent_then_load_latent_round_trips(tiny_models):
