@@ -180,3 +180,17 @@ def test_a_duplicated_tab_gets_its_own_client_id_instead_of_fighting_over_one(ed
     assert page.evaluate("window.__connects") <= 1 and twin.evaluate("window.__connects") <= 1
     for tab in (page, twin):
         assert tab.evaluate("vidgraph.api.socket.readyState") == 1  # open
+
+
+def test_an_error_outside_any_node_is_reported_as_the_prompts(editor):
+    """The server's execution_error for a prompt that failed outside a node (invalid when run)
+    has node_id null; the toast must not speak of "Node #null"."""
+    page = editor.page
+    page.evaluate("""vidgraph.api.dispatchEvent(new CustomEvent("execution_error", {detail: {
+        prompt_id: "p", node_id: null, node_type: null, executed: [],
+        exception_message: "Prompt failed validation when it was run",
+        exception_type: "ValidationError", traceback: ["{}"], current_inputs: {},
+        current_outputs: [], timestamp: 0}}))""")
+    text = page.locator(".toast-error").first.inner_text()
+    assert "Prompt failed validation when it was run" in text and "null" not in text, text
+    assert page.locator(".node.error").count() == 0

@@ -118,10 +118,14 @@ export class Execution {
   }
 
   onRuntimeError(data) {
-    const id = Number(data.node_id);
-    this.errors.set(id, [{ message: `${data.exception_type}: ${data.exception_message}` }]);
-    this.paintErrors(id);
-    this.app.toast(`Node #${data.node_id} (${data.node_type}) failed:\n${data.exception_type}: ${data.exception_message}\n${(data.traceback ?? []).join("").slice(-1500)}`, "error");
+    const message = `${data.exception_type}: ${data.exception_message}`;
+    // node_id is null when the prompt failed outside any node (say, invalid by the time it ran)
+    const where = data.node_id == null ? "The prompt" : `Node #${data.node_id} (${data.node_type})`;
+    if (data.node_id != null) {
+      this.errors.set(Number(data.node_id), [{ message }]);
+      this.paintErrors(Number(data.node_id));
+    }
+    this.app.toast(`${where} failed:\n${message}\n${(data.traceback ?? []).join("").slice(-1500)}`, "error");
     this.finish("error");
   }
 
