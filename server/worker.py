@@ -41,6 +41,7 @@ class Worker:
         self._flag: InterruptFlag | None = None
         self._current_node: str | None = None
         self._pending_free: dict | None = None
+        self.retry_delay = 1.0  # seconds between tries after the store failed
         self._thread = threading.Thread(target=self._loop, name="vidgraph-worker", daemon=True)
 
     # -- called from the event loop -------------------------------------------------------
@@ -100,7 +101,12 @@ class Worker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._apply_free()
-            job = self.store.claim_next()
+            try:
+                job = self.store.claim_next()
+            except Exception:  # a locked or full disk: the thread must outlive it
+                log.exception("worker could not take the next job; retrying")
+                self._stop.wait(self.retry_delay)
+                continue
             if job is None:
                 self._wake.wait(1.0)
                 self._wake.clear()

@@ -174,3 +174,33 @@ def test_history_is_capped_like_comfyuis_and_the_queue_is_untouched(tmp_path):
     submit(store, "queued")
     assert list(store.history()) == ["c", "d", "e"]  # the oldest entries go first
     assert store.status_of("a") is None and store.status_of("queued")["status"] == "queued"
+
+
+def test_worker_survives_a_store_error_while_taking_a_job(tmp_path):
+    """A failing read of the queue (disk full, a lock held too long) must not end the worker
+    thread: the server would accept prompts and never run them."""
+    class Flaky(Store):
+        failures = 1
+
+        def claim_next(self):
+            if self.failures:
+                self.failures -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return super().claim_next()
+
+    store = Flaky(tmp_path / "q.sqlite3")
+    submit(store, "a")
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        worker = Worker(store, FakeExecutor(), lambda *a: None, lambda: None, loop)
+        worker.retry_delay = 0.01
+        worker.start()
+        for _ in range(300):
+            if store.history():
+                break
+            await asyncio.sleep(0.01)
+        await loop.run_in_executor(None, worker.stop)
+
+    asyncio.run(scenario())
+    assert list(store.history()) == ["a"]
