@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run workflows headless", description=(
         "Run workflows in the order given, in one process: they share the result cache and loaded "
-        "models. Exit status: 0 all succeeded, 1 a workflow failed or was interrupted while running, "
-        "2 a workflow was invalid."))
+        "models. Exit status: 0 all succeeded, 1 a workflow failed, or Ctrl-C interrupted one or "
+        "skipped the rest, 2 a workflow was invalid."))
     run.add_argument("workflows", nargs="+", metavar="WORKFLOW",
                      help="API-format JSON, UI-format JSON, or a PNG/WEBP/MP4 with an embedded workflow "
                           "('-' reads one from stdin)")

@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     exit_code = EXIT_OK
     interrupt = InterruptFlag()
     with _interrupt_on_sigint(interrupt):
-        for source in args.workflows:
+        for index, source in enumerate(args.workflows):
             report = run_one(executor, runtime, source, overrides, interrupt, show_progress)
             if args.json:
                 print(json.dumps(report, default=str), flush=True)
@@ -80,6 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 exit_code = EXIT_FAILED
             if report["status"] == "interrupted":
                 break  # Ctrl-C stops the batch, not only the current workflow
+            if interrupt.is_set() and index + 1 < len(args.workflows):
+                # ... also when it came after the workflow's last interrupt check: the rest is skipped
+                exit_code = exit_code or EXIT_FAILED
+                break
     return exit_code
 
 

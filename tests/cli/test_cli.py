@@ -56,7 +56,20 @@ PACK = textwrap.dedent('''
                 context.progress(i + 1, steps)
             return {"ui": {"text": [f"{steps} steps"]}, "result": ()}
 
-    NODE_CLASS_MAPPINGS = {"SettingsProbe": SettingsProbe, "Stepper": Stepper}
+    class LateCtrlC:
+        """Ctrl-C while finishing, after the node's last interrupt check."""
+        OUTPUT_NODE = True
+        RETURN_TYPES = ()
+        FUNCTION = "finish"
+        CATEGORY = "test"
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
+        def finish(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            return {"ui": {"text": ["done"]}, "result": ()}
+
+    NODE_CLASS_MAPPINGS = {"SettingsProbe": SettingsProbe, "Stepper": Stepper, "LateCtrlC": LateCtrlC}
 ''')
 
 
@@ -188,6 +201,16 @@ def test_ctrl_c_interrupts_the_running_workflow_and_stops_the_batch(env, capsys)
     wf = env.write("steps.json", {"1": {"class_type": "Stepper", "inputs": {"steps": 5, "ctrl_c_at": 2}}})
     code, lines, _ = run_json(capsys, wf, env.write("math.json", MATH), "--custom-nodes", env.packs)
     assert code == 1 and len(lines) == 1 and lines[0]["status"] == "interrupted"
+
+
+def test_ctrl_c_after_a_workflows_last_check_skips_the_rest_of_the_batch(env, capsys):
+    """The flag the first Ctrl-C sets stops the batch even when no node checks it again, so a
+    following (here: fully cached) workflow does not run as if nothing had been pressed."""
+    math = env.write("math.json", MATH)
+    late = env.write("late.json", {"1": {"class_type": "LateCtrlC", "inputs": {}}})
+    code, lines, _ = run_json(capsys, math, late, math, "--custom-nodes", env.packs)
+    assert code == 1 and [line["workflow"] for line in lines] == [math, late]
+    assert [line["status"] for line in lines] == ["success", "success"]
 
 
 def test_a_second_ctrl_c_aborts_at_once(env, capsys):
