@@ -19,8 +19,11 @@ MAX_RESOLUTION = 16384
 
 
 def encode_clip_vision(clip_vision, image: torch.Tensor, context, crop: bool = True):
+    """The CLIP_VISION_OUTPUT with its tensors on the CPU, where intermediates live (as in ComfyUI):
+    a cached result must not hold GPU memory."""
     with resident(clip_vision, context.settings, context.resources):
-        return clip_vision.encode_image(image, crop=crop)
+        out = clip_vision.encode_image(image, crop=crop)
+    return type(out)({k: v.to("cpu") if isinstance(v, torch.Tensor) else v for k, v in out.items()})
 
 
 class CLIPVisionEncode:

@@ -233,6 +233,21 @@ def test_clip_vision_encode_output_shapes(tiny_models, demo_image):
     assert out["penultimate_hidden_states"].shape == (1, 257, width)
 
 
+def test_clip_vision_output_comes_back_to_the_cpu(tiny_models, demo_image, monkeypatch):
+    """On a GPU the encoder's outputs are GPU tensors; a cached CLIP_VISION_OUTPUT / CONDITIONING must
+    not pin GPU memory (intermediates live on the CPU, as ComfyUI's)."""
+    from unittest import mock
+
+    from vidgraph.nodes.svd.clip_vision import CLIPVisionOutput
+    on_gpu = mock.Mock(spec=torch.Tensor)
+    on_gpu.to.return_value = torch.ones(1, 32)
+    monkeypatch.setattr(tiny_models.clip_vision, "encode_image",
+                        lambda image, crop=True: CLIPVisionOutput(image_embeds=on_gpu))
+    out = CLIPVisionEncode().encode(tiny_models.clip_vision, demo_image, "center", tiny_models.env.context())[0]
+    on_gpu.to.assert_called_once_with("cpu")
+    assert torch.equal(out.image_embeds, torch.ones(1, 32))
+
+
 def test_clip_vision_crop_matters_for_a_wide_image(tiny_models):
     wide = smooth_video(1, 64, 192)
     context = tiny_models.env.context()
