@@ -49,11 +49,16 @@ class InputDef:
         return self.combo_options is not None or self.type_name in WIDGET_TYPES
 
     @property
-    def has_control_widget(self) -> bool:
-        """Followed in widgets_values by the editors' own "control after generate" value (never sent
-        to the API); legacy files get one for any INT named seed or noise_seed."""
-        return bool(self.options.get("control_after_generate")) or (
-            self.type_name == "INT" and self.name in LEGACY_SEED_NAMES)
+    def control_values(self) -> int:
+        """How many editor-only values follow this widget's in widgets_values (never sent to the
+        API): a "control after generate" mode, and for a combo its filter text too. An INT named
+        seed or noise_seed gets a control unless the input says otherwise (legacy files)."""
+        control = self.options.get("control_after_generate")
+        if control is None:
+            control = self.type_name == "INT" and self.name in LEGACY_SEED_NAMES
+        if not control:
+            return 0
+        return 2 if self.combo_options is not None or self.type_name == "COMBO" else 1
 
     def config(self) -> list:
         """ComfyUI's `input_config` as shown in validation errors: [type, options]."""

@@ -89,8 +89,7 @@ def api_to_ui(prompt: Mapping[str, dict], classes: Mapping[str, type]) -> dict:
                     combo = spec.combo_options
                     value = options.get("default", combo[0] if combo else None)
                 widgets_values.append(value)
-                if spec.has_control_widget:
-                    widgets_values.append("fixed")
+                widgets_values.extend(["fixed", ""][:spec.control_values])
         return_types = list(getattr(cls, "RETURN_TYPES", ()) or ())
         return_names = list(getattr(cls, "RETURN_NAMES", None) or return_types)
         height = 60 + SLOT_HEIGHT * (max(len(inputs), len(return_types)) + len(widgets_values))

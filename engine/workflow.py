@@ -444,16 +444,23 @@ def _widget_inputs(node: dict, cls: type, node_id: str, folders: Any) -> dict:
     pos = 0
     for i, widget in enumerate(widgets):
         if widget is None:
-            # Files saved without the button's value have nothing to skip: skip only a surplus.
-            real_after = sum(1 for w in widgets[i + 1:] if w is not None)
-            if len(values) - pos > real_after and isinstance(values[pos], str):
-                pos += 1
+            pos += _spare_text(values, pos, widgets[i + 1:])
             continue
         if pos < len(values):
             inputs[widget.name] = _api_value(values[pos])
             pos += 1
         elif "default" in widget.options:  # saved before the input existed: the editor uses the default
             inputs[widget.name] = widget.options["default"]
-        if widget.has_control_widget and pos < len(values) and _is_control_value(values[pos]):
+        if widget.control_values and pos < len(values) and _is_control_value(values[pos]):
             pos += 1
+            if widget.control_values == 2:
+                pos += _spare_text(values, pos, widgets[i + 1:])
     return inputs
+
+
+def _spare_text(values: list, pos: int, widgets_left: list) -> int:
+    """1 when values[pos] is a frontend-only text (the upload button's value, a combo control's
+    filter) to skip, else 0. Files saved without one have nothing to skip, so only a surplus of
+    values over the widgets left is skipped."""
+    real_left = sum(1 for w in widgets_left if w is not None)
+    return int(len(values) - pos > real_left and isinstance(values[pos], str))

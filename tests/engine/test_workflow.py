@@ -300,6 +300,30 @@ def test_editor_export_writes_the_control_value_of_a_legacy_seed():
                                                       "disable"]
 
 
+class _PickWithControl:
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "f"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"name": (["a", "b", "c"], {"control_after_generate": True}),
+                             "count": ("INT", {"default": 1}),
+                             "seed": ("INT", {"default": 0, "control_after_generate": False})}}
+
+
+@pytest.mark.parametrize("values", [["b", "increment", "", 4, 9], ["b", "increment", 4, 9], ["b", 4, 9]])
+def test_a_combo_with_a_control_saves_a_filter_value_too(values):
+    """The editors follow a combo's control_after_generate value with its control_filter_list text;
+    an explicit control_after_generate False turns the legacy seed rule off."""
+    from vidgraph.engine.ui_export import api_to_ui
+    classes = {"Pick": _PickWithControl}
+    ui = {"nodes": [{"id": 1, "type": "Pick", "mode": 0, "inputs": [], "outputs": [], "widgets_values": values}],
+          "links": []}
+    api = ui_to_api(ui, classes)
+    assert api["1"]["inputs"] == {"name": "b", "count": 4, "seed": 9}
+    assert api_to_ui(api, classes)["nodes"][0]["widgets_values"] == ["b", "fixed", "", 4, 9]
+
+
 def _real_registry(needed):
     from vidgraph.engine.registry import NodeRegistry
     registry = NodeRegistry()
