@@ -91,25 +91,29 @@ def run_one(executor: Executor, runtime: Runtime, source: str, overrides: list[O
             interrupt: InterruptFlag, show_progress: bool) -> dict:
     """One workflow: its `--json` line (RunResult's fields, plus `workflow` and `invalid`)."""
     prompt_id = str(uuid.uuid4())
+    started = time.perf_counter()
     base = {"workflow": source, "prompt_id": prompt_id, "status": "error", "outputs": {},
             "executed": [], "cached": [], "error": None, "invalid": True}
     try:
         loaded = read_workflow(sys.stdin.buffer.read() if source == "-" else source, runtime.registry)
         apply_overrides(loaded.prompt, overrides)
     except WorkflowError as exc:
-        return {**base, "error": exc.to_json()}
+        return {**base, "error": exc.to_json(), "seconds": _since(started)}
     extra_data = {"extra_pnginfo": {"workflow": loaded.ui}} if loaded.ui else {}
-    started = time.perf_counter()
     with ProgressBars(show_progress, loaded.prompt) as progress:
         result = executor.run(loaded.prompt, prompt_id=prompt_id, extra_data=extra_data,
                               on_event=progress.on_event, interrupt=interrupt)
     # The executor validates first; an invalid prompt comes back with the 400 body as its error.
-    report = {**base, **result.to_json(), "workflow": source, "invalid": result.invalid}
-    report["seconds"] = round(time.perf_counter() - started, 3)
-    validation = getattr(result, "validation", None)
+    report = {**base, **result.to_json(), "workflow": source, "invalid": result.invalid,
+              "seconds": _since(started)}
+    validation = result.validation
     if validation is not None and validation.ok and validation.node_errors:
         report["node_errors"] = validation.node_errors  # outputs that were dropped, as ComfyUI's 200 reply
     return report
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
 
 
 @contextmanager

@@ -154,6 +154,17 @@ def test_unknown_node_type_and_missing_file_are_invalid(env, capsys):
     assert "not found" in lines[1]["error"]["error"]["message"]
 
 
+def test_every_json_line_has_every_documented_field(env, capsys):
+    """Success, an invalid prompt and an unreadable file: one shape, so scripts need no special cases."""
+    invalid = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
+    _, lines, _ = run_json(capsys, env.write("math.json", MATH), env.write("invalid.json", invalid),
+                           str(env.root / "missing.json"))
+    documented = {"workflow", "prompt_id", "status", "outputs", "executed", "cached", "error", "invalid", "seconds"}
+    assert [set(line) for line in lines] == [documented] * 3
+    assert [line["invalid"] for line in lines] == [False, True, True]
+    assert all(isinstance(line["seconds"], float) for line in lines)
+
+
 def test_failure_while_running_exits_1_and_names_the_node(env, capsys):
     failing = dict(MATH, **{"2": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "b": 0, "operation": "divide"}}})
     code, lines, _ = run_json(capsys, env.write("fail.json", failing))
