@@ -195,22 +195,23 @@ async def upload_image(request: web.Request) -> web.Response:
     fields = await read_form(request, limits.upload)
     filename, data = _file_field(fields, "image")
     directory = _upload_target(state, fields)
+    image_format, _ = await asyncio.get_running_loop().run_in_executor(
+        None, check_image, data, limits.max_pixels, limits.max_frames)
+    return await _save_upload(state, fields, directory, filename, image_format, data)
+
+
+async def _save_upload(state: ServerState, fields: dict, directory: Path, filename: str,
+                       image_format: str, data: bytes) -> web.Response:
+    """Write a checked upload under a safe name; ComfyUI's {"name", "subfolder", "type"}."""
     overwrite = str(fields.get("overwrite", "")).lower() in ("true", "1")
-    loop = asyncio.get_running_loop()
-    image_format, _ = await loop.run_in_executor(None, check_image, data, limits.max_pixels,
-                                                 limits.max_frames)
     with path_conflicts():
-        name = await loop.run_in_executor(None, write_upload, directory,
-                                          safe_name(filename, image_format, data), data, overwrite)
-    return json_response(_upload_answer(state, name, directory, fields))
-
-
-def _upload_answer(state: ServerState, name: str, directory: Path, fields: dict) -> dict:
+        name = await asyncio.get_running_loop().run_in_executor(
+            None, write_upload, directory, safe_name(filename, image_format, data), data, overwrite)
     type_ = fields.get("type") or "input"
-    root = state.config.folders.directory_for(type_)
-    subfolder = os.path.relpath(directory, root)
-    return {"name": name, "subfolder": "" if subfolder == "." else subfolder.replace(os.sep, "/"),
-            "type": type_}
+    subfolder = os.path.relpath(directory, state.config.folders.directory_for(type_))
+    return json_response({"name": name,
+                          "subfolder": "" if subfolder == "." else subfolder.replace(os.sep, "/"),
+                          "type": type_})
 
 
 async def upload_mask(request: web.Request) -> web.Response:
@@ -235,11 +236,7 @@ async def upload_mask(request: web.Request) -> web.Response:
     original_bytes = await loop.run_in_executor(None, original.read_bytes)
     await loop.run_in_executor(None, check_image, original_bytes, limits.max_pixels, limits.max_frames)
     merged = await loop.run_in_executor(None, apply_mask, original_bytes, data)
-    overwrite = str(fields.get("overwrite", "")).lower() in ("true", "1")
-    with path_conflicts():
-        name = await loop.run_in_executor(None, write_upload, directory,
-                                          safe_name(filename, "PNG", merged), merged, overwrite)
-    return json_response(_upload_answer(state, name, directory, fields))
+    return await _save_upload(state, fields, directory, filename, "PNG", merged)
 
 
 def apply_mask(original: bytes, mask: bytes) -> bytes:

@@ -45,6 +45,11 @@ class ServerProcess:
                 time.sleep(0.1)
         raise AssertionError("server did not start")
 
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
     def kill9(self):
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
@@ -120,9 +125,7 @@ def test_sigkill_mid_run_keeps_queue_and_history(tmp_path):
         assert list(history)[:2] == [done, cut] and set(history) == {done, cut, *waiting}
         assert server.status(f"/history/{cut}x") == 404
     finally:
-        if server.proc and server.proc.poll() is None:
-            server.proc.terminate()
-            server.proc.wait(10)
+        server.stop()
 
 
 def test_clean_stop_puts_the_running_prompt_back_without_using_an_attempt(tmp_path):
@@ -139,9 +142,7 @@ def test_clean_stop_puts_the_running_prompt_back_without_using_an_attempt(tmp_pa
         assert job["attempts"] <= 1
         assert server.status(f"/history/{cut}") == 200 and server.get(f"/history/{cut}") == {}
     finally:
-        if server.proc and server.proc.poll() is None:
-            server.proc.terminate()
-            server.proc.wait(10)
+        server.stop()
 
 
 def test_serve_command_loads_the_builtin_pack_and_custom_nodes(tmp_path):
@@ -168,5 +169,4 @@ def test_a_second_server_on_the_same_user_dir_is_refused(tmp_path):
         assert "another vidgraph server is using" in second.stderr
         assert server.get("/prompt")["exec_info"]["queue_remaining"] == 0
     finally:
-        server.proc.terminate()
-        server.proc.wait(10)
+        server.stop()

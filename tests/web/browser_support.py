@@ -51,9 +51,14 @@ class Editor:
 
     def drag(self, source, target, steps: int = 8):
         a, b = source.bounding_box(), target.bounding_box()
-        self.page.mouse.move(a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
+        self.drag_points((a["x"] + a["width"] / 2, a["y"] + a["height"] / 2),
+                         (b["x"] + b["width"] / 2, b["y"] + b["height"] / 2), steps)
+
+    def drag_points(self, start, end, steps: int = 8):
+        """Press the left button at `start` (x, y), move to `end` in `steps`, release."""
+        self.page.mouse.move(*start)
         self.page.mouse.down()
-        self.page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=steps)
+        self.page.mouse.move(*end, steps=steps)
         self.page.mouse.up()
 
     def connect(self, from_node, output: int, to_node, input_name: str):

@@ -10,10 +10,7 @@ def test_pan_zoom_and_fit(editor):
     page = editor.page
     editor.add_node("VAEDecode", "vae decode", 300, 300)
     before = transform(editor)
-    page.mouse.move(700, 600)
-    page.mouse.down()
-    page.mouse.move(800, 650, steps=5)
-    page.mouse.up()
+    editor.drag_points((700, 600), (800, 650), steps=5)
     assert transform(editor) != before
     assert "translate(100px, 50px)" in transform(editor)
     box = editor.node("VAEDecode").bounding_box()
@@ -63,10 +60,7 @@ def test_link_dropped_on_empty_space_offers_compatible_nodes(editor):
     page = editor.page
     decode = editor.add_node("VAEDecode", "vae decode", 200, 200)
     out = decode.locator(".slot.output[data-output='0'] .dot").bounding_box()
-    page.mouse.move(out["x"] + 5, out["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(900, 420, steps=6)
-    page.mouse.up()
+    editor.drag_points((out["x"] + 5, out["y"] + 5), (900, 420), steps=6)
     page.wait_for_selector("#search:not([hidden])")
     assert "IMAGE" in page.text_content("#search-hint")
     offered = page.eval_on_selector_all("#search-results li", "els => els.map(e => e.dataset.nodeType)")
@@ -161,10 +155,7 @@ def test_box_select_bypass_mute_collapse_group(editor):
     editor.add_node("VAEDecode", "vae decode", 200, 150)
     editor.add_node("ImageScaleBy", "upscale image by", 200, 400)
     page.keyboard.down("Control")
-    page.mouse.move(150, 100)
-    page.mouse.down()
-    page.mouse.move(700, 800, steps=5)
-    page.mouse.up()
+    editor.drag_points((150, 100), (700, 800), steps=5)
     page.keyboard.up("Control")
     assert page.locator(".node.selected").count() == 2
     page.keyboard.press("Control+b")
@@ -276,10 +267,7 @@ def test_rename_resize_widget_undo_and_link_pickup(editor):
     # widen a node with its corner grip
     width = editor.workflow()["nodes"][0]["size"][0]
     grip = loader.locator(".node-resize").bounding_box()
-    page.mouse.move(grip["x"] + 6, grip["y"] + 6)
-    page.mouse.down()
-    page.mouse.move(grip["x"] + 106, grip["y"] + 6, steps=4)
-    page.mouse.up()
+    editor.drag_points((grip["x"] + 6, grip["y"] + 6), (grip["x"] + 106, grip["y"] + 6), steps=4)
     assert editor.workflow()["nodes"][0]["size"][0] == width + 100
     # a widget edit is one undo step
     ks = editor.add_node("KSampler", "ksampler", 300, 450)
@@ -294,10 +282,7 @@ def test_rename_resize_widget_undo_and_link_pickup(editor):
     # picking a link up from its input and letting go on empty space removes it (undoably)
     decode = editor.node("VAEDecode")
     dot = decode.locator(".slot.input[data-input='vae'] .dot").bounding_box()
-    page.mouse.move(dot["x"] + 5, dot["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(1000, 700, steps=5)
-    page.mouse.up()
+    editor.drag_points((dot["x"] + 5, dot["y"] + 5), (1000, 700), steps=5)
     page.wait_for_selector("#search:not([hidden])")
     page.keyboard.press("Escape")
     assert editor.workflow()["links"] == []
