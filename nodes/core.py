@@ -10,6 +10,8 @@ import math
 import operator
 import sys
 
+from .image_io import NodeInputError
+
 BIG = sys.maxsize
 
 
@@ -83,9 +85,21 @@ def _math_node(name: str, type_name: str, cast):
         def calculate(self, a, b, operation):
             if operation in ("divide", "modulo") and b == 0:
                 raise ZeroDivisionError(f"{operation} by zero (input 'b' is 0)")
-            if type_name == "INT" and operation == "divide":
-                return (a // b,)
-            return (cast(ARITHMETIC[operation](a, b)),)
+            if operation == "power" and a == 0 and b < 0:
+                raise NodeInputError(name, "b", "0 cannot be raised to a negative power")
+            if type_name == "INT" and operation == "power" and abs(a) > 1 and b > 64:
+                # |a| >= 2 to a power past 64 overflows: refuse before Python builds a huge number
+                raise NodeInputError(name, "b", f"{a} ** {b} is outside the INT range")
+            try:
+                result = a // b if type_name == "INT" and operation == "divide" else ARITHMETIC[operation](a, b)
+            except OverflowError:
+                result = math.inf
+            if isinstance(result, complex):
+                raise NodeInputError(name, "b", f"{a} ** {b} is not a real number")
+            result = cast(result)
+            if not (math.isfinite(result) if type_name == "FLOAT" else -BIG <= result <= BIG):
+                raise NodeInputError(name, "b", f"{a} {operation} {b} is outside the {type_name} range")
+            return (result,)
 
     Math.__name__ = Math.__qualname__ = name
     return Math
