@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any, Mapping
 
 from .spec import InputDef, parse_input_types
+from .workflow import is_link
 
 COLUMN_WIDTH = 360
 ROW_GAP = 40
@@ -24,7 +25,7 @@ def _visible_inputs(cls) -> list[InputDef]:
 
 def _depths(prompt: Mapping[str, dict]) -> dict[str, int]:
     """Longest distance from a source node, computed without recursion."""
-    parents = {nid: {v[0] for v in node.get("inputs", {}).values() if _is_link(v) and v[0] in prompt}
+    parents = {nid: {v[0] for v in node.get("inputs", {}).values() if is_link(v) and v[0] in prompt}
                for nid, node in prompt.items()}
     depth: dict[str, int] = {}
     remaining = dict(parents)
@@ -36,11 +37,6 @@ def _depths(prompt: Mapping[str, dict]) -> dict[str, int]:
             depth[nid] = 1 + max((depth.get(p, 0) for p in remaining[nid]), default=-1)
             del remaining[nid]
     return depth
-
-
-def _is_link(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], int))
 
 
 def api_to_ui(prompt: Mapping[str, dict], classes: Mapping[str, type]) -> dict:
@@ -68,7 +64,7 @@ def api_to_ui(prompt: Mapping[str, dict], classes: Mapping[str, type]) -> dict:
         for spec, value in pending_inputs[nid]:
             name, type_, options = spec.name, spec.type_name, spec.options
             widget = spec.is_widget
-            if _is_link(value) and value[0] in prompt:
+            if is_link(value) and value[0] in prompt:
                 link_id = len(links) + 1
                 src_cls = classes.get(prompt[value[0]]["class_type"])
                 link_type = (src_cls.RETURN_TYPES[value[1]] if src_cls is not None

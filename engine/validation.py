@@ -248,7 +248,7 @@ class _Checker:
                 only = next(iter(component))
                 if not graph.has_edge(only, only):
                     continue
-            members = sorted(component, key=_id_order)
+            members = sorted(component, key=id_order)
             details = " -> ".join(members + [members[0]])
             for node_id in members:
                 found[node_id] = [error("dependency_cycle", "Dependency cycle detected",
@@ -401,7 +401,8 @@ def _type_str(t: Any) -> str:
     return "COMBO" if isinstance(t, (list, tuple)) else str.__str__(t) if isinstance(t, str) else str(t)
 
 
-def _id_order(node_id: str):
+def id_order(node_id: str):
+    """Sort key for node ids: numbers in numeric order, then the others ("12:5") by text."""
     return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
 
 

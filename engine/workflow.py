@@ -198,12 +198,13 @@ def ui_to_api(workflow: dict, registry: Any) -> dict:
     # editor, but ComfyUI drops such inputs); validation then names the missing input.
     for entry in prompt.values():
         for name, value in list(entry["inputs"].items()):
-            if _is_link(value) and value[0] not in prompt:
+            if is_link(value) and value[0] not in prompt:
                 del entry["inputs"][name]
     return prompt
 
 
-def _is_link(value: Any) -> bool:
+def is_link(value: Any) -> bool:
+    """An API-format link: [node id as a string, output index]."""
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 

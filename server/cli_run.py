@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from vidgraph.engine.executor import Executor
 from vidgraph.engine.interrupt import InterruptFlag
+from vidgraph.engine.validation import id_order
 from vidgraph.engine.workflow import WorkflowError, read_workflow
 
 from .cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, Runtime, make_runtime
@@ -44,16 +45,12 @@ def apply_overrides(prompt: dict, overrides: list[Override]) -> None:
         node = prompt.get(override.node_id)
         if not isinstance(node, dict):
             raise WorkflowError(f"--set {override.node_id}.{override.input_name}: the workflow has no node "
-                                f"{override.node_id!r} (its nodes: {', '.join(sorted(prompt, key=_id_key))})",
+                                f"{override.node_id!r} (its nodes: {', '.join(sorted(prompt, key=id_order))})",
                                 override.node_id)
         inputs = node.setdefault("inputs", {})
         if not isinstance(inputs, dict):
             raise WorkflowError(f"node {override.node_id}: 'inputs' is not an object", override.node_id)
         inputs[override.input_name] = override.value
-
-
-def _id_key(node_id: str):
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
