@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .resources import estimate_nbytes
-from .spec import context_is_hidden
-from .validation import Link
+from .validation import Link, class_method_arguments
 
 _unique = itertools.count()
 
@@ -75,18 +74,14 @@ class ResultCache:
         self.total_bytes = 0
 
 
-def fingerprint(spec, node, defs, params: tuple[set[str], bool], context: Any = None) -> Any:
+def fingerprint(spec, node, defs, context: Any = None) -> Any:
     """IS_CHANGED of a node with its constant inputs (links as None); NaN when it raises.
 
-    `params` is (parameter names, takes **kwargs) of IS_CHANGED, from spec.call_parameters.
+    vidgraph nodes that take a `context` hash their files through its configured folders.
     """
     if spec.is_changed is None:
         return None
-    names, takes_all = params
-    args = {name: (None if isinstance(v, Link) else v) for name, v in node.inputs.items()
-            if name in defs and (takes_all or name in names)}
-    if "context" in names and context is not None and context_is_hidden(defs):
-        args["context"] = context  # vidgraph nodes hash their files through the configured folders
+    args = class_method_arguments(node, defs, spec.is_changed_params, context)
     try:
         return spec.is_changed(**args)
     except Exception:

@@ -24,7 +24,6 @@ from .interrupt import Interrupted, InterruptFlag
 from .nodecall import (ExecutionBlocked, ExecutionBlocker, call_over_lists, collect_results,
                        gather_inputs, lazy_requests)
 from .resources import ResourceCache, default_budget
-from .spec import call_parameters
 from .validation import Link, Validation, validate_prompt
 
 log = logging.getLogger(__name__)
@@ -93,13 +92,12 @@ class _PromptRun:
             defs = self.v.input_defs.get(class_type, {})
             per_node = spec.not_idempotent or any(
                 d.section == "hidden" and d.type == "UNIQUE_ID" for d in defs.values())
-            params = call_parameters(spec.is_changed) if spec.is_changed is not None else None
-            per_class[class_type] = (spec, defs, per_node, params)
+            per_class[class_type] = (spec, defs, per_node)
         for node_id in self.v.order:
             node = self.v.nodes[node_id]
-            spec, defs, per_node, params = per_class[node.class_type]
-            changed = (fingerprint(spec, node, defs, params, self.context(node_id, node.class_type))
-                       if params is not None else None)
+            spec, defs, per_node = per_class[node.class_type]
+            changed = (fingerprint(spec, node, defs, self.context(node_id, node.class_type))
+                       if spec.is_changed is not None else None)
             self.keys[node_id] = node_key(spec, node, self.keys, changed, per_node)
 
     def run(self) -> RunResult:

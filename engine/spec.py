@@ -157,21 +157,14 @@ class NodeSpec:
         self.validate_inputs = getattr(cls, "VALIDATE_INPUTS", None)
         self.has_lazy_check = callable(getattr(cls, "check_lazy_status", None))
         self.is_async = inspect.iscoroutinefunction(getattr(cls, self.function))
-        self._validate_params: tuple[set[str], bool, bool] | None = None
+        # (keyword parameter names, takes **kwargs) of the two class methods called before running
+        no_method = (set(), False)
+        self.validate_params = no_method if self.validate_inputs is None else call_parameters(self.validate_inputs)
+        self.is_changed_params = no_method if self.is_changed is None else call_parameters(self.is_changed)
 
     def input_defs(self) -> dict[str, InputDef]:
         """Parsed INPUT_TYPES(); called afresh because model/file lists change between prompts."""
         return parse_input_types(self.cls, self.folders)
-
-    def validate_inputs_params(self) -> tuple[set[str], bool, bool]:
-        """(named parameters, takes **kwargs, wants input_types) of VALIDATE_INPUTS."""
-        if self._validate_params is None:
-            if self.validate_inputs is None:
-                self._validate_params = (set(), False, False)
-            else:
-                names, takes_kwargs = call_parameters(self.validate_inputs)
-                self._validate_params = (names, takes_kwargs, "input_types" in names)
-        return self._validate_params
 
 
     def info(self) -> dict:

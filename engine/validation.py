@@ -84,6 +84,19 @@ class Validation:
         return {"error": self.error, "node_errors": self.node_errors}
 
 
+def class_method_arguments(node: Node, defs: dict[str, InputDef], params: tuple[set[str], bool],
+                           context: Any = None) -> dict[str, Any]:
+    """What VALIDATE_INPUTS / IS_CHANGED get before anything runs: the declared inputs they take
+    (`params`: their parameter names, takes **kwargs), links as None, and the NODE_CONTEXT when
+    they name a `context` parameter and the class has no real input so named."""
+    names, takes_kwargs = params
+    args = {name: (None if isinstance(value, Link) else value) for name, value in node.inputs.items()
+            if name in defs and (takes_kwargs or name in names)}
+    if context is not None and "context" in names and context_is_hidden(defs):
+        args["context"] = context
+    return args
+
+
 def error(type_: str, message: str, details: str = "", **extra_info) -> dict:
     return {"type": type_, "message": message, "details": details, "extra_info": extra_info}
 
@@ -291,7 +304,8 @@ class _Checker:
             except Exception as e:
                 return [error("exception_during_validation", "Exception when reading the node's inputs",
                               f"{type(e).__name__}: {e}", exception_type=type(e).__name__)]
-        accepted, takes_kwargs, wants_types = spec.validate_inputs_params()
+        accepted, takes_kwargs = spec.validate_params
+        wants_types = "input_types" in accepted
         errors: list[dict] = []
         received_types: dict[str, Any] = {}
         for name, d in defs.items():
@@ -325,7 +339,7 @@ class _Checker:
         if undeclared:
             self._undeclared_links(node, undeclared)
         if spec.validate_inputs is not None and not errors:
-            errors.extend(self._custom(spec, node, defs, accepted, takes_kwargs, wants_types, received_types))
+            errors.extend(self._custom(spec, node, defs, wants_types, received_types))
         return errors
 
     def _undeclared_links(self, node: Node, names: set[str]) -> None:
@@ -364,14 +378,12 @@ class _Checker:
                          linked_node=[str(value[0]), value[1]]), None
         return None, received
 
-    def _custom(self, spec, node, defs, accepted, takes_kwargs, wants_types, received_types):
-        args = {name: (None if isinstance(v, Link) else v) for name, v in node.inputs.items()
-                if name in defs and (name in accepted or takes_kwargs)}
+    def _custom(self, spec, node, defs, wants_types, received_types):
+        # vidgraph nodes that check files need the folders: a context without a prompt.
+        context = NodeContext("", node.id, spec.name, self.registry.folders, None)
+        args = class_method_arguments(node, defs, spec.validate_params, context)
         if wants_types:
             args["input_types"] = received_types
-        if "context" in accepted and context_is_hidden(defs):
-            # vidgraph nodes that check files need the folders: a context without a prompt.
-            args["context"] = NodeContext("", node.id, spec.name, self.registry.folders, None)
         try:
             verdict = spec.validate_inputs(**args)
         except Exception as e:
