@@ -289,3 +289,15 @@ def test_rename_resize_widget_undo_and_link_pickup(editor):
     page.keyboard.press("Control+z")
     assert len(editor.workflow()["links"]) == 1
     assert page.locator("#links path.link[data-link-id]").count() == 1
+
+
+def test_a_long_status_message_does_not_move_the_canvas(editor):
+    """The toolbar wrapping onto a second line would shift the whole graph under the pointer."""
+    page = editor.page
+    top = "document.querySelector('#canvas').getBoundingClientRect().top"
+    before = page.evaluate(top)
+    message = "link refused: CLIP_VISION_OUTPUT does not fit there (uploaded a_long_file_name.png)"
+    page.evaluate(f"vidgraph.setStatus({message!r})")
+    assert page.evaluate(top) == before
+    assert page.get_attribute("#status", "title") == message  # the whole text on hover
+    editor.shot("long-status")

@@ -371,7 +371,9 @@ export class App {
 
   // ---- feedback ------------------------------------------------------------------------
   setStatus(text) {
-    document.querySelector("#status").textContent = text;
+    const status = document.querySelector("#status");
+    status.textContent = text;
+    status.title = text;
   }
 
   toast(message, kind = "info") {
