@@ -78,14 +78,8 @@ def metadata_bytes(path: Path) -> bytes:
         pos = 0
         while pos + 8 <= end:
             f.seek(pos)
-            header = f.read(16)
-            size, kind = struct.unpack(">I4s", header[:8])
-            if size == 1 and len(header) == 16:
-                (size,) = struct.unpack(">Q", header[8:16])
-            elif size == 0:
-                size = end - pos
-            if size < 8:
-                raise MetadataError(f"MP4 box {kind!r} at byte {pos} has a bad size {size}")
+            # boxes of a cut-short file may overrun its end: look for moov among those there are
+            kind, _header, size = mp4_box_header(f.read(16), pos, end, must_fit=False)
             if kind == b"moov":
                 f.seek(pos)
                 return f.read(size)
@@ -252,22 +246,29 @@ def webp_exif(prompt: Any = None, extra_pnginfo: Mapping[str, Any] | None = None
 _CONTAINER_BOXES = {b"moov", b"udta", b"meta", b"ilst", b"trak"}
 
 
+def mp4_box_header(head: bytes, pos: int, end: int, must_fit: bool = True) -> tuple[bytes, int, int]:
+    """(type, header length, box size) of the box at byte `pos` of a file or box ending at `end`,
+    from its first 8 or 16 bytes `head`; unless told otherwise, a box must fit in what holds it."""
+    size, kind = struct.unpack(">I4s", head[:8])
+    header = 8
+    if size == 1:
+        if pos + 16 > end or len(head) < 16:
+            raise MetadataError(f"MP4 box {kind!r} at byte {pos} is cut short")
+        (size,) = struct.unpack(">Q", head[8:16])
+        header = 16
+    elif size == 0:
+        size = end - pos  # runs to the end of the file
+    if size < header or (must_fit and pos + size > end):
+        raise MetadataError(f"MP4 box {kind!r} at byte {pos} has a bad size {size}")
+    return kind, header, size
+
+
 def mp4_boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
     """(type, payload start, payload end) of the boxes in data[start:end]."""
     end = len(data) if end is None else end
     pos = start
     while pos + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        header = 8
-        if size == 1:
-            if pos + 16 > end:
-                raise MetadataError(f"MP4 box {kind!r} at byte {pos} is cut short")
-            (size,) = struct.unpack(">Q", data[pos + 8:pos + 16])
-            header = 16
-        elif size == 0:
-            size = end - pos  # runs to the end of the file
-        if size < header or pos + size > end:
-            raise MetadataError(f"MP4 box {kind!r} at byte {pos} has a bad size {size}")
+        kind, header, size = mp4_box_header(data[pos:pos + 16], pos, end)
         yield kind, pos + header, pos + size
         pos += size
 
