@@ -84,7 +84,8 @@ def decode_latent(vae, samples: torch.Tensor, context, chunk: int | None = None)
     with resident(vae, context.settings, context.resources) as device:
         chunk = chunk or decode_chunk(vae, samples, device)
         pixels = with_shrinking_chunks(lambda c: vae.decode(samples, chunk=c, output_device="cpu"), chunk)
-    return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+    with torch.inference_mode():  # in place: a long clip's frames are the largest tensor of a run
+        return pixels.float().add_(1.0).div_(2.0).clamp_(0.0, 1.0).movedim(1, -1)
 
 
 class VAEEncode:

@@ -150,6 +150,17 @@ def test_encode_of_a_long_clip_goes_in_chunks_that_fit_and_shrinks_on_out_of_mem
     torch.testing.assert_close(latent, expected)  # the encoder sees one image at a time anyway
 
 
+def test_decode_maps_to_0_1_in_place_without_copies_of_the_clip(tiny_models, monkeypatch):
+    """A long clip's frames are the biggest tensor of a run: the [-1, 1] -> [0, 1] mapping must not
+    hold three more copies of it."""
+    decoded = torch.linspace(-1.5, 1.5, 2 * 3 * 16 * 16).reshape(2, 3, 16, 16)
+    expected = ((decoded + 1) / 2).clamp(0, 1).movedim(1, -1)
+    monkeypatch.setattr(tiny_models.vae, "decode", lambda samples, chunk=None, output_device=None: decoded)
+    image = VAEDecode().decode({"samples": torch.zeros(2, 4, 2, 2)}, tiny_models.vae, tiny_models.env.context())[0]
+    assert image.data_ptr() == decoded.data_ptr()
+    assert torch.equal(image, expected)
+
+
 # -- .latent files -------------------------------------------------------------------------------
 
 def test_save_latent_then_load_latent_round_trips(tiny_models):
