@@ -242,10 +242,6 @@ def webp_exif(prompt: Any = None, extra_pnginfo: Mapping[str, Any] | None = None
 
 # ---------------------------------------------------------------------------------------- MP4
 
-# Boxes whose payload is a list of child boxes, on the way to the metadata.
-_CONTAINER_BOXES = {b"moov", b"udta", b"meta", b"ilst", b"trak"}
-
-
 def mp4_box_header(head: bytes, pos: int, end: int, must_fit: bool = True) -> tuple[bytes, int, int]:
     """(type, header length, box size) of the box at byte `pos` of a file or box ending at `end`,
     from its first 8 or 16 bytes `head`; unless told otherwise, a box must fit in what holds it."""
