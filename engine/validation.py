@@ -393,8 +393,9 @@ class _Checker:
         if verdict is True:
             return []
         names = [n for n in args if n not in ("input_types", "context")]
+        reason = "" if verdict is False else f" - {verdict}"
         return [error("custom_validation_failed", "Custom validation failed for node",
-                      f"{', '.join(names)} - {verdict}", input_name=names[0] if names else None)]
+                      f"{', '.join(names)}{reason}", input_name=names[0] if names else None)]
 
 
 def _plainly_valid(d: InputDef, value: Any) -> bool:

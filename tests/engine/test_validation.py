@@ -268,3 +268,27 @@ def test_any_type_that_equals_everything_does_not_coerce_constants(registry):
     v = validate_prompt(registry, prompt)
     assert v.ok, v.node_errors
     assert v.nodes["1"].inputs["anything"] == "not a number"
+
+
+def test_validate_inputs_returning_false_names_the_inputs_only(registry):
+    """ComfyUI appends " - <reason>" only for a reason; a bare False gives just the input name."""
+    class Refuses:
+        RETURN_TYPES = ()
+        OUTPUT_NODE = True
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"x": ("INT", {})}}
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, x):
+            return False
+
+        def f(self, x):
+            return {}
+
+    registry.register("Refuses", Refuses)
+    error = only_error(validate_prompt(registry, {"1": {"class_type": "Refuses", "inputs": {"x": 1}}}), "1")
+    assert error["type"] == "custom_validation_failed" and error["details"] == "x"
+    assert error["extra_info"]["input_name"] == "x"
