@@ -105,3 +105,13 @@ def test_bundled_workflows_menu(editor):
     assert {"ImageOnlyCheckpointLoader", "SVD_img2vid_Conditioning", "KSampler", "VAEDecode"} <= types
     assert page.locator("#links path.link[data-link-id]").count() == len(editor.workflow()["links"]) > 4
     editor.shot("bundled-workflow")
+
+
+def test_a_load_image_naming_a_missing_file_says_so_instead_of_a_broken_image(editor):
+    page = editor.page
+    page.evaluate("""vidgraph.loadAny({"1": {"class_type": "LoadImage",
+                                            "inputs": {"image": "not_here.png"}}}, "missing")""")
+    box = editor.node("LoadImage").locator(".node-preview")
+    box.locator(".missing-file").wait_for()
+    assert "not_here.png" in box.inner_text()
+    assert box.locator("img").count() == 0

@@ -215,6 +215,13 @@ export class Execution {
     const file = { filename: filename.slice(slash + 1), subfolder: slash > 0 ? filename.slice(0, slash) : "", type: "input" };
     const preview = previewElement(this.app.api.viewUrl(file), file.filename);
     preview.classList.add("input-preview");
+    preview.addEventListener("error", () => {
+      // a workflow from elsewhere may name a file this server's input folder lacks
+      const note = document.createElement("p");
+      note.className = "missing-file";
+      note.textContent = `${filename} is not in the input folder`;
+      preview.replaceWith(note);
+    }, { once: true });
     el.querySelector(".node-preview").replaceChildren(preview);
   }
 
