@@ -114,6 +114,7 @@ class _VideoCFGGuidance:
                                                    "step": 0.5, "round": 0.01})}}
 
     def patch(self, model, min_cfg):
+        require_model(model, "with_cfg_ramp", "SVD MODEL", type(self).__name__, "model")
         return (model.with_cfg_ramp(self.RAMP, min_cfg),)
 
 

@@ -77,6 +77,16 @@ def _check_inputs(node, model, positive, negative, latent_image):
     return samples
 
 
+def _schedule(node, model: VideoModel, scheduler, steps, denoise, sampler_name) -> torch.Tensor:
+    """KSampler's sigmas for this model, or an error naming the input at fault."""
+    if scheduler not in SCHEDULER_NAMES:
+        raise NodeInputError(node, "scheduler", f"unknown scheduler {scheduler!r}; expected one of {SCHEDULER_NAMES}")
+    if not isinstance(steps, int) or steps < 1:
+        raise NodeInputError(node, "steps", f"must be at least 1, got {steps!r}")
+    table = model.table
+    return ksampler_sigmas(scheduler, steps, denoise, sampler_name, table.sigma_min, table.sigma_max)
+
+
 def _latent_preview(denoised: torch.Tensor) -> tuple[str, bytes]:
     """A JPEG of the middle frame's current x0 estimate, through a linear latent→RGB map."""
     from PIL import Image
@@ -161,8 +171,7 @@ class KSampler:
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, denoise=1.0, context=None):
         _check_inputs("KSampler", model, positive, negative, latent_image)
-        table = model.table
-        sigmas = ksampler_sigmas(scheduler, steps, denoise, sampler_name, table.sigma_min, table.sigma_max)
+        sigmas = _schedule("KSampler", model, scheduler, steps, denoise, sampler_name)
         return (sample(context, model, seed, cfg, sampler_name, sigmas, positive, negative, latent_image),)
 
 
@@ -188,8 +197,7 @@ class KSamplerAdvanced:
                negative, latent_image, start_at_step, end_at_step, return_with_leftover_noise,
                context=None):
         _check_inputs("KSamplerAdvanced", model, positive, negative, latent_image)
-        table = model.table
-        sigmas = ksampler_sigmas(scheduler, steps, 1.0, sampler_name, table.sigma_min, table.sigma_max)
+        sigmas = _schedule("KSamplerAdvanced", model, scheduler, steps, 1.0, sampler_name)
         sigmas = step_range(sigmas, start_at_step, end_at_step,
                             force_full_denoise=return_with_leftover_noise != "enable")
         return (sample(context, model, noise_seed, cfg, sampler_name, sigmas, positive, negative,

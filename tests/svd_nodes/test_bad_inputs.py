@@ -267,3 +267,20 @@ def test_sampler_names_conditioning_and_latents_the_model_cannot_take(tiny_model
     assert _node_error(lambda: run(pos=[["text", extra]])).startswith("KSampler: input 'positive': ")
     wide_concat = {**extra, "concat_latent_image": torch.zeros(1, 8, 8, 8)}
     assert _node_error(lambda: run(pos=[[embedding, wide_concat]])).startswith("KSampler: input 'positive': ")
+
+
+def test_video_guidance_names_a_model_that_is_not_svd(tiny_models):
+    from vidgraph.nodes.conditioning import VideoLinearCFGGuidance, VideoTriangleCFGGuidance
+    for node in (VideoLinearCFGGuidance, VideoTriangleCFGGuidance):
+        assert _node_error(lambda: node().patch(tiny_models.vae, 1.0)).startswith(f"{node.__name__}: input 'model': ")
+
+
+def test_unknown_scheduler_at_run_time_names_the_input(tiny_models, svd_conditioning):
+    from vidgraph.nodes.ksampler import KSamplerAdvanced
+    positive, negative, latent = svd_conditioning
+    ctx = tiny_models.env.context()
+    assert _node_error(lambda: KSampler().sample(tiny_models.model, 1, 1, 2.0, "euler", "bogus", positive, negative,
+                                                 latent, context=ctx)).startswith("KSampler: input 'scheduler': ")
+    assert _node_error(lambda: KSamplerAdvanced().sample(
+        tiny_models.model, "enable", 1, 1, 2.0, "euler", "bogus", positive, negative, latent, 0, 10000, "disable",
+        context=ctx)).startswith("KSamplerAdvanced: input 'scheduler': ")
