@@ -69,12 +69,18 @@ def read_embedded_metadata(source: str | Path | bytes) -> dict[str, Any]:
 
 def metadata_bytes(path: Path) -> bytes:
     """The part of a file that can hold the metadata: all of it, except for MP4/MOV, where only
-    the ``moov`` box is read (the media data around it can be gigabytes)."""
+    the ``moov`` box is read, and safetensors, where only the header is (the data around them
+    can be gigabytes)."""
     with open(path, "rb") as f:
         head = f.read(16)
+        end = f.seek(0, 2)
+        f.seek(len(head))
+        if head[8:10] == b'{"':  # safetensors: the header's length (8 bytes), then the header
+            header_end = 8 + struct.unpack("<Q", head[:8])[0]  # as text, 8 bytes read as ~1e18
+            if len(head) <= header_end <= end:
+                return head + f.read(header_end - len(head))
         if sniff_format(head) != "mp4":
             return head + f.read()
-        end = f.seek(0, 2)
         pos = 0
         while pos + 8 <= end:
             f.seek(pos)

@@ -189,3 +189,13 @@ def test_a_video_file_without_a_moov_box_has_no_metadata(tmp_path):
     path.write_bytes(data)
     assert read_embedded_metadata(data) == {}
     assert read_embedded_metadata(path) == {}
+
+
+def test_a_safetensors_file_is_read_only_as_far_as_its_header(tmp_path):
+    """A .latent, or a multi-gigabyte checkpoint passed by mistake, is not read whole."""
+    path = tmp_path / "big.latent"
+    path.write_bytes(save_safetensors({"latent_tensor": np.zeros((64, 1024), np.float32)},
+                                      metadata={"prompt": json.dumps(PROMPT)}))
+    part = metadata.metadata_bytes(path)
+    assert len(part) < 1024 and metadata.sniff_format(part) == "safetensors"
+    assert read_embedded_metadata(path) == {"prompt": PROMPT}
