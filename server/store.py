@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import json_text
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,7 +83,7 @@ def body_hash(prompt: dict, extra_data: dict, partial_targets: list | None) -> s
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return json_text(value, separators=(",", ":"))  # no NaN: it would break every /history read
 
 
 class Store:

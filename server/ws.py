@@ -18,7 +18,7 @@ from typing import Callable
 
 from aiohttp import WSMsgType, web
 
-from .errors import ApiError
+from .errors import ApiError, json_text
 
 log = logging.getLogger("vidgraph.server")
 
@@ -184,10 +184,10 @@ class Hub:
         if event == "preview":
             self._offer(client, preview_frame(data, client.supports_preview_metadata), droppable=True)
         else:
-            self._offer(client, json.dumps({"type": event, "data": data}, default=str))
+            self._offer(client, json_text({"type": event, "data": data}))
 
     def broadcast(self, event: str, data: dict) -> None:
-        message = json.dumps({"type": event, "data": data}, default=str)
+        message = json_text({"type": event, "data": data})
         for client in list(self.clients.values()):
             self._offer(client, message)
 

@@ -95,3 +95,18 @@ def test_queued_previews_never_crowd_out_json_events():
         assert sum(isinstance(m, str) for m in queued) == 4  # every progress event is kept
         assert client.dropped_previews >= 96
     asyncio.run(scenario())
+
+
+def test_events_are_strict_json_even_with_a_nan_in_them():
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+
+    async def scenario():
+        hub = Hub(lambda: 0)
+        queue = asyncio.Queue(10)
+        hub.clients["a"] = Client("a", StuckSocket(), queue)
+        hub.send("a", "executed", {"node": "1", "output": {"value": [float("nan")]}})
+        hub.broadcast("custom", {"x": float("-inf")})
+        assert strict(queue.get_nowait())["data"]["output"]["value"] == [None]
+        assert strict(queue.get_nowait())["data"]["x"] is None
+    asyncio.run(scenario())

@@ -1,5 +1,6 @@
 """The SQLite store and the worker, without HTTP: idempotency, crash recovery, history order."""
 import asyncio
+import json
 import sqlite3
 
 import pytest
@@ -204,3 +205,15 @@ def test_worker_survives_a_store_error_while_taking_a_job(tmp_path):
 
     asyncio.run(scenario())
     assert list(store.history()) == ["a"]
+
+
+def test_a_nan_in_a_nodes_output_never_poisons_the_history(tmp_path):
+    """Browsers cannot parse NaN: stored as null, or every later GET /history would fail."""
+    store = Store(tmp_path / "q.sqlite3")
+    submit(store, "a")
+    store.claim_next()
+    store.finish("a", "success", {"1": {"value": [float("nan"), float("inf"), 1.5]}},
+                 {"status_str": "success", "completed": True, "messages": []}, {})
+    history = store.history()
+    json.dumps(history, allow_nan=False)
+    assert history["a"]["outputs"]["1"]["value"] == [None, None, 1.5]
