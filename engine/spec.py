@@ -120,11 +120,13 @@ def types_match(received: Any, expected: Any) -> bool:
 
 
 def _as_tuple(value, length: int, default) -> tuple:
+    """One flag per output: a single bool applies to all; a short tuple leaves the rest `default`."""
     if value is None:
         return (default,) * length
     if isinstance(value, bool):
         return (value,) * length
-    return tuple(value)
+    flags = tuple(value)
+    return flags + (default,) * (length - len(flags))
 
 
 class NodeSpec:

@@ -555,3 +555,25 @@ def test_undeclared_linked_inputs_reach_the_node_as_keyword_arguments(registry, 
     failed = executor.run(prompt)
     assert failed.status == "error" and failed.error["exception_message"] == "unlucky"
     assert failed.error["current_inputs"] == {"a": ["1"], "input_2": ["13"]}
+
+
+def test_output_is_list_shorter_than_return_types_means_the_rest_are_not_lists(registry, executor):
+    class Split:
+        RETURN_TYPES = ("INT", "INT")
+        OUTPUT_IS_LIST = (True,)
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {}
+
+        def f(self):
+            return ([1, 2, 3], 40)
+
+    registry.register("Split", Split)
+    result = executor.run({"1": {"class_type": "Split", "inputs": {}},
+                           "2": {"class_type": "Add", "inputs": {"a": link(1, 0), "b": link(1, 1)}},
+                           "3": {"class_type": "Show", "inputs": {"value": link(2)}}})
+    assert result.status == "success", result.error
+    assert result.outputs["3"] == {"text": ["41", "42", "43"]}
+    assert registry.get("Split").info()["output_is_list"] == [True, False]
