@@ -194,12 +194,13 @@ class PreviewImage:
 
 
 def output_files(context, filename_prefix, kind, images, node) -> OutputFiles:
-    """The numbered files of a save node, sized by its [B,H,W,C] images (for %width%/%height%)."""
+    """The numbered files of a save node, sized by its [B,H,W,C] images (for %width%/%height%;
+    images None: no size)."""
     if context is None:
         raise NodeInputError(node, "context", "this node needs the engine's NODE_CONTEXT (its folders)")
+    height, width = (0, 0) if images is None else images.shape[1:3]
     try:
-        return OutputFiles(context.folders, filename_prefix, kind,
-                           width=images.shape[2], height=images.shape[1])
+        return OutputFiles(context.folders, filename_prefix, kind, width=width, height=height)
     except UnsafePathError as e:
         raise NodeInputError(node, "filename_prefix", str(e)) from None
 

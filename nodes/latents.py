@@ -13,9 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .image_io import NodeInputError, check_rgb_batch, require_model
-from .images import folders_in_scope, input_file_hash
+from .images import folders_in_scope, input_file_hash, output_files
 from .model_management import items_that_fit, resident, with_shrinking_chunks
-from .outputs import OutputFiles, embedded_metadata
+from .outputs import embedded_metadata
 from .svd.vae import SCALE_FACTOR
 
 CONTEXT = {"context": "NODE_CONTEXT"}
@@ -203,7 +203,7 @@ class SaveLatent:
         for key, value in (extra or {}).items():
             meta[key] = json.dumps(value)
         tensors = {"latent_tensor": latent.contiguous().float(), FORMAT_MARKER: torch.tensor([])}
-        files = OutputFiles(context.folders, filename_prefix)
+        files = output_files(context, filename_prefix, "output", None, "SaveLatent")
         entry = files.save(lambda path: save_file(tensors, path, metadata=meta), "latent")
         return {"ui": {"latents": [entry]}}
 

@@ -182,6 +182,13 @@ def test_save_latent_then_load_latent_round_trips(tiny_models):
     assert torch.equal(loaded["samples"], samples)
 
 
+@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs", "a/../../b", ""])
+def test_save_latent_refuses_a_prefix_outside_the_output_folder_naming_the_input(tiny_models, prefix):
+    with pytest.raises(NodeInputError) as caught:
+        SaveLatent().save({"samples": torch.zeros(1, 4, 2, 2)}, prefix, tiny_models.env.context())
+    assert str(caught.value).startswith("SaveLatent: input 'filename_prefix': ")
+
+
 def test_load_latent_reads_pre_marker_files_as_scaled(tiny_models):
     env = tiny_models.env
     samples = torch.randn(2, 4, 8, 8)
