@@ -105,6 +105,13 @@ def collect_results(spec: NodeSpec, returned: list) -> tuple[list[list], dict | 
                 raise NodeOutputError("node expansion (returning 'expand') is not supported by vidgraph")
             if result.get("ui") is not None:
                 uis.append(result["ui"])
+            if result.get("result") is None and slots:
+                # ComfyUI takes a ui-only answer; only what consumes the outputs fails, and says why
+                missing = ExecutionBlocker(f"{spec.name} returned no 'result' for its outputs "
+                                           f"({', '.join(map(str, spec.return_types))})")
+                for slot in outputs:
+                    slot.append(missing)
+                continue
             values = result.get("result", ())
         else:
             values = result

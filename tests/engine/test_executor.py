@@ -577,3 +577,29 @@ def test_output_is_list_shorter_than_return_types_means_the_rest_are_not_lists(r
     assert result.status == "success", result.error
     assert result.outputs["3"] == {"text": ["41", "42", "43"]}
     assert registry.get("Split").info()["output_is_list"] == [True, False]
+
+
+def test_an_output_node_may_return_only_ui_while_declaring_outputs(registry, executor):
+    """ComfyUI accepts {"ui": ...} without "result" from a node with RETURN_TYPES (preview nodes
+    in packs do this); only a consumer of the missing outputs fails, naming the producer."""
+    class PreviewPassthrough:
+        OUTPUT_NODE = True
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"v": ("INT", {})}}
+
+        def f(self, v):
+            return {"ui": {"text": [str(v)]}}
+
+    registry.register("PreviewPassthrough", PreviewPassthrough)
+    alone = executor.run({"1": {"class_type": "PreviewPassthrough", "inputs": {"v": 4}}})
+    assert alone.status == "success", alone.error
+    assert alone.outputs == {"1": {"text": ["4"]}}
+    consumed = executor.run({"1": {"class_type": "PreviewPassthrough", "inputs": {"v": 5}},
+                             "2": {"class_type": "Show", "inputs": {"value": link(1)}}})
+    assert consumed.status == "error" and consumed.error["node_id"] == "2"
+    assert "PreviewPassthrough" in consumed.error["exception_message"]
+    assert "'result'" in consumed.error["exception_message"]
