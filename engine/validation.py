@@ -51,9 +51,6 @@ class Link:
     def __repr__(self):
         return f"Link({self.node_id!r}, {self.output})"
 
-    def to_json(self) -> list:
-        return [self.node_id, self.output]
-
 
 class Node:
     """One node of a normalised prompt: constants coerced, links as Link."""
