@@ -158,7 +158,6 @@ class NodeSpec:
         self.is_changed = getattr(cls, "IS_CHANGED", None)
         self.validate_inputs = getattr(cls, "VALIDATE_INPUTS", None)
         self.has_lazy_check = callable(getattr(cls, "check_lazy_status", None))
-        self.is_async = inspect.iscoroutinefunction(getattr(cls, self.function))
         # (keyword parameter names, takes **kwargs) of the two class methods called before running
         no_method = (set(), False)
         self.validate_params = no_method if self.validate_inputs is None else call_parameters(self.validate_inputs)
