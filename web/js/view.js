@@ -2,7 +2,7 @@
 // all inside a single CSS-transformed "world" (pan/zoom never touches the nodes).
 import { typeColour } from "./types.js";
 import { MODE } from "./graph.js";
-import { buildWidget } from "./widgets.js";
+import { buildWidget, element } from "./widgets.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 export const MIN_SCALE = 0.1;
@@ -105,8 +105,7 @@ export class GraphView {
   }
 
   buildNode(node) {
-    const el = document.createElement("div");
-    el.className = "node";
+    const el = element("div", "node");
     el.dataset.nodeId = String(node.id);
     el.dataset.type = node.type;
     el.setAttribute("role", "group");
@@ -123,42 +122,32 @@ export class GraphView {
     this.positionNode(node, el);
     if (node.type !== "Reroute") el.style.width = `${node.size[0]}px`;
 
-    const title = document.createElement("div");
-    title.className = "node-title";
+    const title = element("div", "node-title");
     const collapse = document.createElement("button");
     collapse.type = "button";
     collapse.className = "collapse";
     collapse.setAttribute("aria-label", node.flags.collapsed ? "Expand node" : "Collapse node");
     collapse.textContent = node.flags.collapsed ? "▸" : "▾";
-    const text = document.createElement("span");
-    text.className = "title-text";
-    text.textContent = this.graph.displayName(node);
-    const badge = document.createElement("span");
-    badge.className = "node-badge";
-    badge.textContent = `#${node.id}`;
+    const text = element("span", "title-text", this.graph.displayName(node));
+    const badge = element("span", "node-badge", `#${node.id}`);
     title.append(collapse, text, badge);
 
-    const progress = document.createElement("div");
-    progress.className = "node-progress";
+    const progress = element("div", "node-progress");
     progress.innerHTML = '<div class="bar"></div>';
 
-    const slots = document.createElement("div");
-    slots.className = "slots";
-    const ins = document.createElement("div");
-    ins.className = "inputs";
+    const slots = element("div", "slots");
+    const ins = element("div", "inputs");
     for (const input of node.inputs) {
       if (input.widget) continue; // converted widgets keep their socket on the widget row
       ins.append(slotEl("input", input.name, input.type, input.name || "", input.link != null, input.shape === 7));
     }
-    const outs = document.createElement("div");
-    outs.className = "outputs";
+    const outs = element("div", "outputs");
     node.outputs.forEach((output, i) => {
       outs.append(slotEl("output", String(i), this.graph.outputType(node, i), output.name, output.links.length > 0));
     });
     slots.append(ins, outs);
 
-    const widgets = document.createElement("div");
-    widgets.className = "widgets";
+    const widgets = element("div", "widgets");
     for (const widget of node.widgets) {
       const row = buildWidget(node, widget, {
         onInput: (w, value) => this.hooks.onWidgetInput(node, w, value),
@@ -172,17 +161,13 @@ export class GraphView {
       widgets.append(row);
     }
 
-    const errors = document.createElement("div");
-    errors.className = "node-errors";
+    const errors = element("div", "node-errors");
     errors.setAttribute("role", "alert");
-    const preview = document.createElement("div");
-    preview.className = "node-preview";
+    const preview = element("div", "node-preview");
 
-    const body = document.createElement("div");
-    body.className = "node-body";
+    const body = element("div", "node-body");
     body.append(slots, widgets, errors, preview);
-    const resize = document.createElement("div");
-    resize.className = "node-resize";
+    const resize = element("div", "node-resize");
     el.append(title, progress, body, resize);
     this.nodeEls.set(node.id, el);
     this.hooks.onNodeRendered?.(node, el);
@@ -272,18 +257,14 @@ export class GraphView {
   renderGroups() {
     this.groupsLayer.replaceChildren();
     for (const group of this.graph.groups) {
-      const el = document.createElement("div");
-      el.className = "group";
+      const el = element("div", "group");
       el.dataset.groupId = String(group.id);
       const [x, y, w, h] = group.bounding;
       Object.assign(el.style, { transform: `translate(${x}px, ${y}px)`, width: `${w}px`, height: `${h}px` });
       el.style.setProperty("--group-colour", group.color || "#3f789e");
-      const title = document.createElement("div");
-      title.className = "group-title";
-      title.textContent = group.title;
+      const title = element("div", "group-title", group.title);
       title.style.fontSize = `${group.font_size || 24}px`;
-      const handle = document.createElement("div");
-      handle.className = "group-resize";
+      const handle = element("div", "group-resize");
       el.append(title, handle);
       this.groupsLayer.append(el);
     }
@@ -303,19 +284,15 @@ export class GraphView {
 }
 
 function slotEl(side, key, type, label, connected, optional = false) {
-  const slot = document.createElement("div");
-  slot.className = `slot ${side}`;
+  const slot = element("div", `slot ${side}`);
   if (side === "input") slot.dataset.input = key; else slot.dataset.output = key;
   slot.dataset.slotType = Array.isArray(type) ? "COMBO" : String(type);
   slot.title = `${label || "value"}: ${slot.dataset.slotType}`;
   slot.classList.toggle("connected", connected);
   slot.classList.toggle("optional", optional);
   slot.style.setProperty("--slot-colour", typeColour(type));
-  const dot = document.createElement("span");
-  dot.className = "dot";
-  const text = document.createElement("span");
-  text.className = "label";
-  text.textContent = label;
+  const dot = element("span", "dot");
+  const text = element("span", "label", label);
   if (side === "input") slot.append(dot, text); else slot.append(text, dot);
   return slot;
 }

@@ -3,10 +3,17 @@ import { clampNumber, CONTROL_MODES } from "./nodedefs.js";
 
 let uid = 0;
 
+// A new element with its class (and text); the node and widget builders make many.
+export function element(tag, className, text) {
+  const el = document.createElement(tag);
+  el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
 // onInput(widget, value) is called with the cleaned value after the user changes it.
 export function buildWidget(node, widget, { onInput, onUpload }) {
-  const row = document.createElement("div");
-  row.className = `widget widget-${widget.kind.toLowerCase()}`;
+  const row = element("div", `widget widget-${widget.kind.toLowerCase()}`);
   row.dataset.widget = widget.name;
   const id = `w${++uid}`;
   const label = document.createElement("label");
@@ -18,8 +25,7 @@ export function buildWidget(node, widget, { onInput, onUpload }) {
   if (widget.spec?.options?.tooltip) row.title = widget.spec.options.tooltip;
   if (widget.kind !== "CONTROL" && widget.kind !== "UPLOAD" && widget.kind !== "RAW") {
     // A socket on every widget: drop a link here to turn it into an input.
-    const dot = document.createElement("span");
-    dot.className = "dot";
+    const dot = element("span", "dot");
     row.classList.add("slot", "input", "widget-slot");
     row.dataset.input = widget.name;
     row.dataset.slotType = widget.kind;
@@ -59,13 +65,11 @@ function makeControl(widget, onInput, onUpload) {
       return input;
     }
     case "BOOLEAN": {
-      const wrapper = document.createElement("span");
-      wrapper.className = "boolean";
+      const wrapper = element("span", "boolean");
       const input = document.createElement("input");
       input.type = "checkbox";
       input.checked = Boolean(widget.value);
-      const state = document.createElement("span");
-      state.className = "boolean-state";
+      const state = element("span", "boolean-state");
       const sync = () => { state.textContent = input.checked ? (opts.label_on ?? "true") : (opts.label_off ?? "false"); };
       sync();
       input.addEventListener("change", () => { sync(); onInput(widget, input.checked); });
