@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .image_io import NodeInputError, check_rgb_batch, require_model
+from .image_io import NodeInputError, check_fits_in_memory, check_rgb_batch, require_model
 from .images import resize
 from .latents import encode_pixels
 from .model_management import resident
@@ -86,6 +86,8 @@ class SVD_img2vid_Conditioning:
         init_image = check_rgb_batch(init_image, node, "init_image")
         require_model(clip_vision, "encode_image", "CLIP_VISION", node, "clip_vision")
         require_model(vae, "encode", "VAE", node, "vae")
+        latent_shape = (video_frames, 4, height // 8, width // 8)
+        check_fits_in_memory(latent_shape, node, "video_frames")
         embedding = encode_clip_vision(clip_vision, init_image, context).image_embeds.unsqueeze(0)
         pixels = resize(init_image.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
         pixels = pixels[..., :3]
@@ -97,7 +99,7 @@ class SVD_img2vid_Conditioning:
         micro = {"motion_bucket_id": motion_bucket_id, "fps": fps, "augmentation_level": augmentation_level}
         positive = [[embedding, {**micro, "concat_latent_image": concat}]]
         negative = [[torch.zeros_like(embedding), {**micro, "concat_latent_image": torch.zeros_like(concat)}]]
-        latent = torch.zeros([video_frames, 4, height // 8, width // 8])
+        latent = torch.zeros(latent_shape)
         return positive, negative, {"samples": latent}
 
 

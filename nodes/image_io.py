@@ -6,6 +6,7 @@ dimensions and frame count are checked between the two, and a few-kilobyte PNG t
 """
 from __future__ import annotations
 
+import math
 import struct
 import warnings
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import Mapping
 import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+from . import model_management
 
 # Formats LoadImage accepts. Leaving out the rest keeps Pillow's rarer decoders (EPS runs
 # Ghostscript, for one) away from user files.
@@ -197,6 +200,16 @@ def check_rgb_batch(images, node: str, input_name: str) -> torch.Tensor:
     if images.shape[-1] < 3:
         raise NodeInputError(node, input_name, f"needs RGB or RGBA images, got {images.shape[-1]} channel(s)")
     return images
+
+
+def check_fits_in_memory(shape, node: str, input_name: str, element_size: int = 4) -> None:
+    """Refuse to make a tensor of `shape` larger than the memory free now: the allocation would fail
+    with the allocator's own error or, overcommitted, get the process killed while filling it."""
+    needed = math.prod(int(n) for n in shape) * element_size
+    free = model_management.available_memory(torch.device("cpu"))
+    if needed > free:
+        raise NodeInputError(node, input_name, f"the output {list(shape)} needs {needed / 2 ** 30:.2f} GiB, "
+                                               f"more than the {free / 2 ** 30:.2f} GiB of memory free")
 
 
 def require_model(value, method: str, kind: str, node: str, input_name: str):

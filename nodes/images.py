@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from vidgraph.engine.context import current_context
 from vidgraph.engine.paths import UnsafePathError, check_part
 
-from .image_io import (ImageLimits, NodeInputError, check_image_batch, load_image_tensors,
-                       open_image_checked, tensor_to_pil)
+from .image_io import (ImageLimits, NodeInputError, check_fits_in_memory, check_image_batch,
+                       load_image_tensors, open_image_checked, tensor_to_pil)
 from .outputs import OutputFiles, embedded_metadata, png_text_info
 
 MAX_RESOLUTION = 16384
@@ -265,6 +265,7 @@ class ImageScale:
             width = max(1, round(in_w * height / in_h))
         elif height == 0:
             height = max(1, round(in_h * width / in_w))
+        check_fits_in_memory((image.shape[0], height, width, image.shape[-1]), "ImageScale", "width")
         return (resize(image.movedim(-1, 1), width, height, upscale_method, crop).movedim(1, -1),)
 
 
@@ -287,6 +288,7 @@ class ImageScaleBy:
         if width < 1 or height < 1 or max(width, height) > MAX_RESOLUTION:
             raise NodeInputError("ImageScaleBy", "scale_by", f"scaling {image.shape[2]} x {image.shape[1]} "
                                  f"by {scale_by} gives {width} x {height}, outside 1..{MAX_RESOLUTION}")
+        check_fits_in_memory((image.shape[0], height, width, image.shape[-1]), "ImageScaleBy", "scale_by")
         return (resize(image.movedim(-1, 1), width, height, upscale_method).movedim(1, -1),)
 
 
@@ -348,6 +350,7 @@ class RepeatImageBatch:
 
     def repeat(self, image, amount):
         image = check_image_batch(image, "RepeatImageBatch", "image")
+        check_fits_in_memory((image.shape[0] * amount, *image.shape[1:]), "RepeatImageBatch", "amount")
         return (image.repeat((amount, 1, 1, 1)),)
 
 
@@ -387,6 +390,7 @@ class EmptyImage:
 
     def generate(self, width, height, batch_size=1, color=0):
         channels = [((color >> shift) & 0xFF) / 0xFF for shift in (16, 8, 0)]
+        check_fits_in_memory((batch_size, height, width, 3), "EmptyImage", "batch_size")
         pixel = torch.tensor(channels, dtype=torch.float32)
         return (pixel.expand(batch_size, height, width, 3).clone(),)
 

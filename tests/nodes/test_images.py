@@ -328,3 +328,20 @@ def test_damaged_files_give_node_errors_only(folders, context, fmt):
             assert str(e).startswith("LoadImage: input 'image':")
         else:
             assert image.ndim == 4 and image.shape[-1] == 3
+
+
+@pytest.mark.parametrize("node, call, input_name", [
+    ("EmptyImage", lambda: EmptyImage().generate(1024, 1024, 16), "batch_size"),
+    ("RepeatImageBatch", lambda: RepeatImageBatch().repeat(torch.zeros(1, 256, 256, 3), 64), "amount"),
+    ("ImageScale", lambda: ImageScale().upscale(torch.zeros(4, 8, 8, 3), "bilinear", 2048, 2048, "disabled"), "width"),
+    ("ImageScaleBy", lambda: ImageScaleBy().upscale(torch.zeros(16, 64, 64, 3), "bilinear", 8.0), "scale_by"),
+])
+def test_an_output_larger_than_the_free_memory_is_refused_before_allocating(monkeypatch, node, call, input_name):
+    """Asking for more than the machine has must be an error naming the input, not a process the
+    kernel kills (or a raw allocator error)."""
+    from vidgraph.nodes import model_management
+    monkeypatch.setattr(model_management, "available_memory", lambda device: 32 << 20)
+    with pytest.raises(NodeInputError) as caught:
+        call()
+    assert str(caught.value).startswith(f"{node}: input '{input_name}': ")
+    assert "memory" in str(caught.value)

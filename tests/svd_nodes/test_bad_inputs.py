@@ -284,3 +284,12 @@ def test_unknown_scheduler_at_run_time_names_the_input(tiny_models, svd_conditio
     assert _node_error(lambda: KSamplerAdvanced().sample(
         tiny_models.model, "enable", 1, 1, 2.0, "euler", "bogus", positive, negative, latent, 0, 10000, "disable",
         context=ctx)).startswith("KSamplerAdvanced: input 'scheduler': ")
+
+
+def test_svd_conditioning_refuses_a_video_latent_larger_than_the_free_memory(tiny_models, demo_image, monkeypatch):
+    from vidgraph.nodes import model_management
+    from vidgraph.nodes.conditioning import SVD_img2vid_Conditioning
+    monkeypatch.setattr(model_management, "available_memory", lambda device: 1 << 20)
+    assert _node_error(lambda: SVD_img2vid_Conditioning().encode(
+        tiny_models.clip_vision, demo_image, tiny_models.vae, 64, 64, 4096, 127, 6, 0.0,
+        tiny_models.env.context())).startswith("SVD_img2vid_Conditioning: input 'video_frames': ")
