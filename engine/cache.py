@@ -8,12 +8,13 @@ ancestor signature per node, which is quadratic on a chain).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .resources import estimate_nbytes
 from .validation import Link, class_method_arguments
@@ -74,16 +75,18 @@ class ResultCache:
         self.total_bytes = 0
 
 
-def fingerprint(spec, node, defs, context: Any = None) -> Any:
+def fingerprint(spec, node, defs, context: Any, run_coroutine: Callable[[Any], Any]) -> Any:
     """IS_CHANGED of a node with its constant inputs (links as None); NaN when it raises.
 
-    vidgraph nodes that take a `context` hash their files through its configured folders.
+    vidgraph nodes that take a `context` hash their files through its configured folders. An
+    async IS_CHANGED is run to completion with `run_coroutine` (the executor's loop).
     """
     if spec.is_changed is None:
         return None
     args = class_method_arguments(node, defs, spec.is_changed_params, context)
     try:
-        return spec.is_changed(**args)
+        changed = spec.is_changed(**args)
+        return run_coroutine(changed) if inspect.isawaitable(changed) else changed
     except Exception:
         return math.nan
 

@@ -96,8 +96,8 @@ class _PromptRun:
         for node_id in self.v.order:
             node = self.v.nodes[node_id]
             spec, defs, per_node = per_class[node.class_type]
-            changed = (fingerprint(spec, node, defs, self.context(node_id, node.class_type))
-                       if spec.is_changed is not None else None)
+            changed = (fingerprint(spec, node, defs, self.context(node_id, node.class_type),
+                                   self.executor.run_coroutine) if spec.is_changed is not None else None)
             self.keys[node_id] = node_key(spec, node, self.keys, changed, per_node)
 
     def run(self) -> RunResult:

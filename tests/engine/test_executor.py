@@ -603,3 +603,32 @@ def test_an_output_node_may_return_only_ui_while_declaring_outputs(registry, exe
     assert consumed.status == "error" and consumed.error["node_id"] == "2"
     assert "PreviewPassthrough" in consumed.error["exception_message"]
     assert "'result'" in consumed.error["exception_message"]
+
+
+def test_async_is_changed_is_awaited(registry, executor, calls):
+    """ComfyUI awaits an async IS_CHANGED; its value, not a coroutine object, goes into the key."""
+    state = {"stamp": 1}
+
+    class AsyncStamp:
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"v": ("INT", {})}}
+
+        @classmethod
+        async def IS_CHANGED(cls, v):
+            return state["stamp"]
+
+        def f(self, v):
+            calls.add("AsyncStamp")
+            return (v,)
+
+    registry.register("AsyncStamp", AsyncStamp)
+    prompt = {"1": {"class_type": "AsyncStamp", "inputs": {"v": 1}},
+              "2": {"class_type": "Show", "inputs": {"value": link(1)}}}
+    assert executor.run(prompt).executed == ["1", "2"]
+    assert executor.run(prompt).executed == []
+    state["stamp"] = 2
+    assert executor.run(prompt).executed == ["1", "2"]
