@@ -6,8 +6,11 @@ The checked prompt comes back normalised (constants coerced, links as `Link`) fo
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -383,6 +386,8 @@ class _Checker:
             args["input_types"] = received_types
         try:
             verdict = spec.validate_inputs(**args)
+            if inspect.isawaitable(verdict):
+                verdict = _run_to_completion(verdict)
         except Exception as e:
             return [error("exception_during_validation", "Exception when validating node",
                           f"{type(e).__name__}: {e}", exception_type=type(e).__name__,
@@ -393,6 +398,20 @@ class _Checker:
         reason = "" if verdict is False else f" - {verdict}"
         return [error("custom_validation_failed", "Custom validation failed for node",
                       f"{', '.join(names)}{reason}", input_name=names[0] if names else None)]
+
+
+def _run_to_completion(awaitable) -> Any:
+    """The result of an async VALIDATE_INPUTS, on a fresh event loop (in a helper thread when
+    this thread already runs one, as the server's does)."""
+    async def wait():
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, wait()).result()
 
 
 def _plainly_valid(d: InputDef, value: Any) -> bool:

@@ -292,3 +292,38 @@ def test_validate_inputs_returning_false_names_the_inputs_only(registry):
     error = only_error(validate_prompt(registry, {"1": {"class_type": "Refuses", "inputs": {"x": 1}}}), "1")
     assert error["type"] == "custom_validation_failed" and error["details"] == "x"
     assert error["extra_info"]["input_name"] == "x"
+
+
+def test_async_validate_inputs_is_awaited_even_inside_a_running_loop(registry):
+    """ComfyUI awaits an async VALIDATE_INPUTS; the server validates on its event loop's thread."""
+    import asyncio
+
+    class AsyncChecked:
+        RETURN_TYPES = ()
+        OUTPUT_NODE = True
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"x": ("INT", {})}}
+
+        @classmethod
+        async def VALIDATE_INPUTS(cls, x):
+            await asyncio.sleep(0)
+            return True if x > 0 else "x must be positive"
+
+        def f(self, x):
+            return {}
+
+    registry.register("AsyncChecked", AsyncChecked)
+
+    def check(x):
+        return validate_prompt(registry, {"1": {"class_type": "AsyncChecked", "inputs": {"x": x}}})
+
+    assert check(1).ok
+    assert only_error(check(-1), "1")["details"] == "x - x must be positive"
+
+    async def on_a_loop():
+        return check(1).ok, check(-1).ok
+
+    assert asyncio.run(on_a_loop()) == (True, False)
