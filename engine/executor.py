@@ -22,7 +22,7 @@ from .context import NodeContext, enter_context, leave_context
 from .folders import Folders
 from .interrupt import Interrupted, InterruptFlag
 from .nodecall import (ExecutionBlocked, ExecutionBlocker, call_over_lists, collect_results,
-                       gather_inputs, lazy_requests)
+                       gather_inputs, lazy_requests, pending_lazy)
 from .resources import ResourceCache, default_budget
 from .validation import Link, Validation, validate_prompt
 
@@ -160,15 +160,19 @@ class _PromptRun:
         if not spec.has_lazy_check:
             return False
         defs = self.v.input_defs[node.class_type]
+        pending = pending_lazy(node, defs, self.results)
+        if not pending:
+            return False
         self.current = node_id
+        inputs: dict = {}
         try:
             inputs = gather_inputs(node, defs, self.results, self.hidden_for(node_id, node.class_type))
-            wanted = lazy_requests(spec, self.executor.instance(node_id, spec), node, defs, inputs,
-                                   self.results, self.executor.run_coroutine)
+            check = self.executor.instance(node_id, spec).check_lazy_status
+            wanted = lazy_requests(self.call(node_id, spec, check, inputs), pending)
         except Interrupted:
             raise
         except Exception as e:
-            raise _NodeFailed(self.error_data(node_id, e, {})) from e
+            raise _NodeFailed(self.error_data(node_id, e, inputs)) from e
         if not wanted:
             return False
         requested.setdefault(node_id, []).extend(wanted)
@@ -202,12 +206,8 @@ class _PromptRun:
         inputs: dict = {}
         try:
             inputs = gather_inputs(node, defs, self.results, self.hidden_for(node_id, node.class_type))
-            method = getattr(self.executor.instance(node_id, spec), spec.function)
-            token = enter_context(self.context(node_id, node.class_type))
-            try:
-                returned = call_over_lists(spec, method, inputs, self.flag.check, self.executor.run_coroutine)
-            finally:
-                leave_context(token)
+            returned = self.call(node_id, spec, getattr(self.executor.instance(node_id, spec), spec.function),
+                                 inputs)
             for blocked in returned:
                 if type(blocked) is ExecutionBlocker and blocked.message:
                     raise ExecutionBlocked(f"Execution Blocked: {blocked.message}")
@@ -221,6 +221,15 @@ class _PromptRun:
         self.executor.cache.put(self.keys[node_id], entry, skip_ids=self.models_ids())
         self.result.executed.append(node_id)
         self.report_ui(node_id, ui)
+
+    def call(self, node_id: str, spec, method: Callable, inputs: dict) -> list:
+        """`method` of the node over its input lists, in the node's context (for the compatibility
+        modules), checking for an interrupt before each call."""
+        token = enter_context(self.context(node_id, spec.name))
+        try:
+            return call_over_lists(spec, method, inputs, self.flag.check, self.executor.run_coroutine)
+        finally:
+            leave_context(token)
 
     def models_ids(self) -> set[int]:
         """ids of objects the model cache owns (not counted again in the result cache)."""

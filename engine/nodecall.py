@@ -148,17 +148,16 @@ def merge_ui(uis: list[dict]) -> dict | None:
     return merged
 
 
-def lazy_requests(spec: NodeSpec, instance, node: Node, defs, inputs: dict, results: dict,
-                  run_coroutine: Callable[[Any], Any]) -> list[str]:
-    """Names of lazy linked inputs, not yet evaluated, that check_lazy_status asks for."""
-    if not spec.has_lazy_check:
-        return []
-    pending = {name for name, d in defs.items() if d.lazy and isinstance(node.inputs.get(name), Link)
-               and node.inputs[name].node_id not in results}
-    if not pending:
-        return []
+def pending_lazy(node: Node, defs: dict[str, InputDef], results: dict) -> set[str]:
+    """Names of the lazy linked inputs not evaluated yet."""
+    return {name for name, d in defs.items() if d.lazy and isinstance(node.inputs.get(name), Link)
+            and node.inputs[name].node_id not in results}
+
+
+def lazy_requests(answers: list, pending: set[str]) -> list[str]:
+    """The pending lazy inputs that check_lazy_status's answers (one per call) ask for."""
     wanted: list[str] = []
-    for answer in call_over_lists(spec, instance.check_lazy_status, inputs, lambda: None, run_coroutine):
+    for answer in answers:
         if isinstance(answer, ExecutionBlocker) or not answer:
             continue
         for name in ([answer] if isinstance(answer, str) else answer):

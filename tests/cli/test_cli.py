@@ -1,7 +1,6 @@
 """`vidgraph run` / `vidgraph nodes`, in-process (main(argv)) and as a real subprocess."""
 import io
 import json
-import os
 import subprocess
 import sys
 import textwrap

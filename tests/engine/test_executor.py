@@ -632,3 +632,38 @@ def test_async_is_changed_is_awaited(registry, executor, calls):
     assert executor.run(prompt).executed == []
     state["stamp"] = 2
     assert executor.run(prompt).executed == ["1", "2"]
+
+
+def test_check_lazy_status_runs_in_the_nodes_context_and_reports_its_inputs(registry, executor, calls):
+    """As ComfyUI does, the lazy check runs inside the node's context (so comfy.* compatibility
+    calls find it), and an error there reports the inputs it was given."""
+    from vidgraph.engine.context import current_context
+
+    class PickyLazy:
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"mode": ("INT", {}), "value": ("INT", {"lazy": True})}}
+
+        def check_lazy_status(self, mode, value=None):
+            ctx = current_context()
+            calls.add("check", ctx.node_id if ctx else None)
+            if mode < 0:
+                raise ValueError("bad mode")
+            return ["value"]
+
+        def f(self, mode, value=None):
+            return (value,)
+
+    registry.register("PickyLazy", PickyLazy)
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 3}},
+              "2": {"class_type": "PickyLazy", "inputs": {"mode": 1, "value": link(1)}},
+              "3": {"class_type": "Show", "inputs": {"value": link(2)}}}
+    assert executor.run(prompt).outputs["3"] == {"text": ["3"]}
+    assert ("check", "2") in calls.log
+    prompt["2"]["inputs"]["mode"] = -1
+    failed = executor.run(prompt)
+    assert failed.status == "error" and failed.error["node_id"] == "2"
+    assert failed.error["current_inputs"] == {"mode": ["-1"], "value": ["None"]}
