@@ -85,32 +85,24 @@ def _dpm_2_churned_step(model, x, d, sigmas, i, sigma_hat, model_args):
     return _dpm_2_step(model, x, d, sigma_hat, sigmas[i + 1], model_args)
 
 
-def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-          s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Euler steps (Karras et al. 2022, algorithm 2); deterministic unless s_churn > 0."""
-    return _with_churn(_euler_step, model, x, sigmas, extra_args, callback, noise_sampler,
-                       s_churn, s_tmin, s_tmax, s_noise)
+def _churn_sampler(name: str, step, doc: str):
+    """A k-diffusion sampler function (the signature every sampler has) that runs `step` in the
+    algorithm 2 frame, with its churn options."""
+    def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+        return _with_churn(step, model, x, sigmas, extra_args, callback, noise_sampler,
+                           s_churn, s_tmin, s_tmax, s_noise)
+    sampler.__name__ = sampler.__qualname__ = name
+    sampler.__doc__ = doc
+    return sampler
 
 
-def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-         s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Heun's second-order method (Karras et al. 2022, algorithm 2)."""
-    return _with_churn(_heun_step, model, x, sigmas, extra_args, callback, noise_sampler,
-                       s_churn, s_tmin, s_tmax, s_noise)
-
-
-def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-            s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Heun++ (ComfyUI's heunpp2)."""
-    return _with_churn(_heunpp2_step, model, x, sigmas, extra_args, callback, noise_sampler,
-                       s_churn, s_tmin, s_tmax, s_noise)
-
-
-def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-          s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """DPM-Solver-2 steps in sigma (midpoint in log sigma); Euler onto sigma 0."""
-    return _with_churn(_dpm_2_churned_step, model, x, sigmas, extra_args, callback, noise_sampler,
-                       s_churn, s_tmin, s_tmax, s_noise)
+euler = _churn_sampler("euler", _euler_step,
+                       "Euler steps (Karras et al. 2022, algorithm 2); deterministic unless s_churn > 0.")
+heun = _churn_sampler("heun", _heun_step, "Heun's second-order method (Karras et al. 2022, algorithm 2).")
+heunpp2 = _churn_sampler("heunpp2", _heunpp2_step, "Heun++ (ComfyUI's heunpp2).")
+dpm_2 = _churn_sampler("dpm_2", _dpm_2_churned_step,
+                       "DPM-Solver-2 steps in sigma (midpoint in log sigma); Euler onto sigma 0.")
 
 
 @torch.no_grad()

@@ -252,30 +252,26 @@ def build_unet(source, keys, strip, compute_dtype, low_memory, device, diffusers
     return unet
 
 
-def build_vae(source, keys, strip, dtype, device):
+def _build_run_once(module, model_class, what, source, keys, strip, dtype, device):
+    """A VAE or CLIP vision model (`module` gives config_from_state_dict) from the `keys` of `source`."""
     meta = shapes_as_meta(source, keys, strip)
     try:
-        cfg = vae_mod.config_from_state_dict(meta)
+        cfg = module.config_from_state_dict(meta)
     except ValueError as error:
-        raise CheckpointError(f"{source.path}: cannot detect the VAE config: {error}") from None
+        raise CheckpointError(f"{source.path}: cannot detect the {what} config: {error}") from None
     with torch.device("meta"):
-        vae = vae_mod.VAE(cfg)
+        model = model_class(cfg)
     storage = _run_once_storage(_dtype_of(source, keys), dtype)
-    stream_into(vae, source, {k[len(strip):]: k for k in keys}, "VAE", storage, device, strip)
-    return _computing_in(vae, storage, dtype)
+    stream_into(model, source, {k[len(strip):]: k for k in keys}, what, storage, device, strip)
+    return _computing_in(model, storage, dtype)
+
+
+def build_vae(source, keys, strip, dtype, device):
+    return _build_run_once(vae_mod, vae_mod.VAE, "VAE", source, keys, strip, dtype, device)
 
 
 def build_clip_vision(source, keys, strip, dtype, device):
-    meta = shapes_as_meta(source, keys, strip)
-    try:
-        cfg = clip_mod.config_from_state_dict(meta)
-    except ValueError as error:
-        raise CheckpointError(f"{source.path}: cannot detect the CLIP vision config: {error}") from None
-    with torch.device("meta"):
-        clip = clip_mod.CLIPVision(cfg)
-    storage = _run_once_storage(_dtype_of(source, keys), dtype)
-    stream_into(clip, source, {k[len(strip):]: k for k in keys}, "CLIP vision", storage, device, strip)
-    return _computing_in(clip, storage, dtype)
+    return _build_run_once(clip_mod, clip_mod.CLIPVision, "CLIP vision", source, keys, strip, dtype, device)
 
 
 def _run_once_storage(stored: torch.dtype, compute: torch.dtype) -> torch.dtype:
