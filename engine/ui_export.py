@@ -55,6 +55,10 @@ def api_to_ui(prompt: Mapping[str, dict], classes: Mapping[str, type]) -> dict:
         cls = classes.get(node["class_type"])
         specs = _visible_inputs(cls) if cls is not None else [
             InputDef(name, "required", "*") for name in node.get("inputs", {})]
+        declared = {spec.name for spec in specs}
+        # links under names the class does not declare (dynamic inputs) become plain "*" sockets
+        specs += [InputDef(name, "optional", "*") for name, value in node.get("inputs", {}).items()
+                  if name not in declared and is_link(value)]
         pending_inputs[nid] = [(spec, node.get("inputs", {}).get(spec.name)) for spec in specs]
 
     for order, nid in enumerate(sorted(prompt, key=lambda n: (depths[n], numeric[n]))):

@@ -324,6 +324,17 @@ def test_a_combo_with_a_control_saves_a_filter_value_too(values):
     assert api_to_ui(api, classes)["nodes"][0]["widgets_values"] == ["b", "fixed", "", 4, 9]
 
 
+def test_editor_export_keeps_links_under_undeclared_input_names():
+    """Nodes with dynamic inputs get links under names INPUT_TYPES does not list; the engine runs
+    them (ComfyUI's rule), so the round trip through the editor format keeps them."""
+    from vidgraph.engine.ui_export import api_to_ui
+    api = api_fixture()
+    target = next(nid for nid, n in api.items() if n["class_type"] == "VAEDecode")
+    source = next(nid for nid, n in api.items() if n["class_type"] == "LoadImage")
+    api[target]["inputs"]["extra_1"] = [source, 0]
+    assert _strip(ui_to_api(api_to_ui(api, REGISTRY.classes), REGISTRY)) == _strip(api)
+
+
 def _real_registry(needed):
     from vidgraph.engine.registry import NodeRegistry
     registry = NodeRegistry()
