@@ -86,12 +86,13 @@ class Validation:
 
 def class_method_arguments(node: Node, defs: dict[str, InputDef], params: tuple[set[str], bool],
                            context: Any = None) -> dict[str, Any]:
-    """What VALIDATE_INPUTS / IS_CHANGED get before anything runs: the declared inputs they take
-    (`params`: their parameter names, takes **kwargs), links as None, and the NODE_CONTEXT when
-    they name a `context` parameter and the class has no real input so named."""
+    """What VALIDATE_INPUTS / IS_CHANGED get before anything runs: the inputs they take
+    (`params`: their parameter names, takes **kwargs), links as None (also those under undeclared
+    names, as ComfyUI's), and the NODE_CONTEXT when they name a `context` parameter and the
+    class has no real input so named."""
     names, takes_kwargs = params
     args = {name: (None if isinstance(value, Link) else value) for name, value in node.inputs.items()
-            if name in defs and (takes_kwargs or name in names)}
+            if (takes_kwargs or name in names) and (name in defs or isinstance(value, Link))}
     if context is not None and "context" in names and context_is_hidden(defs):
         args["context"] = context
     return args

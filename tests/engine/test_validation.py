@@ -327,3 +327,31 @@ def test_async_validate_inputs_is_awaited_even_inside_a_running_loop(registry):
         return check(1).ok, check(-1).ok
 
     assert asyncio.run(on_a_loop()) == (True, False)
+
+
+def test_validate_inputs_with_kwargs_sees_undeclared_links_as_none(registry):
+    """ComfyUI hands a **kwargs VALIDATE_INPUTS every link (None before anything runs), also those
+    under names INPUT_TYPES does not declare; undeclared constants are dropped."""
+    seen = {}
+
+    class Dynamic:
+        RETURN_TYPES = ()
+        OUTPUT_NODE = True
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"x": ("INT", {})}}
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, **kwargs):
+            seen.update(kwargs)
+            return True
+
+        def f(self, x, **more):
+            return {}
+
+    registry.register("Dynamic", Dynamic)
+    v = validate_prompt(registry, {"1": {"class_type": "Number", "inputs": {"value": 1}},
+                                   "2": {"class_type": "Dynamic", "inputs": {"x": 2, "in_1": link(1), "junk": 3}}})
+    assert v.ok and seen == {"x": 2, "in_1": None}
