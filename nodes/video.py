@@ -211,6 +211,28 @@ def _check_fps(fps, node):
         raise NodeInputError(node, "fps", f"must be a positive number, got {fps!r}")
 
 
+def save_animation(node, images, fps, filename_prefix, prompt, extra_pnginfo, context, extension, write,
+                   check=lambda: None) -> tuple[dict, int]:
+    """One animated file of `images`: checks the images, fps and then `check()`, and calls
+    `write(path, pictures, frame_duration_ms, prompt, extra_pnginfo)`. Returns (ui entry, frames)."""
+    images = check_image_batch(images, node)
+    _check_fps(fps, node)
+    check()
+    files = output_files(context, filename_prefix, "output", images, node)
+    prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
+    pictures = [tensor_to_pil(image) for image in images]
+    entry = files.save(lambda path: write(path, pictures, int(1000.0 / fps), prompt, extra_pnginfo), extension)
+    return entry, len(pictures)
+
+
+# The inputs both animation savers start with, in ComfyUI's order (saved workflows list widget values by it).
+ANIMATION_INPUTS = {
+    "images": ("IMAGE",),
+    "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+    "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+}
+
+
 class SaveAnimatedWEBP:
     CATEGORY = "image/animation"
     RETURN_TYPES = ()
@@ -220,9 +242,7 @@ class SaveAnimatedWEBP:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-                    "images": ("IMAGE",),
-                    "filename_prefix": ("STRING", {"default": "ComfyUI"}),
-                    "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+                    **ANIMATION_INPUTS,
                     "lossless": ("BOOLEAN", {"default": True}),
                     "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
                     "method": (list(WEBP_METHODS),)},
@@ -230,18 +250,18 @@ class SaveAnimatedWEBP:
 
     def save_images(self, images, fps, filename_prefix="ComfyUI", lossless=True, quality=80,
                     method="default", prompt=None, extra_pnginfo=None, context=None):
-        images = check_image_batch(images, "SaveAnimatedWEBP")
-        _check_fps(fps, "SaveAnimatedWEBP")
-        if method not in WEBP_METHODS:
-            raise NodeInputError("SaveAnimatedWEBP", "method", f"{method!r} is not one of {', '.join(WEBP_METHODS)}")
-        files = output_files(context, filename_prefix, "output", images, "SaveAnimatedWEBP")
-        prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
-        pictures = [tensor_to_pil(image) for image in images]
-        exif = metadata.webp_exif(prompt, extra_pnginfo)
-        entry = files.save(lambda path: pictures[0].save(
-            path, format="WEBP", save_all=True, append_images=pictures[1:], duration=int(1000.0 / fps),
-            exif=exif, lossless=lossless, quality=quality, method=WEBP_METHODS[method]), "webp")
-        return {"ui": {"images": [entry], "animated": (len(pictures) != 1,)}}
+        def check():
+            if method not in WEBP_METHODS:
+                raise NodeInputError("SaveAnimatedWEBP", "method", f"{method!r} is not one of {', '.join(WEBP_METHODS)}")
+
+        def write(path, pictures, duration, prompt, extra_pnginfo):
+            pictures[0].save(path, format="WEBP", save_all=True, append_images=pictures[1:], duration=duration,
+                             exif=metadata.webp_exif(prompt, extra_pnginfo), lossless=lossless, quality=quality,
+                             method=WEBP_METHODS[method])
+
+        entry, frames = save_animation("SaveAnimatedWEBP", images, fps, filename_prefix, prompt, extra_pnginfo,
+                                       context, "webp", write, check)
+        return {"ui": {"images": [entry], "animated": (frames != 1,)}}
 
 
 class SaveAnimatedPNG:
@@ -253,23 +273,19 @@ class SaveAnimatedPNG:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-                    "images": ("IMAGE",),
-                    "filename_prefix": ("STRING", {"default": "ComfyUI"}),
-                    "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+                    **ANIMATION_INPUTS,
                     "compress_level": ("INT", {"default": 4, "min": 0, "max": 9})},
                 "hidden": SAVE_HIDDEN}
 
     def save_images(self, images, fps, compress_level, filename_prefix="ComfyUI", prompt=None,
                     extra_pnginfo=None, context=None):
-        images = check_image_batch(images, "SaveAnimatedPNG")
-        _check_fps(fps, "SaveAnimatedPNG")
-        files = output_files(context, filename_prefix, "output", images, "SaveAnimatedPNG")
-        prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
-        pictures = [tensor_to_pil(image) for image in images]
-        info = apng_comf_info(prompt, extra_pnginfo)
-        entry = files.save(lambda path: pictures[0].save(
-            path, format="PNG", pnginfo=info, compress_level=compress_level, save_all=True,
-            duration=int(1000.0 / fps), append_images=pictures[1:]), "png")
+        def write(path, pictures, duration, prompt, extra_pnginfo):
+            pictures[0].save(path, format="PNG", pnginfo=apng_comf_info(prompt, extra_pnginfo),
+                             compress_level=compress_level, save_all=True, duration=duration,
+                             append_images=pictures[1:])
+
+        entry, _ = save_animation("SaveAnimatedPNG", images, fps, filename_prefix, prompt, extra_pnginfo,
+                                  context, "png", write)
         return {"ui": {"images": [entry], "animated": (True,)}}
 
 
