@@ -124,13 +124,21 @@ def _from_json(data: Any, registry: Any) -> Workflow:
     if is_ui_workflow(data):
         return Workflow(ui_to_api(data, registry), data, "ui")
     if isinstance(data.get("prompt"), dict) and not is_api_prompt(data):
-        # A /prompt request body (or a saved one): {"prompt": ..., "extra_data": {...}}
-        ui = ((data.get("extra_data") or {}).get("extra_pnginfo") or {}).get("workflow")
+        # A /prompt request body (or a saved one): {"prompt": ..., "extra_data": {...}}, or
+        # embedded metadata saved as JSON: {"prompt": ..., "workflow": ...}
+        ui = _dig(data, "extra_data", "extra_pnginfo", "workflow") or data.get("workflow")
         return Workflow(_api_prompt(data["prompt"]), ui if isinstance(ui, dict) else None, "api")
     if is_api_prompt(data):
         return Workflow(_api_prompt(data), None, "api")
     raise WorkflowError("not a workflow: expected the API format ({node_id: {class_type, inputs}}) "
                         "or the UI format (an object with 'nodes' and 'links')")
+
+
+def _dig(data: Any, *keys: str) -> Any:
+    """data[k1][k2]... or None where a level is missing or not an object."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
 
 
 def is_ui_workflow(data: Any) -> bool:

@@ -235,6 +235,15 @@ def test_a_prompt_request_body_loads_with_its_ui_graph():
     assert loaded.prompt == api_fixture() and loaded.ui["version"] == 0.4
 
 
+def test_embedded_metadata_saved_as_json_loads_like_the_file_it_came_from():
+    """{"prompt": ..., "workflow": ...}: what read_embedded_metadata returns, and what metadata
+    tools save; the prompt runs and the editor graph is kept for the outputs."""
+    loaded = read_workflow({"prompt": api_fixture(), "workflow": ui_fixture()}, REGISTRY)
+    assert loaded.prompt == api_fixture() and loaded.ui["version"] == 0.4
+    odd = read_workflow({"prompt": api_fixture(), "extra_data": "not an object"}, REGISTRY)
+    assert odd.prompt == api_fixture() and odd.ui is None
+
+
 def _png(**text):
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
