@@ -4,6 +4,7 @@ Requests, graphs, cross-site rules, websockets and packs; files (uploads, /view)
 test_bad_files.py. The hostile_server fixture asserts at teardown that no request reached the
 last-resort error handler (which would mean an unplanned 500).
 """
+import asyncio
 import json
 import random
 import socket
@@ -216,6 +217,10 @@ def test_prompt_id_reuse_and_unknown_ids(server):
                          "unknown_prompt_id")
             await expect(session, "GET", f"{server.url}/api/no/such/route", 404, "not_found")
             await expect(session, "DELETE", f"{server.url}/prompt", 405, "method_not_allowed")
+            for _ in range(1000):  # finished, so it cannot move from /queue to /history between reads
+                if (await get_json(session, f"{server.url}/history/{prompt_id}"))[1]:
+                    break
+                await asyncio.sleep(0.01)
             _, queue = await get_json(session, f"{server.url}/queue")
             _, history = await get_json(session, f"{server.url}/history")
             ids = [i[1] for i in queue["queue_running"] + queue["queue_pending"]] + list(history)

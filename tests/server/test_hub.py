@@ -22,13 +22,19 @@ class StuckSocket:
         self.close_code = code
 
 
+def stuck_client(hub, sid, size=10):
+    """A client of `hub` whose socket never drains; its send queue holds `size` messages."""
+    client = Client(sid, StuckSocket(), asyncio.Queue(size))
+    hub.clients[sid] = client
+    return client
+
+
 def test_slow_reader_drops_previews_then_is_closed_and_memory_stays_bounded():
     async def scenario():
         hub = Hub(lambda: 0, HubLimits(send_queue=4))
-        ws = StuckSocket()
-        client = Client("slow", ws, asyncio.Queue(4))
+        client = stuck_client(hub, "slow", 4)
+        ws = client.ws
         client.sender = asyncio.create_task(hub._drain(client))
-        hub.clients["slow"] = client
         preview = {"prompt_id": "p", "node_id": "1", "format": "JPEG", "image": b"\xff\xd8jpeg"}
         for _ in range(1000):
             hub.send("slow", "preview", preview)
@@ -46,10 +52,7 @@ def test_slow_reader_drops_previews_then_is_closed_and_memory_stays_bounded():
 def test_unowned_events_follow_comfyui_routing():
     async def scenario():
         hub = Hub(lambda: 0)
-        queues = {}
-        for sid in ("a", "b"):
-            queues[sid] = asyncio.Queue(10)
-            hub.clients[sid] = Client(sid, StuckSocket(), queues[sid])
+        queues = {sid: stuck_client(hub, sid).queue for sid in ("a", "b")}
         hub.send(None, "progress", {"value": 1, "max": 2, "prompt_id": "p", "node": "1"})
         hub.send(None, "executed", {"node": "1"})  # no owner: not broadcast
         hub.send("a", "executed", {"node": "1"})
@@ -81,9 +84,8 @@ def test_queued_previews_never_crowd_out_json_events():
     """A client behind on previews only is not closed: previews leave room for JSON events."""
     async def scenario():
         hub = Hub(lambda: 0, HubLimits(send_queue=8))
-        ws = StuckSocket()
-        client = Client("behind", ws, asyncio.Queue(8))
-        hub.clients["behind"] = client
+        client = stuck_client(hub, "behind", 8)
+        ws = client.ws
         preview = {"prompt_id": "p", "node_id": "1", "format": "JPEG", "image": b"\xff\xd8jpeg"}
         for _ in range(100):
             hub.send("behind", "preview", preview)
@@ -103,8 +105,7 @@ def test_events_are_strict_json_even_with_a_nan_in_them():
 
     async def scenario():
         hub = Hub(lambda: 0)
-        queue = asyncio.Queue(10)
-        hub.clients["a"] = Client("a", StuckSocket(), queue)
+        queue = stuck_client(hub, "a").queue
         hub.send("a", "executed", {"node": "1", "output": {"value": [float("nan")]}})
         hub.broadcast("custom", {"x": float("-inf")})
         assert strict(queue.get_nowait())["data"]["output"]["value"] == [None]

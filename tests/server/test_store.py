@@ -78,6 +78,24 @@ class FakeExecutor:
         pass
 
 
+def run_worker(store, executor, deliver, until, tries=200, settle=0.0, retry_delay=None):
+    """Run a Worker on a fresh event loop until `until()` holds (or the tries run out), then
+    stop it."""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        worker = Worker(store, executor, deliver, lambda: None, loop)
+        if retry_delay is not None:
+            worker.retry_delay = retry_delay
+        worker.start()
+        for _ in range(tries):
+            if until():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(settle)
+        await loop.run_in_executor(None, worker.stop)
+    asyncio.run(scenario())
+
+
 def test_worker_writes_history_before_done_and_notes_requeues(tmp_path):
     store = Store(tmp_path / "q.sqlite3")
     submit(store, "a")
@@ -93,17 +111,8 @@ def test_worker_writes_history_before_done_and_notes_requeues(tmp_path):
         if event == "executing" and data["node"] is None:
             seen_history_at_done.append(bool(store.history(prompt_id=data["prompt_id"])))
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        worker = Worker(store, FakeExecutor(), deliver, lambda: None, loop)
-        worker.start()
-        for _ in range(200):
-            if len(store.history()) == 2 and len(seen_history_at_done) == 2:
-                break
-            await asyncio.sleep(0.01)
-        await loop.run_in_executor(None, worker.stop)
-
-    asyncio.run(scenario())
+    run_worker(store, FakeExecutor(), deliver,
+               lambda: len(store.history()) == 2 and len(seen_history_at_done) == 2)
     assert seen_history_at_done == [True, True]
     history = store.history()
     assert list(history) == ["a", "b"]
@@ -145,18 +154,8 @@ def test_worker_reports_failures_outside_nodes(tmp_path):
     submit(store, "b")
     delivered = []
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        worker = Worker(store, Broken(), lambda *a: delivered.append(a), lambda: None, loop)
-        worker.start()
-        for _ in range(200):
-            if len(store.history()) == 2:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        await loop.run_in_executor(None, worker.stop)
-
-    asyncio.run(scenario())
+    run_worker(store, Broken(), lambda *a: delivered.append(a),
+               lambda: len(store.history()) == 2, settle=0.05)
     history = store.history()
     for prompt_id, kind in (("a", "ValidationError"), ("b", "RuntimeError")):
         messages = history[prompt_id]["status"]["messages"]
@@ -192,18 +191,8 @@ def test_worker_survives_a_store_error_while_taking_a_job(tmp_path):
     store = Flaky(tmp_path / "q.sqlite3")
     submit(store, "a")
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        worker = Worker(store, FakeExecutor(), lambda *a: None, lambda: None, loop)
-        worker.retry_delay = 0.01
-        worker.start()
-        for _ in range(300):
-            if store.history():
-                break
-            await asyncio.sleep(0.01)
-        await loop.run_in_executor(None, worker.stop)
-
-    asyncio.run(scenario())
+    run_worker(store, FakeExecutor(), lambda *a: None, lambda: bool(store.history()), tries=300,
+               retry_delay=0.01)
     assert list(store.history()) == ["a"]
 
 
