@@ -51,7 +51,8 @@ def encode_pixels(vae, pixels: torch.Tensor, context) -> torch.Tensor:
     with resident(vae, context.settings, context.resources) as device:
         x = pixels[..., :3].movedim(-1, 1) * 2.0 - 1.0
         chunk = frames_that_fit(vae, x.shape[0], x.shape[-2], x.shape[-1], device)
-        return with_shrinking_chunks(lambda c: vae.encode(x, chunk=c), chunk).float().cpu()
+        return with_shrinking_chunks(lambda c: vae.encode(x, chunk=c, callback=context.progress),
+                                     chunk).float().cpu()
 
 
 # Working memory of the temporal decoder per output pixel and frame, per base channel and byte of
@@ -83,7 +84,8 @@ def decode_latent(vae, samples: torch.Tensor, context, chunk: int | None = None)
     choice"); an out-of-memory error halves it and retries instead of failing the prompt."""
     with resident(vae, context.settings, context.resources) as device:
         chunk = chunk or decode_chunk(vae, samples, device)
-        pixels = with_shrinking_chunks(lambda c: vae.decode(samples, chunk=c, output_device="cpu"), chunk)
+        pixels = with_shrinking_chunks(
+            lambda c: vae.decode(samples, chunk=c, output_device="cpu", callback=context.progress), chunk)
     with torch.inference_mode():  # in place: a long clip's frames are the largest tensor of a run
         return pixels.float().add_(1.0).div_(2.0).clamp_(0.0, 1.0).movedim(1, -1)
 

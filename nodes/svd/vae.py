@@ -258,10 +258,11 @@ class VAE(nn.Module):
         return self.compute_dtype or self.decoder.conv_in.weight.dtype
 
     @torch.inference_mode()
-    def encode(self, pixels: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    def encode(self, pixels: torch.Tensor, chunk: int | None = None, callback=None) -> torch.Tensor:
         """pixels [N,3,H,W] in [-1,1] -> posterior mean [N,z,H/8,W/8], unscaled (see module doc).
 
-        `chunk` encodes that many images at a time (None: all at once)."""
+        `chunk` encodes that many images at a time (None: all at once); `callback(done, N)` follows
+        each chunk (progress; raising from it stops the encode)."""
         if pixels.ndim != 4 or pixels.shape[1] != self.config.in_channels or pixels.shape[0] == 0:
             raise ValueError(f"VAE.encode: pixels must be [N,{self.config.in_channels},H,W], got {list(pixels.shape)}")
         chunk = _check_chunk(chunk, pixels.shape[0])
@@ -272,18 +273,21 @@ class VAE(nn.Module):
             if self.config.quant_conv:
                 moments = self.quant_conv(moments)
             means.append(moments[:, : self.config.z_channels])
+            if callback is not None:
+                callback(min(start + chunk, pixels.shape[0]), pixels.shape[0])
         return torch.cat(means)
 
     @torch.inference_mode()
     def decode(self, z: torch.Tensor, num_frames: int | None = None, chunk: int | None = 14,
-               output_device=None) -> torch.Tensor:
+               output_device=None, callback=None) -> torch.Tensor:
         """z [B*T, z, h, w] (unscaled) -> pixels [B*T, 3, 8h, 8w], roughly in [-1,1].
 
         The batch holds videos of `num_frames` frames each (None: one video of all frames). Each video
         is decoded `chunk` frames at a time and the temporal layers see only their chunk, as sgm's
         decoding_t does, so memory per step does not grow with the clip length. On out-of-memory,
         callers retry with a smaller chunk. None decodes each video in one piece. Frames are collected
-        on `output_device` (None: the weights' device; "cpu" keeps a long clip off the GPU)."""
+        on `output_device` (None: the weights' device; "cpu" keeps a long clip off the GPU).
+        `callback(done, N)` follows each chunk (progress; raising from it stops the decode)."""
         if z.ndim != 4 or z.shape[1] != self.config.z_channels or z.shape[0] == 0:
             raise ValueError(f"VAE.decode: latent must be [N,{self.config.z_channels},h,w], got {list(z.shape)}")
         n = z.shape[0]
@@ -303,6 +307,8 @@ class VAE(nn.Module):
                 if out is None:  # written in place: no second copy of the whole clip
                     out = pixels.new_empty((n, *pixels.shape[1:]), device=output_device or pixels.device)
                 out[start:stop] = pixels
+                if callback is not None:
+                    callback(stop, n)
         return out
 
 

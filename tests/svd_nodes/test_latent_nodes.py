@@ -136,11 +136,11 @@ def test_encode_of_a_long_clip_goes_in_chunks_that_fit_and_shrinks_on_out_of_mem
     real_encode = vae.encode
     chunks = []
 
-    def encode_that_fits_two_images(pixels, chunk=None):
+    def encode_that_fits_two_images(pixels, chunk=None, **kwargs):
         chunks.append(chunk)
         if chunk is None or chunk > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_encode(pixels, chunk=chunk)
+        return real_encode(pixels, chunk=chunk, **kwargs)
 
     video = smooth_video(5, SIZE, SIZE)
     expected = VAEEncode().encode(video, vae, tiny_models.env.context())[0]["samples"]
@@ -155,10 +155,24 @@ def test_decode_maps_to_0_1_in_place_without_copies_of_the_clip(tiny_models, mon
     hold three more copies of it."""
     decoded = torch.linspace(-1.5, 1.5, 2 * 3 * 16 * 16).reshape(2, 3, 16, 16)
     expected = ((decoded + 1) / 2).clamp(0, 1).movedim(1, -1)
-    monkeypatch.setattr(tiny_models.vae, "decode", lambda samples, chunk=None, output_device=None: decoded)
+    monkeypatch.setattr(tiny_models.vae, "decode", lambda samples, chunk=None, **_: decoded)
     image = VAEDecode().decode({"samples": torch.zeros(2, 4, 2, 2)}, tiny_models.vae, tiny_models.env.context())[0]
     assert image.data_ptr() == decoded.data_ptr()
     assert torch.equal(image, expected)
+
+
+@pytest.mark.parametrize("node", ["VAEEncode", "VAEDecode"])
+def test_a_long_encode_or_decode_stops_on_interrupt_between_chunks(tiny_models, node):
+    """A long clip takes minutes on a CPU: the VAE reports progress per chunk, which also honours
+    an interrupt, instead of running to the end."""
+    from vidgraph.engine.interrupt import Interrupted
+    context = tiny_models.env.context()
+    context.interrupt_flag.set()
+    with pytest.raises(Interrupted):
+        if node == "VAEEncode":
+            VAEEncode().encode(smooth_video(2, SIZE, SIZE), tiny_models.vae, context)
+        else:
+            VAEDecode().decode({"samples": torch.zeros(2, 4, 8, 8)}, tiny_models.vae, context)
 
 
 # -- .latent files -------------------------------------------------------------------------------
