@@ -1,8 +1,8 @@
 """Upload checks: the bytes must be the image they claim to be, of a sane size, under a safe name.
 
 Pillow reads only the header to learn the size (a pixel flood is refused before any decoding),
-then the first frame is decoded to prove it is an image. Markup anywhere in the file refuses it:
-a GIF89a header followed by HTML is a valid GIF and a valid page (CVE-2024-10099's cousin).
+then the first frame is decoded to prove it is an image. Markup at the start or the end of the file
+refuses it: a GIF89a header followed by HTML is a valid GIF and a valid page (CVE-2024-10099's cousin).
 The name is the client's when it is plainly safe, else one the server makes from the content.
 """
 from __future__ import annotations
@@ -29,6 +29,10 @@ EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp"}
 KNOWN_EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".gif": "GIF", ".webp": "WEBP"}
 MARKUP = re.compile(rb"<\s*(script|html|svg|iframe|object|embed|body|head|meta|!doctype|\?xml)\b",
                     re.IGNORECASE)
+# Markup is looked for where a browser sniffing the file would find it (WHATWG's sniffing reads at most
+# 1445 bytes) and in what trails the image (a polyglot appends its page there). The compressed data in
+# between is left alone: over megabytes it holds '<svg' or '<?xml' by chance, which refused real photos.
+SNIFF_WINDOW = 1445
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.()+,=-]{0,150}$")
 WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 
@@ -47,7 +51,7 @@ def check_image(data: bytes, max_pixels: int, max_frames: int) -> tuple[str, tup
     claimed = sniff_format(data)
     if claimed is None:
         raise ApiError(400, "invalid_image", "Upload is not a PNG, JPEG, GIF or WEBP image")
-    if MARKUP.search(data):
+    if MARKUP.search(data[:SNIFF_WINDOW]) or MARKUP.search(data[-SNIFF_WINDOW:]):
         raise ApiError(400, "invalid_image", "Upload contains markup (HTML/SVG/XML); refused")
     try:
         with warnings.catch_warnings():

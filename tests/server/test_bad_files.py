@@ -252,3 +252,35 @@ def test_a_file_where_a_folder_is_expected_is_409(server):
             assert (server.base / "user" / "default" / "plain.json").read_bytes() == b"{}"
             await still_serving(session, server.url)
     run(scenario())
+
+
+def test_markup_by_chance_inside_compressed_image_data_is_not_refused():
+    """A real photo's compressed bytes contain '<svg' or '<?xml' now and then; only the sniffing window
+    at the start and the bytes trailing the image are searched for markup."""
+    import struct
+    import zlib
+
+    from vidgraph.server.uploads import SNIFF_WINDOW, check_image
+
+    def chunk(kind, payload):
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+    width, height = 64, 64
+    rows = [bytes(range(i, i + 3 * width)) if i != height // 2 else b"<svg" + bytes(3 * width - 4)
+            for i in range(height)]
+    rows = [bytes(b % 256 for b in row) for row in rows]
+    raw = b"".join(b"\x00" + row for row in rows)  # filter "None": the pixels pass through verbatim
+    idat = zlib.compress(raw, 0)  # stored blocks, as incompressible photo data ends up
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    position = data.index(b"<svg")
+    assert SNIFF_WINDOW < position < len(data) - SNIFF_WINDOW
+    assert check_image(data, max_pixels=10**8, max_frames=10) == ("PNG", (width, height))
+    trailing = data + b"<html><script>alert(1)</script></html>"
+    try:
+        check_image(trailing, max_pixels=10**8, max_frames=10)
+    except Exception as error:
+        assert getattr(error, "status", None) == 400 and "markup" in str(error)
+    else:
+        raise AssertionError("a page trailing the image must be refused")
