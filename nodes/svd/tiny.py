@@ -3,6 +3,9 @@
 Same prefixes and key pattern as svd_xt.safetensors (UNet, temporal VAE, OpenCLIP vision tower,
 plus one ignorable text-tower leftover), so it takes exactly the loading path a real file takes.
 """
+import os
+from pathlib import Path
+
 import torch
 from safetensors.torch import save_file
 
@@ -35,6 +38,15 @@ def tiny_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16) -> dict:
 
 
 def write_tiny_checkpoint(path, seed: int = 0, dtype: torch.dtype = torch.float16) -> str:
-    """Write the tiny checkpoint (about 5 MB in fp16) to `path`; returns the path."""
-    save_file(tiny_state_dict(seed, dtype), str(path), metadata={"format": "pt"})
+    """Write the tiny checkpoint (about 5 MB in fp16) to `path`; returns the path.
+
+    Through a temp file in the same folder: an interrupted write leaves no truncated checkpoint
+    under the final name (the demo writes it only when the name is missing)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tiny_state_dict(seed, dtype), str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return str(path)

@@ -252,3 +252,22 @@ def test_run_once_models_keep_16_bit_weights_and_compute_exactly_as_fp32(tiny_fi
         assert torch.equal(models.vae.decode(latent), widened.vae.decode(latent))
         assert torch.equal(models.clip_vision.encode_image(image).image_embeds,
                            widened.clip_vision.encode_image(image).image_embeds)
+
+
+def test_tiny_checkpoint_is_written_atomically(tmp_path, monkeypatch):
+    """`vidgraph demo` writes it once into models/checkpoints and skips it when it exists: an
+    interrupted write must not leave a truncated file under the final name."""
+    import vidgraph.nodes.svd.tiny as tiny
+
+    def save_half_then_fail(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tiny, "save_file", save_half_then_fail)
+    target = tmp_path / "tiny.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        write_tiny_checkpoint(target)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert write_tiny_checkpoint(target) == str(target) and [p.name for p in tmp_path.iterdir()] == [target.name]
