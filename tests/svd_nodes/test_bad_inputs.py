@@ -215,17 +215,30 @@ def _node_error(call) -> str:
     return str(caught.value)
 
 
-@pytest.mark.parametrize("image", [torch.rand(1, 64, 64, 1), torch.rand(0, 64, 64, 3), torch.rand(64, 3)])
-def test_image_encoders_name_their_image_input(tiny_models, image):
+def _encoder_errors(image, clip_vision, vae, context) -> list[str]:
+    """The NodeInputError messages of the three nodes that encode an image, called with these inputs
+    ("" for a node that accepts them)."""
     from vidgraph.nodes.conditioning import CLIPVisionEncode, SVD_img2vid_Conditioning
     from vidgraph.nodes.latents import VAEEncode
-    m, ctx = tiny_models, tiny_models.env.context()
-    assert _node_error(lambda: CLIPVisionEncode().encode(m.clip_vision, image, "center", ctx)).startswith(
-        "CLIPVisionEncode: input 'image': ")
-    assert _node_error(lambda: SVD_img2vid_Conditioning().encode(
-        m.clip_vision, image, m.vae, 64, 64, 3, 127, 6, 0.0, ctx)).startswith(
-        "SVD_img2vid_Conditioning: input 'init_image': ")
-    assert _node_error(lambda: VAEEncode().encode(image, m.vae, ctx)).startswith("VAEEncode: input 'pixels': ")
+
+    def error(call):
+        try:
+            call()
+        except NodeInputError as caught:
+            return str(caught)
+        return ""
+    return [error(lambda: CLIPVisionEncode().encode(clip_vision, image, "center", context)),
+            error(lambda: SVD_img2vid_Conditioning().encode(clip_vision, image, vae, 64, 64, 3, 127, 6, 0.0, context)),
+            error(lambda: VAEEncode().encode(image, vae, context))]
+
+
+@pytest.mark.parametrize("image", [torch.rand(1, 64, 64, 1), torch.rand(0, 64, 64, 3), torch.rand(64, 3)])
+def test_image_encoders_name_their_image_input(tiny_models, image):
+    clip_error, conditioning_error, vae_error = _encoder_errors(
+        image, tiny_models.clip_vision, tiny_models.vae, tiny_models.env.context())
+    assert clip_error.startswith("CLIPVisionEncode: input 'image': ")
+    assert conditioning_error.startswith("SVD_img2vid_Conditioning: input 'init_image': ")
+    assert vae_error.startswith("VAEEncode: input 'pixels': ")
 
 
 @pytest.mark.parametrize("samples", [torch.rand(2, 8, 8, 8), torch.rand(0, 4, 8, 8)])
@@ -239,16 +252,13 @@ def test_vae_decode_names_a_latent_the_vae_cannot_take(tiny_models, samples):
 
 
 def test_model_nodes_name_a_model_of_the_wrong_kind(tiny_models, demo_image):
-    from vidgraph.nodes.conditioning import CLIPVisionEncode, SVD_img2vid_Conditioning
-    from vidgraph.nodes.latents import VAEDecode, VAEEncode
+    from vidgraph.nodes.latents import VAEDecode
     m, ctx = tiny_models, tiny_models.env.context()
-    assert _node_error(lambda: CLIPVisionEncode().encode(m.vae, demo_image, "center", ctx)).startswith(
-        "CLIPVisionEncode: input 'clip_vision': ")
-    assert _node_error(lambda: SVD_img2vid_Conditioning().encode(
-        m.clip_vision, demo_image, m.clip_vision, 64, 64, 3, 127, 6, 0.0, ctx)).startswith(
-        "SVD_img2vid_Conditioning: input 'vae': ")
-    assert _node_error(lambda: VAEEncode().encode(demo_image, m.clip_vision, ctx)).startswith(
-        "VAEEncode: input 'vae': ")
+    clip_error, _, _ = _encoder_errors(demo_image, m.vae, m.vae, ctx)
+    assert clip_error.startswith("CLIPVisionEncode: input 'clip_vision': ")
+    _, conditioning_error, vae_error = _encoder_errors(demo_image, m.clip_vision, m.clip_vision, ctx)
+    assert conditioning_error.startswith("SVD_img2vid_Conditioning: input 'vae': ")
+    assert vae_error.startswith("VAEEncode: input 'vae': ")
     assert _node_error(lambda: VAEDecode().decode({"samples": torch.zeros(1, 4, 8, 8)}, m.clip_vision,
                                                   ctx)).startswith("VAEDecode: input 'vae': ")
 

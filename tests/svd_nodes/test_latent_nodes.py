@@ -109,17 +109,20 @@ def test_tile_seams_are_feathered_not_cut(tiny_models):
     assert steps[32] < steps[0] / 3  # the same jump spread over the feathered overlap
 
 
-def test_decode_retries_with_smaller_chunks_after_out_of_memory(tiny_models, monkeypatch):
-    vae = tiny_models.vae
-    real_decode = vae.decode
-    chunks = []
-
-    def decode_that_fits_two_frames(samples, chunk=None, **kwargs):
+def fitting_two_frames(real, chunks: list):
+    """`real` (VAE.encode / decode) as on a GPU with room for two frames: larger chunks run out of memory."""
+    def call(tensor, chunk=None, **kwargs):
         chunks.append(chunk)
         if chunk is None or chunk > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_decode(samples, chunk=chunk, **kwargs)
+        return real(tensor, chunk=chunk, **kwargs)
+    return call
 
+
+def test_decode_retries_with_smaller_chunks_after_out_of_memory(tiny_models, monkeypatch):
+    vae = tiny_models.vae
+    chunks = []
+    decode_that_fits_two_frames = fitting_two_frames(vae.decode, chunks)
     latent = VAEEncode().encode(smooth_video(FRAMES, SIZE, SIZE), vae, tiny_models.env.context())[0]
     expected = VAEDecode().decode(latent, vae, tiny_models.env.context())[0]
     monkeypatch.setattr(vae, "decode", decode_that_fits_two_frames)
@@ -133,15 +136,8 @@ def test_decode_retries_with_smaller_chunks_after_out_of_memory(tiny_models, mon
 def test_encode_of_a_long_clip_goes_in_chunks_that_fit_and_shrinks_on_out_of_memory(tiny_models, monkeypatch):
     """VAEEncode of many frames must not build every frame's encoder activations at once."""
     vae = tiny_models.vae
-    real_encode = vae.encode
     chunks = []
-
-    def encode_that_fits_two_images(pixels, chunk=None, **kwargs):
-        chunks.append(chunk)
-        if chunk is None or chunk > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_encode(pixels, chunk=chunk, **kwargs)
-
+    encode_that_fits_two_images = fitting_two_frames(vae.encode, chunks)
     video = smooth_video(5, SIZE, SIZE)
     expected = VAEEncode().encode(video, vae, tiny_models.env.context())[0]["samples"]
     monkeypatch.setattr(vae, "encode", encode_that_fits_two_images)
