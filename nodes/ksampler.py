@@ -104,7 +104,7 @@ def _latent_preview(denoised: torch.Tensor) -> tuple[str, bytes]:
 def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str, sigmas: torch.Tensor,
            positive, negative, latent: dict, add_noise: bool = True, node: str = "KSampler") -> dict:
     """Run one sampler over `sigmas`; returns the new LATENT dict (raw VAE space)."""
-    samples = latent["samples"].float()
+    samples = latent["samples"].to("cpu", torch.float32)  # noise is made on the CPU (ComfyUI's seeds)
     if sigmas is None or len(sigmas) < 2:  # nothing to do (denoise 0, start past the end)
         return dict(latent)
     try:

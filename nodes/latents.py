@@ -296,7 +296,7 @@ class RepeatLatentBatch:
             raise NodeInputError("RepeatLatentBatch", "amount", f"{latent.shape[0]} x {amount} frames exceeds {MAX_BATCH}")
         out = dict(samples)
         out["samples"] = latent.repeat(amount, 1, 1, 1)
-        if "batch_index" in samples:
+        if samples.get("batch_index"):
             offset = max(samples["batch_index"]) - min(samples["batch_index"]) + 1
             out["batch_index"] = [i + k * offset for k in range(amount) for i in samples["batch_index"]]
         return (out,)

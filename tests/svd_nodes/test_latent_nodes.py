@@ -336,3 +336,10 @@ def test_vae_decode_sees_a_long_clip_whole_like_comfyui(tiny_models):
     chunked = tiny_models.vae.decode(latent["samples"], chunk=14)
     assert not torch.equal(whole, chunked)  # the chunk size matters for this VAE
     assert torch.equal(decoded, ((whole + 1) / 2).clamp(0, 1).movedim(1, -1))
+
+
+def test_repeat_latent_batch_with_an_empty_batch_index():
+    from vidgraph.nodes.latents import RepeatLatentBatch
+
+    out = RepeatLatentBatch().repeat({"samples": torch.zeros(2, 4, 8, 8), "batch_index": []}, 3)[0]
+    assert out["samples"].shape == (6, 4, 8, 8)
