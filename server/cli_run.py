@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from vidgraph.engine.executor import Executor
 from vidgraph.engine.interrupt import InterruptFlag
+from vidgraph.engine.jsontext import json_text
 from vidgraph.engine.validation import id_order
 from vidgraph.engine.workflow import WorkflowError, read_workflow
 
@@ -68,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for index, source in enumerate(args.workflows):
             report = run_one(executor, runtime, source, overrides, interrupt, show_progress)
             if args.json:
-                print(json.dumps(report, default=str), flush=True)
+                print(json_text(report), flush=True)
             else:
                 print_report(report, runtime)
             if report["invalid"]:

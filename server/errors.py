@@ -6,10 +6,11 @@ Every refusal the server makes goes through `ApiError`; the error middleware tur
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from aiohttp import web
+
+from vidgraph.engine.jsontext import json_text
 
 
 class ApiError(Exception):
@@ -41,25 +42,6 @@ def error_body(type: str, message: str, details: str = "", extra_info: dict | No
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=json_text)
-
-
-def json_text(value: Any, **kwargs) -> str:
-    """JSON that browsers can parse: a NaN or infinity (a node's output may hold one) becomes
-    null instead of the bare `NaN` Python writes; other unknown values become strings."""
-    try:
-        return json.dumps(value, allow_nan=False, default=str, **kwargs)
-    except ValueError:  # a non-finite float somewhere (or a cycle, which fails again)
-        return json.dumps(_finite(value), allow_nan=False, default=str, **kwargs)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _refuse_constant(name: str):

@@ -312,3 +312,22 @@ def test_outputs_with_invalid_inputs_are_skipped_and_reported(env, capsys):
     assert lines[0]["node_errors"]["4"]["errors"][0]["type"] == "required_input_missing"
     assert cli.main(["run", env.write("partial.json", partial)]) == 0
     assert "node #4 (PreviewAny) input 'source': Required input is missing" in capsys.readouterr().err
+
+
+def test_json_lines_stay_valid_json_when_an_output_holds_nan(env, capsys):
+    """A node's ui output with NaN must not make the --json line unparsable by strict JSON readers."""
+    (Path(env.packs) / "nan_pack.py").write_text(
+        "class NanOut:\n"
+        "    RETURN_TYPES = ()\n    FUNCTION = 'run'\n    OUTPUT_NODE = True\n    CATEGORY = 't'\n"
+        "    @classmethod\n    def INPUT_TYPES(cls):\n        return {'required': {}}\n"
+        "    def run(self):\n        return {'ui': {'value': [float('nan'), 1.5]}}\n"
+        "NODE_CLASS_MAPPINGS = {'NanOut': NanOut}\n")
+    wf = env.write("nan.json", {"1": {"class_type": "NanOut", "inputs": {}}})
+    code = cli.main(["run", wf, "--custom-nodes", env.packs, "--json"])
+    out = capsys.readouterr().out
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    line = json.loads(out.strip().splitlines()[-1], parse_constant=refuse)
+    assert code == 0 and line["outputs"]["1"]["value"] == [None, 1.5]
