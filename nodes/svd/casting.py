@@ -2,13 +2,38 @@
 the activations' dtype as it runs, so a model computes in fp32 while holding half (or a quarter) of
 its fp32 size. Widening is exact: the results are those of fp32 weights with the same values.
 """
+import threading
+
+import torch
 import torch.nn.functional as F
 from torch import nn
+
+_scratch = threading.local()
+
+
+def widened(tensor, dtype, slot: str = "weight"):
+    """`tensor` in `dtype`, written into a reused per-thread scratch buffer.
+
+    Layers run one after another and need their widened weights only while they run, so one buffer
+    per slot (weight, bias) serves them all: no fresh allocation per layer and call, whose page
+    faults cost as much as the cast itself."""
+    if tensor is None or tensor.dtype == dtype:
+        return tensor
+    key = (slot, dtype, tensor.device)
+    buffer = getattr(_scratch, "buffers", None)
+    if buffer is None:
+        buffer = _scratch.buffers = {}
+    flat = buffer.get(key)
+    if flat is None or flat.numel() < tensor.numel():
+        flat = buffer[key] = torch.empty(tensor.numel(), dtype=dtype, device=tensor.device)
+    out = flat[:tensor.numel()].view(tensor.shape)
+    out.copy_(tensor)
+    return out
 
 
 class _CastLinear(nn.Linear):
     def forward(self, x):
-        return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        return F.linear(x, widened(self.weight, x.dtype), widened(self.bias, x.dtype, "bias"))
 
 
 class _CastsConvWeights:
@@ -16,21 +41,19 @@ class _CastsConvWeights:
     dtype, so a subclass's own forward (TimeMixConv2d, the UNet's centre-tap Conv2d) keeps working."""
 
     def _conv_forward(self, input, weight, bias):
-        return super()._conv_forward(input, weight.to(input.dtype), None if bias is None else bias.to(input.dtype))
+        return super()._conv_forward(input, widened(weight, input.dtype), widened(bias, input.dtype, "bias"))
 
 
 class _CastLayerNorm(nn.LayerNorm):
     def forward(self, x):
-        w = None if self.weight is None else self.weight.to(x.dtype)
-        b = None if self.bias is None else self.bias.to(x.dtype)
-        return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
+        return F.layer_norm(x, self.normalized_shape, widened(self.weight, x.dtype),
+                            widened(self.bias, x.dtype, "bias"), self.eps)
 
 
 class _CastGroupNorm(nn.GroupNorm):
     def forward(self, x):
-        w = None if self.weight is None else self.weight.to(x.dtype)
-        b = None if self.bias is None else self.bias.to(x.dtype)
-        return F.group_norm(x, self.num_groups, w, b, self.eps)
+        return F.group_norm(x, self.num_groups, widened(self.weight, x.dtype), widened(self.bias, x.dtype, "bias"),
+                            self.eps)
 
 
 _CASTING = {nn.Linear: _CastLinear, nn.LayerNorm: _CastLayerNorm, nn.GroupNorm: _CastGroupNorm}

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import attention
+from .casting import widened
 from .vae import load_exactly
 
 CHECKPOINT_PREFIX = "conditioner.embedders.0.open_clip.model.visual."
@@ -56,7 +57,7 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(width, width)
 
     def forward(self, x):
-        q, k, v = F.linear(x, self.in_proj_weight.to(x.dtype), self.in_proj_bias.to(x.dtype)).chunk(3, dim=-1)
+        q, k, v = F.linear(x, widened(self.in_proj_weight, x.dtype), widened(self.in_proj_bias, x.dtype, "bias")).chunk(3, dim=-1)
         return self.out_proj(attention(q, k, v, self.heads))
 
 

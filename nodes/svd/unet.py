@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import CrossAttention, FeedForward, GroupNorm32
+from .casting import widened
 
 
 @dataclass
@@ -53,10 +54,10 @@ class Conv2d(nn.Conv2d):
     is 1x1, and a matmul with 1/9 of the weight beats the weight-bound convolution."""
 
     def forward(self, x):
-        b = None if self.bias is None else self.bias.to(x.dtype)
+        b = widened(self.bias, x.dtype, "bias")
         if x.shape[-2:] == (1, 1) and self.kernel_size == (3, 3) and self.padding == (1, 1) and self.stride == (1, 1):
-            return F.linear(x.flatten(1), self.centre_tap().to(x.dtype), b)[:, :, None, None]
-        return self._conv_forward(x, self.weight.to(x.dtype), b)
+            return F.linear(x.flatten(1), widened(self.centre_tap(), x.dtype), b)[:, :, None, None]
+        return self._conv_forward(x, widened(self.weight, x.dtype), b)
 
     def centre_tap(self):
         w = self.weight
