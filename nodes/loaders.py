@@ -74,6 +74,13 @@ def _stored_16_bit(path: str) -> bool:
         return False
 
 
+def load_part_file(context, folder: str, name: str, node: str, input_name: str, load, options: dict):
+    """A standalone VAE or CLIP-vision file from `folder`, cached like a checkpoint."""
+    path = resolve_model(context, folder, name, node, input_name)
+    return load_cached(context, folder, path, lambda: _checked(node, input_name, lambda: load(
+        path, dtype=options["dtype"], allow_pickle=options["allow_pickle"])), **options)
+
+
 def _checked(node: str, input_name: str, load):
     try:
         return load()
@@ -137,10 +144,7 @@ class VAELoader:
         return {"required": {"vae_name": (model_files("vae", folders),)}, "hidden": CONTEXT}
 
     def load_vae(self, vae_name, context):
-        path = resolve_model(context, "vae", vae_name, "VAELoader", "vae_name")
-        options = _vae_options(context)
-        return (load_cached(context, "vae", path, lambda: _checked("VAELoader", "vae_name", lambda: ckpt.load_vae(
-            path, dtype=options["dtype"], allow_pickle=options["allow_pickle"])), **options),)
+        return (load_part_file(context, "vae", vae_name, "VAELoader", "vae_name", ckpt.load_vae, _vae_options(context)),)
 
 
 class CLIPVisionLoader:
@@ -154,11 +158,8 @@ class CLIPVisionLoader:
         return {"required": {"clip_name": (model_files("clip_vision", folders),)}, "hidden": CONTEXT}
 
     def load_clip(self, clip_name, context):
-        path = resolve_model(context, "clip_vision", clip_name, "CLIPVisionLoader", "clip_name")
-        options = _load_options(context)
-        return (load_cached(context, "clip_vision", path, lambda: _checked(
-            "CLIPVisionLoader", "clip_name", lambda: ckpt.load_clip_vision(
-                path, dtype=options["dtype"], allow_pickle=options["allow_pickle"])), **options),)
+        return (load_part_file(context, "clip_vision", clip_name, "CLIPVisionLoader", "clip_name",
+                               ckpt.load_clip_vision, _load_options(context)),)
 
 
 class UNETLoader:
