@@ -72,6 +72,7 @@ export class GraphView {
 
   // ---- nodes --------------------------------------------------------------
   renderAll() {
+    this.applyTransform();
     this.nodesLayer.replaceChildren();
     this.linksLayer.replaceChildren();
     this.nodeEls.clear();
@@ -184,14 +185,17 @@ export class GraphView {
     const el = this.nodeEls.get(node.id);
     if (!el) return;
     const base = el.getBoundingClientRect();
+    // The scale the world is drawn at right now, read from the layout itself: right after a load
+    // the view's scale is set before the world's transform is, and dividing by it garbled every link.
+    const scale = el.offsetWidth ? base.width / el.offsetWidth : this.scale;
     const centre = (dot) => {
       const r = dot.getBoundingClientRect();
-      return [(r.left + r.width / 2 - base.left) / this.scale, (r.top + r.height / 2 - base.top) / this.scale];
+      return [(r.left + r.width / 2 - base.left) / scale, (r.top + r.height / 2 - base.top) / scale];
     };
     const collapsed = node.flags.collapsed;
     const titleRect = el.querySelector(".node-title").getBoundingClientRect();
-    const titleY = (titleRect.height / 2) / this.scale;
-    const width = base.width / this.scale;
+    const titleY = (titleRect.height / 2) / scale;
+    const width = base.width / scale;
     const offsets = { in: {}, out: [] };
     for (const dot of el.querySelectorAll(".slot.input")) {
       offsets.in[dot.dataset.input] = collapsed || dot.offsetParent === null ? [0, titleY] : centre(dot.querySelector(".dot"));
