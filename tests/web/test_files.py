@@ -24,7 +24,7 @@ def build_small_graph(editor):
 def test_autosave_restores_the_graph_after_reload(editor):
     page = editor.page
     before = build_small_graph(editor)
-    page.wait_for_function("localStorage.getItem('vidgraph.workflow') && JSON.parse(localStorage.getItem('vidgraph.workflow')).links.length === 1")
+    page.wait_for_function("localStorage.getItem('vidgraph.tabs') && JSON.parse(localStorage.getItem('vidgraph.tabs')).tabs[0].workflow.links.length === 1")
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     after = editor.workflow()

@@ -7,10 +7,10 @@ import { installGestures } from "./gestures.js";
 import { SearchPalette } from "./search.js";
 import { Execution } from "./execution.js";
 import { Extensions } from "./extensions.js";
-import { UndoStack } from "./undo.js";
+import { Workspace } from "./workspace.js";
 import { promptToGraph, looksLikeApiPrompt, graphToPrompt } from "./convert.js";
 import { typesCompatible } from "./types.js";
-import { loadFromBrowser, saveToBrowser, installDropTarget, readWorkflowFile } from "./files.js";
+import { installDropTarget, readWorkflowFile } from "./files.js";
 import { installCommands } from "./commands.js";
 
 export class App {
@@ -18,14 +18,17 @@ export class App {
     this.api = new Api();
     this.defs = {};
     this.graph = new Graph({});
-    this.undo = new UndoStack();
     this.extensions = new Extensions(this);
     this.pointerWorld = [0, 0];
     this.canvas = document.querySelector("#canvas");
   }
 
+  // Each tab has its own undo history.
+  get undo() { return this.workspace.active.undo; }
+
   async start() {
     globalThis.vidgraph = this;
+    this.workspace = new Workspace(this);
     this.view = new GraphView(this.canvas, this.graph, {
       onWidgetInput: (node, widget, value) => {
         widget.value = value;
@@ -62,13 +65,8 @@ export class App {
     await this.loadDefinitions();
     // Extensions come before any graph is built, so that their definition edits apply to it.
     await this.loadExtensions();
-    const saved = loadFromBrowser();
-    if (saved && this.loadWorkflow(saved, { name: "restored", keepView: true, quiet: true, keepOutputs: true })) {
-      if (!saved.extra?.ds) this.view.fitView();
-    } else {
-      this.view.renderAll();
-      this.resetHistory();
-    }
+    this.workspace.restore();
+    this.showTab(this.workspace.active);
     await this.extensions.call("setup");
     this.api.addEventListener("connected", () => this.setStatus("connected"));
     this.api.connect();
@@ -118,14 +116,11 @@ export class App {
     return JSON.stringify(wf);
   }
 
-  resetHistory() {
-    this.undo.reset(this.snapshot());
-  }
-
   // Every finished user action ends here: one undo step, one autosave.
   commit() {
     if (this.undo.record(this.snapshot())) {
       this.scheduleAutosave();
+      this.workspace.render(); // the tab's "changed" mark
       document.body.dataset.revision = String(Number(document.body.dataset.revision ?? 0) + 1);
     }
   }
@@ -137,7 +132,38 @@ export class App {
 
   autosave() {
     clearTimeout(this.autosaveTimer);
-    saveToBrowser(this.graph.serialize());
+    this.workspace.save();
+  }
+
+  // The tab's graph on the canvas, at its saved view (fitted when it has none, or when asked),
+  // with its own undo history and last results.
+  showTab(tab, { fit = false } = {}) {
+    try {
+      this.graph.load(tab.workflow ?? { nodes: [], links: [] });
+    } catch (err) {
+      this.toast(`Could not restore ${tab.name}: ${err.message}`, "error");
+      this.graph.load({ nodes: [], links: [] });
+    }
+    this.view.selected.clear();
+    const ds = this.graph.extra.ds;
+    const hasView = ds && Number.isFinite(ds.scale) && Array.isArray(ds.offset);
+    if (hasView) { this.view.scale = ds.scale; this.view.offset = [...ds.offset]; }
+    this.view.renderAll();
+    if (fit || !hasView) this.view.fitView();
+    const state = this.snapshot();
+    if (tab.undo.current === null) tab.undo.reset(state);
+    else tab.undo.current = state; // the same graph; node definitions may have filled in defaults
+    if (tab.saved === null) tab.saved = state;
+    this.execution.showTab(tab);
+    this.workspace.render();
+    document.title = `${tab.name} · vidgraph`;
+  }
+
+  // After saving to a file, the tab's graph counts as unchanged.
+  markSaved() {
+    const tab = this.workspace.active;
+    tab.saved = this.undo.current;
+    this.workspace.render();
   }
 
   restore(state) {
@@ -153,46 +179,33 @@ export class App {
   redoStep() { this.restore(this.undo.redo()); }
 
   // ---- loading ---------------------------------------------------------------------
-  loadWorkflow(workflow, { name = "workflow", ...how } = {}) {
+  // A loaded workflow opens in the active tab only when that one is empty, else in a new tab:
+  // loading never replaces work. `outputs` are results to show with it (from the history).
+  loadWorkflow(workflow, { name = "workflow", outputs = null } = {}) {
     try {
-      this.graph.load(workflow);
+      new Graph(this.graph.defs).load(workflow); // unreadable: say so before touching any tab
     } catch (err) {
       this.toast(`Could not load ${name}: ${err.message}`, "error");
       return false;
     }
-    this.afterLoad(name, how);
+    const tab = this.workspace.tabForLoad(name.replace(/\.(json|png|webp|mp4)$/i, ""));
+    tab.workflow = workflow;
+    tab.undo.reset(null);
+    tab.saved = null;
+    tab.outputs = new Map(Object.entries(outputs ?? {}).map(([id, out]) => [Number(id), out]));
+    tab.errors.clear();
+    this.showTab(tab, { fit: true });
+    const missing = [...new Set([...this.graph.nodes.values()].filter((n) => n.missing).map((n) => n.type))];
+    if (missing.length) this.toast(`Node types not installed here: ${missing.join(", ")}`, "warning");
+    this.autosave();
+    this.setStatus(`loaded ${name}`);
     return true;
   }
 
-  loadPrompt(prompt, { name = "prompt" } = {}) {
-    const loaded = promptToGraph(prompt, this.defs);
-    this.graph.load(loaded.serialize());
-    this.afterLoad(name);
-  }
-
-  loadAny(json, name) {
+  loadAny(json, name, options = {}) {
     if (!json) return false;
-    if (looksLikeApiPrompt(json)) { this.loadPrompt(json, { name }); return true; }
-    return this.loadWorkflow(json, { name });
-  }
-
-  // keepView: use the view saved in the workflow; keepOutputs: a reloaded tab keeps its previews.
-  afterLoad(name, { keepView = false, quiet = false, keepOutputs = false } = {}) {
-    this.execution?.clearErrors();
-    if (!keepOutputs) { this.execution?.outputs.clear(); this.execution?.saveOutputs(); }
-    this.view.selected.clear();
-    const ds = this.graph.extra.ds;
-    if (keepView && ds && Number.isFinite(ds.scale)) {
-      this.view.scale = ds.scale;
-      this.view.offset = [...ds.offset];
-    }
-    this.view.renderAll();
-    if (!(keepView && ds)) this.view.fitView();
-    const missing = [...new Set([...this.graph.nodes.values()].filter((n) => n.missing).map((n) => n.type))];
-    if (missing.length) this.toast(`Node types not installed here: ${missing.join(", ")}`, "warning");
-    this.resetHistory();
-    this.autosave();
-    if (!quiet) this.setStatus(`loaded ${name}`);
+    const workflow = looksLikeApiPrompt(json) ? promptToGraph(json, this.defs).serialize() : json;
+    return this.loadWorkflow(workflow, { name, ...options });
   }
 
   async onFilesDropped(files, e) {

@@ -71,7 +71,7 @@ export function installCommands(app) {
   on("#save-button", () => saveWorkflow(app));
   on("#export-api-button", () => downloadJson(graphToPrompt(app.graph), "workflow_api.json"));
   on("#open-button", () => document.querySelector("#file-input").click());
-  on("#new-button", () => { app.loadWorkflow({ nodes: [], links: [] }, { name: "new workflow" }); });
+  on("#new-button", () => app.workspace.newTab());
   on("#panel-button", () => {
     const panel = document.querySelector("#queue-panel");
     panel.hidden = !panel.hidden;
@@ -127,7 +127,8 @@ function zoomCentre(app, factor) {
 
 function saveWorkflow(app) {
   app.syncSizes();
-  downloadJson(app.graph.serialize(), "workflow.json");
+  downloadJson(app.graph.serialize(), `${app.workspace.active.name.replace(/[\\/:*?"<>|]+/g, "_")}.json`);
+  app.markSaved();
 }
 
 // ---- clipboard ------------------------------------------------------------------------

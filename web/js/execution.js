@@ -3,18 +3,12 @@ import { graphToPrompt } from "./convert.js";
 import { nextControlledValue } from "./nodedefs.js";
 
 const VIDEO_EXTENSIONS = /\.(mp4|webm|mov|mkv)$/i;
-const OUTPUTS_KEY = "vidgraph.outputs";
-
-function restoreOutputs() {
-  try { return new Map(JSON.parse(sessionStorage.getItem(OUTPUTS_KEY) || "[]")); } catch { return new Map(); }
-}
 
 export class Execution {
   constructor(app) {
     this.app = app;
-    this.outputs = restoreOutputs(); // nodeId → last ui output, kept across undo and page reloads
-    this.errors = new Map(); // nodeId → [{message, details, input}]
     this.runningNode = null;
+    this.runningTab = null; // the tab whose prompt runs now: its nodes get the live marks
     this.promptId = null;
     this.panel = document.querySelector("#queue-panel");
     const { api } = app;
@@ -30,6 +24,17 @@ export class Execution {
     api.addEventListener("b_preview", (e) => this.onSamplerPreview(e.detail));
     api.addEventListener("disconnected", () => this.app.setStatus("disconnected: reconnecting…"));
     this.panel.addEventListener("click", (e) => this.onPanelClick(e));
+  }
+
+  // The active tab's results (node id → last ui output) and errors (node id → [{message, details, input}]).
+  get outputs() { return this.app.workspace.active.outputs; }
+  get errors() { return this.app.workspace.active.errors; }
+
+  // Events of a prompt queued from another tab update that tab, not the nodes on screen.
+  get runningHere() { return this.runningTab === this.app.workspace.active; }
+
+  showTab(tab) {
+    for (const id of tab.outputs.keys()) this.paintPreview(id);
   }
 
   // ---- queueing -----------------------------------------------------------------
@@ -51,6 +56,7 @@ export class Execution {
       return null;
     }
     if (body.node_errors && Object.keys(body.node_errors).length) this.showValidationErrors(body, { partial: true });
+    this.app.workspace.set.rememberPrompt(body.prompt_id, this.app.workspace.active.id);
     this.applySeedControls();
     this.app.setStatus(`queued ${String(body.prompt_id).slice(0, 8)}`);
     this.refreshPanel();
@@ -121,9 +127,10 @@ export class Execution {
     const message = `${data.exception_type}: ${data.exception_message}`;
     // node_id is null when the prompt failed outside any node (say, invalid by the time it ran)
     const where = data.node_id == null ? "The prompt" : `Node #${data.node_id} (${data.node_type})`;
+    const tab = this.app.workspace.set.tabForPrompt(data.prompt_id);
     if (data.node_id != null) {
-      this.errors.set(Number(data.node_id), [{ message }]);
-      this.paintErrors(Number(data.node_id));
+      tab.errors.set(Number(data.node_id), [{ message }]);
+      if (tab === this.app.workspace.active) this.paintErrors(Number(data.node_id));
     }
     this.app.toast(`${where} failed:\n${message}\n${(data.traceback ?? []).join("").slice(-1500)}`, "error");
     this.finish("error");
@@ -138,6 +145,7 @@ export class Execution {
 
   onStart(data) {
     this.promptId = data.prompt_id;
+    this.runningTab = this.app.workspace.set.tabForPrompt(data.prompt_id);
     this.outcome = null;
     for (const el of document.querySelectorAll(".node.cached, .node.executed, .node.running")) el.classList.remove("cached", "executed", "running");
     this.app.setStatus("running");
@@ -145,23 +153,26 @@ export class Execution {
   }
 
   markNodes(ids, cls) {
+    if (!this.runningHere) return;
     for (const id of ids ?? []) this.app.view.nodeEl(Number(id))?.classList.add(cls);
   }
 
   onExecuting(data) {
-    if (this.runningNode != null) {
+    if (this.runningNode != null && this.runningHere) {
       const prev = this.app.view.nodeEl(this.runningNode);
       prev?.classList.remove("running");
       prev?.classList.add("executed");
     }
     this.runningNode = data.node == null ? null : Number(data.node);
     if (this.runningNode == null) { this.finish("done"); return; }
+    if (!this.runningHere) return;
     const el = this.app.view.nodeEl(this.runningNode);
     el?.classList.add("running");
     el?.style.setProperty("--progress", "0");
   }
 
   onProgress(data) {
+    if (!this.runningHere) return;
     const el = this.app.view.nodeEl(Number(data.node ?? this.runningNode));
     if (!el) return;
     el.classList.add("running");
@@ -173,7 +184,7 @@ export class Execution {
   // how: "success" | "error" | "interrupted" from their events, then "done" when the
   // final `executing: null` arrives; "done" must not hide an error reported just before it.
   finish(how) {
-    if (this.runningNode != null) this.app.view.nodeEl(this.runningNode)?.classList.remove("running");
+    if (this.runningNode != null && this.runningHere) this.app.view.nodeEl(this.runningNode)?.classList.remove("running");
     this.runningNode = null;
     document.body.classList.remove("executing");
     if (how !== "done") this.outcome = how;
@@ -184,13 +195,10 @@ export class Execution {
   // ---- previews ------------------------------------------------------------------------
   onExecuted(data) {
     const id = Number(data.display_node ?? data.node);
-    this.outputs.set(id, data.output);
-    this.saveOutputs();
-    this.paintPreview(id);
-  }
-
-  saveOutputs() {
-    try { sessionStorage.setItem(OUTPUTS_KEY, JSON.stringify([...this.outputs])); } catch { /* previews are a nicety */ }
+    const tab = this.app.workspace.set.tabForPrompt(data.prompt_id);
+    tab.outputs.set(id, data.output);
+    this.app.scheduleAutosave();
+    if (tab === this.app.workspace.active) this.paintPreview(id);
   }
 
   paintPreview(nodeId) {
@@ -226,6 +234,7 @@ export class Execution {
   }
 
   onSamplerPreview(frame) {
+    if (!this.runningHere) return;
     const id = frame.nodeId != null ? Number(frame.nodeId) : this.runningNode;
     const el = this.app.view.nodeEl(id);
     if (!el) return;
@@ -246,7 +255,7 @@ export class Execution {
   restoreNode(node) {
     this.paintPreview(node.id);
     this.paintErrors(node.id);
-    if (node.id === this.runningNode) this.app.view.nodeEl(node.id)?.classList.add("running");
+    if (node.id === this.runningNode && this.runningHere) this.app.view.nodeEl(node.id)?.classList.add("running");
   }
 
   // ---- queue panel -------------------------------------------------------------------------
@@ -296,9 +305,7 @@ export class Execution {
     else if (action === "load-history") {
       const entry = this.history?.[promptId];
       const workflow = entry?.prompt?.[3]?.extra_pnginfo?.workflow;
-      this.app.loadAny(workflow ?? entry?.prompt?.[2], `history ${promptId.slice(0, 8)}`);
-      for (const [id, output] of Object.entries(entry?.outputs ?? {})) this.outputs.set(Number(id), output);
-      for (const id of this.outputs.keys()) this.paintPreview(id);
+      this.app.loadAny(workflow ?? entry?.prompt?.[2], `history ${promptId.slice(0, 8)}`, { outputs: entry?.outputs });
     }
     if (action) this.refreshPanel();
   }
