@@ -6,22 +6,20 @@ the static catch-all comes last, so it can never shadow an API route.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
 
-from . import routes_files, routes_info, routes_prompt, routes_user
+from . import routes_files, routes_info, routes_prompt, routes_queue, routes_user
 from .routes_info import features
 from .security import GuardPolicy, error_middleware, guard_middleware
 from .state import STATE, UNEXPECTED_ERRORS, ServerConfig, ServerState
-from .store import Store
-from .worker import Worker
+from .queue import instance_id
 from .ws import Hub, HubLimits
 
 log = logging.getLogger("vidgraph.server")
 
-API_ROUTES = routes_prompt.ROUTES + routes_files.ROUTES + routes_info.ROUTES + routes_user.ROUTES
+API_ROUTES = routes_prompt.ROUTES + routes_queue.ROUTES + routes_files.ROUTES + routes_info.ROUTES + routes_user.ROUTES
 
 
 def build_registry(config: ServerConfig):
@@ -45,7 +43,7 @@ def create_app(config: ServerConfig, registry=None, executor=None, validate=None
     config.folders.ensure_dirs()
     if registry is None:
         registry = build_registry(config)
-    if executor is None:
+    if executor is None and not config.queue_url:  # with Redis, workers run the prompts
         from vidgraph.engine.executor import Executor
 
         executor = Executor(registry, config.folders, settings=config.settings)
@@ -58,17 +56,17 @@ def create_app(config: ServerConfig, registry=None, executor=None, validate=None
                          cors_origin=config.enable_cors_header, multipart_paths=multipart)
     app = web.Application(middlewares=[error_middleware, guard_middleware(policy)],
                           client_max_size=limits.upload)
-    store = Store(config.database_path, max_attempts=config.max_attempts,
-                  max_history=limits.max_history)
     state = ServerState(config=config, registry=registry, executor=executor, validate=validate,
-                        store=store)
+                        queue=build_queue(config, executor),
+                        instance_id=instance_id(config.folders.user_dir))
     app[STATE] = state
     app[UNEXPECTED_ERRORS] = 0
-    state.hub = Hub(store.queue_remaining,
+    queue = state.queue
+    state.hub = Hub(queue.queue_remaining,
                     HubLimits(limits.ws_clients, limits.ws_message, limits.ws_send_queue,
                               limits.ws_heartbeat),
-                    features=features(state),
-                    current_node=lambda sid: state.worker.current_node(sid) if state.worker else None)
+                    features=features(state), current_node=queue.current_node,
+                    paused=lambda: queue.paused)
 
     for prefix in ("", "/api"):
         app.router.add_get(prefix + "/ws", state.hub.handle)
@@ -83,15 +81,25 @@ def create_app(config: ServerConfig, registry=None, executor=None, validate=None
     return app
 
 
+def build_queue(config: ServerConfig, executor):
+    """The queue backend: Redis Streams when a queue URL is configured, else embedded SQLite."""
+    if config.queue_url:
+        from .queue_redis import RedisQueue  # imports redis-py, an optional extra
+
+        return RedisQueue(config.queue_url, max_queue=config.limits.max_queue,
+                          max_history=config.limits.max_history,
+                          max_attempts=config.max_attempts)
+    from .queue_sqlite import SqliteQueue
+    from .store import Store
+
+    store = Store(config.database_path, max_attempts=config.max_attempts,
+                  max_history=config.limits.max_history)
+    return SqliteQueue(store, executor, max_queue=config.limits.max_queue)
+
+
 async def _start(app: web.Application) -> None:
     state = app[STATE]
-    requeued, ended = state.store.recover()
-    if requeued or ended:
-        log.warning("recovered after an unclean stop: re-queued %s, ended as interrupted %s",
-                    requeued, ended)
-    state.worker = Worker(state.store, state.executor, state.hub.send, state.hub.queue_changed,
-                          asyncio.get_running_loop())
-    state.worker.start()
+    await state.queue.start(state.hub.send, state.hub.queue_changed)
 
 
 async def _shutdown(app: web.Application) -> None:
@@ -99,7 +107,4 @@ async def _shutdown(app: web.Application) -> None:
 
 
 async def _cleanup(app: web.Application) -> None:
-    state = app[STATE]
-    if state.worker is not None:
-        await asyncio.get_running_loop().run_in_executor(None, state.worker.stop)
-    state.store.close()
+    await app[STATE].queue.close()

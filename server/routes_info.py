@@ -60,18 +60,24 @@ def _ram() -> tuple[int, int]:
 
 
 async def system_stats(request: web.Request) -> web.Response:
-    settings = request.app[STATE].config.settings
+    state: ServerState = request.app[STATE]
+    settings = state.config.settings
     ram_total, ram_free = _ram()
     device = str(settings.get("device", "auto"))
-    return json_response({
+    stats = {
         "system": {"os": os.name, "ram_total": ram_total, "ram_free": ram_free,
                    "vidgraph_version": vidgraph.__version__, "comfyui_version": "0.3.64",
                    "python_version": sys.version, "platform": platform.platform(),
-                   "embedded_python": False, "argv": sys.argv},
+                   "embedded_python": False, "argv": sys.argv,
+                   "instance_id": state.instance_id, "queue_backend": state.queue.backend},
         # The server does not import torch; the device is what the engine was told to use.
         "devices": [{"name": device, "type": device.split(":")[0], "index": 0,
                      "vram_total": 0, "vram_free": 0, "torch_vram_total": 0,
-                     "torch_vram_free": 0}]})
+                     "torch_vram_free": 0}]}
+    workers = await state.queue.workers()
+    if state.queue.backend != "sqlite":
+        stats["workers"] = workers
+    return json_response(stats)
 
 
 def features(state: ServerState) -> dict:

@@ -8,8 +8,9 @@ import uuid
 from aiohttp import web
 
 from .errors import ApiError, json_response, read_json_object
+from .queue import PromptIdConflict, QueueFull, model_set
 from .state import STATE, ServerState
-from .store import PromptIdConflict, body_hash
+from .store import body_hash
 
 MAX_ID_LENGTH = 128
 MAX_NUMBER = 1e15
@@ -83,7 +84,7 @@ async def post_prompt(request: web.Request) -> web.Response:
     job = _parse_submission(body, limits.max_nodes)
     loop = asyncio.get_running_loop()
     prompt_id = job["prompt_id"]
-    existing = await loop.run_in_executor(None, state.store.find, prompt_id)
+    existing = await state.queue.find(prompt_id)
     if existing is not None:  # idempotent resubmission, answered without validating again
         if existing[0] != body_hash(job["prompt"], job["extra_data"], job["partial_targets"]):
             raise _conflict(prompt_id)
@@ -93,13 +94,19 @@ async def post_prompt(request: web.Request) -> web.Response:
     if not validation.ok:
         return json_response(validation.to_json(), status=400)
     try:
-        number, created = await loop.run_in_executor(None, lambda: state.store.submit(
+        number, created = await state.queue.submit(
             prompt_id, job["prompt"], job["extra_data"], list(validation.outputs),
-            job["partial_targets"], job["client_id"], job["number"], job["front"]))
+            job["partial_targets"], job["client_id"], job["number"], job["front"],
+            model_set=model_set(job["prompt"]))
     except PromptIdConflict:  # the same id arrived twice at once with different bodies
         raise _conflict(prompt_id) from None
+    except QueueFull as full:
+        raise ApiError(429, "queue_full",
+                       f"The queue is full: {full.pending} prompts are waiting and the cap is "
+                       f"{full.limit}. Try again when some have run.",
+                       "queue cap reached", {"max_queue": full.limit, "pending": full.pending},
+                       headers={"Retry-After": "5"}) from None
     if created:
-        state.worker.wake()
         state.hub.queue_changed()
     return json_response({"prompt_id": prompt_id, "number": number,
                           "node_errors": validation.node_errors or {}})
@@ -111,12 +118,12 @@ def _conflict(prompt_id: str) -> ApiError:
 
 
 async def get_prompt(request: web.Request) -> web.Response:
-    store = request.app[STATE].store
-    return json_response({"exec_info": {"queue_remaining": store.queue_remaining()}})
+    queue = request.app[STATE].queue
+    return json_response({"exec_info": {"queue_remaining": queue.queue_remaining()}})
 
 
 async def get_queue(request: web.Request) -> web.Response:
-    running, pending = request.app[STATE].store.queue()
+    running, pending = await request.app[STATE].queue.queue()
     return json_response({"queue_running": running, "queue_pending": pending})
 
 
@@ -125,23 +132,22 @@ async def _clear_or_delete(request: web.Request, clear, delete) -> web.Response:
     body = await read_json_object(request, state.config.limits.json_body,
                                   state.config.limits.json_depth, allow_empty=True)
     ids = _id_list(body, "delete")
-    loop = asyncio.get_running_loop()
     if _flag(body, "clear"):
-        await loop.run_in_executor(None, clear)
+        await clear(None)
     if ids:
-        await loop.run_in_executor(None, delete, ids)
+        await delete(ids)
     state.hub.queue_changed()
     return web.Response(status=200)
 
 
 async def post_queue(request: web.Request) -> web.Response:
-    store = request.app[STATE].store
-    return await _clear_or_delete(request, lambda: store.delete_queued(None), store.delete_queued)
+    queue = request.app[STATE].queue
+    return await _clear_or_delete(request, queue.delete_queued, queue.delete_queued)
 
 
 async def post_history(request: web.Request) -> web.Response:
-    store = request.app[STATE].store
-    return await _clear_or_delete(request, lambda: store.delete_history(None), store.delete_history)
+    queue = request.app[STATE].queue
+    return await _clear_or_delete(request, queue.delete_history, queue.delete_history)
 
 
 def _query_int(request: web.Request, key: str, default: int | None, maximum: int) -> int | None:
@@ -160,26 +166,36 @@ def _query_int(request: web.Request, key: str, default: int | None, maximum: int
 async def get_history(request: web.Request) -> web.Response:
     max_items = _query_int(request, "max_items", None, 1_000_000)
     offset = _query_int(request, "offset", None, 1_000_000_000)
-    store = request.app[STATE].store
-    history = await asyncio.get_running_loop().run_in_executor(None, store.history, max_items, offset)
+    history = await request.app[STATE].queue.history(max_items, offset)
     return json_response(history)
 
 
+JOB_STATE_HEADER = "X-Vidgraph-Job-State"
+
+
 async def get_history_entry(request: web.Request) -> web.Response:
+    """Done: ComfyUI's entry. Pending or running: ComfyUI's `{}`, and the state in a header.
+    Unknown: 404."""
     prompt_id = request.match_info["prompt_id"]
-    store = request.app[STATE].store
-    entry = store.history(prompt_id=prompt_id)
-    if entry:
-        return json_response(entry)
-    if store.status_of(prompt_id) is None:
-        raise ApiError(404, "unknown_prompt_id", f"No prompt with id {prompt_id!r}")
-    return json_response({})  # ComfyUI's answer while the prompt is queued or running
+    queue = request.app[STATE].queue
+    entry = await queue.history(prompt_id=prompt_id)
+    state = "done"
+    if not entry:
+        status = await queue.status_of(prompt_id)
+        if status is None:
+            raise ApiError(404, "unknown_prompt_id", f"No prompt with id {prompt_id!r}")
+        state = status["state"]
+        if state == "done":  # it finished between the two reads
+            entry = await queue.history(prompt_id=prompt_id)
+    response = json_response(entry or {})
+    response.headers[JOB_STATE_HEADER] = state
+    return response
 
 
 async def get_job(request: web.Request) -> web.Response:
     """vidgraph's status of one prompt: queued | running | success | error | interrupted."""
     prompt_id = request.match_info["prompt_id"]
-    status = request.app[STATE].store.status_of(prompt_id)
+    status = await request.app[STATE].queue.status_of(prompt_id)
     if status is None:
         raise ApiError(404, "unknown_prompt_id", f"No prompt with id {prompt_id!r}")
     return json_response(status)
@@ -189,7 +205,7 @@ async def post_interrupt(request: web.Request) -> web.Response:
     state: ServerState = request.app[STATE]
     body = await read_json_object(request, state.config.limits.json_body,
                                   state.config.limits.json_depth, allow_empty=True)
-    state.worker.interrupt(_optional_str(body, "prompt_id"))
+    await state.queue.interrupt(_optional_str(body, "prompt_id"))
     return web.Response(status=200)
 
 
@@ -199,7 +215,7 @@ async def post_free(request: web.Request) -> web.Response:
                                   state.config.limits.json_depth, allow_empty=True)
     unload_models, free_memory = _flag(body, "unload_models"), _flag(body, "free_memory")
     if unload_models or free_memory:  # ComfyUI does nothing for neither; the engine would do both
-        state.worker.request_free(unload_models, free_memory)
+        await state.queue.request_free(unload_models, free_memory)
     return web.Response(status=200)
 
 

@@ -22,6 +22,7 @@ class Limits:
     max_pixels: int = 8192 * 8192              # per uploaded image, read from the header
     max_frames: int = 1000                     # per animated upload
     max_history: int = 10_000                  # history entries kept (ComfyUI's cap)
+    max_queue: int = 10_000                    # pending prompts; one more gets a 429
     ws_clients: int = 256
     ws_message: int = 64 * 1024
     ws_send_queue: int = 256
@@ -39,6 +40,7 @@ class ServerConfig:
     allowed_hosts: set[str] = field(default_factory=set)
     settings: dict[str, Any] = field(default_factory=dict)  # handed to the Executor (device, ...)
     max_attempts: int = 2                                    # runs of a job cut off by crashes
+    queue_url: str | None = None                             # redis://...: jobs run in `vidgraph worker`s
     limits: Limits = field(default_factory=Limits)
     web_root: Path | None = None                             # default: the vidgraph.web package
     workflows_root: Path | None = None                       # default: the vidgraph.workflows package
@@ -59,9 +61,9 @@ class ServerState:
     registry: Any
     executor: Any
     validate: Callable
-    store: Any
+    queue: Any                      # a queue.QueueBackend: SqliteQueue or RedisQueue
+    instance_id: str = ""
     hub: Any = None
-    worker: Any = None
     settings_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one settings write at a time
 
 

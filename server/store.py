@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, number, seq);
 CREATE INDEX IF NOT EXISTS jobs_history ON jobs (finish_seq);
+CREATE TABLE IF NOT EXISTS queue_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 TERMINAL = ("success", "error", "interrupted")
@@ -55,6 +56,22 @@ SECRET_EXTRA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 
 class PromptIdConflict(Exception):
     """The prompt_id is taken by a job with a different body."""
+
+
+class QueueFull(Exception):
+    """`max_queue` jobs are pending already."""
+
+    def __init__(self, limit: int, pending: int):
+        super().__init__(f"the queue holds {pending} pending prompts, its cap is {limit}")
+        self.limit, self.pending = limit, pending
+
+
+class NotPending(Exception):
+    """The job exists but is no longer pending (running or finished): `status` says which."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
 
 
 @dataclass
@@ -120,8 +137,9 @@ class Store:
 
     def submit(self, prompt_id: str, prompt: dict, extra_data: dict, outputs_to_execute: list,
                partial_targets: list | None, client_id: str | None, number: float | None = None,
-               front: bool = False) -> tuple[float, bool]:
-        """Queue a job; returns (number, created). Same id and body: the existing job."""
+               front: bool = False, max_queue: int | None = None) -> tuple[float, bool]:
+        """Queue a job; returns (number, created). Same id and body: the existing job.
+        Raises QueueFull when `max_queue` jobs are pending."""
         extra_data = {k: v for k, v in extra_data.items() if k not in SECRET_EXTRA_KEYS}
         digest = body_hash(prompt, extra_data, partial_targets)
         with self._lock, self._tx():
@@ -131,6 +149,11 @@ class Store:
                 if row[0] != digest:
                     raise PromptIdConflict(prompt_id)
                 return _number(row[1]), False
+            if max_queue is not None:
+                pending = self._db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE status='queued'").fetchone()[0]
+                if pending >= max_queue:
+                    raise QueueFull(max_queue, pending)
             if number is None:
                 number = -self._counter if front else self._counter
             self._counter += 1
@@ -146,7 +169,10 @@ class Store:
     # -- the worker's side -----------------------------------------------------------------
 
     def claim_next(self) -> Job | None:
+        """The front pending job, now running; None when there is none or the queue is paused."""
         with self._lock, self._tx():
+            if self._state("paused") == "1":
+                return None
             row = self._db.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status='queued'"
                 " ORDER BY number, seq LIMIT 1").fetchone()
@@ -212,6 +238,41 @@ class Store:
                 self._trim_history()
         return requeued, ended
 
+    # -- queue controls --------------------------------------------------------------------
+
+    def _state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM queue_state WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._state("paused") == "1"
+
+    def set_paused(self, paused: bool) -> None:
+        with self._lock, self._tx():
+            self._db.execute("INSERT INTO queue_state (key, value) VALUES ('paused', ?)"
+                             " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                             ("1" if paused else "0",))
+
+    def move(self, prompt_id: str, position: int) -> int:
+        """Put a pending job at `position` of the pending order (0 = next to run; past the end =
+        last). Its number becomes one between its new neighbours'. Returns the position taken."""
+        with self._lock, self._tx():
+            row = self._db.execute("SELECT status FROM jobs WHERE prompt_id=?",
+                                   (prompt_id,)).fetchone()
+            if row is None:
+                raise KeyError(prompt_id)
+            if row[0] != "queued":
+                raise NotPending(row[0])
+            others = [r[0] for r in self._db.execute(
+                "SELECT number FROM jobs WHERE status='queued' AND prompt_id<>?"
+                " ORDER BY number, seq", (prompt_id,))]
+            position = max(0, min(position, len(others)))
+            self._db.execute("UPDATE jobs SET number=? WHERE prompt_id=?",
+                             (number_between(others, position), prompt_id))
+            return position
+
     # -- reading ---------------------------------------------------------------------------
 
     def queue(self) -> tuple[list[list], list[list]]:
@@ -223,6 +284,19 @@ class Store:
         pending = [_job(r[:-1]).queue_item() for r in rows if r[-1] == "queued"]
         return running, pending
 
+    def queue_details(self) -> tuple[list[dict], list[dict]]:
+        """The running and pending jobs without their prompts (the queue panel's list)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT prompt_id, number, client_id, status, started_at, enqueued_at FROM jobs"
+                " WHERE status IN ('running','queued') ORDER BY number, seq").fetchall()
+        running = [{"prompt_id": r[0], "number": _number(r[1]), "client_id": r[2], "worker": None,
+                    "started_at": r[4]} for r in rows if r[3] == "running"]
+        pending = [{"prompt_id": r[0], "number": _number(r[1]), "client_id": r[2],
+                    "position": i, "enqueued_at": r[5]}
+                   for i, r in enumerate(r for r in rows if r[3] == "queued")]
+        return running, pending
+
     def queue_remaining(self) -> int:
         with self._lock:
             return self._db.execute(
@@ -231,12 +305,18 @@ class Store:
     def status_of(self, prompt_id: str) -> dict | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT status, number, attempts, max_attempts, interruptions FROM jobs"
+                "SELECT status, number, attempts, max_attempts, interruptions, seq FROM jobs"
                 " WHERE prompt_id=?", (prompt_id,)).fetchone()
-        if row is None:
-            return None
+            if row is None:
+                return None
+            position = None
+            if row[0] == "queued":
+                position = self._db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE status='queued' AND (number<? OR"
+                    " (number=? AND seq<?))", (row[1], row[1], row[5])).fetchone()[0]
         keys = ("status", "number", "attempts", "max_attempts", "interruptions")
-        return {"prompt_id": prompt_id, **dict(zip(keys, row))}
+        return {"prompt_id": prompt_id, **dict(zip(keys, row[:5])), "number": _number(row[1]),
+                "state": job_state(row[0]), "position": position, "worker": None}
 
     def history(self, max_items: int | None = None, offset: int | None = None,
                 prompt_id: str | None = None) -> dict:
@@ -283,6 +363,22 @@ class Store:
 
 _JOB_COLUMNS = ("prompt_id, number, prompt_json, extra_data_json, outputs_to_execute_json,"
                 " partial_targets_json, client_id, attempts, interruptions")
+
+
+def job_state(status: str) -> str:
+    """pending | running | done, from a job's status."""
+    return {"queued": "pending", "running": "running"}.get(status, "done")
+
+
+def number_between(numbers: list[float], position: int) -> float:
+    """A number that sorts a job at `position` among the (sorted) `numbers` of the others."""
+    if not numbers:
+        return 1
+    if position <= 0:
+        return numbers[0] - 1
+    if position >= len(numbers):
+        return numbers[-1] + 1
+    return (numbers[position - 1] + numbers[position]) / 2
 
 
 def _number(value: float) -> float | int:

@@ -41,6 +41,7 @@ class Worker:
         self._flag: InterruptFlag | None = None
         self._current_node: str | None = None
         self._pending_free: dict | None = None
+        self._cancel_requested: set[str] = set()  # claimed jobs to stop as soon as they start
         self.retry_delay = 1.0  # seconds between tries after the store failed
         self._thread = threading.Thread(target=self._loop, name="vidgraph-worker", daemon=True)
 
@@ -67,6 +68,15 @@ class Worker:
                 return False
             self._flag.set()
             return True
+
+    def cancel(self, prompt_id: str) -> None:
+        """Interrupt `prompt_id` now if it runs, or the moment it starts (it may be claimed
+        and not yet handed to the executor)."""
+        with self._lock:
+            if self._running is not None and self._running.prompt_id == prompt_id:
+                self._flag.set()
+            else:
+                self._cancel_requested.add(prompt_id)
 
     def request_free(self, unload_models: bool, free_memory: bool) -> None:
         """Applied between prompts, never under a running node."""
@@ -108,12 +118,17 @@ class Worker:
                 self._stop.wait(self.retry_delay)
                 continue
             if job is None:
+                with self._lock:
+                    self._cancel_requested.clear()  # nothing is claimed: those jobs have ended
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
             flag = InterruptFlag()
             with self._lock:
                 self._running, self._flag, self._current_node = job, flag, None
+                if job.prompt_id in self._cancel_requested:
+                    self._cancel_requested.discard(job.prompt_id)
+                    flag.set()
             self._post(self._on_queue_change)
             try:
                 self._run(job, flag)

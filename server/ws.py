@@ -72,12 +72,14 @@ def preview_frame(data: dict, with_metadata: bool) -> bytes:
 
 class Hub:
     def __init__(self, queue_remaining: Callable[[], int], limits: HubLimits | None = None,
-                 features: dict | None = None, current_node: Callable[[str], dict | None] = None):
+                 features: dict | None = None, current_node: Callable[[str], dict | None] = None,
+                 paused: Callable[[], bool] | None = None):
         self.clients: dict[str, Client] = {}
         self.limits = limits or HubLimits()
         self.features = features or {}
         self.queue_remaining = queue_remaining
         self.current_node = current_node or (lambda sid: None)
+        self.paused = paused or (lambda: False)
         self._status_scheduled = False
 
     # -- connections ---------------------------------------------------------------------
@@ -192,7 +194,8 @@ class Hub:
             self._offer(client, message)
 
     def _status_message(self, sid: str | None = None) -> str:
-        data: dict = {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
+        data: dict = {"status": {"exec_info": {"queue_remaining": self.queue_remaining(),
+                                               "paused": self.paused()}}}
         if sid is not None:
             data["sid"] = sid
         return json.dumps({"type": "status", "data": data})

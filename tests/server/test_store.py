@@ -206,3 +206,30 @@ def test_a_nan_in_a_nodes_output_never_poisons_the_history(tmp_path):
     history = store.history()
     json.dumps(history, allow_nan=False)
     assert history["a"]["outputs"]["1"]["value"] == [None, None, 1.5]
+
+
+def test_pause_move_and_cap_in_the_store(tmp_path):
+    from vidgraph.server.store import NotPending, QueueFull
+
+    store = Store(tmp_path / "q.sqlite3")
+    store.set_paused(True)
+    for name in "abc":
+        submit(store, name)
+    assert store.claim_next() is None  # paused: nothing starts
+    assert store.move("c", 0) == 0 and store.move("a", 7) == 2 and store.move("b", 1) == 1
+    assert [item[1] for item in store.queue()[1]] == ["c", "b", "a"]
+    assert [store.status_of(p)["position"] for p in "cba"] == [0, 1, 2]
+    with pytest.raises(QueueFull):
+        submit(store, "d", max_queue=3)
+    assert submit(store, "a", max_queue=3) == (store.find("a")[1], False)  # existing: no cap
+    store.close()
+    store = Store(tmp_path / "q.sqlite3")
+    assert store.paused is True  # kept across a restart
+    store.set_paused(False)
+    job = store.claim_next()
+    assert job.prompt_id == "c"
+    with pytest.raises(NotPending):
+        store.move("c", 1)
+    with pytest.raises(KeyError):
+        store.move("zz", 0)
+    assert store.status_of("c")["state"] == "running" and store.status_of("c")["position"] is None
