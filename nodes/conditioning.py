@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from .image_io import NodeInputError, check_fits_in_memory, check_rgb_batch, require_model
+from .common import CONTEXT, MAX_RESOLUTION, NodeInputError, check_fits_in_memory, require_model
+from .image_io import check_rgb_batch
 from .images import resize
 from .latents import encode_pixels
 from .model_management import resident
 
-CONTEXT = {"context": "NODE_CONTEXT"}
-MAX_RESOLUTION = 16384
 
 
 def encode_clip_vision(clip_vision, image: torch.Tensor, context, crop: bool = True):

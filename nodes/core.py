@@ -10,7 +10,7 @@ import math
 import operator
 import sys
 
-from .image_io import NodeInputError
+from .common import NodeInputError
 
 BIG = sys.maxsize
 

@@ -6,7 +6,6 @@ dimensions and frame count are checked between the two, and a few-kilobyte PNG t
 """
 from __future__ import annotations
 
-import math
 import struct
 import warnings
 from dataclasses import dataclass
@@ -16,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
-from . import model_management
+# NodeInputError is also importable from here, where ARCHITECTURE.md first documented it.
+from .common import NodeInputError
 
 # Formats LoadImage accepts. Leaving out the rest keeps Pillow's rarer decoders (EPS runs
 # Ghostscript, for one) away from user files.
@@ -29,15 +29,6 @@ SINGLE_FRAME_FORMATS = {"MPO"}
 # slicing and arithmetic, so a hostile file can surface as any of these.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
                  ZeroDivisionError, struct.error, Image.DecompressionBombError)
-
-
-class NodeInputError(ValueError):
-    """Bad input to a node; the message names the node class and the input."""
-
-    def __init__(self, node: str, input_name: str, message: str):
-        super().__init__(f"{node}: input '{input_name}': {message}")
-        self.node = node
-        self.input_name = input_name
 
 
 @dataclass(frozen=True)
@@ -200,20 +191,3 @@ def check_rgb_batch(images, node: str, input_name: str) -> torch.Tensor:
     if images.shape[-1] < 3:
         raise NodeInputError(node, input_name, f"needs RGB or RGBA images, got {images.shape[-1]} channel(s)")
     return images
-
-
-def check_fits_in_memory(shape, node: str, input_name: str, element_size: int = 4) -> None:
-    """Refuse to make a tensor of `shape` larger than the memory free now: the allocation would fail
-    with the allocator's own error or, overcommitted, get the process killed while filling it."""
-    needed = math.prod(int(n) for n in shape) * element_size
-    free = model_management.available_memory(torch.device("cpu"))
-    if needed > free:
-        raise NodeInputError(node, input_name, f"the output {list(shape)} needs {needed / 2 ** 30:.2f} GiB, "
-                                               f"more than the {free / 2 ** 30:.2f} GiB of memory free")
-
-
-def require_model(value, method: str, kind: str, node: str, input_name: str):
-    """`value` when it has the `method` a `kind` input needs, else an error naming what came instead."""
-    if not callable(getattr(value, method, None)):
-        raise NodeInputError(node, input_name, f"expected a {kind}, got {type(value).__name__}")
-    return value

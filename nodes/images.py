@@ -1,112 +1,19 @@
 """Image nodes: load, save, preview, scale, crop, batch, noise (ComfyUI's names and inputs)."""
 from __future__ import annotations
 
-import hashlib
-import mimetypes
-import os
 import random
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidgraph.engine.context import current_context
-from vidgraph.engine.paths import UnsafePathError, check_part
+from .common import MAX_RESOLUTION, SAVE_HIDDEN, SEED_MAX, NodeInputError, check_fits_in_memory, folders_in_scope
+from .image_io import check_image_batch, ImageLimits, load_image_tensors, open_image_checked, tensor_to_pil
+from .input_files import input_file_hash, list_input_files, resolve_input_file, validate_input_file
+from .outputs import OutputFiles, embedded_metadata, output_files, png_text_info
 
-from .image_io import (ImageLimits, NodeInputError, check_fits_in_memory, check_image_batch,
-                       load_image_tensors, open_image_checked, tensor_to_pil)
-from .outputs import OutputFiles, embedded_metadata, png_text_info
-
-MAX_RESOLUTION = 16384
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CROP_METHODS = ["disabled", "center"]
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
-SAVE_HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "context": "NODE_CONTEXT"}
-
-
-# -- input files (shared with the video nodes) ------------------------------------------------------
-
-def folders_in_scope(context=None):
-    """The Folders of this call: the node's context, else the one the engine has set, else None.
-
-    INPUT_TYPES and VALIDATE_INPUTS are class methods the engine may call without a context.
-    """
-    if context is not None:
-        return context.folders
-    current = current_context()
-    return current.folders if current is not None else None
-
-
-def list_input_files(folders, media: str) -> list[str]:
-    """Top-level files of the input folder whose guessed type is `media` ("image" or "video")."""
-    if folders is None or not folders.input_dir.is_dir():
-        return []
-    names = []
-    for entry in os.scandir(folders.input_dir):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        guessed = mimetypes.guess_type(entry.name)[0] or ""
-        if guessed.split("/")[0] == media:
-            try:
-                folders.resolve_input(entry.name)  # drops symlinks that lead outside
-            except UnsafePathError:
-                continue
-            names.append(entry.name)
-    return sorted(names)
-
-
-def resolve_input_file(folders, name, node: str, input_name: str):
-    """The path of input file `name` ("x.png", "sub/x.png", "x.png [output]"), contained and existing."""
-    if not isinstance(name, str) or not name:
-        raise NodeInputError(node, input_name, f"expected a file name, got {name!r}")
-    try:
-        path = folders.resolve_input(name)
-    except UnsafePathError as e:
-        raise NodeInputError(node, input_name, f"unsafe file name {name!r}: {e}") from None
-    if not path.is_file():
-        raise NodeInputError(node, input_name, f"file {name!r} not found in {folders.input_dir}")
-    return path
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def validate_input_file(name, context, node: str, input_name: str):
-    """VALIDATE_INPUTS for file widgets: True, or the error text. Containment is always checked."""
-    folders = folders_in_scope(context)
-    try:
-        if folders is None:  # no folder to look in yet: at least refuse names that could climb
-            if not isinstance(name, str) or not name:
-                raise NodeInputError(node, input_name, f"expected a file name, got {name!r}")
-            try:
-                check_part(name)
-            except UnsafePathError as e:
-                raise NodeInputError(node, input_name, f"unsafe file name {name!r}: {e}") from None
-        else:
-            resolve_input_file(folders, name, node, input_name)
-    except NodeInputError as e:
-        return str(e)
-    return True
-
-
-def input_file_hash(name, context, node: str, input_name: str):
-    """IS_CHANGED for file widgets: the file's sha256, so a replaced file is loaded again.
-
-    Without folders in scope (an engine that calls IS_CHANGED without a context) it falls back to
-    the name: NaN would also re-run everything downstream of the file, every prompt.
-    """
-    folders = folders_in_scope(context)
-    if folders is None:
-        return name
-    try:
-        return sha256_of(resolve_input_file(folders, name, node, input_name))
-    except (NodeInputError, OSError):
-        return name  # the run reports the problem
 
 
 # -- loading and saving -------------------------------------------------------------------------------
@@ -191,18 +98,6 @@ class PreviewImage:
         files = output_files(context, f"ComfyUI_temp_{suffix}", "temp", images, "PreviewImage")
         prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
         return {"ui": {"images": save_image_batch(images, files, prompt, extra_pnginfo, 1, "PreviewImage")}}
-
-
-def output_files(context, filename_prefix, kind, images, node) -> OutputFiles:
-    """The numbered files of a save node, sized by its [B,H,W,C] images (for %width%/%height%;
-    images None: no size)."""
-    if context is None:
-        raise NodeInputError(node, "context", "this node needs the engine's NODE_CONTEXT (its folders)")
-    height, width = (0, 0) if images is None else images.shape[1:3]
-    try:
-        return OutputFiles(context.folders, filename_prefix, kind, width=width, height=height)
-    except UnsafePathError as e:
-        raise NodeInputError(node, "filename_prefix", str(e)) from None
 
 
 # -- resizing ---------------------------------------------------------------------------------------

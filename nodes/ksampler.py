@@ -1,4 +1,4 @@
-"""KSampler and KSamplerAdvanced for SVD, and the MODEL they sample.
+"""KSampler and KSamplerAdvanced for SVD.
 
 Step for step what ComfyUI does with a V_PREDICTION_EDM model, so the same workflow and seed give
 the same latent: noise from `torch.manual_seed(seed)`; the latent scaled by 0.18215 on the way in
@@ -8,41 +8,22 @@ cond and uncond batched through the UNet; the per-frame CFG ramp on x - denoised
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
 
 import torch
 
-from .image_io import NodeInputError
+from .common import SEED_MAX, NodeInputError
 from .model_management import compute_device, resident
 from .sampling import SAMPLER_NAMES, get_sampler
 from .sampling_noise import noise_latent, prepare_noise
-from .schedules import SCHEDULER_NAMES, SigmaTable, ksampler_sigmas, step_range
-from .svd.denoiser import SIGMA_MAX, SIGMA_MIN, GuidedDenoiser, SVDCondition, VDenoiser
+from .schedules import SCHEDULER_NAMES, ksampler_sigmas, step_range
+from .svd.denoiser import GuidedDenoiser, SVDCondition, VDenoiser
 from .svd.vae import SCALE_FACTOR
+from .video_model import VideoModel
 
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 PREVIEW_SIZE = 256
 # Latent RGB factors of the SD 1.x VAE latent space: a cheap preview without running the decoder.
 LATENT_RGB = torch.tensor([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
                            [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]])
-
-
-@dataclass(frozen=True)
-class VideoModel:
-    """The MODEL type: SVD's UNet and how to sample it. Cloning shares the weights."""
-    unet: torch.nn.Module
-    compute_dtype: torch.dtype = torch.float32
-    sigma_min: float = SIGMA_MIN
-    sigma_max: float = SIGMA_MAX
-    cfg_ramp: str = "constant"
-    min_cfg: float = 1.0
-
-    def with_cfg_ramp(self, ramp: str, min_cfg: float) -> "VideoModel":
-        return replace(self, cfg_ramp=ramp, min_cfg=float(min_cfg))
-
-    @property
-    def table(self) -> SigmaTable:
-        return SigmaTable(self.sigma_min, self.sigma_max)
 
 
 def _check_inputs(node, model, positive, negative, latent_image):

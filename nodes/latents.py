@@ -12,14 +12,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .image_io import NodeInputError, check_rgb_batch, require_model
-from .images import folders_in_scope, input_file_hash, output_files
+from .common import CONTEXT, SAVE_HIDDEN, NodeInputError, folders_in_scope, require_model
+from .image_io import check_rgb_batch
+from .input_files import input_file_hash
 from .model_management import items_that_fit, resident, with_shrinking_chunks
-from .outputs import embedded_metadata
+from .outputs import embedded_metadata, output_files
 from .svd.vae import SCALE_FACTOR
 
-CONTEXT = {"context": "NODE_CONTEXT"}
-SAVE_HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", **CONTEXT}
 # ComfyUI's marker: files without it predate unscaled storage and hold scaled latents.
 FORMAT_MARKER = "latent_format_version_0"
 MAX_BATCH = 4096

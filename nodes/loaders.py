@@ -11,14 +11,12 @@ import os
 import torch
 from safetensors import safe_open
 
-from .image_io import NodeInputError
-from .images import folders_in_scope
-from .ksampler import VideoModel
+from .common import CONTEXT, NodeInputError, folders_in_scope
 from .model_management import available_memory, compute_device, compute_dtype, load_cached, vae_compute_dtype
 from .svd import checkpoint as ckpt
 from .svd.casting import cast_on_forward
+from .video_model import VideoModel
 
-CONTEXT = {"context": "NODE_CONTEXT"}
 # Share of the free memory an fp32 copy of a checkpoint may take before it is kept in 16 bits.
 MEMORY_HEADROOM = 0.8
 FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,

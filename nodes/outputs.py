@@ -19,6 +19,9 @@ from PIL.PngImagePlugin import PngInfo
 
 from vidgraph.engine import metadata
 from vidgraph.engine.folders import Folders
+from vidgraph.engine.paths import UnsafePathError
+
+from .common import NodeInputError
 
 # How many numbers to skip past files that other writers claimed while we were encoding.
 MAX_NAME_RETRIES = 1000
@@ -58,6 +61,18 @@ class OutputFiles:
             raise FileExistsError(f"no free file name for {stem!r} in {self.folder}")
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def output_files(context, filename_prefix, kind, images, node) -> OutputFiles:
+    """The numbered files of a save node, sized by its [B,H,W,C] images (for %width%/%height%;
+    images None: no size)."""
+    if context is None:
+        raise NodeInputError(node, "context", "this node needs the engine's NODE_CONTEXT (its folders)")
+    height, width = (0, 0) if images is None else images.shape[1:3]
+    try:
+        return OutputFiles(context.folders, filename_prefix, kind, width=width, height=height)
+    except UnsafePathError as e:
+        raise NodeInputError(node, "filename_prefix", str(e)) from None
 
 
 def _claim(tmp: Path, final: Path) -> bool:

@@ -13,10 +13,10 @@ import torch
 from vidgraph.engine import metadata
 from vidgraph.engine.context import current_context
 
-from .image_io import ImageLimits, NodeInputError, check_image_batch, check_size, tensor_to_pil, to_uint8
-from .images import (SAVE_HIDDEN, folders_in_scope, input_file_hash, list_input_files, output_files,
-                     resolve_input_file, validate_input_file)
-from .outputs import apng_comf_info, embedded_metadata
+from .common import SAVE_HIDDEN, NodeInputError, folders_in_scope
+from .image_io import ImageLimits, check_image_batch, check_size, tensor_to_pil, to_uint8
+from .input_files import input_file_hash, list_input_files, resolve_input_file, validate_input_file
+from .outputs import apng_comf_info, embedded_metadata, output_files
 
 WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
 # A damaged container can surface from PyAV as any of these (codec_context None, undecodable

@@ -4,7 +4,7 @@ import signal
 import pytest
 
 from vidgraph.nodes.core import FloatMath, IntMath
-from vidgraph.nodes.image_io import NodeInputError
+from vidgraph.nodes.common import NodeInputError
 
 
 @pytest.fixture

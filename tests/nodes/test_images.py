@@ -8,7 +8,8 @@ import torch
 from PIL import Image, ImageFile
 
 from vidgraph.engine.metadata import read_embedded_metadata
-from vidgraph.nodes.image_io import NodeInputError, to_uint8
+from vidgraph.nodes.common import NodeInputError
+from vidgraph.nodes.image_io import to_uint8
 from vidgraph.nodes.images import (EmptyImage, ImageAddNoise, ImageBatch, ImageCrop, ImageFromBatch,
                                    ImageScale, ImageScaleBy, LoadImage, PreviewImage,
                                    RepeatImageBatch, SaveImage)

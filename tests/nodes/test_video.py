@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vidgraph.engine.metadata import read_embedded_metadata
-from vidgraph.nodes.image_io import NodeInputError
+from vidgraph.nodes.common import NodeInputError
 from vidgraph.nodes.video import (CreateVideo, GetVideoComponents, LoadVideo, SaveAnimatedPNG,
                                   SaveAnimatedWEBP, SaveVideo, Video)
 

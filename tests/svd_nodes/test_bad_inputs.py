@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from svd_nodes_support import CHECKPOINT, DEMO_IMAGE, small_prompt
 from vidgraph.engine.validation import validate_prompt
-from vidgraph.nodes.image_io import NodeInputError
+from vidgraph.nodes.common import NodeInputError
 from vidgraph.nodes.ksampler import KSampler
 from vidgraph.nodes.loaders import CLIPVisionLoader, ImageOnlyCheckpointLoader, UNETLoader, VAELoader
 from vidgraph.nodes.sampling import UNSUPPORTED_SAMPLERS

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from svd_nodes_support import FPS, FRAMES, SIZE
 from vidgraph.nodes.conditioning import CLIPVisionEncode
-from vidgraph.nodes.image_io import NodeInputError
+from vidgraph.nodes.common import NodeInputError
 from vidgraph.nodes.latents import (FORMAT_MARKER, LatentFromBatch, LoadLatent, RepeatLatentBatch, SaveLatent,
                                     VAEDecode, VAEDecodeTiled, VAEEncode)
 from vidgraph.nodes.svd.vae import SCALE_FACTOR

@@ -12,7 +12,8 @@ from svd_nodes_support import CHECKPOINT, small_prompt
 from vidgraph.engine.executor import Executor
 from vidgraph.engine.resources import ResourceCache
 from vidgraph.engine.validation import validate_prompt
-from vidgraph.nodes.ksampler import KSampler, VideoModel
+from vidgraph.nodes.ksampler import KSampler
+from vidgraph.nodes.video_model import VideoModel
 from vidgraph.nodes.latents import VAEDecode
 from vidgraph.nodes.loaders import CheckpointLoaderSimple, CLIPVisionLoader, UNETLoader, VAELoader
 from vidgraph.nodes.svd import checkpoint as svd_checkpoint

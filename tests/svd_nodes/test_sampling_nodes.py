@@ -8,7 +8,8 @@ import torch
 from svd_nodes_support import FRAMES, small_prompt
 from vidgraph.nodes import ksampler as ksampler_module
 from vidgraph.nodes.conditioning import VideoLinearCFGGuidance, VideoTriangleCFGGuidance
-from vidgraph.nodes.ksampler import KSampler, KSamplerAdvanced, VideoModel
+from vidgraph.nodes.ksampler import KSampler, KSamplerAdvanced
+from vidgraph.nodes.video_model import VideoModel
 from vidgraph.nodes.model_management import with_shrinking_chunks
 from vidgraph.nodes.sampling import SAMPLERS
 
@@ -217,6 +218,6 @@ def test_width_multiple_of_8_but_odd_latent_samples(tiny_models, demo_image):
 
 
 def test_the_largest_seed_samples_with_euler(run_sampler):
-    from vidgraph.nodes.ksampler import SEED_MAX
+    from vidgraph.nodes.common import SEED_MAX
 
     assert torch.isfinite(run_sampler.basic(seed=SEED_MAX, sampler="euler")).all()
