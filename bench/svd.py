@@ -114,7 +114,8 @@ def write_diffusers_folder(single: Path, folder: Path):
     import diffusers
     import transformers
     from vidgraph.nodes.svd import vae as vae_mod
-    from vidgraph.nodes.svd.checkpoint import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, SafetensorsFile
+    from vidgraph.nodes.svd.checkpoint import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
+    from vidgraph.nodes.weights import SafetensorsFile
     from vidgraph.nodes.svd.convert import unet_key_map
 
     source = SafetensorsFile(single)
@@ -157,7 +158,8 @@ def _configs_only(path):
     """Detected configs of a checkpoint without loading weights (meta tensors only)."""
     from types import SimpleNamespace
     from vidgraph.nodes.svd import clip_vision, unet, vae
-    from vidgraph.nodes.svd.checkpoint import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, SafetensorsFile, shapes_as_meta
+    from vidgraph.nodes.svd.checkpoint import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
+    from vidgraph.nodes.weights import SafetensorsFile, shapes_as_meta
     source = SafetensorsFile(path)
     part = lambda p: shapes_as_meta(source, [k for k in source.keys() if k.startswith(p)], p)  # noqa: E731
     return SimpleNamespace(configs={"unet": unet.config_from_state_dict(part(UNET_PREFIX)),

@@ -16,6 +16,7 @@ from .model_management import available_memory, compute_device, compute_dtype, l
 from .svd import checkpoint as ckpt
 from .svd.casting import cast_on_forward
 from .video_model import VideoModel
+from .weights import CheckpointError
 
 # Share of the free memory an fp32 copy of a checkpoint may take before it is kept in 16 bits.
 MEMORY_HEADROOM = 0.8
@@ -82,7 +83,7 @@ def load_part_file(context, folder: str, name: str, node: str, input_name: str, 
 def _checked(node: str, input_name: str, load):
     try:
         return load()
-    except ckpt.CheckpointError as error:
+    except CheckpointError as error:
         raise NodeInputError(node, input_name, str(error)) from None
 
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..weights import load_exactly
 from .attention import attention
 from .casting import widened
-from .vae import load_exactly
 
 CHECKPOINT_PREFIX = "conditioner.embedders.0.open_clip.model.visual."
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..weights import load_exactly
 from .attention import attention
 
 SCALE_FACTOR = 0.18215
@@ -322,14 +323,6 @@ def _check_chunk(chunk, total):
 
 # ---------------------------------------------------------------------------------------------
 # Detection, loading and key conversion
-
-
-def load_exactly(model: nn.Module, sd, dtype, what: str) -> nn.Module:
-    """Fill a meta-built `model` from an in-memory state dict in its own layout, through the
-    checkpoint loader's key/shape checks (imported here: checkpoint.py imports this module)."""
-    from .checkpoint import DictSource, stream_into
-
-    return stream_into(model, DictSource(sd, what + " state dict"), {k: k for k in sd}, what, dtype)
 
 
 def config_from_state_dict(sd) -> VAEConfig:

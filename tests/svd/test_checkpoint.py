@@ -6,8 +6,9 @@ import torch
 from safetensors.torch import save_file
 
 from vidgraph.nodes.svd.checkpoint import (
-    CheckpointError, SafetensorsFile, load_checkpoint, load_clip_vision, load_diffusers_folder, load_unet, load_vae,
+    load_checkpoint, load_clip_vision, load_diffusers_folder, load_unet, load_vae,
 )
+from vidgraph.nodes.weights import CheckpointError, SafetensorsFile
 from vidgraph.nodes.svd.denoiser import micro_conditioning
 from vidgraph.nodes.svd.tiny import TINY_CLIP, TINY_UNET, TINY_VAE, tiny_state_dict, write_tiny_checkpoint
 
@@ -186,7 +187,7 @@ def test_diffusers_folder(tmp_path, tiny_file):
 
 
 def meta_source(layout):
-    from vidgraph.nodes.svd.checkpoint import DictSource
+    from vidgraph.nodes.weights import DictSource
     return DictSource({k: torch.empty(s, device="meta") for k, s in layout.items()}, "layout")
 
 
