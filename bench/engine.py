@@ -18,7 +18,7 @@ import os
 import time
 
 from vidgraph.engine.executor import Executor
-from vidgraph.engine.registry import NodeRegistry
+from vidgraph.runtime import build_registry
 from vidgraph.engine.validation import validate_prompt
 
 TARGET_FIRST_US_PER_NODE_10K = 30.0
@@ -103,8 +103,7 @@ def main() -> None:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{os.cpu_count()} CPUs, load average {load:.1f} at start (others' work inflates the figures)")
-    registry = NodeRegistry()
-    registry.load_module_pack("vidgraph.nodes")
+    registry = build_registry()
     rows = []
     for shape, build, comfy in (("chain", chain, COMFY_CHAIN_US_PER_NODE),
                                 ("fan-in", fan_in, COMFY_PAIRS_US_PER_NODE)):

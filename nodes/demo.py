@@ -19,7 +19,7 @@ from pathlib import Path
 from vidgraph import data_path
 from vidgraph.engine.executor import Executor
 from vidgraph.engine.folders import Folders
-from vidgraph.engine.registry import NodeRegistry
+from vidgraph.runtime import build_folders, build_registry
 
 from .svd.tiny import write_tiny_checkpoint
 
@@ -64,10 +64,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="vidgraph demo", description=__doc__.splitlines()[0])
         add_arguments(parser)
         args = parser.parse_args(args)
-    folders = Folders(base_dir=args.base_dir)
+    folders = build_folders(base_dir=args.base_dir)
     prepare(folders)
-    registry = NodeRegistry(folders)
-    registry.load_module_pack("vidgraph.nodes")
+    registry = build_registry(folders)
     executor = Executor(registry, folders, settings={"device": "cpu", "previews": False})
 
     def show(event: str, data: dict) -> None:

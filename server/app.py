@@ -10,6 +10,8 @@ import logging
 
 from aiohttp import web
 
+from vidgraph.runtime import build_registry
+
 from . import routes_files, routes_info, routes_prompt, routes_queue, routes_user
 from .routes_info import features
 from .security import GuardPolicy, error_middleware, guard_middleware
@@ -22,27 +24,14 @@ log = logging.getLogger("vidgraph.server")
 API_ROUTES = routes_prompt.ROUTES + routes_queue.ROUTES + routes_files.ROUTES + routes_info.ROUTES + routes_user.ROUTES
 
 
-def build_registry(config: ServerConfig):
-    """The node registry: the configured module packs, then the custom-node folders."""
-    from vidgraph.engine.registry import NodeRegistry
-
-    registry = NodeRegistry(config.folders)
-    for module_name in config.node_packs:
-        registry.load_module_pack(module_name)
-    if config.custom_node_dirs:
-        registry.load_custom_node_dirs(config.custom_node_dirs)
-    for error in getattr(registry, "load_errors", []):
-        log.warning("node pack %s failed to load from %s: %s", error.pack, error.path, error.reason)
-    return registry
-
-
 def create_app(config: ServerConfig, registry=None, executor=None, validate=None) -> web.Application:
     """A ready aiohttp application; the engine parts can be handed in (tests use stand-ins)."""
     if config.enable_cors_header == "*":
         raise ValueError("--enable-cors-header needs one exact origin, not '*'")
     config.folders.ensure_dirs()
-    if registry is None:
-        registry = build_registry(config)
+    if registry is None:  # the configured module packs, then the custom-node folders
+        registry = build_registry(config.folders, config.node_packs, config.custom_node_dirs,
+                                  entry_points=False, report=log.warning)
     if executor is None and not config.queue_url:  # with Redis, workers run the prompts
         from vidgraph.engine.executor import Executor
 

@@ -1,6 +1,6 @@
 """`vidgraph serve`: options, the loud warning for exposed addresses, and running the app.
 
-The CLI (server/cli.py) calls `add_arguments(parser)` to declare the options and `main(args)`
+The CLI (vidgraph/cli.py) calls `add_arguments(parser)` to declare the options and `main(args)`
 with the parsed namespace; `python -m vidgraph.server.serve ...` does the same on its own.
 """
 from __future__ import annotations
@@ -13,11 +13,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from vidgraph.engine.folders import Folders
 from vidgraph.engine.registry import NodeRegistry
+from vidgraph.runtime import UsageError, add_runtime_options, build_runtime
 
 from .app import create_app
-from .cli import UsageError, add_runtime_options, executor_settings, make_runtime
 from .security import is_loopback, is_wildcard
 from .state import ServerConfig
 
@@ -47,23 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, NodeRegistry]:
-    if args.no_builtin_nodes:
-        folders = Folders(base_dir=args.base_dir, models_dir=args.models_dir,
-                          input_dir=args.input_dir, output_dir=args.output_dir,
-                          temp_dir=args.temp_dir, user_dir=args.user_dir)
-        registry = NodeRegistry(folders)
-        registry.load_custom_node_dirs(args.custom_nodes)
-        settings = executor_settings(args)
-    else:
-        runtime = make_runtime(args, user_dir=args.user_dir)
-        folders, registry, settings = runtime.folders, runtime.registry, runtime.settings
+    runtime = build_runtime(args, user_dir=args.user_dir, builtin_nodes=not args.no_builtin_nodes)
     config = ServerConfig(
-        folders=folders, host=args.host, port=args.port, node_packs=[],
+        folders=runtime.folders, host=args.host, port=args.port, node_packs=[],
         custom_node_dirs=list(args.custom_nodes), enable_cors_header=args.enable_cors_header,
-        allowed_hosts=set(args.allow_host), settings=settings,
+        allowed_hosts=set(args.allow_host), settings=runtime.settings,
         max_attempts=max(1, args.max_attempts))
     config.limits.upload = int(args.max_upload_size * 1024 * 1024)
-    return config, registry
+    return config, runtime.registry
 
 
 def lock_user_dir(user_dir: Path):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from vidgraph.server import cli
-from vidgraph.server.cli_run import ProgressBars, parse_override
+from vidgraph import cli
+from vidgraph.cli_run import ProgressBars, parse_override
 
 FIXTURES = Path(__file__).parents[1] / "engine" / "fixtures"
 
@@ -268,7 +268,7 @@ def test_nodes_lists_object_info(env, capsys):
 def test_subprocess_run(env):
     """The installed console script, as a user runs it: JSON lines on stdout, exit status 2."""
     script = Path(sys.executable).parent / "vidgraph"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "vidgraph.server.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "vidgraph.cli"]
     math = env.write("math.json", MATH)
     bad = env.write("bad.json", dict(MATH, **{"1": {"class_type": "PrimitiveInt", "inputs": {"value": "five"}}}))
     done = subprocess.run([*command, "run", math, bad, "-", "--json"], capture_output=True, text=True, timeout=120,

@@ -345,9 +345,8 @@ def test_editor_export_keeps_links_under_undeclared_input_names():
 
 
 def _real_registry(needed):
-    from vidgraph.engine.registry import NodeRegistry
-    registry = NodeRegistry()
-    registry.load_module_pack("vidgraph.nodes")
+    from vidgraph.runtime import build_registry
+    registry = build_registry()
     missing = set(needed) - set(registry.classes)
     if missing:
         pytest.skip(f"nodes not written yet: {sorted(missing)}")

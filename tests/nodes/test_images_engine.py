@@ -5,7 +5,7 @@ from PIL import Image
 
 from vidgraph.engine.executor import Executor
 from vidgraph.engine.metadata import read_embedded_metadata
-from vidgraph.engine.registry import NodeRegistry
+from vidgraph.runtime import build_registry
 from vidgraph.engine.validation import validate_prompt
 from vidgraph.nodes.images import LoadImage
 
@@ -14,8 +14,7 @@ WORKFLOW = {"nodes": [], "links": [], "version": 0.4}
 
 @pytest.fixture
 def registry(folders):
-    reg = NodeRegistry(folders)
-    reg.load_module_pack("vidgraph.nodes")
+    reg = build_registry(folders)
     return reg
 
 

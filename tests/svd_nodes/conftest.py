@@ -18,7 +18,7 @@ from PIL import Image
 
 from svd_nodes_support import CHECKPOINT, DEMO_IMAGE, FPS, FRAMES, SIZE, WORKFLOWS, SvdEnv
 from vidgraph.engine.folders import Folders
-from vidgraph.engine.registry import NodeRegistry
+from vidgraph.runtime import build_registry
 from vidgraph.engine.resources import ResourceCache
 from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
 
@@ -52,8 +52,7 @@ def svd_env(tmp_path, tiny_checkpoint) -> SvdEnv:
     except OSError:
         shutil.copyfile(tiny_checkpoint, checkpoints / CHECKPOINT)
     shutil.copyfile(WORKFLOWS / DEMO_IMAGE, folders.input_dir / DEMO_IMAGE)
-    registry = NodeRegistry(folders)
-    registry.load_module_pack("vidgraph.nodes")
+    registry = build_registry(folders)
     return SvdEnv(folders=folders, registry=registry, resources=ResourceCache(),
                   tiny_checkpoint=tiny_checkpoint)
 

@@ -131,7 +131,7 @@ def test_chained_workflow_defaults_join_25_plus_24_frames():
 
 def test_ui_workflow_runs_from_the_command_line(svd_env, tmp_path, capsys):
     """`vidgraph run workflows/ui/...` with --set overrides: the UI file is as runnable as the API one."""
-    from vidgraph.server import cli
+    from vidgraph import cli
 
     shutil.copyfile(svd_env.tiny_checkpoint, svd_env.folders.models_dir / "checkpoints" / "svd.safetensors")
     code = cli.main(["run", str(UI_DIR / "svd_img2vid.json"), "--json", "--cpu",

@@ -78,7 +78,7 @@ def server(server_dirs):
     extra = json.loads(os.environ.get("VIDGRAPH_TEST_SERVE_ARGS", "[]"))
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vidgraph.server.cli", "serve", "--port", str(port), "--cpu",
+            [sys.executable, "-m", "vidgraph.cli", "serve", "--port", str(port), "--cpu",
              "--base-dir", str(server_dirs), "--custom-nodes", str(server_dirs / "custom_nodes"), *extra],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=server_dirs)
     url = f"http://127.0.0.1:{port}"

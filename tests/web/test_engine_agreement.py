@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vidgraph.engine.registry import NodeRegistry
+from vidgraph.runtime import build_registry
 from vidgraph.engine.ui_export import api_to_ui
 from vidgraph.engine.workflow import ui_to_api
 
@@ -16,8 +16,7 @@ WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.j
 
 @pytest.fixture(scope="module")
 def registry():
-    reg = NodeRegistry()
-    reg.load_module_pack("vidgraph.nodes")
+    reg = build_registry()
     return reg
 
 

@@ -18,7 +18,8 @@ from vidgraph.engine.jsontext import json_text
 from vidgraph.engine.validation import id_order
 from vidgraph.engine.workflow import WorkflowError, read_workflow
 
-from .cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, Runtime, make_runtime
+from .cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from .runtime import Runtime, build_runtime
 
 
 @dataclass
@@ -60,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vidgraph run: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    runtime = make_runtime(args)
+    runtime = build_runtime(args)
     executor = Executor(runtime.registry, runtime.folders, settings=runtime.settings)
     show_progress = not args.no_progress and sys.stderr.isatty()
     exit_code = EXIT_OK
