@@ -61,7 +61,7 @@ def test_validation_errors_mark_nodes_and_inputs(editor):
     assert "error" in node.get_attribute("class")
     assert "error" in node.locator(".slot.input[data-input='images']").get_attribute("class")
     assert "Required input is missing" in node.locator(".node-errors").inner_text()
-    assert "failed validation" in page.locator(".toast-error").first.inner_text().lower()
+    assert "not queued" in page.locator(".toast-error").first.inner_text().lower()
     editor.shot("validation-error")
     # fixing the graph and queueing again clears the marks
     assert "error" not in (cond.get_attribute("class") or "")

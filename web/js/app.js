@@ -12,6 +12,7 @@ import { promptToGraph, looksLikeApiPrompt, graphToPrompt } from "./convert.js";
 import { typesCompatible } from "./types.js";
 import { installDropTarget, readWorkflowFile } from "./files.js";
 import { installCommands } from "./commands.js";
+import { Toasts } from "./toasts.js";
 
 export class App {
   constructor() {
@@ -21,6 +22,7 @@ export class App {
     this.extensions = new Extensions(this);
     this.pointerWorld = [0, 0];
     this.canvas = document.querySelector("#canvas");
+    this.toasts = new Toasts(document.querySelector("#toasts"));
   }
 
   // Each tab has its own undo history.
@@ -121,6 +123,7 @@ export class App {
     if (this.undo.record(this.snapshot())) {
       this.scheduleAutosave();
       this.workspace.render(); // the tab's "changed" mark
+      this.execution.pruneErrors();
       document.body.dataset.revision = String(Number(document.body.dataset.revision ?? 0) + 1);
     }
   }
@@ -389,22 +392,8 @@ export class App {
     status.title = text;
   }
 
-  toast(message, kind = "info") {
-    const box = document.querySelector("#toasts");
-    const item = document.createElement("div");
-    item.className = `toast toast-${kind}`;
-    item.setAttribute("role", kind === "error" ? "alert" : "status");
-    const text = document.createElement("pre");
-    text.textContent = message;
-    const close = document.createElement("button");
-    close.type = "button";
-    close.textContent = "×";
-    close.setAttribute("aria-label", "Dismiss");
-    close.addEventListener("click", () => item.remove());
-    item.append(text, close);
-    box.append(item);
-    while (box.children.length > 4) box.firstChild.remove();
-    if (kind !== "error") setTimeout(() => item.remove(), 6000);
+  toast(message, kind = "info", options = {}) {
+    return this.toasts.show(message, kind, options);
   }
 
   async populateWorkflowMenu() {

@@ -1,6 +1,7 @@
 // Queueing, live progress, output previews, error display and the queue/history panel.
 import { graphToPrompt } from "./convert.js";
 import { nextControlledValue } from "./nodedefs.js";
+import { describeValidationError, describeRuntimeError } from "./errors.js";
 
 const VIDEO_EXTENSIONS = /\.(mp4|webm|mov|mkv)$/i;
 
@@ -85,54 +86,92 @@ export class Execution {
   // ---- errors --------------------------------------------------------------------
   clearErrors() {
     this.errors.clear();
+    this.app.toasts.clearGroup("run");
     for (const el of document.querySelectorAll(".node.error, .widget.error, .slot.error")) el.classList.remove("error");
     for (const el of document.querySelectorAll(".node-errors")) el.replaceChildren();
   }
 
   showValidationErrors(body, { partial = false } = {}) {
     const nodeErrors = body.node_errors ?? {};
+    // A refused prompt ran nothing: the marks of the previous run no longer describe this graph.
+    if (!partial) for (const el of document.querySelectorAll(".node.cached, .node.executed")) el.classList.remove("cached", "executed");
+    const lines = [];
     for (const [id, entry] of Object.entries(nodeErrors)) {
-      this.errors.set(Number(id), (entry.errors ?? []).map((err) => ({
-        message: err.message, details: err.details, input: err.extra_info?.input_name,
-      })));
+      const node = this.app.graph.nodes.get(Number(id));
+      const errors = (entry.errors ?? []).map((err) => {
+        const described = describeValidationError(err);
+        return { ...described, key: node && errorKey(this.app.graph, node, described.input) };
+      });
+      this.errors.set(Number(id), errors);
       this.paintErrors(Number(id));
+      const name = node ? this.app.graph.displayName(node) : entry.class_type;
+      for (const err of errors) lines.push(`${name} #${id}: ${err.text}`);
     }
     const top = body.error;
     const summary = typeof top === "string" ? top : top?.message;
     const count = Object.keys(nodeErrors).length;
     if (summary || count) {
-      this.app.toast(`${partial ? "Some outputs were dropped: " : ""}${summary ?? "Prompt failed validation"}${count ? ` (${count} node${count > 1 ? "s" : ""} with errors)` : ""}${top?.details ? `\n${top.details}` : ""}`, "error");
+      const headline = count
+        ? `${partial ? "Some outputs were dropped" : "Not queued"}: ${count} node${count > 1 ? "s" : ""} with errors (marked in red)`
+        : summary ?? "Prompt failed validation";
+      const details = [...lines, top?.details].filter(Boolean).join("\n");
+      this.app.toast(headline, "error", { details, group: "run" });
     }
+    return lines;
   }
 
   paintErrors(nodeId) {
     const el = this.app.view.nodeEl(nodeId);
     const errors = this.errors.get(nodeId);
-    if (!el || !errors) return;
+    if (!el || !errors?.length) return;
     el.classList.add("error");
     const list = el.querySelector(".node-errors");
     list.replaceChildren(...errors.map((err) => {
       const p = document.createElement("p");
-      p.textContent = `${err.message}${err.details ? `: ${err.details}` : ""}`;
+      p.textContent = err.text;
+      if (err.more && err.more !== err.text) p.title = err.more;
       return p;
     }));
     for (const err of errors) {
       if (!err.input) continue;
       const target = el.querySelector(`.widget[data-widget="${CSS.escape(err.input)}"], .slot.input[data-input="${CSS.escape(err.input)}"]`);
-      if (target) { target.classList.add("error"); target.title = `${err.message}: ${err.details ?? ""}`; }
+      if (target) { target.classList.add("error"); target.title = err.text; }
+    }
+  }
+
+  // After an edit: an error goes once the input it is about (or, without one, its node) changed.
+  pruneErrors() {
+    const { graph, view } = this.app;
+    for (const [id, errors] of [...this.errors]) {
+      const node = graph.nodes.get(id);
+      const left = node ? errors.filter((err) => err.key == null || err.key === errorKey(graph, node, err.input)) : [];
+      if (left.length === errors.length) continue;
+      if (left.length) this.errors.set(id, left); else this.errors.delete(id);
+      const el = view.nodeEl(id);
+      if (!el) continue;
+      el.classList.remove("error");
+      for (const mark of el.querySelectorAll(".widget.error, .slot.error")) { mark.classList.remove("error"); mark.removeAttribute("title"); }
+      el.querySelector(".node-errors").replaceChildren();
+      this.paintErrors(id);
     }
   }
 
   onRuntimeError(data) {
-    const message = `${data.exception_type}: ${data.exception_message}`;
-    // node_id is null when the prompt failed outside any node (say, invalid by the time it ran)
-    const where = data.node_id == null ? "The prompt" : `Node #${data.node_id} (${data.node_type})`;
+    const { where, text, traceback } = describeRuntimeError(data);
     const tab = this.app.workspace.set.tabForPrompt(data.prompt_id);
     if (data.node_id != null) {
-      tab.errors.set(Number(data.node_id), [{ message }]);
-      if (tab === this.app.workspace.active) this.paintErrors(Number(data.node_id));
+      const id = Number(data.node_id);
+      const node = tab === this.app.workspace.active ? this.app.graph.nodes.get(id) : null;
+      tab.errors.set(id, [{ text, more: traceback, key: node ? errorKey(this.app.graph, node, null) : null }]);
+      // The failed node's old result would pass for this run's.
+      tab.outputs.delete(id);
+      if (tab === this.app.workspace.active) {
+        this.app.view.nodeEl(id)?.querySelector(".node-preview")?.replaceChildren();
+        this.paintPreview(id);
+        this.paintErrors(id);
+      }
     }
-    this.app.toast(`${where} failed:\n${message}\n${(data.traceback ?? []).join("").slice(-1500)}`, "error");
+    this.app.toast(`${where} failed: ${text}`, "error", { details: traceback, group: "run" });
     this.finish("error");
   }
 
@@ -211,6 +250,7 @@ export class Execution {
     box.replaceChildren(...files.map((file) => previewElement(this.app.api.viewUrl(file), file.filename)));
     const texts = output.text ?? output.string;
     if (Array.isArray(texts)) for (const t of texts) { const p = document.createElement("pre"); p.textContent = String(t); box.append(p); }
+    el.classList.toggle("has-preview", box.children.length > 0);
   }
 
   // Load Image and friends show the file their upload widget points at.
@@ -309,6 +349,14 @@ export class Execution {
     }
     if (action) this.refreshPanel();
   }
+}
+
+// What an error was about, as it stood: an input's value or link, or the whole node's.
+function errorKey(graph, node, inputName) {
+  if (inputName == null) return JSON.stringify([node.widgets.map((w) => w.value), node.inputs.map((i) => i.link), node.mode]);
+  const widget = graph.widget(node, inputName);
+  const input = node.inputs.find((i) => i.name === inputName);
+  return JSON.stringify([widget?.value ?? null, input?.link ?? null]);
 }
 
 function button(text, action) {

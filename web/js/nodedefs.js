@@ -103,7 +103,17 @@ export function clampNumber(value, spec) {
   // 2**64-1 seeds cannot be represented exactly; stay inside what a JS number holds.
   const upper = typeof max === "number" ? Math.min(max, Number.MAX_SAFE_INTEGER) : undefined;
   if (upper !== undefined && n > upper) n = upper;
-  if (spec.type === "INT") return Math.round(n);
+  if (spec.type === "INT") {
+    // ComfyUI snaps to the step counted from min's remainder: width (step 8) 100 → 104.
+    const step = Number(spec.options.step);
+    if (Number.isFinite(step) && step > 1) {
+      const shift = (typeof min === "number" ? min : 0) % step;
+      n = Math.round((n - shift) / step) * step + shift;
+      if (upper !== undefined && n > upper) n -= step;
+      if (typeof min === "number" && n < min) n += step;
+    }
+    return Math.round(n);
+  }
   // ComfyUI rounds FLOATs to `round`, which defaults to the step; `round: false` turns it off.
   const round = spec.options.round === false ? null : (spec.options.round ?? spec.options.step);
   if (typeof round === "number" && round > 0) {

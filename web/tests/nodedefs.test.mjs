@@ -21,7 +21,9 @@ test("number widgets honour min, max, step rounding and int-ness", () => {
   const width = parseInputSpec("width", ["INT", { default: 1024, min: 16, max: 16384, step: 8 }]);
   assert.equal(clampNumber(5, width), 16);
   assert.equal(clampNumber(99999, width), 16384);
-  assert.equal(clampNumber(20.6, width), 21);
+  assert.equal(clampNumber(20.6, width), 24, "snapped to the step, as ComfyUI does");
+  assert.equal(clampNumber(100, width), 104);
+  assert.equal(clampNumber(7, parseInputSpec("n", ["INT", { min: 1, max: 100, step: 3 }])), 7, "counted from min: 1, 4, 7");
   const cfg = parseInputSpec("cfg", ["FLOAT", { default: 8, min: 0, max: 100, step: 0.1, round: 0.01 }]);
   assert.equal(clampNumber(2.5049, cfg), 2.5);
   assert.equal(clampNumber("abc", cfg), 8);
