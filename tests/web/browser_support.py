@@ -113,3 +113,13 @@ def wait_for_end(editor, timeout=120000):
         "window.__events.some(([t]) => ['execution_success', 'execution_error', 'execution_interrupted'].includes(t))",
         timeout=timeout)
     return editor.page.evaluate("window.__events")
+
+
+def build_image_preview(editor, size: int = 16):
+    """EmptyImage (size x size) → PreviewImage, added with the mouse: the smallest graph that runs."""
+    image = editor.add_node("EmptyImage", "emptyimage", 100, 120)
+    set_widget(image, "width", size)
+    set_widget(image, "height", size)
+    preview = editor.add_node("PreviewImage", "preview image", 500, 120)
+    editor.connect(image, 0, preview, "images")
+    return image, preview

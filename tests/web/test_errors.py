@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from browser_support import set_widget
+from browser_support import build_image_preview, set_widget
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_UI = json.loads((ROOT / "workflows" / "ui" / "tiny_svd_demo.json").read_text())
@@ -87,11 +87,7 @@ def test_toasts_go_away_by_themselves(editor):
 
 def test_runtime_error_folds_the_traceback_and_clears_the_old_result(editor):
     page = editor.page
-    image = editor.add_node("EmptyImage", "emptyimage", 100, 120)
-    set_widget(image, "width", 16)
-    set_widget(image, "height", 16)
-    preview = editor.add_node("PreviewImage", "preview image", 500, 120)
-    editor.connect(image, 0, preview, "images")
+    image, preview = build_image_preview(editor)
     page.keyboard.press("Control+Enter")
     preview.locator(".node-preview img").wait_for()
     node_id = preview.get_attribute("data-node-id")
@@ -121,11 +117,7 @@ def test_numbers_snap_to_their_step_as_in_comfyui(editor):
 
 def test_no_stale_marks_cached_after_a_refused_prompt_or_errors_after_a_fix(editor):
     page = editor.page
-    image = editor.add_node("EmptyImage", "emptyimage", 100, 120)
-    set_widget(image, "width", 16)
-    set_widget(image, "height", 16)
-    preview = editor.add_node("PreviewImage", "preview image", 500, 120)
-    editor.connect(image, 0, preview, "images")
+    image, preview = build_image_preview(editor)
     page.keyboard.press("Control+Enter")
     preview.locator(".node-preview img").wait_for()
     page.keyboard.press("Control+Enter")

@@ -1,6 +1,6 @@
 """Queueing from the editor against the real server with core nodes: previews (animated WEBP,
 MP4 inline), seed control after queue, validation and runtime errors, queue panel, interrupt."""
-from browser_support import record_events, set_widget, wait_for_end
+from browser_support import build_image_preview, record_events, set_widget, wait_for_end
 
 
 def test_queue_shows_webp_and_mp4_previews_and_applies_seed_control(editor):
@@ -104,11 +104,7 @@ def test_extension_from_a_node_pack_is_loaded(editor):
 
 def test_batch_count_queues_each_run_with_its_own_seed_and_history_loads_back(editor):
     page = editor.page
-    image = editor.add_node("EmptyImage", "emptyimage", 100, 120)
-    set_widget(image, "width", 16)
-    set_widget(image, "height", 16)
-    preview = editor.add_node("PreviewImage", "preview image", 500, 120)
-    editor.connect(image, 0, preview, "images")
+    image, preview = build_image_preview(editor)
     prim = editor.add_node("PrimitiveInt", "primitiveint", 100, 500)
     set_widget(prim, "value", 10)
     set_widget(prim, "control_after_generate", "increment")
