@@ -267,6 +267,13 @@ async def get_model_folder(request: web.Request) -> web.Response:
     return json_response(names)
 
 
+async def get_folder_paths(request: web.Request) -> web.Response:
+    """ComfyUI's /internal/folder_paths: each model folder's search paths, so that a client can
+    tell a user where a missing file goes."""
+    folders = request.app[STATE].config.folders
+    return json_response({name: list(paths) for name, (paths, _) in sorted(folders.folder_names_and_paths.items())})
+
+
 async def get_embeddings(request: web.Request) -> web.Response:
     folders = request.app[STATE].config.folders
     names = await asyncio.get_running_loop().run_in_executor(
@@ -281,5 +288,6 @@ ROUTES = [
     ("GET", "/models", get_models),
     ("GET", "/models/{folder}", get_model_folder),
     ("GET", "/embeddings", get_embeddings),
+    ("GET", "/internal/folder_paths", get_folder_paths),
 ]
 MULTIPART_PATHS = ("/upload/image", "/upload/mask")

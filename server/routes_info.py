@@ -157,7 +157,11 @@ def _describe_workflow(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     kind = "ui" if isinstance(data, dict) and "nodes" in data and "links" in data else "api"
-    return {"name": path.stem, "file": path.name, "format": kind}
+    entry = {"name": path.stem, "file": path.name, "format": kind}
+    # The editor opens the laid-out twin in ui/ (room for previews, the seed's control kept).
+    if kind == "api" and (path.parent / "ui" / path.name).is_file():
+        entry["ui_file"] = f"ui/{path.name}"
+    return entry
 
 
 async def list_workflows(request: web.Request) -> web.Response:
@@ -173,6 +177,8 @@ async def get_workflow(request: web.Request) -> web.StreamResponse:
     if not name.endswith(".json"):
         name += ".json"
     root = _workflows_root(request.app[STATE])
+    if request.match_info.get("ui"):
+        root = root / "ui"
     contained(root, name, what="workflow name")  # 400 for a climbing or over-long name
     response = static_file(root, name)
     response.headers["Content-Disposition"] = content_disposition("inline", name)
@@ -188,6 +194,7 @@ ROUTES = [
     ("GET", "/vidgraph/node_packs", node_packs),
     ("GET", "/vidgraph/workflows", list_workflows),
     ("GET", "/vidgraph/workflows/{name}", get_workflow),
+    ("GET", "/vidgraph/workflows/{ui:ui}/{name}", get_workflow),
 ]
 # Static routes are registered without the /api twin, and the catch-all last.
 STATIC_ROUTES = [

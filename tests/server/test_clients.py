@@ -29,7 +29,7 @@ def test_every_api_route_also_answers_under_api(server):
             for path in ("/prompt", "/queue", "/history", "/object_info", "/object_info/TestSlow",
                          "/system_stats", "/embeddings", "/extensions", "/models",
                          "/models/checkpoints", "/features", "/users", "/settings",
-                         "/vidgraph/workflows"):
+                         "/vidgraph/workflows", "/internal/folder_paths"):
                 for prefix in ("", "/api"):
                     status, body = await get_json(session, f"{server.url}{prefix}{path}")
                     assert status == 200, (prefix + path, body)
@@ -37,6 +37,8 @@ def test_every_api_route_also_answers_under_api(server):
             assert {"PrimitiveInt", "TestSlow"} <= set(info)
             assert info["TestSlow"]["input"]["required"]["steps"][0] == "INT"
             assert (await get_json(session, f"{server.url}/object_info/Nope"))[1] == {}
+            _, paths = await get_json(session, f"{server.url}/internal/folder_paths")
+            assert paths["checkpoints"] and all(p.endswith("checkpoints") for p in paths["checkpoints"][:1])
             _, features = await get_json(session, f"{server.url}/features")
             assert features == {"supports_preview_metadata": True,
                                 "max_upload_size": 100 * 1024 * 1024}
@@ -158,6 +160,8 @@ def test_bundled_workflows_and_editor_files(server, tmp_path):
     workflows.mkdir()
     (workflows / "svd_basic.json").write_text(json.dumps({"1": {"class_type": "X", "inputs": {}}}))
     (workflows / "svd_ui.json").write_text(json.dumps({"nodes": [], "links": []}))
+    (workflows / "ui").mkdir()
+    (workflows / "ui" / "svd_basic.json").write_text(json.dumps({"nodes": [{"id": 1}], "links": []}))
     web_root = tmp_path / "web"
     web_root.mkdir()
     (web_root / "index.html").write_text("<!doctype html><title>vidgraph</title>")
@@ -167,8 +171,13 @@ def test_bundled_workflows_and_editor_files(server, tmp_path):
         async def scenario():
             async with aiohttp.ClientSession() as session:
                 _, listing = await get_json(session, f"{server.url}/vidgraph/workflows")
-                assert listing == [{"name": "svd_basic", "file": "svd_basic.json", "format": "api"},
+                assert listing == [{"name": "svd_basic", "file": "svd_basic.json", "format": "api",
+                                    "ui_file": "ui/svd_basic.json"},
                                    {"name": "svd_ui", "file": "svd_ui.json", "format": "ui"}]
+                status, body = await get_json(session, f"{server.url}/api/vidgraph/workflows/ui/svd_basic.json")
+                assert status == 200 and body == {"nodes": [{"id": 1}], "links": []}
+                async with session.get(f"{server.url}/vidgraph/workflows/ui/..%2Fsvd_ui.json") as r:
+                    assert r.status in (400, 404)
                 status, body = await get_json(session, f"{server.url}/api/vidgraph/workflows/svd_ui")
                 assert status == 200 and body == {"nodes": [], "links": []}
                 for bad in ("..%2Fsecret", "%2e%2e"):

@@ -14,7 +14,6 @@ from browser_support import ARTIFACTS
 
 HERE = Path(__file__).resolve().parent / "firefox"
 FIREFOX = os.environ.get("FIREFOX", "/usr/bin/firefox-esr")
-WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +30,8 @@ def firefox_ready():
         pytest.skip(message)
 
 
-def test_editor_builds_queues_and_previews_in_firefox(firefox_ready, server, server_dirs):
-    # The bundled demo workflow names the demo's checkpoint and image: give the server both.
-    checkpoints = server_dirs / "models" / "checkpoints"
-    shutil.copyfile(checkpoints / "svd_tiny.safetensors", checkpoints / "vidgraph_tiny_svd.safetensors")
-    shutil.copyfile(WORKFLOWS / "vidgraph_demo.png", server_dirs / "input" / "vidgraph_demo.png")
+def test_editor_builds_queues_and_previews_in_firefox(firefox_ready, server):
+    # The server's folders hold the bundled demo's checkpoint and image (conftest.server_dirs).
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     run = subprocess.run(["node", str(HERE / "editor_in_firefox.mjs"), server, str(ARTIFACTS)],
                          capture_output=True, text=True, timeout=400, env={**os.environ, "FIREFOX": FIREFOX})

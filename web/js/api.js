@@ -45,7 +45,7 @@ export class Api extends EventTarget {
   getHistory(maxItems = 50) { return this.json(`/history?max_items=${maxItems}`); }
   getExtensions() { return this.json("/extensions"); }
   getWorkflowList() { return this.json("/vidgraph/workflows"); }
-  getWorkflow(name) { return this.json(`/vidgraph/workflows/${encodeURIComponent(name)}`); }
+  getWorkflow(name) { return this.json(`/vidgraph/workflows/${name.split("/").map(encodeURIComponent).join("/")}`); }
 
   queuePrompt(prompt, workflow, { front = false } = {}) {
     return this.request("/prompt", {

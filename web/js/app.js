@@ -13,6 +13,9 @@ import { typesCompatible } from "./types.js";
 import { installDropTarget, readWorkflowFile } from "./files.js";
 import { installCommands } from "./commands.js";
 import { Toasts } from "./toasts.js";
+import { showDialog } from "./dialog.js";
+import { findMissingModels } from "./modelcheck.js";
+import { element } from "./widgets.js";
 
 export class App {
   constructor() {
@@ -202,7 +205,31 @@ export class App {
     if (missing.length) this.toast(`Node types not installed here: ${missing.join(", ")}`, "warning");
     this.autosave();
     this.setStatus(`loaded ${name}`);
+    this.checkModels();
     return true;
+  }
+
+  // Model files the workflow names that are not here: said when it loads, not after Queue.
+  async checkModels() {
+    if (!findMissingModels(this.graph, {}).length) return [];
+    const folderFiles = {};
+    let paths = {};
+    try {
+      paths = await this.api.json("/internal/folder_paths");
+      const names = Object.keys(paths);
+      const lists = await Promise.all(names.map((n) => this.api.json(`/models/${encodeURIComponent(n)}`).catch(() => [])));
+      names.forEach((n, i) => { folderFiles[n] = lists[i]; });
+    } catch { /* the folders stay unnamed */ }
+    const missing = findMissingModels(this.graph, folderFiles);
+    if (!missing.length) return missing;
+    const answer = await showDialog({
+      title: `This workflow needs ${missing.length === 1 ? "a model file" : `${missing.length} model files`} that ${missing.length === 1 ? "is" : "are"} not here`,
+      body: missingModelsTable(missing, paths, this.graph),
+      buttons: [["Check again", "recheck"], ["Close", "close"]],
+      className: "missing-models",
+    });
+    if (answer === "recheck") { await this.refreshDefinitions(); return this.checkModels(); }
+    return missing;
   }
 
   loadAny(json, name, options = {}) {
@@ -400,19 +427,43 @@ export class App {
     const select = document.querySelector("#workflows-menu");
     let list;
     try { list = await this.api.getWorkflowList(); } catch { select.hidden = true; return; }
-    const names = Array.isArray(list) ? list.map((w) => (typeof w === "string" ? w : w.name)) : Object.keys(list ?? {});
-    for (const name of names) {
+    this.bundled = new Map((Array.isArray(list) ? list : []).map((w) => (typeof w === "string" ? [w, {}] : [w.name, w])));
+    for (const name of this.bundled.keys()) {
       const option = document.createElement("option");
       option.value = option.textContent = name;
       select.append(option);
     }
   }
 
+  // The editor's laid-out twin (workflows/ui/) when there is one: room for previews, seed control kept.
   async openBundledWorkflow(name) {
     try {
-      this.loadAny(await this.api.getWorkflow(name), name);
+      const entry = this.bundled?.get(name) ?? {};
+      this.loadAny(await this.api.getWorkflow(entry.ui_file ?? name), name);
     } catch (err) {
       this.toast(`Could not open ${name}: ${err.message}`, "error");
     }
   }
+}
+
+// One row per missing file: the file, the folder it goes in (with the paths searched), the node.
+function missingModelsTable(missing, paths, graph) {
+  const table = element("table", "missing-models-table");
+  const head = table.createTHead().insertRow();
+  for (const text of ["file", "put it in", "used by"]) head.append(element("th", "", text));
+  const body = table.createTBody();
+  for (const m of missing) {
+    const row = body.insertRow();
+    row.dataset.file = m.file;
+    row.append(element("td", "file", m.file));
+    const where = element("td", "folder");
+    where.append(element("strong", "", m.folder ? `models/${m.folder}/` : "a models folder"));
+    for (const path of (m.folder && paths[m.folder]) || []) where.append(element("div", "path", path));
+    row.append(where);
+    const node = graph.nodes.get(m.nodeId);
+    row.append(element("td", "used-by", `${node ? graph.displayName(node) : m.nodeType} #${m.nodeId} (${m.input})`));
+  }
+  const wrap = element("div", "");
+  wrap.append(table, element("p", "hint", "Copy or link the files there (extra_model_paths.yaml can point at another tool's folders), then press Check again."));
+  return wrap;
 }

@@ -85,6 +85,8 @@ export function promptToGraph(prompt, defs) {
       const w = graph.widget(node, name);
       if (w) w.value = value && typeof value === "object" && "__value__" in value ? value.__value__ : value;
     }
+    // An API prompt records one run: queueing it again should give that run again, not a new seed.
+    for (const control of node.widgets.filter((x) => x.kind === "CONTROL")) control.value = "fixed";
     nextY.set(col, y + estimateHeight(node) + 40);
   });
   ids.forEach((id) => {
