@@ -1,19 +1,20 @@
 """Noise schedules (sigma sequences) with the names and numbers of ComfyUI's `scheduler` list.
 
 Every scheduler returns a float32 tensor of decreasing sigmas ending in 0. The ones ComfyUI
-builds from the model's discrete sigma table (simple, sgm_uniform, ddim_uniform, beta, normal,
-linear_quadratic) read it from `SigmaTable`; for a continuous EDM model such as SVD that table is
-1000 sigmas spaced evenly in log sigma between sigma_min and sigma_max, and the model's own
-sigma_min/sigma_max are that table's float32 ends (700 becomes 699.99994). karras, exponential and
-kl_optimal use only those two ends.
+builds from the model's sigma table (simple, sgm_uniform, ddim_uniform, beta, normal,
+linear_quadratic) read it from the model's parameterisation (`model_sampling`: `.sigmas`,
+`.timestep`, `.sigma`). For a continuous EDM model such as SVD that table is 1000 sigmas spaced
+evenly in log sigma between sigma_min and sigma_max, and the model's own sigma_min/sigma_max are
+that table's float32 ends (700 becomes 699.99994); SD's discrete models have ldm's table.
+karras, exponential and kl_optimal use only the two ends.
 
 Also here: the KSampler's denoise rule and KSamplerAdvanced's start/end step rules.
 """
 import math
-from dataclasses import dataclass
-from functools import cached_property
 
 import torch
+
+from .model_sampling import EDMV
 
 SCHEDULER_NAMES = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta",
                    "normal", "linear_quadratic", "kl_optimal"]
@@ -23,45 +24,8 @@ SCHEDULER_NAMES = ["simple", "sgm_uniform", "karras", "exponential", "ddim_unifo
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
 
 
-@dataclass(frozen=True)
-class SigmaTable:
-    """A continuous EDM model's sigma range, seen as the 1000-entry table schedulers index.
-
-    timestep(sigma) = 0.25 ln sigma is the model's c_noise; sigma(t) is its inverse.
-    """
-    sigma_min_requested: float = 0.002
-    sigma_max_requested: float = 700.0
-
-    @cached_property
-    def sigmas(self) -> torch.Tensor:
-        log_range = torch.linspace(math.log(self.sigma_min_requested),
-                                   math.log(self.sigma_max_requested), 1000)
-        return log_range.exp()
-
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
-
-    @staticmethod
-    def timestep(sigma: torch.Tensor) -> torch.Tensor:
-        return 0.25 * sigma.log()
-
-    @staticmethod
-    def sigma(timestep: torch.Tensor) -> torch.Tensor:
-        return (timestep / 0.25).exp()
-
-    def percent_to_sigma(self, percent: float) -> float:
-        """Sigma at a fraction of the way through sampling (0 = start, 1 = end)."""
-        if percent <= 0.0:
-            return 999999999.9
-        if percent >= 1.0:
-            return 0.0
-        log_min = math.log(self.sigma_min)
-        return math.exp((math.log(self.sigma_max) - log_min) * (1.0 - percent) + log_min)
+# A continuous EDM model's range seen as the 1000-entry log-spaced table schedulers index (SVD).
+SigmaTable = EDMV
 
 
 def _with_zero(sigmas) -> torch.Tensor:
@@ -166,11 +130,12 @@ _RANGE_SCHEDULERS = {"karras": karras, "exponential": exponential, "kl_optimal":
 
 
 def calculate_sigmas(scheduler_name: str, steps: int, sigma_min: float = 0.002,
-                     sigma_max: float = 700.0) -> torch.Tensor:
-    """The sigmas ComfyUI's scheduler `scheduler_name` gives a continuous EDM model."""
+                     sigma_max: float = 700.0, table=None) -> torch.Tensor:
+    """The sigmas ComfyUI's scheduler `scheduler_name` gives a model: `table` is its parameterisation
+    (`model_sampling`); without one, a continuous EDM model on [sigma_min, sigma_max]."""
     if steps < 1:
         raise ValueError(f"scheduler {scheduler_name!r}: steps must be at least 1, got {steps}")
-    table = SigmaTable(sigma_min, sigma_max)
+    table = table if table is not None else EDMV(sigma_min, sigma_max)
     if scheduler_name in _TABLE_SCHEDULERS:
         return _TABLE_SCHEDULERS[scheduler_name](table, steps)
     if scheduler_name in _RANGE_SCHEDULERS:
@@ -180,7 +145,7 @@ def calculate_sigmas(scheduler_name: str, steps: int, sigma_min: float = 0.002,
 
 def ksampler_sigmas(scheduler_name: str, steps: int, denoise: float = 1.0,
                     sampler_name: str | None = None, sigma_min: float = 0.002,
-                    sigma_max: float = 700.0) -> torch.Tensor:
+                    sigma_max: float = 700.0, table=None) -> torch.Tensor:
     """The sigmas the KSampler node samples along.
 
     denoise < 1 (img2img): schedule int(steps / denoise) steps and keep the last steps+1 sigmas.
@@ -188,9 +153,9 @@ def ksampler_sigmas(scheduler_name: str, steps: int, denoise: float = 1.0,
     """
     def full(n):
         if sampler_name in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
-            sigmas = calculate_sigmas(scheduler_name, n + 1, sigma_min, sigma_max)
+            sigmas = calculate_sigmas(scheduler_name, n + 1, sigma_min, sigma_max, table)
             return torch.cat([sigmas[:-2], sigmas[-1:]])
-        return calculate_sigmas(scheduler_name, n, sigma_min, sigma_max)
+        return calculate_sigmas(scheduler_name, n, sigma_min, sigma_max, table)
 
     if denoise is None or denoise > 0.9999:
         return full(steps)

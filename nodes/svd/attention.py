@@ -7,14 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def attention(q, k, v, heads: int):
-    """Multi-head softmax attention on [N, L, heads*d] tensors."""
-    n, lq, inner = q.shape
-    d = inner // heads
-    q, k, v = (t.reshape(n, -1, heads, d).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return out.transpose(1, 2).reshape(n, lq, inner)
+from ..model import run_attention
+from ..model import softmax_attention as attention  # the one softmax attention (VAE and CLIP use it too)
 
 
 class CrossAttention(nn.Module):
@@ -27,9 +21,12 @@ class CrossAttention(nn.Module):
         self.to_v = nn.Linear(context_dim or query_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
 
-    def forward(self, x, context=None):
+    def forward(self, x, context=None, hooks=None):
         """Returns the attention output; with a one-token context the result is [N, 1, C] and
-        broadcasts over the queries (see `single_token`)."""
+        broadcasts over the queries (see `single_token`). `hooks`: this layer's patches for this call
+        (`model.CallOptions.attention_hooks`), None when no patch runs here."""
+        if hooks is not None:
+            return run_attention(self, x, context, hooks)
         if context is None:
             context = x
         elif context.shape[1] == 1:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..model import SD15_LATENT, Model, Network
+from ..model_sampling import EDMV
 from .unet import VideoUNet, timestep_embedding
 
 SIGMA_MIN = 0.002
@@ -170,3 +172,52 @@ class GuidedDenoiser:
         # The video ramps are applied as ComfyUI's sampler_cfg_function does: on x - denoised.
         cond_eps, uncond_eps = x - cond, x - uncond
         return x - (uncond_eps + scale * (cond_eps - uncond_eps))
+
+
+def video_cfg_function(ramp: str, min_cfg: float):
+    """The MODEL patch of VideoLinearCFGGuidance / VideoTriangleCFGGuidance: the guidance scale per frame
+    (ComfyUI's sampler_cfg_function, on x - denoised)."""
+    if ramp not in CFG_RAMPS:
+        raise ValueError(f"unknown cfg ramp {ramp!r}; expected one of {', '.join(CFG_RAMPS)}")
+
+    def per_frame_cfg(args):
+        cond, uncond = args["cond"], args["uncond"]
+        scale = cfg_scales(ramp, min_cfg, args["cond_scale"], cond.shape[0]).to(cond.device)
+        return uncond + scale.reshape(-1, *[1] * (cond.ndim - 1)) * (cond - uncond)
+    return per_frame_cfg
+
+
+class SVDNetwork(Network):
+    """The MODEL adapter of a VideoUNet: one CONDITIONING entry -> per-frame context, concat latent, y."""
+    family = "svd"
+
+    def __init__(self, unet: VideoUNet, compute_dtype: torch.dtype | None = None):
+        self.module = unet
+        self.compute_dtype = compute_dtype or next(unet.parameters()).dtype
+
+    def conditioning(self, cross_attn, extra, x_shape, device) -> dict:
+        condition = SVDCondition.from_comfy([[cross_attn, extra]], dim=self.module.config.adm_in_channels // 3)
+        frames = x_shape[0]
+        context, concat, y = condition.for_frames(frames, x_shape, device, torch.float32)
+        return {"context": context, "concat": concat, "y": y, "num_video_frames": frames}
+
+    def check_latent(self, shape):
+        config = self.module.config
+        if len(shape) != 4 or 2 * shape[1] != config.in_channels:
+            return (f"the model samples {config.in_channels // 2}-channel video latents [frames, "
+                    f"{config.in_channels // 2}, h, w], got {list(shape)}")
+        return None
+
+    def __call__(self, x_in, t, options, context, concat, y, num_video_frames, image_only_indicator=None):
+        options.num_frames = num_video_frames
+        device, dtype = self.device, self.compute_dtype
+        net_in = torch.cat([x_in, concat.to(x_in.dtype)], dim=1).to(device, dtype)
+        out = self.module(net_in, t.to(device), context.to(device, dtype), y.to(device, dtype), num_video_frames,
+                          image_only_indicator, options=options)
+        return out.to(x_in.device, torch.float32)
+
+
+def svd_model(unet: VideoUNet, compute_dtype: torch.dtype | None = None,
+              sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> Model:
+    """The MODEL of an SVD UNet: EDM v-prediction, SD's VAE latent space."""
+    return Model(SVDNetwork(unet, compute_dtype), EDMV(sigma_min, sigma_max, SIGMA_DATA), SD15_LATENT)

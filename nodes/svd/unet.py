@@ -146,10 +146,18 @@ class BasicTransformerBlock(nn.Module):
         self.attn2 = CrossAttention(dim, heads, dim_head, context_dim)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
-    def forward(self, x, context):
-        x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context) + x
+    def forward(self, x, context, options=None, block=None, index=0):
+        """options: the call's `model.CallOptions` (patches), block / index: where this block sits."""
+        x = self.attn1(self.norm1(x), hooks=_hooks(options, "attn1", block, index, self.attn1, x)) + x
+        x = self.attn2(self.norm2(x), context, hooks=_hooks(options, "attn2", block, index, self.attn2, x)) + x
         return self.ff(self.norm3(x)) + x
+
+
+def _hooks(options, site, block, index, attention, x):
+    if options is None:
+        return None
+    return options.attention_hooks(site, block, index, attention.heads, attention.to_q.out_features // attention.heads,
+                                   x.shape)
 
 
 class VideoTransformerBlock(nn.Module):
@@ -165,17 +173,18 @@ class VideoTransformerBlock(nn.Module):
         self.attn2 = CrossAttention(dim, heads, dim_head, context_dim)
         self.norm1, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim)
 
-    def forward(self, x, context, num_frames):
+    def forward(self, x, context, num_frames, options=None, block=None, index=0):
         """context: [B, L, D], one per video (the first frame's)."""
         bt, s, c = x.shape
         b = bt // num_frames
         x = x.reshape(b, num_frames, s, c).transpose(1, 2).reshape(b * s, num_frames, c)
         x = self.ff_in(self.norm_in(x)) + x
-        x = self.attn1(self.norm1(x)) + x
-        if context.shape[1] == 1:  # the same value for every token of a video: add it per video
+        x = self.attn1(self.norm1(x), hooks=_hooks(options, "temporal_attn1", block, index, self.attn1, x)) + x
+        hooks = _hooks(options, "temporal_attn2", block, index, self.attn2, x)
+        if context.shape[1] == 1 and hooks is None:  # the same value for every token of a video: add it per video
             x = (x.reshape(b, s, num_frames, c) + self.attn2.single_token(context)[:, None]).reshape(b * s, num_frames, c)
         else:
-            x = self.attn2(self.norm2(x), context.repeat_interleave(s, dim=0)) + x
+            x = self.attn2(self.norm2(x), context.repeat_interleave(s, dim=0), hooks=hooks) + x
         x = self.ff(self.norm3(x)) + x
         return x.reshape(b, s, num_frames, c).transpose(1, 2).reshape(bt, s, c)
 
@@ -193,8 +202,9 @@ class SpatialVideoTransformer(nn.Module):
             VideoTransformerBlock(channels, heads, dim_head, cfg.context_dim) for _ in range(cfg.transformer_depth))
         self.time_pos_embed = nn.Sequential(nn.Linear(channels, 4 * channels), nn.SiLU(), nn.Linear(4 * channels, channels))
         self.time_mixer = AlphaBlender(cfg.merge_factor)
+        self.block = ("input", 0)  # where it sits in the UNet (attention patches name it); set by the UNet
 
-    def forward(self, x, context, num_frames, image_only_indicator=None):
+    def forward(self, x, context, num_frames, image_only_indicator=None, options=None):
         bt, c, h, w = x.shape
         x_in = x
         x = self.norm(x).reshape(bt, c, h * w).transpose(1, 2).contiguous()  # else matmul falls back to bmm
@@ -203,9 +213,9 @@ class SpatialVideoTransformer(nn.Module):
         frame_emb = self.time_pos_embed(timestep_embedding(frames, c).to(x.dtype))   # [T, C]
         frame_emb = frame_emb.repeat(bt // num_frames, 1)[:, None]                   # [B*T, 1, C]
         video_context = context[::num_frames]
-        for block, time_block in zip(self.transformer_blocks, self.time_stack):
-            x = block(x, context)
-            x_temporal = time_block(x + frame_emb, video_context, num_frames)
+        for index, (block, time_block) in enumerate(zip(self.transformer_blocks, self.time_stack)):
+            x = block(x, context, options, self.block, index)
+            x_temporal = time_block(x + frame_emb, video_context, num_frames, options, self.block, index)
             x = self.time_mixer(x, x_temporal, image_only_indicator)
         x = self.proj_out(x)
         # contiguous: a channels-last view here would make every later conv re-layout its weight
@@ -235,12 +245,12 @@ class Upsample(nn.Module):
 class EmbedSequential(nn.Sequential):
     """Runs its layers, handing each the inputs its kind needs."""
 
-    def forward(self, x, emb, context, num_frames, image_only_indicator, output_size=None):
+    def forward(self, x, emb, context, num_frames, image_only_indicator, options=None, output_size=None):
         for layer in self:
             if isinstance(layer, VideoResBlock):
                 x = layer(x, emb, num_frames, image_only_indicator)
             elif isinstance(layer, SpatialVideoTransformer):
-                x = layer(x, context, num_frames, image_only_indicator)
+                x = layer(x, context, num_frames, image_only_indicator, options)
             elif isinstance(layer, Upsample):
                 x = layer(x, output_size)
             else:
@@ -289,10 +299,16 @@ class VideoUNet(nn.Module):
                     ds //= 2
                 self.output_blocks.append(EmbedSequential(*layers))
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), Conv2d(mc, cfg.out_channels, 3, padding=1))
+        for name, blocks in (("input", self.input_blocks), ("middle", [self.middle_block]), ("output", self.output_blocks)):
+            for number, block in enumerate(blocks):
+                for layer in block:
+                    if isinstance(layer, SpatialVideoTransformer):
+                        layer.block = (name, number)
 
-    def forward(self, x, timesteps, context, y, num_video_frames: int, image_only_indicator=None):
+    def forward(self, x, timesteps, context, y, num_video_frames: int, image_only_indicator=None, options=None):
         """x [B*T, in_channels, h, w]; timesteps [B*T] (EDM c_noise); context [B*T, L, context_dim];
-        y [B*T, adm_in_channels]; image_only_indicator [B, T] or None (all frames are video).
+        y [B*T, adm_in_channels]; image_only_indicator [B, T] or None (all frames are video);
+        options: the call's `model.CallOptions` (attention and block patches) or None.
         Computes in x's dtype; returns [B*T, out_channels, h, w]."""
         if x.shape[0] % num_video_frames:
             raise ValueError(f"VideoUNet: batch {x.shape[0]} is not a multiple of num_video_frames {num_video_frames}")
@@ -300,19 +316,26 @@ class VideoUNet(nn.Module):
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         emb = emb + self.label_emb(y.to(dtype))
         context = context.to(dtype)
-        args = (emb, context, num_video_frames, image_only_indicator)
+        args = (emb, context, num_video_frames, image_only_indicator, options)
         skips = []
         h = x
-        for block in self.input_blocks:
+        for number, block in enumerate(self.input_blocks):
             h = block(h, *args)
+            if options is not None:
+                h = options.block_patch("input_block", h, ("input", number))
             skips.append(h)
+            if options is not None:
+                h = options.block_patch("input_block_after_skip", h, ("input", number))
         h = self.middle_block(h, *args)
-        for block in self.output_blocks:
-            h = torch.cat([h, skips.pop()], dim=1)
+        if options is not None:
+            h = options.block_patch("middle_block", h, ("middle", 0))
+        for number, block in enumerate(self.output_blocks):
+            skip = skips.pop()
+            if options is not None:
+                h, skip = options.block_patch("output_block", h, ("output", number), skip)
+            h = torch.cat([h, skip], dim=1)
             h = block(h, *args, output_size=skips[-1].shape[-2:] if skips else None)
         return self.out(h)
-
-
 
 
 def config_from_state_dict(sd, prefix: str = "") -> UNetConfig:

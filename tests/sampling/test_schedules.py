@@ -154,3 +154,15 @@ def test_percent_to_sigma():
     assert table.percent_to_sigma(0.0) > 1e8
     assert table.percent_to_sigma(1.0) == 0.0
     assert math.isclose(table.percent_to_sigma(0.5), math.sqrt(SIGMA_MIN * SIGMA_MAX), rel_tol=1e-9)
+
+
+def test_sd_discrete_table_gives_comfyuis_schedules():
+    """ComfyUI's SD 1.5 / SDXL KSampler sigmas (../shared/reference/parity_sd/README.md)."""
+    from vidgraph.nodes.model_sampling import EPS
+
+    euler = ksampler_sigmas("normal", 4, 1.0, "euler", table=EPS())
+    assert euler.tolist() == pytest.approx([14.6146402, 2.91830707, 0.932357967, 0.0291671604, 0.0], rel=1e-7)
+    unipc = ksampler_sigmas("normal", 4, 1.0, "uni_pc_bh2", table=EPS())
+    assert unipc.tolist() == pytest.approx([14.6146402, 4.08608103, 1.61558032, 0.695149541, 0.0], rel=1e-7)
+    assert ksampler_sigmas("normal", 2, 1.0, "uni_pc_bh2", table=EPS()).tolist() == pytest.approx(
+        [14.6146402, 1.61558032, 0.0], rel=1e-7)
