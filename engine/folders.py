@@ -229,9 +229,13 @@ class Folders:
                 f"Saving image outside the output folder is not allowed: {filename_prefix!r} ({e})") from None
         subfolder = "/".join(p for p in parts[:-1] if p not in ("", "."))
         folder.mkdir(parents=True, exist_ok=True)
-        taken = (_counter_of(existing, filename) for existing in os.listdir(folder))
-        counter = 1 + max((n for n in taken if n is not None), default=0)
-        return str(folder), filename, counter, subfolder, filename_prefix
+        return str(folder), filename, next_counter(folder, filename), subfolder, filename_prefix
+
+
+def next_counter(folder: str | os.PathLike, filename: str) -> int:
+    """One past the highest NNNNN of the "<filename>_NNNNN_..." files in `folder` (1 if none)."""
+    taken = (_counter_of(existing, filename) for existing in os.listdir(folder))
+    return 1 + max((n for n in taken if n is not None), default=0)
 
 
 def _rel(rel_dir: str, name: str) -> str:

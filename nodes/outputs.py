@@ -9,7 +9,6 @@ the highest file already there). Two rules ComfyUI does not give and we need:
 """
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Callable
 from PIL.PngImagePlugin import PngInfo
 
 from vidgraph.engine import metadata
+from vidgraph.engine.files import claim_name
 from vidgraph.engine.folders import Folders
 from vidgraph.engine.paths import UnsafePathError
 
@@ -56,7 +56,7 @@ class OutputFiles:
             for _ in range(MAX_NAME_RETRIES):
                 name = f"{stem}_{self.counter:05}_.{extension}"
                 self.counter += 1
-                if _claim(tmp, self.folder / name):
+                if claim_name(tmp, self.folder / name):
                     return {"filename": name, "subfolder": self.subfolder, "type": self.kind}
             raise FileExistsError(f"no free file name for {stem!r} in {self.folder}")
         finally:
@@ -73,23 +73,6 @@ def output_files(context, filename_prefix, kind, images, node) -> OutputFiles:
         return OutputFiles(context.folders, filename_prefix, kind, width=width, height=height)
     except UnsafePathError as e:
         raise NodeInputError(node, "filename_prefix", str(e)) from None
-
-
-def _claim(tmp: Path, final: Path) -> bool:
-    """Give `tmp`'s content the name `final` unless that name exists; False when it does."""
-    try:
-        os.link(tmp, final)  # atomic, and refuses to replace an existing file
-        return True
-    except FileExistsError:
-        return False
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-            raise
-    # A filesystem without hard links: replace is still atomic; the check narrows the race.
-    if final.exists():
-        return False
-    os.replace(tmp, final)
-    return True
 
 
 def _fsync(path: Path) -> None:

@@ -73,7 +73,11 @@ def create_app(config: ServerConfig, registry=None, executor=None, validate=None
 def build_queue(config: ServerConfig, executor):
     """The queue backend: Redis Streams when a queue URL is configured, else embedded SQLite."""
     if config.queue_url:
-        from .queue_redis import RedisQueue  # imports redis-py, an optional extra
+        try:
+            from .queue_redis import RedisQueue  # imports redis-py, an optional extra
+        except ImportError as e:
+            raise ValueError(f"--queue needs the redis package ({e}): "
+                             "pip install 'vidgraph[redis]'") from None
 
         return RedisQueue(config.queue_url, max_queue=config.limits.max_queue,
                           max_history=config.limits.max_history,

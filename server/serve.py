@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--max-upload-size", type=float, default=100, metavar="MB")
     server.add_argument("--max-attempts", type=int, default=2,
                         help="runs of a prompt that keeps being cut off by crashes (default 2)")
+    server.add_argument("--max-queue", type=int, default=10_000, metavar="N",
+                        help="pending prompts at most; one more is refused with 429 (default 10000)")
+    server.add_argument("--queue", default=None, metavar="URL",
+                        help="redis://[:PASSWORD@]HOST:PORT/DB: put prompts on Redis Streams for "
+                             "`vidgraph worker` processes instead of running them here "
+                             "(needs vidgraph[redis])")
     server.add_argument("--no-builtin-nodes", action="store_true",
                         help="load only --custom-nodes packs (tests and benchmarks)")
     server.add_argument("--log-level", default="INFO")
@@ -51,8 +57,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, NodeRegist
         folders=runtime.folders, host=args.host, port=args.port, node_packs=[],
         custom_node_dirs=list(args.custom_nodes), enable_cors_header=args.enable_cors_header,
         allowed_hosts=set(args.allow_host), settings=runtime.settings,
-        max_attempts=max(1, args.max_attempts))
+        max_attempts=max(1, args.max_attempts), queue_url=args.queue)
     config.limits.upload = int(args.max_upload_size * 1024 * 1024)
+    config.limits.max_queue = max(1, args.max_queue)
     return config, runtime.registry
 
 

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Callable
 
 from vidgraph.engine.interrupt import InterruptFlag
@@ -140,55 +141,20 @@ class Worker:
                 self._post(self._on_queue_change)
 
     def _run(self, job: Job, flag: InterruptFlag) -> None:
-        messages: list = []
-        if job.interruptions:  # cut off by a crash before: say so in the history entry
-            messages.append(["vidgraph_requeued", {
-                "prompt_id": job.prompt_id, "interruptions": job.interruptions,
-                "attempt": job.attempts, "timestamp": int(time.time() * 1000)}])
-        done_event: list = []
+        def on_node(node):
+            with self._lock:
+                self._current_node = node
 
-        def on_event(event: str, data: dict) -> None:
-            if event in HISTORY_EVENTS:
-                messages.append([event, data])
-            if event == "executing":
-                node = data.get("node")
-                with self._lock:
-                    self._current_node = node
-                if node is None:
-                    done_event.append(data)
-                    return
-            self._post(self._deliver, job.client_id, event, data)
-
-        try:
-            result = self.executor.run(
-                job.prompt, prompt_id=job.prompt_id, client_id=job.client_id,
-                extra_data=job.extra_data, partial_targets=job.partial_targets,
-                on_event=on_event, interrupt=flag)
-            status, outputs = result.status, dict(result.outputs or {})
-            if getattr(result, "invalid", False):
-                # Valid when queued, not when run (say, an input file was deleted in between).
-                on_event("execution_error", _run_error(
-                    job.prompt_id, "Prompt failed validation when it was run",
-                    "ValidationError", [json.dumps(result.error, default=str)]))
-        except Exception as e:
-            # The executor reports node failures in its result; reaching here is an engine bug.
-            log.exception("executor raised for prompt %s", job.prompt_id)
-            status, outputs = "error", {}
-            on_event("execution_error", _run_error(job.prompt_id, str(e), type(e).__name__,
-                                                   traceback.format_exception(e)))
-        if status not in ("success", "error", "interrupted"):
-            status = "error"
-        if status == "interrupted" and self._stop.is_set():
+        outcome = execute(self.executor, job, flag,
+                          lambda event, data: self._post(self._deliver, job.client_id, event, data),
+                          on_node)
+        if outcome.status == "interrupted" and self._stop.is_set():
             # Stopped by a shutdown, not by a user: the job runs again after the restart.
             self.store.requeue(job.prompt_id)
             return
-        status_obj = {"status_str": "success" if status == "success" else "error",
-                      "completed": status == "success", "messages": messages}
-        meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None,
-                          "real_node_id": node_id} for node_id in outputs}
-        self.store.finish(job.prompt_id, status, outputs, status_obj, meta)
-        done = done_event[0] if done_event else {"node": None, "prompt_id": job.prompt_id}
-        self._post(self._deliver, job.client_id, "executing", done)
+        self.store.finish(job.prompt_id, outcome.status, outcome.outputs, outcome.status_obj,
+                          outcome.meta)
+        self._post(self._deliver, job.client_id, "executing", outcome.done)
 
     def _apply_free(self) -> None:
         with self._lock:
@@ -198,6 +164,68 @@ class Worker:
                 self.executor.free(**pending)
             except Exception:
                 log.exception("executor.free failed")
+
+
+@dataclass
+class Outcome:
+    """A finished run, ready for the history: what `execute` returns."""
+    status: str                 # success | error | interrupted
+    outputs: dict               # node id -> ui
+    status_obj: dict            # ComfyUI's history "status" (status_str, completed, messages)
+    meta: dict
+    done: dict                  # the final `executing {node: null}` data, sent after the history
+
+
+def execute(executor, job: Job, flag: InterruptFlag, forward: Callable[[str, dict], None],
+            on_node: Callable[[str | None], None] = lambda node: None) -> Outcome:
+    """Run one job with the engine's Executor (both queue backends' workers do it this way).
+
+    Events go to `forward(event, data)` as they happen, except the final `executing {node: null}`,
+    which the caller sends once the history is written; `on_node` hears the node that runs.
+    """
+    messages: list = []
+    if job.interruptions:  # cut off by a crash before: say so in the history entry
+        messages.append(["vidgraph_requeued", {
+            "prompt_id": job.prompt_id, "interruptions": job.interruptions,
+            "attempt": job.attempts, "timestamp": int(time.time() * 1000)}])
+    done_event: list = []
+
+    def on_event(event: str, data: dict) -> None:
+        if event in HISTORY_EVENTS:
+            messages.append([event, data])
+        if event == "executing":
+            node = data.get("node")
+            on_node(node)
+            if node is None:
+                done_event.append(data)
+                return
+        forward(event, data)
+
+    try:
+        result = executor.run(
+            job.prompt, prompt_id=job.prompt_id, client_id=job.client_id,
+            extra_data=job.extra_data, partial_targets=job.partial_targets,
+            on_event=on_event, interrupt=flag)
+        status, outputs = result.status, dict(result.outputs or {})
+        if getattr(result, "invalid", False):
+            # Valid when queued, not when run (say, an input file was deleted in between).
+            on_event("execution_error", _run_error(
+                job.prompt_id, "Prompt failed validation when it was run",
+                "ValidationError", [json.dumps(result.error, default=str)]))
+    except Exception as e:
+        # The executor reports node failures in its result; reaching here is an engine bug.
+        log.exception("executor raised for prompt %s", job.prompt_id)
+        status, outputs = "error", {}
+        on_event("execution_error", _run_error(job.prompt_id, str(e), type(e).__name__,
+                                               traceback.format_exception(e)))
+    if status not in ("success", "error", "interrupted"):
+        status = "error"
+    status_obj = {"status_str": "success" if status == "success" else "error",
+                  "completed": status == "success", "messages": messages}
+    meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None,
+                      "real_node_id": node_id} for node_id in outputs}
+    done = done_event[0] if done_event else {"node": None, "prompt_id": job.prompt_id}
+    return Outcome(status, outputs, status_obj, meta, done)
 
 
 def _run_error(prompt_id: str, message: str, exception_type: str, details: list[str]) -> dict:

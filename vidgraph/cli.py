@@ -4,6 +4,7 @@
     vidgraph nodes [--json]                list the registered nodes
     vidgraph serve [...]                   the HTTP/websocket server and editor (vidgraph.server.serve)
     vidgraph demo [...]                    a demo video on a tiny random model (vidgraph.nodes.demo)
+    vidgraph worker --queue URL [...]      run prompts from a Redis queue (vidgraph.server.redis_worker)
 
 The runtime (folders, the built-in pack ``vidgraph.nodes`` loaded by name like any other pack,
 executor settings) comes from `vidgraph.runtime`. ``serve`` and ``demo`` are owned by other
@@ -23,6 +24,7 @@ from .runtime import UsageError, add_pack_options, add_runtime_options, build_ru
 DELEGATED = {
     "serve": ("vidgraph.server.serve", "start the HTTP/websocket server and the editor"),
     "demo": ("vidgraph.nodes.demo", "make a demo video on a tiny random-weight model (no downloads)"),
+    "worker": ("vidgraph.server.redis_worker", "run prompts from a Redis queue (one per GPU; needs vidgraph[redis])"),
 }
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_ABORTED = 130  # the shell's convention for SIGINT

@@ -7,16 +7,36 @@ import uuid
 import aiohttp
 import pytest
 
+from redis_harness import RedisProcess, Workers, require_redis, wait_until
 from server_harness import get_json, post_json, slow_prompt, start_server, stop_server
 
 STATE_HEADER = "X-Vidgraph-Job-State"
 
 
-@pytest.fixture(scope="module")
-def queue_server(tmp_path_factory):
-    running = start_server(tmp_path_factory.mktemp("queue"), max_queue=4)
-    yield running
-    stop_server(running)
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def queue_server(request, tmp_path_factory):
+    """A server with a queue cap of 4: embedded, or on Redis with one worker process."""
+    base = tmp_path_factory.mktemp(f"queue-{request.param}")
+    if request.param == "sqlite":
+        running = start_server(base, max_queue=4)
+        running.backend = "sqlite"
+        yield running
+        stop_server(running)
+        assert running.unexpected_errors == 0
+        return
+    require_redis()
+    redis_server = RedisProcess(base / "redis").start()
+    running = start_server(base, max_queue=4, queue_url=redis_server.url)
+    running.backend = "redis"
+    workers = Workers(base, redis_server.url)
+    workers.start("w1")
+    try:
+        wait_until(lambda: redis_server.client().exists("vidgraph:alive:w1"), 60, what="the worker")
+        yield running
+    finally:
+        workers.stop_all()
+        stop_server(running)
+        redis_server.stop()
     assert running.unexpected_errors == 0
 
 
@@ -170,7 +190,10 @@ def test_status_message_says_paused_and_system_stats_has_an_instance_id(queue_se
         async with aiohttp.ClientSession() as s:
             _, stats = await get_json(s, f"{url}/system_stats")
             instance = stats["system"]["instance_id"]
-            assert len(instance) >= 8 and stats["system"]["queue_backend"] == "sqlite"
+            assert len(instance) >= 8
+            assert stats["system"]["queue_backend"] == queue_server.backend
+            if queue_server.backend == "redis":
+                assert [w["id"] for w in stats["workers"]] == ["w1"]
             stored = (queue_server.base / "user" / "vidgraph-instance-id").read_text().strip()
             assert instance == stored
             async with s.ws_connect(f"{url}/ws?clientId=panel") as ws:

@@ -3,6 +3,8 @@
 Loaded through the registry's custom-node loading, like any third-party pack; no torch.
 """
 import io
+import os
+import signal
 import time
 
 from PIL import Image
@@ -90,5 +92,20 @@ class TestFail:
         raise ValueError(message)
 
 
+class TestCrash:
+    """Kills the process running it (a poison job for the queue's dead-letter tests)."""
+    CATEGORY = "test"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ()
+    FUNCTION = "crash"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"tag": ("STRING", {"default": ""})}}
+
+    def crash(self, tag):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 NODE_CLASS_MAPPINGS = {"TestSlow": TestSlow, "TestSaveImage": TestSaveImage,
-                       "TestStamp": TestStamp, "TestFail": TestFail}
+                       "TestStamp": TestStamp, "TestFail": TestFail, "TestCrash": TestCrash}

@@ -1,0 +1,153 @@
+"""Many `vidgraph worker` processes on Redis Streams: every job finishes exactly once (one history
+entry, one set of output files) through worker kills, a poison job, and a Redis restart."""
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from redis_harness import RedisProcess, Workers, require_redis, wait_until
+from server_harness import start_server, stop_server
+
+
+@pytest.fixture
+def farm(tmp_path):
+    """Redis (AOF, password) + a server on it; the test starts its workers."""
+    require_redis()
+    redis_server = RedisProcess(tmp_path / "redis").start()
+    server = start_server(tmp_path, queue_url=redis_server.url)
+    workers = Workers(tmp_path, redis_server.url, lease=1.5)
+    yield server, redis_server, workers
+    workers.stop_all()
+    stop_server(server)
+    redis_server.stop()
+    assert server.unexpected_errors == 0
+
+
+def request(url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"null")
+
+
+def job(tag, steps=1, delay=0.0, save=True):
+    prompt = {"1": {"class_type": "TestSlow", "inputs": {"steps": steps, "delay": delay, "tag": tag}}}
+    if save:
+        prompt["2"] = {"class_type": "TestSaveImage", "inputs": {
+            "size": 8, "filename_prefix": "farm/out", "tag": tag, "count": ["1", 0]}}
+    return prompt
+
+
+def submit(server, prompt):
+    prompt_id = uuid.uuid4().hex
+    assert request(f"{server.url}/prompt", {"prompt": prompt, "prompt_id": prompt_id})["prompt_id"]
+    return prompt_id
+
+
+def wait_for_workers(redis_server, ids, timeout=60):
+    client = redis_server.client()
+    wait_until(lambda: all(client.exists(f"vidgraph:alive:{i}") for i in ids), timeout,
+               what=f"workers {ids}")
+
+
+def history(server):
+    try:
+        return request(f"{server.url}/history")
+    except urllib.error.HTTPError as e:
+        if e.code != 503:
+            raise
+        return {}  # the queue is reconnecting
+
+
+def output_files(base):
+    folder = base / "output" / "farm"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def staging_left(base):
+    staging = base / "output" / ".vidgraph-staging"
+    return [p for p in staging.rglob("*") if p.is_file()] if staging.is_dir() else []
+
+
+def test_200_jobs_over_3_workers_all_finish_once(farm):
+    server, redis_server, workers = farm
+    for name in ("w1", "w2", "w3"):
+        workers.start(name)
+    wait_for_workers(redis_server, ["w1", "w2", "w3"])
+    ids = [submit(server, job(f"j{i}", delay=0.01)) for i in range(200)]
+    done = wait_until(lambda: len(h := history(server)) == 200 and h, 120, 0.2, "200 jobs")
+    assert sorted(done) == sorted(ids)
+    assert all(entry["status"]["status_str"] == "success" for entry in done.values())
+    names = [item["filename"] for entry in done.values() for item in entry["outputs"]["2"]["images"]]
+    assert len(set(names)) == 200 and output_files(server.base) == sorted(names)
+    ran_on = {request(f"{server.url}/vidgraph/jobs/{i}")["worker"] for i in ids}
+    assert ran_on == {"w1", "w2", "w3"}
+    assert all(request(f"{server.url}/vidgraph/jobs/{i}")["attempts"] == 1 for i in ids[:20])
+    assert staging_left(server.base) == []
+    client = redis_server.client()
+    assert client.zcard("vidgraph:pending") == 0 and client.scard("vidgraph:running") == 0
+    assert client.xpending("vidgraph:q:any", "workers")["pending"] == 0  # every token acked
+
+
+def test_kill9_worker_mid_job_completes_once_on_another(farm):
+    server, redis_server, workers = farm
+    workers.start("doomed")
+    wait_for_workers(redis_server, ["doomed"])
+    prompt_id = submit(server, job("long", steps=40, delay=0.05))
+    wait_until(lambda: request(f"{server.url}/vidgraph/jobs/{prompt_id}")["state"] == "running",
+               30, what="the job to start")
+    time.sleep(0.3)  # mid-job
+    workers.kill9("doomed")
+    workers.start("rescuer")
+    entry = wait_until(lambda: history(server).get(prompt_id), 60, 0.1, "the job to finish")
+    assert entry["status"]["status_str"] == "success"
+    assert entry["status"]["messages"][0][0] == "vidgraph_requeued"
+    status = request(f"{server.url}/vidgraph/jobs/{prompt_id}")
+    assert (status["worker"], status["attempts"], status["interruptions"]) == ("rescuer", 2, 1)
+    assert list(history(server)) == [prompt_id]
+    assert output_files(server.base) == [entry["outputs"]["2"]["images"][0]["filename"]]
+    assert staging_left(server.base) == []
+
+
+def test_poison_job_lands_in_the_dead_letter_list(farm):
+    server, redis_server, workers = farm
+    for name in ("a", "b", "c"):
+        workers.start(name)
+    wait_for_workers(redis_server, ["a", "b", "c"])
+    poison = submit(server, {"1": {"class_type": "TestCrash", "inputs": {"tag": "boom"}}})
+    entry = wait_until(lambda: history(server).get(poison), 90, 0.1, "the poison job to be buried")
+    assert entry["status"]["status_str"] == "error"
+    message = entry["status"]["messages"][-1]
+    assert message[0] == "execution_error" and message[1]["exception_type"] == "WorkerLost"
+    assert "dead-letter" in message[1]["exception_message"]
+    dead = redis_server.client().xrange("vidgraph:dead")
+    assert [fields["prompt_id"] for _, fields in dead] == [poison]
+    killed = [name for name in ("a", "b", "c") if workers.procs[name].poll() is not None]
+    assert len(killed) == 2  # max_attempts = 2 deliveries, then the third worker buries it
+    healthy = submit(server, job("after", save=False))
+    assert wait_until(lambda: history(server).get(healthy), 30, 0.1,
+                      "a job after the poison")["status"]["status_str"] == "success"
+
+
+def test_redis_restart_with_aof_loses_nothing_acknowledged(farm):
+    server, redis_server, workers = farm
+    for name in ("w1", "w2"):
+        workers.start(name)
+    wait_for_workers(redis_server, ["w1", "w2"])
+    ids = [submit(server, job(f"r{i}", steps=2, delay=0.02)) for i in range(60)]
+    acknowledged = wait_until(lambda: len(h := history(server)) >= 15 and set(h), 60, 0.05,
+                              "some jobs to finish")
+    redis_server.kill9()
+    time.sleep(0.5)
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the queue is down: 503, not 500
+        request(f"{server.url}/history")
+    assert refused.value.code == 503
+    redis_server.start()
+    done = wait_until(lambda: len(h := history(server)) == 60 and h, 90, 0.2, "every job after the restart")
+    assert acknowledged <= set(done) and sorted(done) == sorted(ids)
+    assert all(entry["status"]["status_str"] == "success" for entry in done.values())
+    names = [item["filename"] for entry in done.values() for item in entry["outputs"]["2"]["images"]]
+    assert len(set(names)) == 60 and output_files(server.base) == sorted(names)
