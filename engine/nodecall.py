@@ -35,7 +35,8 @@ def gather_inputs(node: Node, defs: dict[str, InputDef], results: dict, hidden: 
     """The node's inputs as lists; unevaluated lazy links come as [None].
 
     Links under names INPUT_TYPES does not declare are passed on too (ComfyUI's rule, which
-    nodes with dynamic inputs rely on); undeclared constants are not.
+    nodes with dynamic inputs rely on); undeclared constants are not. Deferred values reach only
+    the inputs that declare `"stream": True`; every other input gets them materialised.
     """
     inputs: dict[str, list] = {}
     for name, d in defs.items():
@@ -43,17 +44,28 @@ def gather_inputs(node: Node, defs: dict[str, InputDef], results: dict, hidden: 
             inputs[name] = [hidden(d.type)]
         elif name in node.inputs:
             value = node.inputs[name]
-            inputs[name] = _linked(value, results) if isinstance(value, Link) else [value]
+            takes_deferred = d.options.get("stream") is True
+            inputs[name] = _linked(value, results, takes_deferred) if isinstance(value, Link) else [value]
     if not defs.keys() >= node.inputs.keys():
         for name, value in node.inputs.items():
             if name not in defs and isinstance(value, Link):
-                inputs[name] = _linked(value, results)
+                inputs[name] = _linked(value, results, False)
     return inputs
 
 
-def _linked(link: Link, results: dict) -> list:
+def _linked(link: Link, results: dict, takes_deferred: bool) -> list:
     produced = results.get(link.node_id)
-    return [None] if produced is None else produced.outputs[link.output]
+    if produced is None:
+        return [None]
+    values = produced.outputs[link.output]
+    return values if takes_deferred else [materialized(v) for v in values]
+
+
+def materialized(value: Any) -> Any:
+    """A deferred value (one whose class has `vidgraph_materialize()`, e.g. frames kept in a file)
+    as the plain value nodes expect; anything else unchanged."""
+    materialize = getattr(type(value), "vidgraph_materialize", None)
+    return value.vidgraph_materialize() if materialize is not None else value
 
 
 def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], before_call: Callable[[], None],

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .common import CONTEXT, SAVE_HIDDEN, NodeInputError, folders_in_scope, require_model
+from .frames import FrameSink
 from .image_io import check_rgb_batch
 from .input_files import input_file_hash
 from .model_management import items_that_fit, resident, with_shrinking_chunks
@@ -76,15 +77,38 @@ def decode_chunk(vae, samples: torch.Tensor, device: torch.device) -> int:
     return frames_that_fit(vae, frames, h * scale, w * scale, device)
 
 
-def decode_latent(vae, samples: torch.Tensor, context, chunk: int | None = None) -> torch.Tensor:
+def decode_latent(vae, samples: torch.Tensor, context, chunk: int | None = None, stream: bool = True):
     """Raw latent [T,4,h,w] → IMAGE [T,H,W,3] in 0..1 (decode nodes check it first).
 
     chunk None picks the largest number of frames that fits in memory (ARCHITECTURE.md, "Chunk
-    choice"); an out-of-memory error halves it and retries instead of failing the prompt."""
-    with resident(vae, context.settings, context.resources) as device:
-        chunk = chunk or decode_chunk(vae, samples, device)
-        pixels = with_shrinking_chunks(
-            lambda c: vae.decode(samples, chunk=c, output_device="cpu", callback=context.progress), chunk)
+    choice"); an out-of-memory error halves it and retries instead of failing the prompt.
+    A clip whose frames pass the streaming threshold (`frames.stream_threshold`) is decoded
+    STREAM_DECODE_FRAMES at a time (or `chunk`) into a FrameFile, so memory does not grow with
+    its length; `stream=False` always returns a tensor."""
+    frames, _, h, w = samples.shape
+    scale = getattr(vae, "downscale", 8)
+    settings = context.settings if stream else {**context.settings, "stream_frames_over_mb": float("inf")}
+    with resident(vae, context.settings, context.resources) as device, \
+            FrameSink(frames, (h * scale, w * scale, 3), settings, context.folders.temp_dir) as sink:
+        if not sink.streaming:
+            return _to_image(with_shrinking_chunks(
+                lambda c: vae.decode(samples, chunk=c, output_device="cpu", callback=context.progress),
+                chunk or decode_chunk(vae, samples, device)))
+        chunk = chunk or min(decode_chunk(vae, samples, device), STREAM_DECODE_FRAMES)
+        for start in range(0, frames, chunk):
+            part = samples[start:start + chunk]
+            pixels = with_shrinking_chunks(lambda c: vae.decode(part, chunk=c, output_device="cpu"), chunk)
+            sink.append(_to_image(pixels))
+            context.progress(start + len(part), frames)
+        return sink.finish()
+
+
+# Frames the temporal decoder sees at once when a clip streams to a file: one SVD-XT segment, so
+# its working memory is that of decoding a single generated clip, however long the whole is.
+STREAM_DECODE_FRAMES = 25
+
+
+def _to_image(pixels: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():  # in place: a long clip's frames are the largest tensor of a run
         return pixels.float().add_(1.0).div_(2.0).clamp_(0.0, 1.0).movedim(1, -1)
 
@@ -152,7 +176,7 @@ class VAEDecodeTiled:
             for left in _tile_starts(w, tile, step_over):
                 context.check_interrupt()
                 part = latent[:, :, top:top + tile, left:left + tile]
-                pixels = decode_latent(vae, part, context, chunk=temporal_size)
+                pixels = decode_latent(vae, part, context, chunk=temporal_size, stream=False)
                 if out is None:
                     scale = pixels.shape[1] // part.shape[2]
                     out = torch.zeros(frames, h * scale, w * scale, 3)

@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from vidgraph.engine.metadata import read_embedded_metadata
+from vidgraph.engine.nodecall import materialized
 from vidgraph.nodes.common import NodeInputError
+from vidgraph.nodes.frames import FrameStream
 from vidgraph.nodes.video import (CreateVideo, GetVideoComponents, LoadVideo, SaveAnimatedPNG,
                                   SaveAnimatedWEBP, SaveVideo, Video)
 
@@ -149,7 +151,9 @@ def test_load_video_round_trip(folders, context):
     assert LoadVideo.VALIDATE_INPUTS("clip.mp4", context) is True
     (video,) = LoadVideo().load_video("clip.mp4", context)
     assert video.get_dimensions() == (16, 16)
-    loaded, audio, fps = GetVideoComponents().get_components(video)
+    stream, audio, fps = GetVideoComponents().get_components(video)
+    assert isinstance(stream, FrameStream) and stream.shape == (6, 16, 16, 3)  # decoded only when read
+    loaded = materialized(stream)
     assert loaded.shape == (6, 16, 16, 3) and loaded.dtype == torch.float32
     assert audio is None and fps == 10.0
     assert float((loaded - images).abs().mean()) < 0.03  # H.264 is lossy, but close
@@ -213,7 +217,7 @@ def test_damaged_videos_give_node_errors_only(folders, context):
         (folders.input_dir / f"bad{trial}.mp4").write_bytes(bytes(data))
         try:
             (video,) = LoadVideo().load_video(f"bad{trial}.mp4", context)
-            images, _, _ = GetVideoComponents().get_components(video)
+            images = materialized(GetVideoComponents().get_components(video)[0])
         except NodeInputError as e:
             assert str(e).startswith("LoadVideo: input 'file':")
         else:
