@@ -1,5 +1,6 @@
-"""Key names of the diffusers-format SVD UNet (`unet/diffusion_pytorch_model.safetensors`) mapped to
-the original checkpoint's names (without `model.diffusion_model.`), so one module tree loads both."""
+"""Key names of diffusers-format UNets (`unet/diffusion_pytorch_model.safetensors`: SVD's
+UNetSpatioTemporalConditionModel, SD's UNet2DConditionModel) mapped to the original checkpoint's
+names (without `model.diffusion_model.`), so one module tree loads both."""
 import re
 
 _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
@@ -14,6 +15,9 @@ def _resnet_part(rest: str) -> str:
         if rest.startswith(old):
             name, _, tail = rest[len(old):].partition(".")
             return new + _RESNET[name] + "." + tail
+    name, _, tail = rest.partition(".")
+    if name in _RESNET:  # an image UNet's plain resnet (UNet2DConditionModel)
+        return _RESNET[name] + "." + tail
     return rest  # time_mixer.mix_factor
 
 
@@ -23,7 +27,8 @@ def _attention_part(rest: str) -> str:
 
 
 def unet_key_map(keys) -> dict[str, str]:
-    """{diffusers key: original key} for every key of a diffusers UNetSpatioTemporalConditionModel."""
+    """{diffusers key: original key} for every key of a diffusers UNetSpatioTemporalConditionModel or
+    UNet2DConditionModel."""
     keys = list(keys)
     per_block = 1 + max(int(m.group(1)) for k in keys if (m := re.match(r"down_blocks\.0\.resnets\.(\d+)\.", k)))
     up_has_attention = {int(m.group(1)) for k in keys if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", k))}

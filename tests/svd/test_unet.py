@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from vidgraph.nodes.svd.convert import unet_key_map
 from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet, config_from_state_dict, timestep_embedding
 
 
@@ -89,9 +88,8 @@ def test_batch_must_hold_whole_videos():
         unet(x, c_noise, context, y, num_video_frames=2)
 
 
-def diffusers_twin(unet: VideoUNet):
-    """diffusers' UNetSpatioTemporalConditionModel holding the same weights, with the GroupNorm eps
-    of sgm (1e-5 in ResBlocks and the output norm; 1e-6 only in the transformers' input norm)."""
+def diffusers_twin(unet: VideoUNet, load_into_diffusers_unet):
+    """diffusers' UNetSpatioTemporalConditionModel holding the same weights."""
     diffusers = pytest.importorskip("diffusers")
     ref = diffusers.UNetSpatioTemporalConditionModel(
         block_out_channels=(32, 64), layers_per_block=2,
@@ -99,20 +97,13 @@ def diffusers_twin(unet: VideoUNet):
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
         addition_time_embed_dim=32, projection_class_embeddings_input_dim=96,
         cross_attention_dim=32, num_attention_heads=(1, 1), num_frames=3)
-    for name, module in ref.named_modules():
-        if isinstance(module, torch.nn.GroupNorm) and not name.endswith(".norm"):
-            module.eps = 1e-5
-    mine = unet.state_dict()
-    mapping = unet_key_map(ref.state_dict().keys())
-    assert sorted(mapping.values()) == sorted(mine)
-    ref.load_state_dict({d: mine[o] for d, o in mapping.items()})
-    return ref.eval()
+    return load_into_diffusers_unet(ref, unet)
 
 
 @pytest.mark.parametrize("size", [16, 2])  # 2: the deepest level is 1x1 (the centre-tap path)
-def test_forward_matches_diffusers_within_1e_4(randomized, size):
+def test_forward_matches_diffusers_within_1e_4(randomized, size, load_into_diffusers_unet):
     unet = randomized(VideoUNet(TINY_UNET), seed=3).eval()
-    ref = diffusers_twin(unet)
+    ref = diffusers_twin(unet, load_into_diffusers_unet)
     x, c_noise, context, y, ids = tiny_inputs(b=2, t=3, size=size)
     with torch.no_grad():
         out = unet(x, c_noise, context, y, num_video_frames=3, image_only_indicator=torch.zeros(2, 3))
