@@ -47,12 +47,20 @@ export class Api extends EventTarget {
   getWorkflowList() { return this.json("/vidgraph/workflows"); }
   getWorkflow(name) { return this.json(`/vidgraph/workflows/${name.split("/").map(encodeURIComponent).join("/")}`); }
 
-  queuePrompt(prompt, workflow, { front = false } = {}) {
+  // name: the workflow's tab name, kept in the job's extra_data for the history list.
+  queuePrompt(prompt, workflow, { front = false, name = null } = {}) {
+    const extra = { extra_pnginfo: { workflow }, ...(name ? { vidgraph_name: name } : {}) };
     return this.request("/prompt", {
       method: "POST",
-      json: { prompt, client_id: this.clientId, extra_data: { extra_pnginfo: { workflow } }, ...(front ? { front: true } : {}) },
+      json: { prompt, client_id: this.clientId, extra_data: extra, ...(front ? { front: true } : {}) },
     });
   }
+
+  // The queue controls (pause, reorder, cancel by id): docs/ARCHITECTURE.md, issue 14.
+  getQueueState() { return this.json("/vidgraph/queue"); }
+  setPaused(paused) { return this.request(`/vidgraph/queue/${paused ? "pause" : "resume"}`, { method: "POST" }); }
+  movePending(promptId, position) { return this.request("/vidgraph/queue/move", { method: "POST", json: { prompt_id: promptId, position } }); }
+  cancelJob(promptId) { return this.request(`/vidgraph/jobs/${encodeURIComponent(promptId)}/cancel`, { method: "POST" }); }
 
   interrupt() { return this.request("/interrupt", { method: "POST", json: {} }); }
   deleteQueued(promptId) { return this.request("/queue", { method: "POST", json: { delete: [promptId] } }); }

@@ -13,6 +13,8 @@ import { typesCompatible } from "./types.js";
 import { installDropTarget, readWorkflowFile } from "./files.js";
 import { installCommands } from "./commands.js";
 import { Toasts } from "./toasts.js";
+import { Player } from "./player.js";
+import { QueuePanel } from "./queuepanel.js";
 import { showDialog } from "./dialog.js";
 import { findMissingModels } from "./modelcheck.js";
 import { element } from "./widgets.js";
@@ -26,6 +28,7 @@ export class App {
     this.pointerWorld = [0, 0];
     this.canvas = document.querySelector("#canvas");
     this.toasts = new Toasts(document.querySelector("#toasts"));
+    this.player = new Player();
   }
 
   // Each tab has its own undo history.
@@ -45,6 +48,7 @@ export class App {
       onSelectionChange: (ids) => this.canvas.classList.toggle("has-selection", ids.size > 0),
     });
     this.execution = new Execution(this);
+    this.queuePanel = new QueuePanel(this);
     this.search = new SearchPalette(document.querySelector("#search"), {
       getDefs: () => this.graph.defs,
       onPick: (type, context) => this.addNodeFromSearch(type, context),
@@ -58,6 +62,7 @@ export class App {
       commit: () => this.commit(),
       viewChanged: () => this.scheduleAutosave(),
       openSearch: (at) => this.openSearch(at),
+      openPreview: (id) => this.execution.openPlayer(id),
       toggleCollapse: (ids) => this.toggleCollapse(ids),
       rename: (id, el) => this.renameInline(el, (title) => { this.graph.nodes.get(id).title = title; }),
       renameGroup: (id, el) => this.renameInline(el, (title) => { this.graph.groups.find((g) => g.id === id).title = title; }),
@@ -162,7 +167,11 @@ export class App {
     if (tab.saved === null) tab.saved = state;
     this.execution.showTab(tab);
     this.workspace.render();
-    document.title = `${tab.name} · vidgraph`;
+    document.title = this.baseTitle();
+  }
+
+  baseTitle() {
+    return `${this.workspace.active.name} · vidgraph`;
   }
 
   // After saving to a file, the tab's graph counts as unchanged.

@@ -72,12 +72,7 @@ export function installCommands(app) {
   on("#export-api-button", () => downloadJson(graphToPrompt(app.graph), "workflow_api.json"));
   on("#open-button", () => document.querySelector("#file-input").click());
   on("#new-button", () => app.workspace.newTab());
-  on("#panel-button", () => {
-    const panel = document.querySelector("#queue-panel");
-    panel.hidden = !panel.hidden;
-    document.querySelector("#panel-button").setAttribute("aria-expanded", String(!panel.hidden));
-    app.execution.refreshPanel();
-  });
+  on("#panel-button", () => app.queuePanel.toggle());
   document.querySelector("#file-input").addEventListener("change", async (e) => {
     const files = [...e.target.files];
     e.target.value = "";

@@ -2,6 +2,7 @@
 import { graphToPrompt } from "./convert.js";
 import { nextControlledValue } from "./nodedefs.js";
 import { describeValidationError, describeRuntimeError } from "./errors.js";
+import { RunProgress, ProgressBar } from "./progress.js";
 
 const VIDEO_EXTENSIONS = /\.(mp4|webm|mov|mkv)$/i;
 
@@ -10,12 +11,17 @@ export class Execution {
     this.app = app;
     this.runningNode = null;
     this.runningTab = null; // the tab whose prompt runs now: its nodes get the live marks
+    this.promptSizes = new Map(); // prompt id → node count, for the whole-workflow percentage
+    this.progress = null;
+    this.bar = new ProgressBar(app.canvas);
     this.promptId = null;
-    this.panel = document.querySelector("#queue-panel");
     const { api } = app;
     api.addEventListener("status", (e) => this.onStatus(e.detail));
     api.addEventListener("execution_start", (e) => this.onStart(e.detail));
-    api.addEventListener("execution_cached", (e) => this.markNodes(e.detail.nodes, "cached"));
+    api.addEventListener("execution_cached", (e) => {
+      this.progress?.onCached(e.detail.nodes?.length ?? 0);
+      this.markNodes(e.detail.nodes, "cached");
+    });
     api.addEventListener("executing", (e) => this.onExecuting(e.detail));
     api.addEventListener("progress", (e) => this.onProgress(e.detail));
     api.addEventListener("executed", (e) => this.onExecuted(e.detail));
@@ -24,7 +30,6 @@ export class Execution {
     api.addEventListener("execution_success", () => this.finish("success"));
     api.addEventListener("b_preview", (e) => this.onSamplerPreview(e.detail));
     api.addEventListener("disconnected", () => this.app.setStatus("disconnected: reconnecting…"));
-    this.panel.addEventListener("click", (e) => this.onPanelClick(e));
   }
 
   // The active tab's results (node id → last ui output) and errors (node id → [{message, details, input}]).
@@ -46,18 +51,20 @@ export class Execution {
     this.clearErrors();
     let response;
     try {
-      response = await api.queuePrompt(prompt, workflow, { front });
+      response = await api.queuePrompt(prompt, workflow, { front, name: this.app.workspace.active.name });
     } catch (err) {
       this.app.toast(`Could not reach the server: ${err.message}`, "error");
       return null;
     }
     const body = response.data ?? {};
     if (!response.ok) {
-      this.showValidationErrors(body);
+      const lines = this.showValidationErrors(body);
+      this.app.queuePanel.recordRefused({ name: this.app.workspace.active.name, body, lines, workflow });
       return null;
     }
     if (body.node_errors && Object.keys(body.node_errors).length) this.showValidationErrors(body, { partial: true });
     this.app.workspace.set.rememberPrompt(body.prompt_id, this.app.workspace.active.id);
+    this.promptSizes.set(body.prompt_id, Object.keys(prompt).length);
     this.applySeedControls();
     this.app.setStatus(`queued ${String(body.prompt_id).slice(0, 8)}`);
     this.refreshPanel();
@@ -186,8 +193,9 @@ export class Execution {
     this.promptId = data.prompt_id;
     this.runningTab = this.app.workspace.set.tabForPrompt(data.prompt_id);
     this.outcome = null;
-    for (const el of document.querySelectorAll(".node.cached, .node.executed, .node.running")) el.classList.remove("cached", "executed", "running");
-    this.app.setStatus("running");
+    this.progress = new RunProgress({ total: this.promptSizes.get(data.prompt_id) ?? null });
+    if (this.runningHere) for (const el of document.querySelectorAll(".node.cached, .node.executed, .node.running")) el.classList.remove("cached", "executed", "running");
+    this.showProgress();
     document.body.classList.add("executing");
   }
 
@@ -203,7 +211,9 @@ export class Execution {
       prev?.classList.add("executed");
     }
     this.runningNode = data.node == null ? null : Number(data.node);
+    this.progress?.onNode(this.runningNode, this.nodeLabel(this.runningNode));
     if (this.runningNode == null) { this.finish("done"); return; }
+    this.showProgress();
     if (!this.runningHere) return;
     const el = this.app.view.nodeEl(this.runningNode);
     el?.classList.add("running");
@@ -211,13 +221,29 @@ export class Execution {
   }
 
   onProgress(data) {
+    this.progress?.onStep(data.value, data.max);
+    this.showProgress();
     if (!this.runningHere) return;
     const el = this.app.view.nodeEl(Number(data.node ?? this.runningNode));
     if (!el) return;
     el.classList.add("running");
     el.style.setProperty("--progress", String(data.max ? data.value / data.max : 0));
     el.querySelector(".node-progress").title = `${data.value} / ${data.max}`;
+    el.querySelector(".node-progress .steps").textContent = `${data.value}/${data.max}`;
     el.dataset.progress = `${data.value}/${data.max}`;
+  }
+
+  nodeLabel(id) {
+    const node = this.runningHere ? this.app.graph.nodes.get(id) : null;
+    const where = this.runningTab && !this.runningHere ? ` in “${this.runningTab.name}”` : "";
+    return `${node ? this.app.graph.displayName(node) : "node"} #${id}${where}`;
+  }
+
+  // The strip over the canvas, the status line and the browser tab's title all say the same.
+  showProgress() {
+    if (!this.progress) return;
+    this.bar.show(this.progress, this.app.baseTitle());
+    this.app.setStatus(this.progress.describe());
   }
 
   // how: "success" | "error" | "interrupted" from their events, then "done" when the
@@ -225,6 +251,8 @@ export class Execution {
   finish(how) {
     if (this.runningNode != null && this.runningHere) this.app.view.nodeEl(this.runningNode)?.classList.remove("running");
     this.runningNode = null;
+    this.progress = null;
+    this.bar.hide(this.app.baseTitle());
     document.body.classList.remove("executing");
     if (how !== "done") this.outcome = how;
     this.app.setStatus(how === "done" && this.outcome === "success" ? "idle" : (this.outcome ?? how));
@@ -246,11 +274,37 @@ export class Execution {
     if (el && !output) this.paintInputPreview(nodeId, el);
     if (!el || !output) return;
     const box = el.querySelector(".node-preview");
-    const files = [...(output.images ?? []), ...(output.gifs ?? []), ...(output.videos ?? [])];
+    const files = outputFiles(output);
     box.replaceChildren(...files.map((file) => previewElement(this.app.api.viewUrl(file), file.filename)));
+    if (files.length) box.prepend(this.previewActions(nodeId, files[0]));
     const texts = output.text ?? output.string;
     if (Array.isArray(texts)) for (const t of texts) { const p = document.createElement("pre"); p.textContent = String(t); box.append(p); }
     el.classList.toggle("has-preview", box.children.length > 0);
+  }
+
+  // Over a preview: open it large (also a double-click on it), download it, open it in a browser tab.
+  previewActions(nodeId, file) {
+    const url = this.app.api.viewUrl(file);
+    const bar = document.createElement("div");
+    bar.className = "preview-actions";
+    const enlarge = button("Enlarge", "enlarge");
+    enlarge.title = "Open in the player: frame by frame, download (double-click the preview)";
+    enlarge.addEventListener("click", () => this.openPlayer(nodeId));
+    const download = Object.assign(document.createElement("a"), { href: url, download: file.filename, textContent: "Download", title: `Download ${file.filename}` });
+    const open = Object.assign(document.createElement("a"), { href: url, target: "_blank", rel: "noopener", textContent: "Open", title: "Open in a new browser tab" });
+    bar.append(enlarge, download, open);
+    return bar;
+  }
+
+  openPlayer(nodeId) {
+    const output = this.outputs.get(nodeId);
+    const files = output ? outputFiles(output) : [];
+    if (!files.length) return;
+    const node = this.app.graph.nodes.get(nodeId);
+    const stills = files.length > 1 && files.every((f) => !/\.(mp4|webm|mov|mkv|webp|gif)$/i.test(f.filename));
+    const title = `${node ? this.app.graph.displayName(node) : "Node"} #${nodeId}`;
+    this.app.player.open([{ files: stills ? files : [files[0]], label: stills ? null : files[0].filename }],
+      { title, urlOf: (f) => this.app.api.viewUrl(f) });
   }
 
   // Load Image and friends show the file their upload widget points at.
@@ -298,56 +352,8 @@ export class Execution {
     if (node.id === this.runningNode && this.runningHere) this.app.view.nodeEl(node.id)?.classList.add("running");
   }
 
-  // ---- queue panel -------------------------------------------------------------------------
-  async refreshPanel() {
-    if (this.panel.hidden) return;
-    clearTimeout(this.panelTimer);
-    this.panelTimer = setTimeout(() => this.renderPanel(), 100);
-  }
-
-  async renderPanel() {
-    let queue, history;
-    try {
-      [queue, history] = await Promise.all([this.app.api.getQueue(), this.app.api.getHistory(30)]);
-    } catch { return; }
-    const item = (entry, kind) => {
-      const [number, promptId] = entry;
-      const li = document.createElement("li");
-      li.dataset.promptId = promptId;
-      li.textContent = `#${number} ${String(promptId).slice(0, 8)} `;
-      if (kind === "pending") li.append(button("Cancel", "cancel"));
-      return li;
-    };
-    this.panel.querySelector("#queue-running").replaceChildren(...(queue.queue_running ?? []).map((e) => item(e, "running")));
-    this.panel.querySelector("#queue-pending").replaceChildren(...(queue.queue_pending ?? []).map((e) => item(e, "pending")));
-    this.history = history;
-    const entries = Object.entries(history).reverse();
-    this.panel.querySelector("#history-list").replaceChildren(...entries.map(([promptId, entry]) => {
-      const li = document.createElement("li");
-      li.dataset.promptId = promptId;
-      li.className = `history-${entry.status?.status_str ?? "unknown"}`;
-      const label = document.createElement("span");
-      label.textContent = `${String(promptId).slice(0, 8)} · ${entry.status?.status_str ?? "?"}`;
-      li.append(label);
-      const files = Object.values(entry.outputs ?? {}).flatMap((o) => [...(o.images ?? []), ...(o.gifs ?? [])]);
-      for (const file of files.slice(0, 4)) li.append(previewElement(this.app.api.viewUrl(file), file.filename, true));
-      if (entry.prompt?.[3]?.extra_pnginfo?.workflow || entry.prompt?.[2]) li.append(button("Load", "load-history"));
-      return li;
-    }));
-  }
-
-  async onPanelClick(e) {
-    const action = e.target.closest("button")?.dataset.action;
-    const promptId = e.target.closest("li")?.dataset.promptId;
-    if (action === "cancel") await this.app.api.deleteQueued(promptId);
-    else if (action === "clear-queue") await this.app.api.clearQueue();
-    else if (action === "clear-history") await this.app.api.clearHistory();
-    else if (action === "load-history") {
-      const entry = this.history?.[promptId];
-      const workflow = entry?.prompt?.[3]?.extra_pnginfo?.workflow;
-      this.app.loadAny(workflow ?? entry?.prompt?.[2], `history ${promptId.slice(0, 8)}`, { outputs: entry?.outputs });
-    }
-    if (action) this.refreshPanel();
+  refreshPanel() {
+    this.app.queuePanel?.refresh();
   }
 }
 
@@ -357,6 +363,10 @@ function errorKey(graph, node, inputName) {
   const widget = graph.widget(node, inputName);
   const input = node.inputs.find((i) => i.name === inputName);
   return JSON.stringify([widget?.value ?? null, input?.link ?? null]);
+}
+
+export function outputFiles(output) {
+  return [...(output.images ?? []), ...(output.gifs ?? []), ...(output.videos ?? [])];
 }
 
 function button(text, action) {

@@ -63,6 +63,8 @@ export function installGestures(view, hooks) {
     if (title) { hooks.rename(Number(title.closest(".node").dataset.nodeId), title); return; }
     const groupTitle = target.closest(".group-title");
     if (groupTitle) { hooks.renameGroup(Number(groupTitle.closest(".group").dataset.groupId), groupTitle); return; }
+    const preview = target.closest(".node-preview img, .node-preview video");
+    if (preview) { hooks.openPreview(Number(preview.closest(".node").dataset.nodeId)); return; }
     if (target.closest(".node") || target.closest(FORM_CONTROLS)) return;
     hooks.openSearch({ clientX: e.clientX, clientY: e.clientY });
   });

@@ -49,16 +49,25 @@ export async function readPngText(bytes) {
   return found;
 }
 
-export function readWebpExif(bytes) {
+// Calls fn(type, start, end) for each top-level RIFF chunk of a WEBP; fn returning true stops.
+function webpChunks(bytes, fn) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let at = 12;
   while (at + 8 <= bytes.length) {
-    const type = ascii4(bytes, at);
     const size = view.getUint32(at + 4, true);
-    if (type === "EXIF") return readExifStrings(bytes.subarray(at + 8, at + 8 + size));
+    if (fn(ascii4(bytes, at), at + 8, Math.min(bytes.length, at + 8 + size))) return;
     at += 8 + size + (size & 1);
   }
-  return {};
+}
+
+export function readWebpExif(bytes) {
+  let found = {};
+  webpChunks(bytes, (type, start, end) => {
+    if (type !== "EXIF") return false;
+    found = readExifStrings(bytes.subarray(start, end));
+    return true;
+  });
+  return found;
 }
 
 // ComfyUI stores "workflow:{...}" and "prompt:{...}" as ASCII values of IFD0 tags.
@@ -94,9 +103,9 @@ export function readExifStrings(exif) {
 }
 
 // MP4/MOV written with movflags=use_metadata_tags: moov/udta?/meta/{keys, ilst}.
-export function readMp4Tags(bytes) {
+// A walker over ISO-BMFF boxes: boxes(start, end, fn) calls fn(type, payloadStart, boxEnd).
+function mp4Walker(bytes) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const found = {};
   const boxes = (start, end, fn) => {
     let at = start;
     while (at + 8 <= end) {
@@ -110,6 +119,12 @@ export function readMp4Tags(bytes) {
       at += size;
     }
   };
+  return { view, boxes };
+}
+
+export function readMp4Tags(bytes) {
+  const { view, boxes } = mp4Walker(bytes);
+  const found = {};
   const readMeta = (start, end) => {
     // "meta" is a full box in ISO files but not always in QuickTime ones.
     if (ascii4(bytes, start + 4) !== "hdlr") start += 4;
@@ -139,6 +154,46 @@ export function readMp4Tags(bytes) {
   });
   walk(0, bytes.length);
   return found;
+}
+
+// Frame count and timing of an animation, for a player that steps frame by frame:
+// {frames, fps} from an MP4's video track (mdhd timescale, stts deltas) or an animated WEBP's
+// ANMF chunks (24-bit little-endian durations in ms); null when the file says neither.
+export function readFrameTiming(bytes) {
+  const format = sniffFormat(bytes);
+  if (format === "webp") {
+    const durations = [];
+    webpChunks(bytes, (type, start) => {
+      if (type === "ANMF") durations.push(bytes[start + 12] | (bytes[start + 13] << 8) | (bytes[start + 14] << 16));
+      return false;
+    });
+    if (!durations.length) return { frames: 1, fps: null };
+    const mean = durations.reduce((a, b) => a + b, 0) / durations.length;
+    return { frames: durations.length, fps: mean > 0 ? Math.round((1000 / mean) * 1000) / 1000 : null };
+  }
+  if (format !== "mp4") return null;
+  const { view, boxes } = mp4Walker(bytes);
+  let result = null;
+  const track = (start, end) => {
+    let handler = null, timescale = null, frames = 0, ticks = 0;
+    const visit = (s, e) => boxes(s, e, (type, ps, pe) => {
+      if (["mdia", "minf", "stbl"].includes(type)) visit(ps, pe);
+      else if (type === "hdlr") handler = ascii4(bytes, ps + 8);
+      else if (type === "mdhd") timescale = view.getUint32(ps + (bytes[ps] === 1 ? 20 : 12));
+      else if (type === "stts") {
+        for (let i = 0, at = ps + 8; i < view.getUint32(ps + 4) && at + 8 <= pe; i++, at += 8) {
+          frames += view.getUint32(at);
+          ticks += view.getUint32(at) * view.getUint32(at + 4);
+        }
+      }
+    });
+    visit(start, end);
+    if (handler === "vide" && !result && frames) {
+      result = { frames, fps: timescale && ticks ? Math.round((frames * timescale / ticks) * 1000) / 1000 : null };
+    }
+  };
+  boxes(0, bytes.length, (type, s, e) => { if (type === "moov") boxes(s, e, (t, ts, te) => { if (t === "trak") track(ts, te); }); });
+  return result;
 }
 
 function parseJsonField(text) {

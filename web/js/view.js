@@ -66,6 +66,15 @@ export class GraphView {
     this.applyTransform();
   }
 
+  // Is every node wholly inside the canvas as it is drawn now?
+  allNodesVisible() {
+    const area = this.canvas.getBoundingClientRect();
+    return [...this.nodeEls.values()].every((el) => {
+      const r = el.getBoundingClientRect();
+      return r.left >= area.left - 1 && r.right <= area.right + 1 && r.top >= area.top - 1 && r.bottom <= area.bottom + 1;
+    });
+  }
+
   nodeHeight(node) {
     return this.nodeEls.get(node.id)?.offsetHeight || node.size[1];
   }
@@ -134,7 +143,7 @@ export class GraphView {
     title.append(collapse, text, badge);
 
     const progress = element("div", "node-progress");
-    progress.innerHTML = '<div class="bar"></div>';
+    progress.innerHTML = '<div class="bar"></div><span class="steps"></span>';
 
     const slots = element("div", "slots");
     const ins = element("div", "inputs");

@@ -1,6 +1,6 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import { readEmbeddedWorkflow, sniffFormat, readExifStrings } from "../js/metadata.js";
+import { readEmbeddedWorkflow, sniffFormat, readExifStrings, readFrameTiming } from "../js/metadata.js";
 import { fixture, fixtureJson } from "./helpers.mjs";
 
 const expected = { workflow: fixtureJson("svd_workflow.json"), prompt: fixtureJson("svd_prompt.json") };
@@ -32,4 +32,10 @@ test("big-endian EXIF with the Exif\\0\\0 prefix is read", () => {
   tiff.set(text, 26);
   const exif = new Uint8Array([...new TextEncoder().encode("Exif\0\0"), ...tiff]);
   assert.deepEqual(readExifStrings(exif), { workflow: "{\"a\":1}" });
+});
+
+test("frame count and rate of MP4 and animated WEBP files, for the player", () => {
+  assert.deepEqual(readFrameTiming(new Uint8Array(fixture("embedded.mp4"))), { frames: 3, fps: 6 });
+  assert.deepEqual(readFrameTiming(new Uint8Array(fixture("embedded.webp"))), { frames: 3, fps: 10 });
+  assert.equal(readFrameTiming(new Uint8Array(fixture("embedded_text.png"))), null);
 });
