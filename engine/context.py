@@ -64,6 +64,14 @@ def current_context() -> NodeContext | None:
     return _current.get()
 
 
+def check_current_interrupt() -> None:
+    """Raise `Interrupted` if the running node's prompt was interrupted (no-op outside a node).
+    For long loops below the node, such as a model load or a video encode, that get no context."""
+    context = _current.get()
+    if context is not None:
+        context.check_interrupt()
+
+
 def enter_context(ctx: NodeContext) -> contextvars.Token:
     """Make `ctx` current; undo with `leave_context(token)` (the executor's cheap form of use_context)."""
     return _current.set(ctx)

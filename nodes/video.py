@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from vidgraph.engine import metadata
-from vidgraph.engine.context import current_context
+from vidgraph.engine.context import check_current_interrupt
 
 from vidgraph.engine.nodecall import materialized
 
@@ -105,13 +105,6 @@ class Video:
         return f"Video({where})"
 
 
-def check_interrupt() -> None:
-    """Stop long encodes/decodes on interrupt; the Video runs inside whichever node uses it."""
-    context = current_context()
-    if context is not None:
-        context.check_interrupt()
-
-
 def _as_fraction(fps) -> Fraction:
     return fps if isinstance(fps, Fraction) else Fraction(round(float(fps) * 1000), 1000)
 
@@ -140,7 +133,7 @@ def encode_mp4(path, frames: FrameStream, frame_rate: Fraction, audio: dict | No
         for chunk in frames.chunks():
             chunk = chunk.expand(*chunk.shape[:3], 3) if chunk.shape[-1] == 1 else chunk[..., :3]
             for array in even_frames(to_uint8(chunk)):
-                check_interrupt()
+                check_current_interrupt()
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         out.mux(stream.encode())
         if audio_track is not None:
@@ -230,7 +223,7 @@ class VideoFileFrames(FrameStream):
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 for frame in container.decode(stream):
-                    check_interrupt()
+                    check_current_interrupt()
                     if done + len(batch) >= total:
                         break
                     if (frame.width, frame.height) != (width, height):

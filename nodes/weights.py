@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidgraph.engine.context import check_current_interrupt
+
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
                       "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
@@ -168,6 +170,7 @@ def stream_into(model: nn.Module, source, names: dict, what: str, dtype=None, de
                 lines.append(f"  {label} ({len(items)}): " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
         raise CheckpointError("\n".join(lines))
     for key, current, tensor in _read_ahead(source, [(k, names[k], v) for k, v in expected.items()], dtype, device):
+        check_current_interrupt()  # a load of many GB stops on interrupt between tensors (ComfyUI #1920)
         owner_name, _, attr = key.rpartition(".")
         owner = model.get_submodule(owner_name)
         if isinstance(current, nn.Parameter):

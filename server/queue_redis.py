@@ -42,6 +42,29 @@ def connect(url: str, **kwargs) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **client_options(), **kwargs)
 
 
+def unreachable(url: str) -> str | None:
+    """Why the queue at `url` cannot be used (None when it answers), for a one-line start-up error."""
+    async def ping():
+        client = connect(url)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+    try:
+        asyncio.run(ping())
+        return None
+    except (aioredis.RedisError, OSError, ValueError) as e:
+        return f"cannot reach the queue at {redacted(url)}: {e}"
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
 class RedisQueue:
     backend = "redis"
 
@@ -235,12 +258,12 @@ class RedisQueue:
     async def delete_history(self, prompt_ids):
         if prompt_ids is None:
             prompt_ids = await self.redis.zrange(self.keys.history, 0, -1)
-        removed = 0
-        for prompt_id in prompt_ids:
-            if await self.redis.zrem(self.keys.history, prompt_id):
-                await self.redis.delete(self.keys.job(prompt_id))
-                removed += 1
-        return removed
+        in_history = await self._pipe(
+            lambda p: [p.zscore(self.keys.history, i) for i in prompt_ids])
+        gone = [i for i, score in zip(prompt_ids, in_history) if score is not None]
+        await self._pipe(lambda p: [(p.zrem(self.keys.history, i), p.delete(self.keys.job(i)))
+                                    for i in gone])
+        return len(gone)
 
     @available
     async def workers(self):

@@ -20,7 +20,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-import redis
+try:
+    import redis
+except ImportError:  # an optional extra: `vidgraph worker` says how to install it
+    redis = None
 
 from vidgraph.engine.interrupt import InterruptFlag
 from vidgraph.runtime import UsageError, add_runtime_options, build_runtime
@@ -425,6 +428,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if redis is None:
+        print("vidgraph worker: needs the redis package: pip install 'vidgraph[redis]'",
+              file=sys.stderr)
+        return 2
     from vidgraph.engine.executor import Executor
 
     try:
@@ -432,16 +439,16 @@ def main(args: argparse.Namespace) -> int:
     except UsageError as e:
         print(f"vidgraph worker: {e}", file=sys.stderr)
         return 2
+    from .queue_redis import unreachable
+
     runtime.folders.ensure_dirs()
     executor = Executor(runtime.registry, runtime.folders, settings=runtime.settings)
     options = WorkerOptions(lease=args.lease, steal_after=args.steal_after,
                             warm_slots=max(1, args.warm_slots))
     worker = RedisWorker(args.queue, executor, args.worker_id, runtime.settings["device"], options)
-    try:
-        worker.redis.ping()
-    except redis.RedisError as e:
-        print(f"vidgraph worker: cannot reach the queue at {_redacted(args.queue)}: {e}",
-              file=sys.stderr)
+    problem = unreachable(args.queue)
+    if problem:
+        print(f"vidgraph worker: {problem}", file=sys.stderr)
         return 2
 
     def on_signal(signum, frame):
@@ -454,14 +461,6 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     worker.run()
     return 0
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
 
 
 if __name__ == "__main__":

@@ -92,6 +92,15 @@ def main(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config, registry = config_from_args(args)
+        if config.queue_url:
+            try:
+                from .queue_redis import unreachable
+            except ImportError as e:
+                raise UsageError(f"--queue needs the redis package ({e}): "
+                                 "pip install 'vidgraph[redis]'") from None
+            problem = unreachable(config.queue_url)
+            if problem:
+                raise UsageError(problem)
         lock = lock_user_dir(Path(config.folders.user_dir))
         app = create_app(config, registry=registry)
     except (ValueError, UsageError) as e:

@@ -225,3 +225,29 @@ def test_pause_survives_a_restart_and_instance_id_stays(tmp_path):
 async def _post(url):
     async with aiohttp.ClientSession() as s:
         assert (await post_json(s, url, {}))[0] == 200
+
+
+def test_history_windows_and_deletes_match_across_backends(queue_server):
+    url = queue_server.url
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            await post_json(s, f"{url}/history", {"clear": True})
+            ids = []
+            for i in range(5):  # one at a time, so the finishing order is the submit order
+                ids.append(await submit(s, url, slow_prompt(steps=1, delay=0.0, tag=f"h{i}")))
+
+                async def done(prompt_id=ids[-1]):
+                    return prompt_id in (await get_json(s, f"{url}/history/{prompt_id}"))[1]
+                await wait_for(done)
+            assert list((await get_json(s, f"{url}/history"))[1]) == ids
+            assert list((await get_json(s, f"{url}/history?max_items=2"))[1]) == ids[3:]
+            assert list((await get_json(s, f"{url}/history?max_items=2&offset=1"))[1]) == ids[1:3]
+            assert list((await get_json(s, f"{url}/history?offset=3"))[1]) == ids[3:]
+            assert (await get_json(s, f"{url}/history?max_items=0"))[1] == {}
+            await post_json(s, f"{url}/history", {"delete": [ids[1], "nope"]})
+            assert list((await get_json(s, f"{url}/history"))[1]) == ids[:1] + ids[2:]
+            assert (await history_state(s, url, ids[1]))[0] == 404
+            await post_json(s, f"{url}/history", {"clear": True})
+            assert (await get_json(s, f"{url}/history"))[1] == {}
+    asyncio.run(scenario())

@@ -151,3 +151,86 @@ def test_redis_restart_with_aof_loses_nothing_acknowledged(farm):
     assert all(entry["status"]["status_str"] == "success" for entry in done.values())
     names = [item["filename"] for entry in done.values() for item in entry["outputs"]["2"]["images"]]
     assert len(set(names)) == 60 and output_files(server.base) == sorted(names)
+
+
+def test_websocket_events_from_a_worker_reach_the_browser_in_comfyui_shapes(farm):
+    import asyncio
+
+    import aiohttp
+
+    from server_harness import collect_until_done, post_json, slow_prompt
+
+    server, redis_server, workers = farm
+    workers.start("w1")
+    wait_for_workers(redis_server, ["w1"])
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"{server.url}/ws?clientId=browser") as ws:
+                await ws.send_str(json.dumps({"type": "feature_flags",
+                                              "data": {"supports_preview_metadata": True}}))
+                prompt = slow_prompt(steps=3, delay=0.01, previews=True)
+                prompt["2"] = job("ws")["2"]
+                prompt["2"]["inputs"]["count"] = ["1", 0]
+                status, body = await post_json(s, f"{server.url}/prompt",
+                                               {"prompt": prompt, "client_id": "browser"})
+                assert status == 200
+                messages = await collect_until_done(ws, body["prompt_id"], timeout=30)
+                return body["prompt_id"], messages
+    prompt_id, messages = asyncio.run(scenario())
+    kinds = [kind for kind, _ in messages]
+    assert kinds.index("execution_start") < kinds.index("progress") < kinds.index("execution_success")
+    progress = [data for kind, data in messages if kind == "progress"]
+    assert progress[-1] == {"value": 3, "max": 3, "prompt_id": prompt_id, "node": "1"}
+    frames = [data for kind, data in messages if kind == "binary"]
+    assert frames and int.from_bytes(frames[0][:4], "big") == 4  # PREVIEW_IMAGE_WITH_METADATA
+    executed = {data["node"]: data["output"] for kind, data in messages if kind == "executed"}
+    image = executed["2"]["images"][0]
+    assert image["type"] == "output" and (server.base / "output" / "farm" / image["filename"]).is_file()
+    assert messages[-1] == ("executing", {"node": None, "prompt_id": prompt_id})
+    assert history(server)[prompt_id]["outputs"]["2"] == executed["2"]
+
+
+def test_warm_worker_gets_its_model_set_and_a_cold_one_steals_after_a_delay(farm):
+    server, redis_server, workers = farm
+    workers.extra = ["--steal-after", "1.0"]
+    for name in ("a", "b"):
+        workers.start(name)
+    wait_for_workers(redis_server, ["a", "b"])
+
+    def model_job(tag, delay=0.0, steps=1):
+        return {"1": {"class_type": "TestSlow", "inputs": {"steps": steps, "delay": delay,
+                                                          "tag": "checkpoint.safetensors"}},
+                "2": {"class_type": "TestStamp", "inputs": {"tag": tag}}}
+
+    def run(prompt):
+        prompt_id = submit(server, prompt)
+        wait_until(lambda: history(server).get(prompt_id), 30, 0.05, "the job")
+        return request(f"{server.url}/vidgraph/jobs/{prompt_id}")["worker"]
+
+    first = run(model_job("first"))
+    other = {"a": "b", "b": "a"}[first]
+    # the next jobs with the same model file go to the worker that holds it
+    assert [run(model_job(f"again{i}")) for i in range(4)] == [first] * 4
+    # while it is busy, a job for its model waits, then the cold worker takes it
+    busy = submit(server, model_job("busy", delay=0.1, steps=40))
+    wait_until(lambda: request(f"{server.url}/vidgraph/jobs/{busy}")["state"] == "running", 30,
+               what="the long job")
+    submitted = time.time()
+    stolen = submit(server, model_job("stolen"))
+    entry = wait_until(lambda: history(server).get(stolen), 30, 0.05, "the stolen job")
+    assert request(f"{server.url}/vidgraph/jobs/{stolen}")["worker"] == other
+    assert entry["outputs"]["2"]["finished_at"][0] - submitted >= 1.0  # it waited for the warm one
+
+
+def test_an_unreachable_queue_is_one_clear_line_without_the_password(tmp_path, capsys):
+    require_redis()
+    from redis_harness import free_port
+    from vidgraph import cli
+
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # nothing listens there
+    for command in (["worker", "--queue", url], ["serve", "--queue", url, "--port", "0"]):
+        assert cli.main([*command, "--base-dir", str(tmp_path), "--no-builtin-nodes"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot reach the queue at redis://***@127.0.0.1" in err, err
+        assert "hunter2" not in err and "Traceback" not in err

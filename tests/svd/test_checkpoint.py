@@ -272,3 +272,32 @@ def test_tiny_checkpoint_is_written_atomically(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     assert write_tiny_checkpoint(target) == str(target) and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_an_interrupt_stops_a_load_between_tensors(tiny_file):
+    """ComfyUI #1920: an interrupt while models load waits for the whole load; here it stops it."""
+    from vidgraph.engine.context import NodeContext, use_context
+    from vidgraph.engine.folders import Folders
+    from vidgraph.engine.interrupt import Interrupted, InterruptFlag
+    from vidgraph.engine.resources import ResourceCache
+
+    flag = InterruptFlag()
+    context = NodeContext("p", "1", "ImageOnlyCheckpointLoader", Folders(), ResourceCache(), {}, flag)
+    reads = []
+    original = SafetensorsFile.read
+
+    def counting_read(self, key, *args, **kwargs):
+        reads.append(key)
+        if len(reads) == 5:
+            flag.set()  # the user presses cancel while the UNet streams in
+        return original(self, key, *args, **kwargs)
+
+    SafetensorsFile.read = counting_read
+    try:
+        with use_context(context), pytest.raises(Interrupted):
+            load_checkpoint(tiny_file)
+    finally:
+        SafetensorsFile.read = original
+    total = len(SafetensorsFile(tiny_file).keys())
+    assert len(reads) < 10 < total  # stopped within a tensor or two (one is read ahead)
+    load_checkpoint(tiny_file)  # outside a node (no context) nothing is checked
