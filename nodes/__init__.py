@@ -15,6 +15,7 @@ PACK_MODULES = (
     "loaders",     # checkpoint, VAE, CLIP-vision and UNet loaders
     "conditioning",  # CLIPVisionEncode, SVD_img2vid_Conditioning, per-frame CFG guidance
     "ksampler",    # KSampler, KSamplerAdvanced
+    "motion",      # motion brush, camera paths, keyframes/loops, trajectories (nodes/motion/)
 )
 
 NODE_CLASS_MAPPINGS: dict = {}

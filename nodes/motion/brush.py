@@ -1,0 +1,73 @@
+"""The motion brush: regions that may move; everything else stays where the first frame has it.
+
+After classifier-free guidance, at every step the predicted clean latent (x0) of frames 2..N is
+pulled to frame 1's prediction by the pin weight w = 1 - max_i(strength_i * feathered mask_i):
+`x0[t] = x0[t] * (1 - w) + x0[0] * w` (after the open-source SVD motion brush). Outside every
+region w = 1 and the frames copy frame 1; inside a region of strength 1 nothing is changed; a
+strength of 0.5 lets a region move half-way freely.
+
+Several brushes on one MODEL combine into one pin map (the regions are kept in the MODEL's
+`transformer_options`, and one post-CFG patch reads them), so chaining MotionBrush nodes adds
+regions instead of pinning each other's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import masks
+
+OPTIONS_KEY = "vidgraph.motion_brush"
+
+
+@dataclass(frozen=True)
+class Region:
+    mask: torch.Tensor                     # [B, H, W] feathered, image resolution, CPU
+    strength: float                        # how free the region is to move, 0..1
+    sigma_range: tuple[float, float] | None = None   # (high, low); None = every step
+
+    def active(self, sigma: float) -> bool:
+        return self.sigma_range is None or self.sigma_range[1] <= sigma <= self.sigma_range[0]
+
+
+def pin_weight(regions, frames: int, height: int, width: int, sigma: float) -> torch.Tensor | None:
+    """w [frames, 1, height, width]: how strongly each latent cell is pinned to frame 1 (None when
+    no region is active at this sigma)."""
+    active = [r for r in regions if r.active(sigma)]
+    if not active:
+        return None
+    free = torch.zeros(frames, height, width)
+    for region in active:
+        cells = masks.frame_weights(masks.to_latent(region.mask, height, width), frames)
+        free = torch.maximum(free, cells * region.strength)
+    return (1.0 - free.clamp(0.0, 1.0))[:, None]
+
+
+def pin_to_first_frame(denoised: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x0 [T, C, h, w] with frames 1.. pulled to frame 0 by weight [T, 1, h, w] (frame 0 unchanged)."""
+    weight = weight.to(denoised.device, denoised.dtype)
+    weight = torch.cat([torch.zeros_like(weight[:1]), weight[1:]])
+    return denoised * (1 - weight) + denoised[:1] * weight
+
+
+def motion_brush_post_cfg(args: dict) -> torch.Tensor:
+    """The post-CFG patch: reads the regions from the MODEL it runs on."""
+    denoised = args["denoised"]
+    regions = args["model"].transformer_options.get(OPTIONS_KEY, ())
+    if denoised.ndim != 4 or denoised.shape[0] < 2 or not regions:
+        return denoised
+    sigma = float(torch.as_tensor(args["sigma"]).reshape(-1)[0])
+    weight = pin_weight(regions, denoised.shape[0], denoised.shape[-2], denoised.shape[-1], sigma)
+    return denoised if weight is None else pin_to_first_frame(denoised, weight)
+
+
+def add_region(model, mask, strength: float, feather_pixels: int, sigma_range=None):
+    """A clone of `model` with one more motion-brush region (the patch registered on the first)."""
+    m = model.clone()
+    regions = tuple(m.transformer_options.get(OPTIONS_KEY, ()))
+    if not regions:
+        m.add_post_cfg(motion_brush_post_cfg)
+    region = Region(masks.feather(mask, feather_pixels), float(strength), sigma_range)
+    m.transformer_options[OPTIONS_KEY] = regions + (region,)
+    return m

@@ -1,0 +1,84 @@
+"""Region masks for motion control: feathered edges, and the latent-resolution weight maps the
+motion brush pins frames with.
+
+A MASK is ComfyUI's [B, H, W] (or [H, W]) float in 0..1 at image resolution. Feathering is a box
+filter applied once along each axis: a straight edge becomes an exact linear ramp `feather` pixels
+wide, centred on the edge (0.5 on the edge itself). Going down to the latent's resolution averages
+each 8x8 cell (area resampling), so a cell half inside the region gets 0.5.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def as_mask_batch(mask) -> torch.Tensor:
+    """A MASK as float32 [B, H, W]."""
+    mask = torch.as_tensor(mask, dtype=torch.float32)
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3 or mask.shape[-1] < 1 or mask.shape[-2] < 1:
+        raise ValueError(f"expected a MASK [frames, height, width], got shape {list(mask.shape)}")
+    return mask
+
+
+def feather(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """The mask [B, H, W] with its edges ramped linearly over `pixels` pixels (0 = unchanged).
+
+    A box filter of width `pixels` along x and then along y, with the border pixels repeated,
+    so a region touching the image border does not fade out there."""
+    mask = as_mask_batch(mask)
+    if pixels <= 0:
+        return mask.clone()
+    x = mask[:, None]
+    for dim in (-1, -2):
+        x = _box_filter(x, pixels, dim)
+    return x[:, 0].clamp(0.0, 1.0)
+
+
+def _box_filter(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Mean over a window of `width` samples centred on each sample, along `dim` (replicate border).
+
+    An even width is centred between samples: the window covers width + 1 samples with half
+    weight at both ends, so the ramp stays centred on the edge for every width."""
+    n = x.shape[dim]
+    half = width // 2 + 1
+    pad = [0, 0, 0, 0]
+    pad[0 if dim == -1 else 2] = pad[1 if dim == -1 else 3] = half
+    padded = F.pad(x, pad, mode="replicate")
+    # Cumulative sums give every window mean in one pass, whatever the width.
+    zero = torch.zeros_like(padded.narrow(dim, 0, 1))
+    csum = torch.cat([zero, padded.cumsum(dim)], dim)
+    if width % 2:
+        r = width // 2
+        lo = torch.arange(n) + half - r
+        hi = lo + width
+        total = csum.index_select(dim, hi) - csum.index_select(dim, lo)
+    else:
+        r = width // 2
+        lo = torch.arange(n) + half - r + 1
+        hi = lo + width - 1
+        inner = csum.index_select(dim, hi) - csum.index_select(dim, lo)
+        ends = padded.index_select(dim, lo - 1) + padded.index_select(dim, hi)
+        total = inner + 0.5 * ends
+    return total / width
+
+
+def to_latent(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A mask [B, H, W] at the latent's size [B, height, width], each cell the mean of its pixels
+    (area resampling; bilinear when the latent is larger than the mask)."""
+    mask = as_mask_batch(mask)[:, None]
+    if mask.shape[-2] >= height and mask.shape[-1] >= width:
+        out = F.adaptive_avg_pool2d(mask, (height, width))
+    else:
+        out = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)
+    return out[:, 0]
+
+
+def frame_weights(mask: torch.Tensor, frames: int) -> torch.Tensor:
+    """A mask batch [B, h, w] as one map per frame [frames, h, w]: a single mask serves every frame,
+    a batch of masks is matched to frames in order (the last one repeated if the batch is short)."""
+    if mask.shape[0] == 1:
+        return mask.expand(frames, -1, -1)
+    index = torch.arange(frames).clamp(max=mask.shape[0] - 1)
+    return mask[index]

@@ -1,0 +1,165 @@
+"""The exactly-testable parts of motion control: mask feathering, trajectory inputs, camera warps."""
+import math
+
+import pytest
+import torch
+
+from vidgraph.nodes.motion import camera, masks, trajectories
+from vidgraph.nodes.motion.camera import Pose
+
+
+# ---------------------------------------------------------------- masks
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 7, 8])
+def test_feather_turns_a_straight_edge_into_a_linear_ramp_centred_on_it(width):
+    mask = torch.zeros(1, 4, 40)
+    mask[..., :20] = 1.0                     # edge between pixel 19 and 20 (x = 20.0)
+    row = masks.feather(mask, width)[0, 0]
+    centres = torch.arange(40) + 0.5
+    expected = ((20.0 - centres) / width + 0.5).clamp(0, 1)
+    assert torch.allclose(row, expected, atol=1e-6)
+    assert torch.allclose(masks.feather(mask, width)[0], row.expand(4, -1))  # uniform along y
+
+
+def test_feather_zero_is_the_mask_and_border_regions_do_not_fade():
+    mask = torch.zeros(2, 16, 16)
+    mask[:, :8, :] = 1.0                      # touches the top, left and right borders
+    assert torch.equal(masks.feather(mask, 0), mask)
+    soft = masks.feather(mask, 6)
+    assert torch.all(soft[:, 0, :] == 1.0) and torch.all(soft[:, -1, :] == 0.0)
+    assert soft.shape == mask.shape and soft.min() >= 0 and soft.max() <= 1
+
+
+def test_mask_to_latent_is_the_mean_of_each_cell_and_frames_are_matched_in_order():
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :, :4] = 1.0                      # half of the first column of 8x8 cells
+    cells = masks.to_latent(mask, 2, 2)
+    assert torch.allclose(cells, torch.tensor([[[0.5, 0.0], [0.5, 0.0]]]))
+    batch = torch.arange(3.0)[:, None, None].expand(3, 2, 2)
+    assert masks.frame_weights(batch, 5)[:, 0, 0].tolist() == [0, 1, 2, 2, 2]
+    assert masks.frame_weights(batch[:1], 4).shape == (4, 2, 2)
+    with pytest.raises(ValueError, match="MASK"):
+        masks.as_mask_batch(torch.zeros(2, 2, 2, 2))
+
+
+# ---------------------------------------------------------------- trajectories
+
+def test_kjnodes_spline_coordinates_in_python_repr_and_json_give_the_same_tracks():
+    repr_text = "[{'x': 10, 'y': 20}, {'x': 30, 'y': 20}, {'x': 50, 'y': 40}]"
+    json_text = '[{"x": 10, "y": 20}, {"x": 30, "y": 20}, {"x": 50, "y": 40}]'
+    a = trajectories.tracks_from_spline(repr_text, 100, 50, 20, 10)
+    b = trajectories.tracks_from_spline(json_text, 100, 50, 20, 10)
+    assert a == b and len(a) == 1
+    assert a[0].path == ((0.1, 0.4), (0.3, 0.4), (0.5, 0.8))
+    assert a[0].box == pytest.approx((0.0, 0.3, 0.2, 0.5))
+
+
+def test_several_splines_give_several_tracks():
+    text = '[[{"x": 0, "y": 0}, {"x": 10, "y": 0}], [{"x": 5, "y": 5}, {"x": 5, "y": 15}]]'
+    tracks = trajectories.tracks_from_spline(text, 20, 20, 4, 4)
+    assert [t.path[-1] for t in tracks] == [(0.5, 0.0), (0.25, 0.75)]
+
+
+def test_paths_are_resampled_by_point_index_and_boxes_move_with_the_centre():
+    track = trajectories.tracks_from_json('[{"box": [0, 0, 20, 10], "path": [[10, 5], [30, 5], [30, 25]]}]', 100, 100)[0]
+    centres = track.centres(5)
+    assert torch.allclose(torch.tensor(centres), torch.tensor([(0.1, 0.05), (0.2, 0.05), (0.3, 0.05), (0.3, 0.15), (0.3, 0.25)]))
+    assert track.boxes(5)[-1] == pytest.approx((0.2, 0.2, 0.4, 0.3))
+    assert trajectories.resample([(1, 2)], 3) == [(1.0, 2.0)] * 3
+    assert trajectories.resample([(0, 0), (4, 8)], 1) == [(0.0, 0.0)]
+    # cell boxes: a 20x10 pixel box on a 100x100 image is 2x1 cells of a 10x10 grid
+    assert trajectories.cell_boxes(track, 5, 10, 10)[0] == (0, 0, 1, 2)
+    assert trajectories.cell_boxes(track, 5, 10, 10)[-1] == (2, 2, 3, 4)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"), ("not json", "neither JSON"), ("[]", "non-empty"),
+    ('[{"x": 1}]', "point must be"), ('[{"x": "a", "y": 2}]', "numbers"),
+])
+def test_bad_spline_coordinates_say_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=message):
+        trajectories.tracks_from_spline(text, 64, 64, 8, 8)
+
+
+def test_bad_tracks_json_and_boxes_outside_the_image_are_refused():
+    with pytest.raises(ValueError, match="box has no area"):
+        trajectories.tracks_from_json('[{"box": [5, 5, 5, 9]}]', 10, 10)
+    with pytest.raises(ValueError, match="box"):
+        trajectories.tracks_from_json('[{"path": [[1, 1]]}]', 10, 10)
+    outside = trajectories.tracks_from_json('[{"box": [20, 20, 30, 30]}]', 10, 10)
+    with pytest.raises(ValueError, match="outside the image"):
+        trajectories.check_tracks(outside)
+
+
+def test_gaussian_heatmap_peaks_at_the_box_centre_and_is_symmetric():
+    heat = trajectories.gaussian_heatmap(5, 7, 0.4)
+    assert heat.shape == (5, 7) and heat.max() == 1.0 and heat[2, 3] == 1.0
+    assert torch.allclose(heat, heat.flip(0)) and torch.allclose(heat, heat.flip(1))
+    assert heat[2, 0] < heat[2, 2]
+
+
+# ---------------------------------------------------------------- camera
+
+def affine_image(h, w, a=0.7, b=-0.3, c=5.0):
+    """I(x, y) = a x + b y + c at pixel centres: bilinear sampling reproduces it exactly."""
+    y, x = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    return (a * x + b * y + c)[None, :, :, None].expand(1, h, w, 3).float()
+
+
+def test_whole_pixel_pans_move_pixels_exactly():
+    image = torch.rand(1, 12, 16, 3)
+    frames, valid = camera.warp_image(image, [Pose(), Pose(pan_x=3 / 16, pan_y=-2 / 12)])
+    assert torch.allclose(frames[0], image[0], atol=1e-6)
+    # camera right by 3 px and up by 2 px: output (x, y) shows source (x + 3, y - 2)
+    assert torch.allclose(frames[1, 2:, :13], image[0, :10, 3:], atol=1e-5)
+    assert valid[1, 2:, :13].min() == 1 and valid[1, :2].max() == 0 and valid[1, :, 13:].max() == 0
+
+
+@pytest.mark.parametrize("pose", [Pose(zoom=2.0), Pose(zoom=0.8, roll=30.0), Pose(pan_x=0.1, zoom=1.3, roll=-12.5)])
+def test_zoom_and_roll_are_exact_on_an_affine_image(pose):
+    a, b, c = 0.7, -0.3, 5.0
+    frames, valid = camera.warp_image(affine_image(32, 48, a, b, c), [pose])
+    s = camera.source_grid(pose, 32, 48)
+    expected = (a * s[..., 0] + b * s[..., 1] + c).float()
+    inside = (s[..., 0] > 0.5) & (s[..., 0] < 47.5) & (s[..., 1] > 0.5) & (s[..., 1] < 31.5)
+    assert inside.sum() > 200
+    assert torch.allclose(frames[0, ..., 0][inside], expected[inside], atol=1e-4)
+    assert torch.equal(valid[0].bool() | ~inside, torch.ones_like(inside))
+
+
+def test_zoom_in_magnifies_about_the_centre_and_roll_turns_the_content_counterclockwise():
+    s = camera.source_grid(Pose(zoom=2.0), 8, 8)
+    assert s[0, 0].tolist() == [2.25, 2.25] and s[4, 4].tolist() == [4.25, 4.25]
+    image = torch.zeros(1, 9, 9, 1)
+    image[0, 4, 8] = 1.0                                    # a dot right of the centre
+    out, _ = camera.warp_image(image, [Pose(roll=90.0)])
+    # the camera rolls clockwise by 90 degrees: the dot appears above the centre
+    assert out[0, 0, 4, 0] == pytest.approx(1.0, abs=1e-5)
+    assert out[0, ..., 0].sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_zoom_out_leaves_a_border_marked_invalid():
+    _, valid = camera.warp_image(torch.rand(1, 16, 16, 3), [Pose(zoom=0.5)])
+    assert valid[0, 4:12, 4:12].min() == 1 and valid[0, :3].max() == 0 and valid[0].sum() == 64
+
+
+def test_presets_easing_and_keyframes():
+    path = camera.preset_path("pan right", 2.0, 5)
+    assert [p.pan_x for p in path] == pytest.approx([0, 0.125, 0.25, 0.375, 0.5])
+    zoom = camera.preset_path("zoom in", 1.0, 3)
+    assert [p.zoom for p in zoom] == pytest.approx([1.0, math.sqrt(1.5), 1.5])
+    eased = camera.path_to(Pose(pan_x=1.0), 5, "ease_in_out")
+    assert eased[0].pan_x == 0 and eased[2].pan_x == pytest.approx(0.5) and eased[1].pan_x < 0.25
+    keys = camera.keyframed_path('[{"frame": 1, "zoom": 2}, {"frame": 3, "pan_x": 0.4}]', 6)
+    assert [p.zoom for p in keys] == pytest.approx([2, 2, 2, 2, 2, 2])
+    assert [p.pan_x for p in keys] == pytest.approx([0, 0, 0.2, 0.4, 0.4, 0.4])
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[{"zoom": 2}]', "frame"), ('[{"frame": 0, "zoom": 0}]', "positive"),
+    ('[{"frame": 0, "tilt": 1}]', "unknown keys"), ('[{"frame": 0}, {"frame": 0}]', "same frame"),
+    ('[{"frame": -1}]', "whole number"), ('{"frame": 0}', "non-empty list"),
+])
+def test_bad_keyframes_say_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=message):
+        camera.keyframed_path(text, 4)
