@@ -8,6 +8,7 @@ each 8x8 cell (area resampling), so a cell half inside the region gets 0.5.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -82,3 +83,46 @@ def frame_weights(mask: torch.Tensor, frames: int) -> torch.Tensor:
         return mask.expand(frames, -1, -1)
     index = torch.arange(frames).clamp(max=mask.shape[0] - 1)
     return mask[index]
+
+
+SHAPE_KINDS = ("rect", "ellipse", "polygon", "stroke")
+
+
+def rasterize(shapes, width: int, height: int) -> torch.Tensor:
+    """A MASK [1, height, width] from shapes drawn in pixels of that image, painted in order:
+    `{"type": "rect" | "ellipse", "x0", "y0", "x1", "y1"}`, `{"type": "polygon", "points": [[x, y], ...]}`,
+    `{"type": "stroke", "points": [[x, y], ...], "radius": r}` (a brush line); `"erase": true` clears instead."""
+    from PIL import Image, ImageDraw
+
+    if not isinstance(shapes, list):
+        raise ValueError('shapes must be a list of {"type": ..., ...}')
+    image = Image.new("L", (int(width), int(height)), 0)
+    draw = ImageDraw.Draw(image)
+    for n, shape in enumerate(shapes):
+        what = f"shape {n}"
+        if not isinstance(shape, dict) or shape.get("type") not in SHAPE_KINDS:
+            raise ValueError(f"{what}: type must be one of {', '.join(SHAPE_KINDS)}")
+        fill = 0 if shape.get("erase") else 255
+        kind = shape["type"]
+        try:
+            if kind in ("rect", "ellipse"):
+                x0, x1 = sorted((float(shape["x0"]), float(shape["x1"])))
+                y0, y1 = sorted((float(shape["y0"]), float(shape["y1"])))
+                # PIL includes the far edge; pixel centres inside [x0, x1) x [y0, y1) are painted
+                box = (x0, y0, x1 - 1, y1 - 1)
+                (draw.rectangle if kind == "rect" else draw.ellipse)(box, fill=fill)
+            else:
+                points = [(float(x), float(y)) for x, y in shape["points"]]
+                if kind == "polygon" and len(points) >= 3:
+                    draw.polygon(points, fill=fill)
+                elif kind == "stroke" and points:
+                    r = float(shape.get("radius", 8))
+                    if len(points) > 1:
+                        draw.line(points, fill=fill, width=max(1, round(2 * r)))
+                    for x, y in points:  # round caps and joints
+                        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+                else:
+                    raise ValueError("needs points (3 for a polygon)")
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{what} ({kind}): {error}") from None
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None].clone()

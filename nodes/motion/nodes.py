@@ -2,7 +2,7 @@
 
 Each is a ComfyUI-style node: MODEL in, MODEL out (a patched clone), plus the plain-data nodes that
 make their inputs (CAMERA_PATH, TRAJECTORIES). Nothing is registered on a MODEL unless one of
-these nodes is in the graph, so plain sampling pays nothing. See docs/motion.md.
+these nodes is in the graph, so plain sampling pays nothing. User guide: docs/motion.md.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..common import CONTEXT, NodeInputError, require_model
 from ..guidance import Guider, denoised_for_moved_latent
 from . import brush, camera, keyframes, masks, sgi2v
 from .layout import layout_post_cfg
-from .trajectories import check_tracks, tracks_from_json, tracks_from_spline
+from .trajectories import check_tracks, parse_json_text, tracks_from_json, tracks_from_spline
 
 CATEGORY = "video_models/motion"
 MAX_FRAMES = 4096
@@ -74,6 +74,27 @@ class MotionBrush(_PatchNode):
         mask = _checked(node, "mask", masks.as_mask_batch, mask)
         sigma_range = _sigma_range(model, node, start_percent, end_percent)
         return (brush.add_region(model, mask, strength, feather, sigma_range),)
+
+
+class MaskFromShapes:
+    DESCRIPTION = ("A MASK drawn as shapes in pixels of a width x height image (what the editor's drawing layer "
+                   'writes): [{"type": "rect"|"ellipse", "x0", "y0", "x1", "y1"}, {"type": "polygon", "points": [[x, y], ...]}, '
+                   '{"type": "stroke", "points": [...], "radius": r}, ...]; "erase": true clears.')
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "draw"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 1024, "min": 8, "max": 16384}),
+            "height": ("INT", {"default": 576, "min": 8, "max": 16384}),
+            "shapes": ("STRING", {"multiline": True, "default": "[]"}),
+        }}
+
+    def draw(self, width, height, shapes):
+        data = _checked("MaskFromShapes", "shapes", parse_json_text, shapes, "shapes")
+        return (_checked("MaskFromShapes", "shapes", masks.rasterize, data, width, height),)
 
 
 # ---------------------------------------------------------------- camera
@@ -291,6 +312,7 @@ def _basic_guider(model, positive):
 
 NODE_CLASS_MAPPINGS = {
     "MotionBrush": MotionBrush,
+    "MaskFromShapes": MaskFromShapes,
     "CameraPath": CameraPath,
     "CameraWarpImage": CameraWarpImage,
     "LayoutGuide": LayoutGuide,
@@ -301,6 +323,7 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "MotionBrush": "Motion Brush (regions that move)",
+    "MaskFromShapes": "Mask from Shapes",
     "CameraPath": "Camera Path",
     "CameraWarpImage": "Camera Warp Image (path preview)",
     "LayoutGuide": "Layout Guide (high-noise steps)",

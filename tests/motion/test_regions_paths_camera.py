@@ -163,3 +163,20 @@ def test_presets_easing_and_keyframes():
 def test_bad_keyframes_say_what_is_wrong(text, message):
     with pytest.raises(ValueError, match=message):
         camera.keyframed_path(text, 4)
+
+
+def test_shapes_rasterise_to_the_pixels_they_cover():
+    mask = masks.rasterize([{"type": "rect", "x0": 2, "y0": 1, "x1": 6, "y1": 4}], 8, 6)
+    expected = torch.zeros(1, 6, 8)
+    expected[0, 1:4, 2:6] = 1.0
+    assert torch.equal(mask, expected)
+    erased = masks.rasterize([{"type": "rect", "x0": 0, "y0": 0, "x1": 8, "y1": 6},
+                              {"type": "ellipse", "x0": 2, "y0": 1, "x1": 6, "y1": 5, "erase": True}], 8, 6)
+    assert erased[0, 3, 3] == 0 and erased[0, 0, 0] == 1
+    stroke = masks.rasterize([{"type": "stroke", "points": [[2, 10], [18, 10]], "radius": 2}], 20, 20)
+    assert stroke[0, 10, 2:18].min() == 1 and stroke[0, 5].max() == 0 and stroke[0, 10, 0] == 1
+    tri = masks.rasterize([{"type": "polygon", "points": [[0, 0], [9, 0], [0, 9]]}], 10, 10)
+    assert tri[0, 1, 1] == 1 and tri[0, 8, 8] == 0
+    for bad in ([{"type": "blob"}], [{"type": "rect", "x0": 1}], [{"type": "polygon", "points": [[0, 0]]}], {}):
+        with pytest.raises(ValueError):
+            masks.rasterize(bad, 8, 8)
