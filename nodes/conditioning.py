@@ -60,7 +60,9 @@ class SVD_img2vid_Conditioning:
             "video_frames": ("INT", {"default": 14, "min": 1, "max": 4096}),
             "motion_bucket_id": ("INT", {"default": 127, "min": 1, "max": 1023,
                                          "tooltip": "More motion with higher values."}),
-            "fps": ("INT", {"default": 6, "min": 1, "max": 1024}),
+            "fps": ("INT", {"default": 6, "min": 1, "max": 1024,
+                            "tooltip": "The motion rate the model is conditioned on (its fps embedding); "
+                                       "the saved file's playback rate is set on the save node."}),
             "augmentation_level": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01,
                                              "tooltip": "Noise added to the init image: less faithful, more motion."}),
         }, "hidden": CONTEXT}

@@ -320,7 +320,8 @@ class LazyFrames(Image.Image):
 ANIMATION_INPUTS = {
     "images": ("IMAGE", {"stream": True}),
     "filename_prefix": ("STRING", {"default": "ComfyUI"}),
-    "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+    "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01,
+                      "tooltip": "Playback rate of the saved file, in frames per second."}),
 }
 
 
@@ -391,7 +392,8 @@ class CreateVideo:
     def INPUT_TYPES(cls):
         return {"required": {
                     "images": ("IMAGE", {"tooltip": "The images to create a video from.", "stream": True}),
-                    "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0, "step": 1.0})},
+                    "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                                      "tooltip": "Playback rate of the video, in frames per second."})},
                 "optional": {"audio": ("AUDIO", {"tooltip": "The audio to add to the video."})}}
 
     def create_video(self, images, fps, audio=None):

@@ -52,3 +52,45 @@ def test_missing_model_files_are_named_with_their_folder_when_the_workflow_loads
         assert "svd_xt_1_1.safetensors" in options.all_inner_texts()
     finally:
         (checkpoints / "svd_xt_1_1.safetensors").unlink()
+
+
+def test_cut_titles_and_labels_have_tooltips_and_the_fps_inputs_say_what_they_set(editor):
+    page = editor.page
+    page.select_option("#workflows-menu", "tiny_svd_demo")
+    page.wait_for_function("vidgraph.graph.nodes.size === %d" % len(DEMO_UI["nodes"]))
+    loader = editor.node("ImageOnlyCheckpointLoader")
+    title = loader.locator(".title-text")
+    assert title.evaluate("el => el.scrollWidth > el.clientWidth")  # cut short on screen...
+    assert "random weights" in title.get_attribute("title")  # ...whole in its tooltip
+    cut = editor.node("SVD_img2vid_Conditioning").locator(".widget[data-widget='augmentation_level'] label")
+    assert cut.get_attribute("title").startswith("augmentation_level")
+    tips = {t: editor.node(t).locator(".widget[data-widget='fps'] label").get_attribute("title")
+            for t in ("SVD_img2vid_Conditioning", "SaveAnimatedWEBP", "CreateVideo")}
+    assert "playback rate is set on the save node" in tips["SVD_img2vid_Conditioning"]
+    assert "Playback rate of the saved file" in tips["SaveAnimatedWEBP"]
+    assert "Playback rate of the video" in tips["CreateVideo"]
+    # Load Image says how big the image is
+    size = editor.node("LoadImage").locator(".image-size")
+    page.wait_for_function("document.querySelector('.node[data-type=LoadImage] .image-size').textContent.includes('×')")
+    assert size.inner_text().endswith(" px")
+    editor.shot("tooltips-and-image-size")
+
+
+def test_a_dropped_latent_link_offers_the_obvious_nodes_first_and_stays_on_screen(editor):
+    page = editor.page
+    sampler = editor.add_node("KSampler", "ksampler", 900, 500)
+    out = sampler.locator(".slot.output[data-output='0'] .dot").bounding_box()
+    viewport = page.viewport_size
+    drop = (viewport["width"] - 20, viewport["height"] - 20)  # the bottom-right corner
+    editor.drag_points((out["x"] + 5, out["y"] + 5), drop, steps=6)
+    page.wait_for_selector("#search:not([hidden])")
+    offered = page.eval_on_selector_all("#search-results li", "els => els.map(e => e.dataset.nodeType)")
+    assert offered[0] == "VAEDecode", offered
+    assert offered.index("KSampler") < offered.index("LatentFromBatch")
+    testing = [offered.index(t) for t in ("SaveLatent", "VAEDecodeTiled") if t in offered]
+    wildcard = [offered.index(t) for t in ("PreviewAny", "Reroute") if t in offered]
+    assert testing and wildcard and max(wildcard) < min(testing), offered
+    box = page.locator("#search").bounding_box()
+    assert box["x"] >= 0 and box["y"] >= 0
+    assert box["x"] + box["width"] <= viewport["width"] and box["y"] + box["height"] <= viewport["height"]
+    editor.shot("latent-link-search")

@@ -17,6 +17,7 @@ import { Player } from "./player.js";
 import { QueuePanel } from "./queuepanel.js";
 import { showDialog } from "./dialog.js";
 import { findMissingModels } from "./modelcheck.js";
+import { linkFitRank } from "./nodedefs.js";
 import { element } from "./widgets.js";
 
 export class App {
@@ -304,11 +305,9 @@ export class App {
     let accepts = () => true;
     let hint = "";
     if (pending) {
-      // A dropped link: only offer nodes that can take (or give) that type.
+      // A dropped link: only nodes that can take (or give) that type, the obvious ones first.
       const wantInput = Boolean(pending.from);
-      accepts = (def) => wantInput
-        ? ["required", "optional"].some((c) => Object.values(def.input?.[c] ?? {}).some((spec) => typesCompatible(pending.type, Array.isArray(spec[0]) ? "COMBO" : spec[0])))
-        : (def.output ?? []).some((t) => typesCompatible(t, pending.type));
+      accepts = (def) => linkFitRank(def, pending.type, wantInput, typesCompatible);
       hint = `${wantInput ? "takes" : "gives"} ${pending.type}`;
     }
     this.search.open({ clientX, clientY, accepts, hint, context: { world, pending } });

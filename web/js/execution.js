@@ -317,14 +317,18 @@ export class Execution {
     const file = { filename: filename.slice(slash + 1), subfolder: slash > 0 ? filename.slice(0, slash) : "", type: "input" };
     const preview = previewElement(this.app.api.viewUrl(file), file.filename);
     preview.classList.add("input-preview");
+    const size = document.createElement("p");
+    size.className = "image-size";
+    preview.addEventListener("load", () => { size.textContent = `${preview.naturalWidth} × ${preview.naturalHeight} px`; }, { once: true });
     preview.addEventListener("error", () => {
       // a workflow from elsewhere may name a file this server's input folder lacks
       const note = document.createElement("p");
       note.className = "missing-file";
       note.textContent = `${filename} is not in the input folder`;
       preview.replaceWith(note);
+      size.remove();
     }, { once: true });
-    el.querySelector(".node-preview").replaceChildren(preview);
+    el.querySelector(".node-preview").replaceChildren(preview, size);
   }
 
   onSamplerPreview(frame) {

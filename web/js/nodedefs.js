@@ -144,13 +144,37 @@ export function nextControlledValue(mode, value, spec, random = Math.random) {
   return value;
 }
 
+// Test-only and deprecated nodes come last in any list.
+const BACKSTAGE = /(^|\/)(_for_testing|deprecated|experimental)/i;
+
+// Nodes people reach for next: offered first among equally fitting ones.
+const COMMON = new Set(["KSampler", "KSamplerAdvanced", "VAEDecode", "VAEEncode", "PreviewImage", "SaveImage",
+  "SaveAnimatedWEBP", "CreateVideo", "SaveVideo", "LoadImage", "ImageOnlyCheckpointLoader", "CheckpointLoaderSimple",
+  "SVD_img2vid_Conditioning", "VideoLinearCFGGuidance", "EmptyLatentImage", "ImageScale"]);
+
+// How well a node fits a link dropped on empty space (lower is better; null: it does not fit).
+// wantInput: the link comes from an output and needs an input of `type`; else it needs an output.
+export function linkFitRank(def, type, wantInput, compatible) {
+  const slots = wantInput
+    ? ["required", "optional"].flatMap((c) => Object.values(def.input?.[c] ?? {}).map((spec) => [c, Array.isArray(spec[0]) ? "COMBO" : String(spec[0])]))
+    : (def.output ?? []).map((t) => ["required", Array.isArray(t) ? "COMBO" : String(t)]);
+  const index = slots.findIndex(([, t]) => compatible(wantInput ? type : t, wantInput ? t : type));
+  if (index < 0) return null;
+  const [category, slotType] = slots[index];
+  const exact = slotType.split(",").map((t) => t.trim().toUpperCase()).includes(String(type).toUpperCase());
+  const tier = BACKSTAGE.test(def.category ?? "") ? 3 : !exact ? 2 : category === "optional" ? 1 : 0;
+  return tier * 1000 + (COMMON.has(def.name) ? 0 : 100) + (index === 0 ? 0 : 10);
+}
+
 // Fuzzy search for the add-node palette: every query word must appear in the
 // name, display name or category; earlier and tighter matches rank first.
-export function searchDefs(defs, query, accepts = () => true) {
+// fit(def): false/null leaves a node out; a number ranks it (lower first); true is 0.
+export function searchDefs(defs, query, fit = () => true) {
   const words = query.toLowerCase().split(/\s+/).filter(Boolean);
   const hits = [];
   for (const def of Object.values(defs)) {
-    if (def.deprecated || !accepts(def)) continue;
+    const rank = def.deprecated ? null : fit(def);
+    if (rank === false || rank == null) continue;
     const display = (def.display_name || def.name).toLowerCase();
     const haystack = `${display} ${def.name.toLowerCase()} ${(def.category || "").toLowerCase()}`;
     let score = 0;
@@ -160,7 +184,8 @@ export function searchDefs(defs, query, accepts = () => true) {
       if (at < 0) { matched = false; break; }
       score += at + (display.startsWith(word) ? -50 : 0) + (display === word ? -100 : 0);
     }
-    if (matched) hits.push({ def, score: score + display.length / 100 });
+    const backstage = BACKSTAGE.test(def.category ?? "") ? 1000 : 0;
+    if (matched) hits.push({ def, score: score + display.length / 100 + (typeof rank === "number" ? rank : backstage) });
   }
   hits.sort((a, b) => a.score - b.score || a.def.name.localeCompare(b.def.name));
   return hits.map((h) => h.def);

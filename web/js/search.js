@@ -32,12 +32,14 @@ export class SearchPalette {
     this.context = context;
     this.hint.textContent = hint;
     this.root.hidden = false;
-    const width = 340;
-    const x = Math.min(clientX, window.innerWidth - width - 8);
-    const y = Math.min(clientY, window.innerHeight - 320);
-    Object.assign(this.root.style, { left: `${Math.max(8, x)}px`, top: `${Math.max(8, y)}px` });
+    Object.assign(this.root.style, { left: `${clientX}px`, top: `${clientY}px` });
     this.input.value = "";
     this.refresh();
+    // Measured, not guessed: the whole palette (hint and list included) stays inside the window.
+    const box = this.root.getBoundingClientRect();
+    const x = Math.min(clientX, window.innerWidth - box.width - 8);
+    const y = Math.min(clientY, window.innerHeight - box.height - 8);
+    Object.assign(this.root.style, { left: `${Math.max(8, x)}px`, top: `${Math.max(8, y)}px` });
     this.input.focus();
   }
 

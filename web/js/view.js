@@ -139,6 +139,7 @@ export class GraphView {
     collapse.setAttribute("aria-label", node.flags.collapsed ? "Expand node" : "Collapse node");
     collapse.textContent = node.flags.collapsed ? "▸" : "▾";
     const text = element("span", "title-text", this.graph.displayName(node));
+    text.title = node.title && node.title !== node.type ? `${node.title} (${node.type})` : this.graph.displayName(node);
     const badge = element("span", "node-badge", `#${node.id}`);
     title.append(collapse, text, badge);
 

@@ -22,7 +22,13 @@ export function buildWidget(node, widget, { onInput, onUpload }) {
   const control = makeControl(widget, onInput, onUpload);
   control.id = id;
   control.name = widget.name;
-  if (widget.spec?.options?.tooltip) row.title = widget.spec.options.tooltip;
+  // A narrow node cuts labels short: the whole name (and what the input does) is in the tooltip.
+  const tooltip = widget.spec?.options?.tooltip;
+  label.title = tooltip ? `${label.textContent}: ${tooltip}` : label.textContent;
+  if (tooltip) {
+    row.title = tooltip;
+    label.classList.add("has-tooltip");
+  }
   if (widget.kind !== "CONTROL" && widget.kind !== "UPLOAD" && widget.kind !== "RAW") {
     // A socket on every widget: drop a link here to turn it into an input.
     const dot = element("span", "dot");

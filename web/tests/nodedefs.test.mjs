@@ -77,3 +77,17 @@ test("binary preview frames: legacy type 1 and type 4 with metadata", () => {
   assert.deepEqual([...parsed.image], image);
   assert.equal(parseBinaryFrame(new Uint8Array([0, 0, 0, 9, 0, 0, 0, 0]).buffer), null);
 });
+
+test("a dropped LATENT link ranks exact, common fits first and test-only nodes last", async () => {
+  const { linkFitRank } = await import("../js/nodedefs.js");
+  const { typesCompatible } = await import("../js/types.js");
+  const def = (name, category, inputs) => ({ name, category, input: { required: inputs } });
+  const rank = (d) => linkFitRank(d, "LATENT", true, typesCompatible);
+  const decode = rank(def("VAEDecode", "latent", { samples: ["LATENT"], vae: ["VAE"] }));
+  const sampler = rank(def("KSampler", "sampling", { model: ["MODEL"], latent_image: ["LATENT"] }));
+  const batch = rank(def("LatentFromBatch", "latent/batch", { samples: ["LATENT"] }));
+  const any = rank(def("PreviewAny", "utils", { source: ["*"] }));
+  const testing = rank(def("SaveLatent", "_for_testing", { samples: ["LATENT"] }));
+  assert.ok(decode < sampler && sampler < batch && batch < any && any < testing, [decode, sampler, batch, any, testing].join());
+  assert.equal(rank(def("VAEEncode", "latent", { pixels: ["IMAGE"] })), null);
+});
