@@ -16,6 +16,7 @@ PACK_MODULES = (
     "conditioning",  # CLIPVisionEncode, SVD_img2vid_Conditioning, per-frame CFG guidance
     "ksampler",    # KSampler, KSamplerAdvanced
     "motion",      # motion brush, camera paths, keyframes/loops, trajectories (nodes/motion/)
+    "long_video",  # ContextWindowsManual
 )
 
 NODE_CLASS_MAPPINGS: dict = {}

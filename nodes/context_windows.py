@@ -196,17 +196,17 @@ def fuse_weights(method: str, window: Sequence[int], frames: int, overlap: int) 
 
 # -- the windowed call --------------------------------------------------------------------------------
 
-WindowCall = Callable[[torch.Tensor, torch.Tensor, list], "torch.Tensor | tuple[torch.Tensor, ...]"]
+WindowCall = Callable[[torch.Tensor, list], "torch.Tensor | tuple[torch.Tensor, ...]"]
 
 
-def windowed(call: WindowCall, x: torch.Tensor, sigma: torch.Tensor, windows: list[list[int]],
-             method: str, overlap: int, dim: int = 0, check: Callable[[], None] | None = None):
-    """`call(x_window, sigma_window, indices)` on every window, fused by `method` along `dim`.
+def windowed(call: WindowCall, x: torch.Tensor, windows: list[list[int]], method: str, overlap: int,
+             dim: int = 0, check: Callable[[], None] | None = None):
+    """`call(x_window, indices)` on every window, fused by `method` along `dim`.
 
-    `sigma` holds one value per frame along `dim` (or one for all). `call` may return one tensor or
-    a tuple (cond and uncond predictions, say); the result has the same form, each at x's size.
-    Weights are normalised per frame before summing, so one window covering the clip returns
-    the call's output exactly. `check()` runs between windows (interrupts)."""
+    `call` may return one tensor or a tuple (cond and uncond predictions, say); the result has the
+    same form, each at full length along `dim`. Weights are normalised per frame before summing, so
+    one window covering the clip returns the call's output exactly. `check()` runs between windows
+    (interrupts)."""
     frames = x.shape[dim]
     per_window = [torch.tensor(fuse_weights(method, w, frames, overlap), dtype=torch.float32) for w in windows]
     totals = torch.zeros(frames, dtype=torch.float32)
@@ -221,8 +221,7 @@ def windowed(call: WindowCall, x: torch.Tensor, sigma: torch.Tensor, windows: li
         if check is not None:
             check()
         index = torch.tensor(window, device=x.device)
-        sub_sigma = sigma if sigma.ndim == 0 or sigma.shape[0] == 1 else sigma.index_select(0, index.to(sigma.device))
-        out = call(x.index_select(dim, index), sub_sigma, window)
+        out = call(x.index_select(dim, index), window)
         if isinstance(out, torch.Tensor):
             out, single = (out,), True
         share = (weights / totals[window]).to(x.device)
@@ -233,6 +232,39 @@ def windowed(call: WindowCall, x: torch.Tensor, sigma: torch.Tensor, windows: li
         for total, o in zip(fused, out):
             total.index_add_(dim, index, o * share.to(o.dtype).reshape(shape))
     return fused[0] if single else tuple(fused)
+
+
+def windowed_rows(run: Callable, x: torch.Tensor, sigma: torch.Tensor, row_args: dict, chunks: int,
+                  settings: ContextWindows, step: int = 0, check: Callable[[], None] | None = None):
+    """A batched video call through context windows: x holds `chunks` videos of T frames as rows
+    [chunk, frame] (cond and uncond, say); `sigma` and every tensor in `row_args` have one row per
+    row of x. Each window runs `run(x_rows, sigma_rows, args_rows, window_frames)` on the same
+    frames of every chunk, and the outputs are fused per frame. Other values pass through."""
+    rows = x.shape[0]
+    frames = rows // chunks
+    sigma = sigma.reshape(-1).expand(rows)
+
+    def call(x_window, window):
+        picked = torch.tensor([c * frames + f for c in range(chunks) for f in window], device=x.device)
+        args = {key: value.index_select(0, picked.to(value.device))
+                if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == rows else value
+                for key, value in row_args.items()}
+        out = run(x_window.reshape(-1, *x.shape[1:]), sigma.index_select(0, picked.to(sigma.device)), args,
+                  len(window))
+        return out.reshape(chunks, len(window), *out.shape[1:])
+
+    videos = x.reshape(chunks, frames, *x.shape[1:])
+    fused = windowed(call, videos, settings.windows(frames, step), settings.fuse_method, settings.overlap,
+                     dim=1, check=check)
+    return fused.reshape(rows, *fused.shape[2:])
+
+
+def step_of(sigma: float, sample_sigmas) -> int:
+    """The sampler step i with sample_sigmas[i] >= sigma > sample_sigmas[i+1] (its substeps too)."""
+    for i in range(len(sample_sigmas) - 1):
+        if float(sample_sigmas[i + 1]) < sigma <= float(sample_sigmas[i]) * (1 + 1e-6):
+            return i
+    return max(0, len(sample_sigmas) - 1)
 
 
 def freenoise(noise: torch.Tensor, length: int, overlap: int, seed: int, dim: int = 0) -> torch.Tensor:
@@ -253,3 +285,66 @@ def freenoise(noise: torch.Tensor, length: int, overlap: int, seed: int, dim: in
         target = torch.arange(place, place + count)
         noise.index_copy_(dim, target.to(noise.device), noise.index_select(dim, source.to(noise.device)))
     return noise
+
+
+# -- on a model -----------------------------------------------------------------------------------------
+
+class WindowedVideoDenoiser:
+    """SVD's video denoiser `d(x, sigma, context, concat, y, num_frames)` run through context windows.
+
+    x holds whole videos of `num_frames` frames as rows (cond then uncond); each window sees the
+    same frames of every video with their conditioning rows (the start image's concat latent is on
+    every frame, so every window keeps it) and `num_frames` set to the window's length. The step
+    (for the uniform schedules) is found from sigma in `sample_sigmas`."""
+
+    def __init__(self, denoiser, settings: ContextWindows, sample_sigmas, check: Callable[[], None] | None = None):
+        self.denoiser, self.settings, self.check = denoiser, settings, check
+        self.sample_sigmas = [float(s) for s in sample_sigmas]
+
+    def __call__(self, x, sigma, context, concat, y, num_frames: int, image_only_indicator=None):
+        if not self.settings.applies_to(num_frames):
+            return self.denoiser(x, sigma, context, concat, y, num_frames=num_frames,
+                                 image_only_indicator=image_only_indicator)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+        step = step_of(float(sigma[0]), self.sample_sigmas)
+
+        def run(x_rows, sigma_rows, args, frames):
+            return self.denoiser(x_rows, sigma_rows, args["context"], args["concat"], args["y"], num_frames=frames)
+
+        return windowed_rows(run, x, sigma, {"context": context, "concat": concat, "y": y},
+                             x.shape[0] // num_frames, self.settings, step, self.check)
+
+
+def patch_model(model, settings: ContextWindows):
+    """A clone of a `model.Model` that samples through context windows (ARCHITECTURE.md, "MODEL"):
+    a model wrapper splits each batched network call into windows; a denoise wrapper tells it the
+    sampler step (the uniform schedules move with it); FreeNoise goes in as a noise transform."""
+    patched = model.clone()
+    state = {"step": 0}
+
+    def track_step(predict, x, sigma, args):
+        if args.get("step") is not None:
+            state["step"] = args["step"]
+        return predict(x, sigma)
+
+    def split_into_windows(apply, args):
+        x, sigma, c, chunks = args["input"], args["timestep"], args["c"], len(args["cond_or_uncond"])
+        frames = x.shape[0] // chunks
+        if not settings.applies_to(frames):
+            return apply(x, sigma, **c)
+
+        def run(x_rows, sigma_rows, rows, window_frames):
+            if "num_video_frames" in rows:
+                rows = {**rows, "num_video_frames": window_frames}
+            return apply(x_rows, sigma_rows, **rows)
+
+        return windowed_rows(run, x, sigma, c, chunks, settings, state["step"])
+
+    patched.add_denoise_wrapper(track_step)
+    patched.add_model_wrapper(split_into_windows)
+    if settings.freenoise:
+        transforms = list(patched.transformer_options.get("noise_transforms", ()))
+        transforms.append(lambda noise, seed: freenoise(noise, settings.length, settings.overlap, seed or 0))
+        patched.transformer_options["noise_transforms"] = transforms
+    patched.transformer_options["context_windows"] = settings
+    return patched

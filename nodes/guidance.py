@@ -267,6 +267,8 @@ class Guider:
         model = self.model
         latent = model.latent_format.process_in(latent_image.to(device, torch.float32))
         noise = noise.to(device, torch.float32)
+        for transform in model.transformer_options.get("noise_transforms", ()):  # FreeNoise, say
+            noise = transform(noise, seed)
         sigmas = sigmas.to(device)
         self.sample_sigmas, self.seed = sigmas, seed
         if denoise_mask is not None:

@@ -12,6 +12,7 @@ import io
 import torch
 
 from .common import SEED_MAX, NodeInputError
+from .context_windows import WindowedVideoDenoiser, freenoise
 from .model_management import compute_device, resident
 from .sampling import SAMPLER_NAMES, get_sampler
 from .sampling_noise import noise_latent, prepare_noise
@@ -96,6 +97,9 @@ def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str,
         noise = prepare_noise(samples.shape, seed, latent.get("batch_index"))
     else:
         noise = torch.zeros_like(samples)
+    windows = model.context_windows
+    if windows is not None and windows.freenoise and add_noise:
+        noise = freenoise(noise, windows.length, windows.overlap, seed)
     settings = context.settings
     device = compute_device(settings)
     positive_cond = SVDCondition.from_comfy(positive)
@@ -109,8 +113,10 @@ def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str,
         context.progress(state["i"] + 1, steps, _latent_preview(denoised) if preview else None)
 
     with resident(model.unet, settings, context.resources):
-        guided = GuidedDenoiser(VDenoiser(model.unet, model.compute_dtype, model.sigma_min, model.sigma_max),
-                                positive_cond, negative_cond, cfg, model.cfg_ramp, model.min_cfg,
+        denoiser = VDenoiser(model.unet, model.compute_dtype, model.sigma_min, model.sigma_max)
+        if windows is not None:
+            denoiser = WindowedVideoDenoiser(denoiser, windows, sigmas, context.check_interrupt)
+        guided = GuidedDenoiser(denoiser, positive_cond, negative_cond, cfg, model.cfg_ramp, model.min_cfg,
                                 batch_cond_uncond=not settings.get("lowvram", False))
         try:
             with torch.inference_mode():

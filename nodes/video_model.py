@@ -5,6 +5,7 @@ The loaders make it, the CFG-guidance nodes copy it with another ramp, the sampl
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -21,6 +22,7 @@ class VideoModel:
     sigma_max: float = SIGMA_MAX
     cfg_ramp: str = "constant"
     min_cfg: float = 1.0
+    context_windows: Any = None   # context_windows.ContextWindows: sample in overlapping windows of frames
 
     def with_cfg_ramp(self, ramp: str, min_cfg: float) -> "VideoModel":
         return replace(self, cfg_ramp=ramp, min_cfg=float(min_cfg))

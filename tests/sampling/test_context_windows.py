@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from vidgraph.nodes.context_windows import (FUSE_METHODS, SCHEDULES, ContextWindows, freenoise, fuse_weights,
-                                            ordered_halving, window_indices, windowed)
+                                            ordered_halving, step_of, window_indices, windowed,
+                                            windowed_rows)
 
 
 def span(a, b, step=1):
@@ -109,7 +110,7 @@ def test_one_window_as_long_as_the_clip_is_the_call_itself_exactly():
     x = torch.randn(12, 4, 3, 5, generator=torch.Generator().manual_seed(0))
     sigma = torch.linspace(1, 2, 12)
     for method in FUSE_METHODS:
-        fused = windowed(per_frame_model, x, sigma, [span(0, 12)], method, overlap=4)
+        fused = windowed(lambda xw, w: per_frame_model(xw, sigma[w]), x, [span(0, 12)], method, overlap=4)
         assert torch.equal(fused, per_frame_model(x, sigma))
 
 
@@ -119,40 +120,58 @@ def test_a_static_scene_fuses_to_the_unwindowed_result(schedule, method):
     x = torch.randn(30, 4, 2, 3, generator=torch.Generator().manual_seed(1))
     sigma = torch.full((30,), 3.0)
     windows = window_indices(schedule, 30, 8, 3, step=1)
-    fused = windowed(per_frame_model, x, sigma, windows, method, overlap=3)
+    fused = windowed(lambda xw, w: per_frame_model(xw, sigma[w]), x, windows, method, overlap=3)
     torch.testing.assert_close(fused, per_frame_model(x, sigma), rtol=1e-6, atol=1e-6)
 
 
 def test_overlapping_frames_get_the_weighted_mean_of_their_windows():
     x = torch.zeros(10, 1)
     windows = [span(0, 6), span(4, 10)]
-    fused = windowed(lambda x, s, w: torch.full_like(x, float(w[0])), x, torch.ones(10), windows, "pyramid", 2)
+    fused = windowed(lambda x, w: torch.full_like(x, float(w[0])), x, windows, "pyramid", 2)
     # frame 4: weight 2 in window 0 (value 0), weight 1 in window 4 (value 4) -> 4/3
     assert fused[:4].flatten().tolist() == [0.0] * 4 and fused[6:].flatten().tolist() == [4.0] * 4
     assert fused[4].item() == pytest.approx(4 / 3) and fused[5].item() == pytest.approx(4 * 2 / 3)
 
 
-def test_windowed_returns_each_of_several_outputs_and_slices_per_frame_sigma():
+def test_windowed_returns_each_of_several_outputs():
     x = torch.randn(9, 2)
-    sigma = torch.arange(9.0)
-    seen = []
-
-    def call(xw, sw, w):
-        seen.append((w, sw.tolist()))
-        return xw * 2, xw * 3
-
-    cond, uncond = windowed(call, x, sigma, [span(0, 5), span(4, 9)], "flat", 1)
+    cond, uncond = windowed(lambda xw, w: (xw * 2, xw * 3), x, [span(0, 5), span(4, 9)], "flat", 1)
     torch.testing.assert_close(cond, x * 2)
     torch.testing.assert_close(uncond, x * 3)
-    assert seen == [(span(0, 5), [0.0, 1.0, 2.0, 3.0, 4.0]), (span(4, 9), [4.0, 5.0, 6.0, 7.0, 8.0])]
+
+
+def test_windowed_rows_slices_every_chunk_sigma_and_row_arguments_alike():
+    """Rows are [chunk, frame]: the cond and uncond videos of 10 frames; each window takes the same
+    frames of both, with their sigma and conditioning rows, and says how many frames it holds."""
+    x = torch.arange(20.0).reshape(20, 1)
+    sigma = torch.arange(20.0) * 10
+    concat = torch.arange(20.0).reshape(20, 1) + 100
+    seen = []
+
+    def run(xr, sr, args, frames):
+        seen.append((xr.flatten().tolist(), sr.tolist(), args["concat"].flatten().tolist(), args["keep"], frames))
+        return xr * 2
+    settings = ContextWindows(length=6, overlap=2)
+    fused = windowed_rows(run, x, sigma, {"concat": concat, "keep": "x"}, chunks=2, settings=settings)
+    torch.testing.assert_close(fused, x * 2)
+    first = seen[0]
+    assert first[0] == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
+    assert first[1] == [v * 10 for v in first[0]] and first[2] == [v + 100 for v in first[0]]
+    assert first[3] == "x" and first[4] == 6
+    assert [s[4] for s in seen] == [6, 6]
+
+
+def test_step_of_finds_the_interval_of_a_sigma():
+    sigmas = torch.tensor([10.0, 5.0, 2.0, 0.0])
+    assert [step_of(s, sigmas) for s in (10.0, 7.0, 5.0, 3.0, 2.0, 0.5)] == [0, 0, 1, 1, 2, 2]
 
 
 def test_windowed_along_another_dim_and_uncovered_frames_are_refused():
     x = torch.randn(2, 10, 3)
-    fused = windowed(lambda xw, s, w: xw + 1, x, torch.tensor(1.0), [span(0, 6), span(4, 10)], "pyramid", 2, dim=1)
+    fused = windowed(lambda xw, w: xw + 1, x, [span(0, 6), span(4, 10)], "pyramid", 2, dim=1)
     torch.testing.assert_close(fused, x + 1)
     with pytest.raises(ValueError, match="uncovered"):
-        windowed(lambda xw, s, w: xw, x, torch.tensor(1.0), [span(0, 6)], "flat", 0, dim=1)
+        windowed(lambda xw, w: xw, x, [span(0, 6)], "flat", 0, dim=1)
 
 
 # -- FreeNoise ---------------------------------------------------------------------------------------
