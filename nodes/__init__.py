@@ -17,6 +17,7 @@ PACK_MODULES = (
     "ksampler",    # KSampler, KSamplerAdvanced
     "motion",      # motion brush, camera paths, keyframes/loops, trajectories (nodes/motion/)
     "long_video",  # ContextWindowsManual
+    "frame_interpolation",  # FrameInterpolate (optical flow)
 )
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import weakref
 from pathlib import Path
 from typing import Iterator
@@ -186,7 +187,7 @@ class FrameSink:
     def __init__(self, frames: int, frame_shape: tuple[int, int, int], settings, temp_dir):
         total = frames * int(np.prod(frame_shape)) * 4
         self.streaming = total > stream_threshold(settings)
-        self._writer = FrameFileWriter(temp_dir) if self.streaming else None
+        self._writer = FrameFileWriter(temp_dir or tempfile.gettempdir()) if self.streaming else None
         self._chunks: list[torch.Tensor] = []
 
     def append(self, chunk: torch.Tensor) -> None:
