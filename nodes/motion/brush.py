@@ -9,6 +9,10 @@ strength of 0.5 lets a region move half-way freely.
 Several brushes on one MODEL combine into one pin map (the regions are kept in the MODEL's
 `transformer_options`, and one post-CFG patch reads them), so chaining MotionBrush nodes adds
 regions instead of pinning each other's.
+
+With a planned video to follow (`follow`: e.g. the start image warped along a camera path), frames
+are pinned to the plan's frame t instead of frame 1: the background then moves exactly with the
+camera and nothing else moves in it.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from . import masks
+from .layout import fit_frames
 
 OPTIONS_KEY = "vidgraph.motion_brush"
+FOLLOW_KEY = "vidgraph.motion_brush.follow"    # planned latent [T, C, h, w] in the MODEL's space
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,13 @@ def pin_weight(regions, frames: int, height: int, width: int, sigma: float) -> t
     return (1.0 - free.clamp(0.0, 1.0))[:, None]
 
 
-def pin_to_first_frame(denoised: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x0 [T, C, h, w] with frames 1.. pulled to frame 0 by weight [T, 1, h, w] (frame 0 unchanged)."""
+def pin_to_first_frame(denoised: torch.Tensor, weight: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """x0 [T, C, h, w] with frames 1.. pulled by weight [T, 1, h, w] to frame 0 (or to `target`'s
+    frame of the same index); frame 0 unchanged."""
     weight = weight.to(denoised.device, denoised.dtype)
     weight = torch.cat([torch.zeros_like(weight[:1]), weight[1:]])
-    return denoised * (1 - weight) + denoised[:1] * weight
+    target = denoised[:1] if target is None else target.to(denoised.device, denoised.dtype)
+    return denoised * (1 - weight) + target * weight
 
 
 def motion_brush_post_cfg(args: dict) -> torch.Tensor:
@@ -58,13 +66,20 @@ def motion_brush_post_cfg(args: dict) -> torch.Tensor:
     if denoised.ndim != 4 or denoised.shape[0] < 2 or not regions:
         return denoised
     sigma = float(torch.as_tensor(args["sigma"]).reshape(-1)[0])
-    weight = pin_weight(regions, denoised.shape[0], denoised.shape[-2], denoised.shape[-1], sigma)
-    return denoised if weight is None else pin_to_first_frame(denoised, weight)
+    frames, _, h, w = denoised.shape
+    weight = pin_weight(regions, frames, h, w, sigma)
+    if weight is None:
+        return denoised
+    follow = args["model"].transformer_options.get(FOLLOW_KEY)
+    return pin_to_first_frame(denoised, weight, None if follow is None else fit_frames(follow, frames, h, w))
 
 
-def add_region(model, mask, strength: float, feather_pixels: int, sigma_range=None):
-    """A clone of `model` with one more motion-brush region (the patch registered on the first)."""
+def add_region(model, mask, strength: float, feather_pixels: int, sigma_range=None, follow=None):
+    """A clone of `model` with one more motion-brush region (the patch registered on the first);
+    `follow`: a planned latent (MODEL space) to pin to instead of frame 1 (the last one given wins)."""
     m = model.clone()
+    if follow is not None:
+        m.transformer_options[FOLLOW_KEY] = follow
     regions = tuple(m.transformer_options.get(OPTIONS_KEY, ()))
     if not regions:
         m.add_post_cfg(motion_brush_post_cfg)

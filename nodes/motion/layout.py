@@ -24,7 +24,7 @@ def layout_post_cfg(layout: torch.Tensor, strength: float, valid: torch.Tensor |
         key = tuple(denoised.shape)
         if key not in cache:
             frames, _, h, w = denoised.shape
-            plan = _fit(layout, frames, h, w)
+            plan = fit_frames(layout, frames, h, w)
             weight = torch.full((frames, 1, h, w), float(strength))
             if valid is not None:
                 weight = weight * masks.frame_weights(masks.to_latent(valid, h, w), frames)[:, None]
@@ -36,7 +36,7 @@ def layout_post_cfg(layout: torch.Tensor, strength: float, valid: torch.Tensor |
     return guide
 
 
-def _fit(latent: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+def fit_frames(latent: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
     """The planned latent with `frames` rows at h x w (frames matched in order, the last one held)."""
     latent = latent.float()
     if tuple(latent.shape[-2:]) != (h, w):

@@ -12,6 +12,7 @@ from ..common import CONTEXT, NodeInputError, require_model
 from ..guidance import Guider, denoised_for_moved_latent
 from . import brush, camera, keyframes, masks, sgi2v
 from .layout import layout_post_cfg
+from .overlay import draw_tracks
 from .trajectories import check_tracks, parse_json_text, tracks_from_json, tracks_from_spline
 
 CATEGORY = "video_models/motion"
@@ -32,6 +33,13 @@ def _sigma_range(model, node: str, start: float, end: float):
     if start <= 0.0 and end >= 1.0:
         return None
     return model.percent_range(start, end)
+
+
+def _latent_samples(latent, node: str, input_name: str) -> torch.Tensor:
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+        raise NodeInputError(node, input_name, "expected a LATENT with samples [frames, channels, h, w]")
+    return samples
 
 
 def _checked(node: str, input_name: str, fn, *args):
@@ -66,14 +74,20 @@ class MotionBrush(_PatchNode):
             "feather": ("INT", {"default": 16, "min": 0, "max": 1024, "tooltip": "Soft edge width in pixels."}),
             "start_percent": ("FLOAT", {"default": 0.0, **PERCENT}),
             "end_percent": ("FLOAT", {"default": 1.0, **PERCENT}),
+        }, "optional": {
+            "follow": ("LATENT", {"tooltip": "A planned video (e.g. the start image warped along a camera path, "
+                                  "VAE-encoded): pin to its frames instead of the first frame."}),
         }}
 
-    def patch(self, model, mask, strength, feather, start_percent=0.0, end_percent=1.0):
+    def patch(self, model, mask, strength, feather, start_percent=0.0, end_percent=1.0, follow=None):
         node = "MotionBrush"
         _patchable(model, node)
         mask = _checked(node, "mask", masks.as_mask_batch, mask)
         sigma_range = _sigma_range(model, node, start_percent, end_percent)
-        return (brush.add_region(model, mask, strength, feather, sigma_range),)
+        planned = None
+        if follow is not None:
+            planned = model.latent_format.process_in(_latent_samples(follow, node, "follow").float())
+        return (brush.add_region(model, mask, strength, feather, sigma_range, planned),)
 
 
 class MaskFromShapes:
@@ -177,9 +191,7 @@ class LayoutGuide(_PatchNode):
     def patch(self, model, layout, strength, start_percent=0.0, end_percent=0.3, valid=None):
         node = "LayoutGuide"
         _patchable(model, node)
-        samples = layout.get("samples") if isinstance(layout, dict) else None
-        if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-            raise NodeInputError(node, "layout", "expected a LATENT with samples [frames, channels, h, w]")
+        samples = _latent_samples(layout, node, "layout")
         if valid is not None:
             valid = _checked(node, "valid", masks.as_mask_batch, valid)
         m = model.clone()
@@ -306,6 +318,30 @@ class TrajectoryGuidance(_PatchNode):
         return (m,)
 
 
+class DrawTrajectories:
+    DESCRIPTION = ("Draw the trajectories over frames: on the start image (frames = the clip length) it previews the "
+                   "planned motion; over a result it shows whether objects kept to their paths.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "draw"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE",),
+            "trajectories": ("TRAJECTORIES",),
+            "frames": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES,
+                               "tooltip": "Frames to draw (0 = as many as images; more repeats the last image)."}),
+        }}
+
+    def draw(self, images, trajectories, frames=0):
+        node = "DrawTrajectories"
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise NodeInputError(node, "images", "expected an IMAGE [frames, height, width, channels]")
+        tracks = _checked(node, "trajectories", check_tracks, trajectories)
+        return (draw_tracks(images, tracks, frames or None),)
+
+
 def _basic_guider(model, positive):
     return Guider(model, positive, None, 1.0)
 
@@ -320,6 +356,7 @@ NODE_CLASS_MAPPINGS = {
     "SplineToTrajectories": SplineToTrajectories,
     "TrajectoriesFromJSON": TrajectoriesFromJSON,
     "TrajectoryGuidance": TrajectoryGuidance,
+    "DrawTrajectories": DrawTrajectories,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "MotionBrush": "Motion Brush (regions that move)",
@@ -331,4 +368,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SplineToTrajectories": "Spline to Trajectories (KJNodes)",
     "TrajectoriesFromJSON": "Trajectories from JSON",
     "TrajectoryGuidance": "Trajectory Guidance (SG-I2V)",
+    "DrawTrajectories": "Draw Trajectories (overlay)",
 }

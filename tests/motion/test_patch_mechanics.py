@@ -192,3 +192,12 @@ def test_bidirectional_noise_is_the_same_for_a_seed_and_differs_between_steps():
     assert torch.equal(a, keyframes.step_noise((2, 3), 7, 0, "cpu", torch.float32))
     assert not torch.equal(a, keyframes.step_noise((2, 3), 7, 1, "cpu", torch.float32))
     assert not torch.equal(a, keyframes.step_noise((2, 3), 8, 0, "cpu", torch.float32))
+
+
+def test_brush_following_a_plan_pins_each_frame_to_the_plans_frame():
+    x0 = torch.randn(3, 4, 4, 4)
+    plan = torch.randn(3, 4, 4, 4)
+    model = FakeModel({brush.OPTIONS_KEY: (brush.Region(left_half_mask(), 1.0),), brush.FOLLOW_KEY: plan})
+    out = brush.motion_brush_post_cfg(post_cfg_args(x0, model))
+    assert torch.equal(out[0], x0[0]) and torch.equal(out[:, :, :, :2], x0[:, :, :, :2])
+    assert torch.equal(out[1:, :, :, 2:], plan[1:, :, :, 2:])

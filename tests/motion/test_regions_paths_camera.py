@@ -180,3 +180,17 @@ def test_shapes_rasterise_to_the_pixels_they_cover():
     for bad in ([{"type": "blob"}], [{"type": "rect", "x0": 1}], [{"type": "polygon", "points": [[0, 0]]}], {}):
         with pytest.raises(ValueError):
             masks.rasterize(bad, 8, 8)
+
+
+def test_drawn_tracks_show_the_box_at_each_frame_and_the_path_so_far():
+    from vidgraph.nodes.motion.overlay import COLOURS, draw_tracks
+    track = trajectories.tracks_from_json('[{"box": [4, 4, 12, 12], "path": [[8, 8], [40, 8]]}]', 64, 32)[0]
+    out = draw_tracks(torch.zeros(1, 32, 64, 3), [track], count=3)
+    assert out.shape == (3, 32, 64, 3)
+    red = torch.tensor(COLOURS[0]) / 255.0
+
+    def is_red(frame, y, x):
+        return torch.allclose(out[frame, y, x], red)
+    assert is_red(0, 4, 4) and not is_red(0, 4, 20)        # frame 0: the box where it starts
+    assert is_red(2, 4, 36) and not is_red(2, 4, 4)        # last frame: the box has moved 32 px right
+    assert is_red(2, 8, 24) and not is_red(0, 8, 24)       # the path so far is drawn
