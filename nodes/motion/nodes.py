@@ -124,7 +124,8 @@ class CameraPath:
     def INPUT_TYPES(cls):
         return {"required": {
             "frames": ("INT", {"default": 14, "min": 1, "max": MAX_FRAMES}),
-            "preset": (list(camera.PRESET_NAMES), {"default": "pan right"}),
+            # "presets" gives the editor's path preview the same numbers (web/extensions/motion/draw.js)
+            "preset": (list(camera.PRESET_NAMES), {"default": "pan right", "presets": camera.PRESETS}),
             "intensity": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 4.0, "step": 0.05}),
             "easing": (list(camera.EASINGS), {"default": "linear"}),
         }, "optional": {
