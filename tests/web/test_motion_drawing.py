@@ -3,19 +3,24 @@ boxes and paths drawn and a camera path previewed on the start image, all stored
 ordinary widget values (so the API prompt and `vidgraph run` carry them)."""
 import copy
 import json
-from pathlib import Path
 
 from vidgraph.nodes.motion import camera
 
-ROOT = Path(__file__).resolve().parents[2]
-DIRECTED = json.loads((ROOT / "workflows" / "svd_xt_directed.json").read_text())
-DRAWN = ("MaskFromShapes", "TrajectoriesFromJSON", "CameraPath")
+# The start image and the three drawable nodes, as in workflows/svd_xt_directed.json.
+DIRECTED = {
+    "2": {"class_type": "LoadImage", "inputs": {"image": "vidgraph_demo.png"}, "_meta": {"title": "Init image"}},
+    "21": {"class_type": "CameraPath", "inputs": {"frames": 25, "preset": "zoom in", "intensity": 0.5, "easing": "linear",
+                                                  "pan_x": 0.0, "pan_y": 0.0, "zoom": 1.0, "roll": 0.0, "keyframes": ""}},
+    "25": {"class_type": "MaskFromShapes", "inputs": {"width": 1024, "height": 576,
+                                                      "shapes": '[{"type": "rect", "x0": 0, "y0": 0, "x1": 1024, "y1": 330}]'}},
+    "27": {"class_type": "TrajectoriesFromJSON", "inputs": {
+        "tracks": '[{"box": [110, 215, 310, 280], "path": [[210, 247], [330, 225], [450, 215], [560, 200]]}]',
+        "width": 1024, "height": 576}},
+}
 
 
 def load_directed(editor):
-    """The drawable nodes of the bundled directed-motion workflow, with its start image."""
-    prompt = {"2": copy.deepcopy(DIRECTED["2"])}
-    prompt.update({nid: copy.deepcopy(n) for nid, n in DIRECTED.items() if n["class_type"] in DRAWN})
+    prompt = copy.deepcopy(DIRECTED)
     editor.page.evaluate("(wf) => vidgraph.loadAny(wf, 'directed')", prompt)
     editor.page.wait_for_function("vidgraph.graph.nodes.size === %d" % len(prompt))
     return {n["class_type"]: int(nid) for nid, n in prompt.items()}
