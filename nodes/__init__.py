@@ -18,6 +18,7 @@ PACK_MODULES = (
     "motion",      # motion brush, camera paths, keyframes/loops, trajectories (nodes/motion/)
     "long_video",  # ContextWindowsManual
     "frame_interpolation",  # FrameInterpolate (optical flow)
+    "extension",   # SVDExtendClip, SVDLongClip (clips of N seconds, drift-corrected)
 )
 
 NODE_CLASS_MAPPINGS: dict = {}

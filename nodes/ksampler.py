@@ -84,8 +84,12 @@ def _latent_preview(denoised: torch.Tensor) -> tuple[str, bytes]:
 
 
 def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str, sigmas: torch.Tensor,
-           positive, negative, latent: dict, add_noise: bool = True, node: str = "KSampler") -> dict:
-    """Run one sampler over `sigmas`; returns the new LATENT dict (raw VAE space)."""
+           positive, negative, latent: dict, add_noise: bool = True, node: str = "KSampler",
+           post_denoise=None) -> dict:
+    """Run one sampler over `sigmas`; returns the new LATENT dict (raw VAE space).
+
+    `post_denoise(x, sigma, denoised) -> denoised` edits each guided prediction (in the sampler's
+    scaled latent space) before the sampler uses it: SVDExtendClip pins known frames with it."""
     samples = latent["samples"].to("cpu", torch.float32)  # noise is made on the CPU (ComfyUI's seeds)
     if sigmas is None or len(sigmas) < 2:  # nothing to do (denoise 0, start past the end)
         return dict(latent)
@@ -118,6 +122,9 @@ def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str,
             denoiser = WindowedVideoDenoiser(denoiser, windows, sigmas, context.check_interrupt)
         guided = GuidedDenoiser(denoiser, positive_cond, negative_cond, cfg, model.cfg_ramp, model.min_cfg,
                                 batch_cond_uncond=not settings.get("lowvram", False))
+        if post_denoise is not None:
+            predict = guided
+            guided = lambda x, sigma, **_: post_denoise(x, sigma, predict(x, sigma))  # noqa: E731
         try:
             with torch.inference_mode():
                 out = sampler(guided, x, sigmas.to(device), extra_args={"seed": seed}, callback=callback)

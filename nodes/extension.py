@@ -1,0 +1,297 @@
+"""Long clips by extension: continue a clip from its last frames, with drift correction.
+
+Chaining SVD segments by their last frame (ComfyUI's way) drifts: colours wander segment by
+segment, the seam jumps, and the picture loses the original image. `SVDExtendClip` continues a
+clip from its last `overlap` frames instead:
+- the new segment starts from the first of those frames (SVD's start image) and its first
+  `overlap` frames are pinned to the clip's (their predicted clean latent replaced at every step,
+  so the motion carries over the seam), then cross-faded into the clip across the overlap;
+- its colours are matched to a reference (the clip's first segment): per-channel mean and spread
+  in CIE Lab, one transform for the whole segment, so nothing flickers inside it;
+- its CLIP embedding can be pulled back towards the original image's (`reanchor`), which keeps
+  the subject from wandering away segment after segment;
+- `loop` also pins its last frames to the clip's first ones and drops them: the clip loops seamlessly.
+`SVDLongClip` builds the whole chain for "a clip of N seconds": a first segment from the image,
+then as many extensions as the length needs. Frames stream (frames.FrameSink), so a long clip's
+memory is that of one segment.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from .common import CONTEXT, NodeInputError, SEED_MAX, require_model
+from .conditioning import SVD_img2vid_Conditioning, encode_clip_vision
+from .frames import FrameSink, as_frame_stream
+from .ksampler import sample
+from .latents import decode_latent, encode_pixels
+from .sampling import SAMPLER_NAMES
+from .schedules import SCHEDULER_NAMES, ksampler_sigmas
+from .svd.vae import SCALE_FACTOR
+from .video_model import VideoModel
+
+
+# -- colour ---------------------------------------------------------------------------------------------
+
+def lab(frames: torch.Tensor) -> np.ndarray:
+    """RGB frames [T,H,W,3] in 0..1 as CIE Lab (L 0..100), float32."""
+    rgb = frames[..., :3].detach().to("cpu", torch.float32).clamp(0, 1).numpy()
+    return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2LAB) for f in rgb])
+
+
+def colour_stats(frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each Lab channel over every pixel of every frame."""
+    values = lab(frames).reshape(-1, 3)
+    return values.mean(0), values.std(0)
+
+
+def match_colours(frames: torch.Tensor, reference: tuple[np.ndarray, np.ndarray], strength: float = 1.0,
+                  own: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+    """Frames whose Lab mean and spread are moved `strength` of the way to `reference`'s (Reinhard's
+    colour transfer), by one transform for all of them (`own`: the stats to transform from)."""
+    if strength <= 0:
+        return frames
+    mean, std = own if own is not None else colour_stats(frames)
+    ref_mean, ref_std = reference
+    gain = np.where(std > 1e-3, ref_std / np.maximum(std, 1e-3), 1.0)
+    gain = 1 + strength * (gain - 1)
+    target_mean = mean + strength * (ref_mean - mean)
+    out = []
+    for image in lab(frames):
+        moved = ((image - mean) * gain + target_mean).astype(np.float32)
+        out.append(cv2.cvtColor(moved, cv2.COLOR_LAB2RGB))
+    rgb = torch.from_numpy(np.stack(out)).clamp(0, 1)
+    return torch.cat([rgb, frames[..., 3:]], -1) if frames.shape[-1] == 4 else rgb
+
+
+# -- one segment ----------------------------------------------------------------------------------------
+
+class SegmentSettings:
+    """The sampling settings every segment of a clip shares."""
+
+    def __init__(self, model, clip_vision, vae, video_frames, motion_bucket_id, fps, augmentation_level,
+                 steps, cfg, sampler_name, scheduler, node):
+        self.model, self.clip_vision, self.vae = model, clip_vision, vae
+        self.video_frames, self.motion_bucket_id, self.fps = video_frames, motion_bucket_id, fps
+        self.augmentation_level, self.steps, self.cfg = augmentation_level, steps, cfg
+        self.sampler_name, self.scheduler, self.node = sampler_name, scheduler, node
+
+    def check(self):
+        node = self.node
+        if not isinstance(self.model, VideoModel):
+            raise NodeInputError(node, "model", f"expected an SVD MODEL, got {type(self.model).__name__}")
+        require_model(self.clip_vision, "encode_image", "CLIP_VISION", node, "clip_vision")
+        require_model(self.vae, "encode", "VAE", node, "vae")
+        if self.sampler_name not in SAMPLER_NAMES:
+            raise NodeInputError(node, "sampler_name", f"unknown sampler {self.sampler_name!r}")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise NodeInputError(node, "scheduler", f"unknown scheduler {self.scheduler!r}")
+
+    def generate(self, start: torch.Tensor, seed: int, context, embedding=None, pins=()) -> torch.Tensor:
+        """One segment [video_frames,H,W,3] from a start frame [1,H,W,3], its CLIP embedding replaced
+        by `embedding` when given; `pins` = ((frame indices, raw latent rows), ...) held in place."""
+        height, width = start.shape[1:3]
+        positive, negative, latent = SVD_img2vid_Conditioning().encode(
+            self.clip_vision, start, self.vae, width, height, self.video_frames, self.motion_bucket_id,
+            self.fps, self.augmentation_level, context)
+        if embedding is not None:
+            positive = [[embedding, positive[0][1]]]
+        table = self.model.table
+        sigmas = ksampler_sigmas(self.scheduler, self.steps, 1.0, self.sampler_name, table.sigma_min, table.sigma_max)
+        pinned = [(list(index), rows.to(torch.float32) * SCALE_FACTOR) for index, rows in pins]
+
+        def pin(x, sigma, denoised):
+            if not pinned:
+                return denoised
+            denoised = denoised.clone()
+            for index, rows in pinned:
+                denoised[index] = rows.to(denoised.device)
+            return denoised
+
+        out = sample(context, self.model, seed, self.cfg, self.sampler_name, sigmas, positive, negative, latent,
+                     node=self.node, post_denoise=pin)
+        return decode_latent(self.vae, out["samples"], context, stream=False)
+
+
+def _tail(stream, count: int) -> torch.Tensor:
+    """The last `count` frames of a tensor or FrameStream, reading the stream once."""
+    kept = []
+    for chunk in stream.chunks():
+        kept.append(chunk)
+        while sum(len(c) for c in kept) - len(kept[0]) >= count:
+            kept.pop(0)
+    return torch.cat(kept)[-count:]
+
+
+def _head(stream, count: int) -> torch.Tensor:
+    got = []
+    for chunk in stream.chunks():
+        got.append(chunk)
+        if sum(len(c) for c in got) >= count:
+            break
+    return torch.cat(got)[:count]
+
+
+def extend_clip(settings: SegmentSettings, clip, context, seed: int, overlap: int, color_match: float,
+                reanchor: float, loop: bool, anchor: torch.Tensor | None = None, reference=None):
+    """The clip with one more segment (see the module docstring). Returns an IMAGE (tensor or frame file)."""
+    node = settings.node
+    stream = as_frame_stream(clip, node, "images")
+    total, height, width, channels = stream.shape
+    if overlap >= settings.video_frames:
+        raise NodeInputError(node, "overlap_frames", f"must be smaller than video_frames "
+                                                     f"({settings.video_frames}), got {overlap}")
+    if overlap > total:
+        raise NodeInputError(node, "overlap_frames", f"the clip has only {total} frames, asked for {overlap}")
+    tail = _tail(stream, overlap)
+    head = _head(stream, max(overlap, settings.video_frames))
+    reference = reference if reference is not None else colour_stats(head[:settings.video_frames])
+    embedding = None
+    if reanchor > 0:
+        own = encode_clip_vision(settings.clip_vision, tail[:1, ..., :3], context).image_embeds.unsqueeze(0)
+        original = encode_clip_vision(settings.clip_vision, (anchor if anchor is not None else head[:1])[..., :3],
+                                      context).image_embeds.unsqueeze(0)
+        embedding = own + reanchor * (original - own)
+    pins = [(range(overlap), encode_pixels(settings.vae, tail[..., :3], context))]
+    if loop:
+        n = settings.video_frames
+        pins.append((range(n - overlap, n), encode_pixels(settings.vae, head[:overlap, ..., :3], context)))
+    new = settings.generate(tail[:1, ..., :3], seed, context, embedding, pins)
+    if color_match > 0:
+        new = match_colours(new, reference, color_match, colour_stats(new[overlap:]))
+    if channels == 4:
+        new = torch.cat([new, torch.ones_like(new[..., :1])], -1)
+    weights = torch.arange(1, overlap + 1, dtype=torch.float32).reshape(-1, 1, 1, 1) / (overlap + 1)
+    seam = tail * (1 - weights) + new[:overlap] * weights
+    rest = new[overlap:len(new) - overlap] if loop else new[overlap:]
+    with FrameSink(total + len(rest), (height, width, channels), context.settings, context.folders.temp_dir) as sink:
+        written = 0
+        for chunk in stream.chunks():
+            keep = chunk[:max(0, total - overlap - written)]
+            if len(keep):
+                sink.append(keep)
+            written += len(chunk)
+        sink.append(seam)
+        sink.append(rest)
+        return sink.finish()
+
+
+def segments_for(frames: int, video_frames: int, overlap: int) -> int:
+    """How many segments make at least `frames` frames: the first gives video_frames, each next
+    video_frames - overlap more."""
+    if frames <= video_frames:
+        return 1
+    return 1 + math.ceil((frames - video_frames) / (video_frames - overlap))
+
+
+# -- nodes ----------------------------------------------------------------------------------------------
+
+SEGMENT_INPUTS = {
+    "model": ("MODEL",), "clip_vision": ("CLIP_VISION",), "vae": ("VAE",),
+    "video_frames": ("INT", {"default": 14, "min": 2, "max": 4096, "tooltip": "Frames per segment."}),
+    "overlap_frames": ("INT", {"default": 4, "min": 1, "max": 64,
+                               "tooltip": "Frames of the clip the next segment continues from (pinned, then cross-faded)."}),
+    "motion_bucket_id": ("INT", {"default": 127, "min": 1, "max": 1023}),
+    "fps": ("INT", {"default": 6, "min": 1, "max": 1024}),
+    "augmentation_level": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+    "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX}),
+    "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+    "cfg": ("FLOAT", {"default": 2.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+    "sampler_name": (SAMPLER_NAMES,),
+    "scheduler": (SCHEDULER_NAMES, {"default": "karras"}),
+    "color_match": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                              "tooltip": "How far each segment's colours move to the first segment's (Lab mean and spread)."}),
+    "reanchor": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
+                           "tooltip": "0: condition on the clip's frame alone; 1: on the original image's CLIP embedding."}),
+    "loop": ("BOOLEAN", {"default": False, "tooltip": "End on the clip's first frames, so it loops seamlessly."}),
+}
+
+
+def _segment_settings(node, kwargs) -> SegmentSettings:
+    settings = SegmentSettings(kwargs["model"], kwargs["clip_vision"], kwargs["vae"], kwargs["video_frames"],
+                               kwargs["motion_bucket_id"], kwargs["fps"], kwargs["augmentation_level"],
+                               kwargs["steps"], kwargs["cfg"], kwargs["sampler_name"], kwargs["scheduler"], node)
+    settings.check()
+    return settings
+
+
+class SVDExtendClip:
+    DESCRIPTION = ("Continue a clip with one more SVD segment from its last frames: overlap pinned and cross-faded, "
+                   "colours matched to the first segment, the CLIP embedding pulled back to the original image.")
+    CATEGORY = "video_models/long"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "extend"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE", {"stream": True}), **SEGMENT_INPUTS},
+                "optional": {"anchor_image": ("IMAGE", {"tooltip": "The original image (default: the clip's first frame)."})},
+                "hidden": CONTEXT}
+
+    def extend(self, images, context, anchor_image=None, **kwargs):
+        settings = _segment_settings("SVDExtendClip", kwargs)
+        return (extend_clip(settings, images, context, kwargs["seed"], kwargs["overlap_frames"],
+                            kwargs["color_match"], kwargs["reanchor"], kwargs["loop"], anchor_image),)
+
+
+class SVDLongClip:
+    DESCRIPTION = ("A clip of any length from one image: a first SVD segment, then as many extensions "
+                   "(SVDExtendClip) as `seconds` x `fps` frames need.")
+    CATEGORY = "video_models/long"
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"init_image": ("IMAGE",),
+                             "seconds": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 3600.0, "step": 0.1}),
+                             **SEGMENT_INPUTS},
+                "hidden": CONTEXT}
+
+    def generate(self, init_image, seconds, context, **kwargs):
+        node = "SVDLongClip"
+        settings = _segment_settings(node, kwargs)
+        overlap, seed = kwargs["overlap_frames"], kwargs["seed"]
+        if overlap >= settings.video_frames:
+            raise NodeInputError(node, "overlap_frames", f"must be smaller than video_frames "
+                                                         f"({settings.video_frames}), got {overlap}")
+        if not (isinstance(init_image, torch.Tensor) and init_image.ndim == 4 and init_image.shape[0] >= 1):
+            raise NodeInputError(node, "init_image", "expected an IMAGE [1, H, W, 3]")
+        image = init_image[:1, ..., :3]
+        if image.shape[1] % 8 or image.shape[2] % 8:
+            raise NodeInputError(node, "init_image", f"width and height must be multiples of 8 (crop or scale "
+                                                     f"it first), got {image.shape[2]}x{image.shape[1]}")
+        frames = max(1, round(seconds * kwargs["fps"]))
+        count = segments_for(frames, settings.video_frames, overlap)
+        clip = settings.generate(image, seed, context)
+        reference = colour_stats(clip)
+        for number in range(1, count):
+            context.check_interrupt()
+            clip = extend_clip(settings, clip, context, seed + number, overlap, kwargs["color_match"],
+                               kwargs["reanchor"], kwargs["loop"] and number == count - 1, image, reference)
+        return (clip if kwargs["loop"] else _trim(clip, frames, context), float(kwargs["fps"]))
+
+
+def _trim(clip, frames: int, context):
+    """The first `frames` frames (all of a loop's, whose end joins its start)."""
+    stream = as_frame_stream(clip, "SVDLongClip")
+    if len(stream) <= frames:
+        return clip
+    if isinstance(clip, torch.Tensor):
+        return clip[:frames]
+    with FrameSink(frames, stream.shape[1:], context.settings, context.folders.temp_dir) as sink:
+        written = 0
+        for chunk in stream.chunks():
+            part = chunk[:frames - written]
+            if len(part):
+                sink.append(part)
+            written += len(part)
+        return sink.finish()
+
+
+NODE_CLASS_MAPPINGS = {"SVDExtendClip": SVDExtendClip, "SVDLongClip": SVDLongClip}
+NODE_DISPLAY_NAME_MAPPINGS = {"SVDExtendClip": "SVD Extend Clip", "SVDLongClip": "SVD Long Clip (N seconds)"}
