@@ -115,9 +115,11 @@ _SCALARS = {str, int, float, bool, type(None)}
 
 
 def _repr(value: Any) -> str:
+    """A stable text for a constant; a value JSON cannot spell (a tensor an expansion passed in)
+    has no stable text, so the node's key becomes unique: it runs, as in ComfyUI."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return f"{type(value).__name__}:{value!r}"
     try:
-        return json.dumps(value, sort_keys=True, default=repr)
+        return json.dumps(value, sort_keys=True)
     except (TypeError, ValueError):
-        return repr(value)
+        return f"unhashable-{next(_unique)}"

@@ -19,12 +19,14 @@ from typing import Any, Callable, Mapping
 
 from .cache import CachedResult, CacheLimits, ResultCache, fingerprint, node_key
 from .context import NodeContext, enter_context, leave_context
+from .expansion import (DependencyCycleError, DynamicPrompt, Expansion, ExpansionError, dependency_order,
+                        new_nodes, resolve, result_links)
 from .folders import Folders
 from .interrupt import Interrupted, InterruptFlag
 from .nodecall import (ExecutionBlocked, ExecutionBlocker, call_over_lists, collect_results,
-                       gather_inputs, lazy_requests, pending_lazy)
+                       gather_inputs, lazy_requests, merge_ui, pending_lazy)
 from .resources import ResourceCache, default_budget
-from .validation import Link, Validation, validate_prompt
+from .validation import Link, Node, Validation, validate_prompt
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class RunResult:
 
 
 class _PromptRun:
-    """State of one prompt while it runs."""
+    """State of one prompt while it runs (nodes added by expansions included)."""
 
     def __init__(self, executor: "Executor", validation: Validation, prompt: dict, prompt_id: str,
                  extra_data: dict, on_event: OnEvent | None, flag: InterruptFlag):
@@ -71,10 +73,21 @@ class _PromptRun:
         self.on_event = on_event
         self.flag = flag
         self.result = RunResult(prompt_id, validation=validation)
+        self.nodes: dict[str, Node] = validation.nodes
+        self.specs = validation.specs
+        self.defs = validation.input_defs
         self.results: dict[str, CachedResult] = {}
         self.keys: dict[str, bytes] = {}
         self.current: str | None = None
+        self.expansions: dict[str, Expansion] = {}
+        self._dynprompt: DynamicPrompt | None = None
         self._owned: tuple[int, set[int]] = (-1, set())
+
+    @property
+    def dynprompt(self) -> DynamicPrompt:
+        if self._dynprompt is None:
+            self._dynprompt = DynamicPrompt(self.prompt)
+        return self._dynprompt
 
     def emit(self, event: str, data: dict) -> None:
         if event in STATUS_EVENTS:
@@ -85,17 +98,26 @@ class _PromptRun:
             except Exception:  # a broken subscriber must not break the prompt
                 log.exception("event subscriber failed on %s", event)
 
-    def compute_keys(self) -> None:
+    def spec_defs(self, class_type: str):
+        """The spec and input definitions of a class (read once per prompt)."""
+        spec = self.specs.get(class_type)
+        if spec is None:
+            spec = self.specs[class_type] = self.executor.registry.get(class_type)
+            self.defs[class_type] = spec.input_defs()
+        return spec, self.defs[class_type]
+
+    def compute_keys(self, order: list[str]) -> None:
         """Keys in dependency order, so each one digests its producers' finished keys."""
         per_class: dict[str, tuple] = {}
-        for class_type, spec in self.v.specs.items():
-            defs = self.v.input_defs.get(class_type, {})
-            per_node = spec.not_idempotent or any(
-                d.section == "hidden" and d.type == "UNIQUE_ID" for d in defs.values())
-            per_class[class_type] = (spec, defs, per_node)
-        for node_id in self.v.order:
-            node = self.v.nodes[node_id]
-            spec, defs, per_node = per_class[node.class_type]
+        for node_id in order:
+            node = self.nodes[node_id]
+            known = per_class.get(node.class_type)
+            if known is None:
+                spec, defs = self.spec_defs(node.class_type)
+                per_node = spec.not_idempotent or any(
+                    d.section == "hidden" and d.type == "UNIQUE_ID" for d in defs.values())
+                known = per_class[node.class_type] = (spec, defs, per_node)
+            spec, defs, per_node = known
             changed = (fingerprint(spec, node, defs, self.context(node_id, node.class_type),
                                    self.executor.run_coroutine) if spec.is_changed is not None else None)
             self.keys[node_id] = node_key(spec, node, self.keys, changed, per_node)
@@ -103,7 +125,7 @@ class _PromptRun:
     def run(self) -> RunResult:
         cache = self.executor.cache
         self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": now_ms()})
-        self.compute_keys()
+        self.compute_keys(self.v.order)
         self.result.cached = [n for n in self.v.order if self.keys[n] in cache]
         self.emit("execution_cached", {"nodes": list(self.result.cached), "prompt_id": self.prompt_id,
                                        "timestamp": now_ms()})
@@ -112,7 +134,7 @@ class _PromptRun:
         except Interrupted:
             self.result.status = "interrupted"
             self.flag.clear()
-            node = self.v.nodes.get(self.current) if self.current else None
+            node = self.nodes.get(self.current) if self.current else None
             self.emit("execution_interrupted", {
                 "prompt_id": self.prompt_id, "node_id": self.current,
                 "node_type": node.class_type if node else None,
@@ -126,40 +148,62 @@ class _PromptRun:
         return self.result
 
     def walk(self) -> None:
-        nodes, cache = self.v.nodes, self.executor.cache
+        """Depth first from each output; the stack is the path of nodes waiting on the one above,
+        so a node met again on it is a cycle (only expansions can make one at this point)."""
         requested: dict[str, list[str]] = {}
-        stack = list(reversed(self.v.outputs))
-        while stack:
-            node_id = stack[-1]
-            if node_id in self.results:
-                stack.pop()
+        for root in self.v.outputs:
+            if root in self.results:
                 continue
-            cached = cache.get(self.keys[node_id])
-            if cached is not None:
-                self.results[node_id] = cached
-                self.report_ui(node_id, cached.ui)
-                stack.pop()
-                continue
-            node = nodes[node_id]
-            defs = self.v.input_defs[node.class_type]
-            wanted = requested.get(node_id, ())
-            missing = [v.node_id for name, v in node.inputs.items()
-                       if isinstance(v, Link) and v.node_id not in self.results
-                       and (not defs.get(name) or not defs[name].lazy or name in wanted)]
-            if missing:
-                stack.extend(missing)
-                continue
-            if self.request_lazy(node_id, requested):
-                continue
-            self.execute(node_id)
-            stack.pop()
+            stack, on_path = [root], {root}
+            while stack:
+                node_id = stack[-1]
+                needed = self.step(node_id, requested)
+                if needed is None:
+                    stack.pop()
+                    on_path.discard(node_id)
+                elif needed == node_id:
+                    continue
+                elif needed in on_path:
+                    raise _NodeFailed(self.cycle_error(stack[stack.index(needed):]))
+                else:
+                    stack.append(needed)
+                    on_path.add(needed)
+
+    def step(self, node_id: str, requested: dict[str, list[str]]) -> str | None:
+        """Advance one node: None when its result is ready, else the node to compute first (the
+        node itself when it asked for lazy inputs or expanded: look at it again)."""
+        if node_id in self.results:
+            return None
+        expansion = self.expansions.get(node_id)
+        if expansion is not None:
+            waiting = next((n for n in expansion.waits_for if n not in self.results), None)
+            if waiting is None:
+                self.finish_expansion(node_id, expansion)
+            return waiting
+        cached = self.executor.cache.get(self.keys[node_id])
+        if cached is not None:
+            self.results[node_id] = cached
+            self.report_ui(node_id, cached.ui)
+            return None
+        node = self.nodes[node_id]
+        defs = self.defs[node.class_type]
+        wanted = requested.get(node_id, ())
+        for name, v in node.inputs.items():
+            if type(v) is Link and v.node_id not in self.results:
+                d = defs.get(name)
+                if d is None or not d.lazy or name in wanted:
+                    return v.node_id
+        if self.request_lazy(node_id, requested):
+            return node_id
+        self.execute(node_id)
+        return None if node_id in self.results else node_id
 
     def request_lazy(self, node_id: str, requested: dict[str, list[str]]) -> bool:
-        node = self.v.nodes[node_id]
-        spec = self.v.specs[node.class_type]
+        node = self.nodes[node_id]
+        spec = self.specs[node.class_type]
         if not spec.has_lazy_check:
             return False
-        defs = self.v.input_defs[node.class_type]
+        defs = self.defs[node.class_type]
         pending = pending_lazy(node, defs, self.results)
         if not pending:
             return False
@@ -184,6 +228,8 @@ class _PromptRun:
                 return node_id
             if kind == "PROMPT":
                 return self.prompt
+            if kind == "DYNPROMPT":
+                return self.dynprompt
             if kind == "EXTRA_PNGINFO":
                 return self.extra_data.get("extra_pnginfo")
             if kind == "NODE_CONTEXT":
@@ -196,13 +242,17 @@ class _PromptRun:
         return NodeContext(self.prompt_id, node_id, class_type, ex.folders, ex.resources, ex.settings,
                            self.flag, self.emit)
 
+    def display_of(self, node_id: str) -> str:
+        return node_id if self._dynprompt is None else self._dynprompt.get_display_node_id(node_id)
+
     def execute(self, node_id: str) -> None:
-        node = self.v.nodes[node_id]
-        spec = self.v.specs[node.class_type]
-        defs = self.v.input_defs[node.class_type]
+        node = self.nodes[node_id]
+        spec = self.specs[node.class_type]
+        defs = self.defs[node.class_type]
         self.current = node_id
         self.flag.check()
-        self.emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id})
+        self.emit("executing", {"node": node_id, "display_node": self.display_of(node_id),
+                                "prompt_id": self.prompt_id})
         inputs: dict = {}
         try:
             inputs = gather_inputs(node, defs, self.results, self.hidden_for(node_id, node.class_type))
@@ -211,23 +261,70 @@ class _PromptRun:
             for blocked in returned:
                 if type(blocked) is ExecutionBlocker and blocked.message:
                     raise ExecutionBlocked(f"Execution Blocked: {blocked.message}")
+            if any(type(r) is dict and r.get("expand") is not None for r in returned):
+                self.expand(node_id, returned)
+                self.result.executed.append(node_id)
+                return
             outputs, ui = collect_results(spec, returned)
-        except Interrupted:
+        except (Interrupted, _NodeFailed):
             raise
         except Exception as e:
             raise _NodeFailed(self.error_data(node_id, e, inputs)) from e
-        entry = CachedResult(outputs, ui)
+        self.result.executed.append(node_id)
+        self.store(node_id, CachedResult(outputs, ui))
+
+    def store(self, node_id: str, entry: CachedResult) -> None:
         self.results[node_id] = entry
         self.executor.cache.put(self.keys[node_id], entry, skip_ids=self.models_ids())
-        self.result.executed.append(node_id)
-        self.report_ui(node_id, ui)
+        self.report_ui(node_id, entry.ui)
+
+    def expand(self, node_id: str, returned: list) -> None:
+        """Splice in the subgraphs this node's calls returned; it finishes when they have run."""
+        calls, uis, graph = [], [], {}
+        for answer in returned:
+            if type(answer) is dict and answer.get("expand") is not None:
+                sub = answer["expand"]
+                if isinstance(sub, dict):
+                    clash = next((k for k in sub if k in graph), None)
+                    if clash is not None:
+                        raise ExpansionError(f"Attempt to add duplicate node {clash}.", "DuplicateNodeError")
+                    graph.update(sub)
+                calls.append((True, tuple(answer.get("result") or ())))
+                if answer.get("ui") is not None:
+                    uis.append(answer["ui"])
+            else:
+                calls.append((False, answer))
+        added = new_nodes(graph, self.dynprompt, node_id, self.nodes, self.executor.registry.classes)
+        order = dependency_order(added)
+        if self.nodes is self.v.nodes:   # the validated prompt stays as it was submitted
+            self.nodes = dict(self.nodes)
+        self.nodes.update(added)
+        self.compute_keys(order)
+        waits = [n for expanded, answer in calls if expanded for n in result_links(answer)]
+        waits += [n for n in order if self.specs[added[n].class_type].output_node]
+        self.expansions[node_id] = Expansion(calls, uis, waits)
+
+    def finish_expansion(self, node_id: str, expansion: Expansion) -> None:
+        spec = self.specs[self.nodes[node_id].class_type]
+        try:
+            outputs = resolve(spec, expansion.calls, self.results, collect_results)
+        except Exception as e:
+            raise _NodeFailed(self.error_data(node_id, e, {})) from e
+        del self.expansions[node_id]
+        self.store(node_id, CachedResult(outputs, merge_ui(expansion.ui)))
+
+    def cycle_error(self, members: list[str]) -> dict:
+        """ComfyUI blames the first node of the cycle that an expansion made, shown as its display node."""
+        blamed = next((self.display_of(n) for n in members if self.display_of(n) != n), members[0])
+        return self.error_data(blamed, DependencyCycleError(members), {})
 
     def call(self, node_id: str, spec, method: Callable, inputs: dict) -> list:
         """`method` of the node over its input lists, in the node's context (for the compatibility
-        modules), checking for an interrupt before each call."""
+        modules), checking for an interrupt before each call; expansions get ids under the node's."""
         token = enter_context(self.context(node_id, spec.name))
         try:
-            return call_over_lists(spec, method, inputs, self.flag.check, self.executor.run_coroutine)
+            return call_over_lists(spec, method, inputs, self.flag.check, self.executor.run_coroutine,
+                                   graph_prefix=node_id)
         finally:
             leave_context(token)
 
@@ -242,14 +339,15 @@ class _PromptRun:
         if ui is None:
             return
         self.result.outputs[node_id] = ui
-        self.emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
+        self.emit("executed", {"node": node_id, "display_node": self.display_of(node_id), "output": ui,
                                "prompt_id": self.prompt_id})
 
     def error_data(self, node_id: str, exc: BaseException, inputs: dict) -> dict:
-        node = self.v.nodes[node_id]
-        hidden = {name for name, d in self.v.input_defs[node.class_type].items() if d.section == "hidden"}
+        """ComfyUI's execution_error fields; a node an expansion made is reported as its submitted node."""
+        shown = node_id if self._dynprompt is None else self._dynprompt.get_real_node_id(node_id)
+        hidden = {name for name, d in self.defs[self.nodes[node_id].class_type].items() if d.section == "hidden"}
         return {
-            "prompt_id": self.prompt_id, "node_id": node_id, "node_type": node.class_type,
+            "prompt_id": self.prompt_id, "node_id": shown, "node_type": self.nodes[shown].class_type,
             "executed": list(self.result.executed),
             "exception_message": str(exc) or type(exc).__name__,
             "exception_type": _type_name(exc),
@@ -270,6 +368,8 @@ class _NodeFailed(Exception):
 def _type_name(exc: BaseException) -> str:
     if isinstance(exc, ExecutionBlocked):
         return "ExecutionBlocked"  # ComfyUI's literal name for it
+    if isinstance(exc, ExpansionError):
+        return exc.exception_type
     cls = type(exc)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 

@@ -9,8 +9,14 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+from .graph_builder import GraphBuilder
 from .spec import InputDef, NodeSpec
 from .validation import Link, Node
+
+
+# Hidden inputs the executor fills in; a hidden input of another type takes the prompt's value.
+HIDDEN_KINDS = frozenset({"PROMPT", "DYNPROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "NODE_CONTEXT",
+                          "AUTH_TOKEN_COMFY_ORG", "API_KEY_COMFY_ORG"})
 
 
 class ExecutionBlocker:
@@ -40,12 +46,20 @@ def gather_inputs(node: Node, defs: dict[str, InputDef], results: dict, hidden: 
     """
     inputs: dict[str, list] = {}
     for name, d in defs.items():
-        if d.section == "hidden":
-            inputs[name] = [hidden(d.type)]
-        elif name in node.inputs:
+        if name in node.inputs:
             value = node.inputs[name]
-            takes_deferred = d.options.get("stream") is True
-            inputs[name] = _linked(value, results, takes_deferred) if isinstance(value, Link) else [value]
+            if isinstance(value, Link):
+                inputs[name] = ([[value.node_id, value.output]] if d.raw_link else
+                                _linked(value, results, d.options.get("stream") is True))
+            else:
+                inputs[name] = [value]
+        if d.section == "hidden":
+            if d.type_name in HIDDEN_KINDS:
+                inputs[name] = [hidden(d.type_name)]
+            elif name not in node.inputs:
+                value = hidden(d.type_name)
+                if value is not None:
+                    inputs[name] = [value]
     if not defs.keys() >= node.inputs.keys():
         for name, value in node.inputs.items():
             if name not in defs and isinstance(value, Link):
@@ -69,8 +83,11 @@ def materialized(value: Any) -> Any:
 
 
 def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], before_call: Callable[[], None],
-                    run_coroutine: Callable[[Any], Any]) -> list:
-    """Call `method` once, or once per list element; a call fed a blocker yields the blocker."""
+                    run_coroutine: Callable[[Any], Any], graph_prefix: str | None = None) -> list:
+    """Call `method` once, or once per list element; a call fed a blocker yields the blocker.
+
+    With `graph_prefix` (the node's id), GraphBuilders made during call i name their nodes
+    "<graph_prefix>.<i>.<graph number>.<id>", so expansions never clash."""
     if spec.input_is_list:
         calls = [inputs]
     else:
@@ -81,8 +98,10 @@ def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], b
         else:
             calls = [{k: v[i] if i < len(v) else v[-1] for k, v in inputs.items()} for i in range(count)]
     returned = []
-    for kwargs in calls:
+    for index, kwargs in enumerate(calls):
         before_call()
+        if graph_prefix is not None:
+            GraphBuilder.set_default_prefix(graph_prefix, index, 0)
         blocker = _find_blocker(kwargs.values(), spec.input_is_list)
         if blocker is not None:
             returned.append(blocker)

@@ -46,7 +46,16 @@ class NodeRegistry:
         self.web_directories: dict[str, Path] = {}
         self.load_errors: list[PackLoadError] = []
         self.loaded_packs: list[str] = []
+        self.compat_faces: dict[str, list] = {}       # module name -> contributors (see compat)
         self._specs: dict[str, NodeSpec] = {}
+
+    def add_compat_faces(self, faces: dict) -> None:
+        """Compatibility modules another layer fills: {module name: contribute(module, registry)}."""
+        for name, contribute in faces.items():
+            contributors = self.compat_faces.setdefault(name, [])
+            if contribute not in contributors:
+                contributors.append(contribute)
+        compat.apply_faces(self, {name: [c] for name, c in faces.items()})
 
     # -- registering -------------------------------------------------------------------------
 
@@ -172,6 +181,9 @@ class NodeRegistry:
                                    path=entry_point.value)
 
     def _register_module(self, pack: str, module: ModuleType, path: str, python_module: str) -> bool:
+        faces = getattr(module, "VIDGRAPH_COMPAT_FACES", None)
+        if isinstance(faces, dict):
+            self.add_compat_faces(faces)
         mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
         if mappings is None:
             reason = ("V3 comfy_entrypoint packs are not supported" if hasattr(module, "comfy_entrypoint")

@@ -9,6 +9,8 @@ import enum
 import inspect
 from typing import Any
 
+from .context import NodeContext, current_context, enter_context, leave_context
+
 INPUT_SECTIONS = ("required", "optional", "hidden")
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 LEGACY_SEED_NAMES = ("seed", "noise_seed")
@@ -20,7 +22,7 @@ class InvalidNodeClass(TypeError):
 
 class InputDef:
     """One declared input; derived facts are computed once because validation reads them per node."""
-    __slots__ = ("name", "section", "type", "options", "type_name", "combo_options", "lazy")
+    __slots__ = ("name", "section", "type", "options", "type_name", "combo_options", "lazy", "raw_link")
 
     def __init__(self, name: str, section: str, type: Any, options: dict | None = None):
         self.name = name
@@ -37,6 +39,7 @@ class InputDef:
         else:
             self.combo_options = None
         self.lazy = bool(self.options.get("lazy", False))
+        self.raw_link = bool(self.options.get("rawLink", False))   # gets the link itself, not the value
 
     def __repr__(self) -> str:
         return f"InputDef({self.name!r}, {self.section!r}, {self.type!r}, {self.options!r})"
@@ -66,23 +69,19 @@ class InputDef:
 
 
 def declared_inputs(cls: type, folders: Any = None) -> Any:
-    """The class's INPUT_TYPES(); `INPUT_TYPES(cls, folders=None)` is given the configured folders.
+    """The class's INPUT_TYPES(), called exactly as ComfyUI calls it: with no argument.
 
-    File-list widgets (checkpoints, input images) need the folders outside any node call; taking
-    them as a parameter keeps such nodes free of a global folder registry. ComfyUI's plain
-    `INPUT_TYPES(cls)` is called as it is.
+    File-list widgets (checkpoints, input images) need the folders outside any node call: when
+    no node context is current, one holding `folders` is made current for the call, so such
+    nodes find them through `current_context()` instead of a global folder registry.
     """
-    if folders is not None and _accepts_argument(cls.INPUT_TYPES):
-        return cls.INPUT_TYPES(folders)
-    return cls.INPUT_TYPES()
-
-
-def _accepts_argument(method) -> bool:
+    if folders is None or current_context() is not None:
+        return cls.INPUT_TYPES()
+    token = enter_context(NodeContext("", "", getattr(cls, "__name__", "?"), folders, None))
     try:
-        params = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+        return cls.INPUT_TYPES()
+    finally:
+        leave_context(token)
 
 
 def parse_input_types(cls: type, folders: Any = None) -> dict[str, InputDef]:

@@ -326,12 +326,14 @@ class _Checker:
                 else:
                     errors.append(problem)
                 continue
+            # ComfyUI: an input VALIDATE_INPUTS names (or all, with **kwargs) skips the built-in range
+            # and list checks; the class checks it itself. The type conversion still applies.
+            custom_checked = spec.validate_inputs is not None and (name in accepted or takes_kwargs)
             if isinstance(value, dict) and "__value__" in value:
                 value = value["__value__"]
-            elif _plainly_valid(d, value):
+            elif not custom_checked and _plainly_valid(d, value):
                 continue
-            custom_checked = spec.validate_inputs is not None and (name in accepted or takes_kwargs)
-            value, problem = _constant(name, d, value, check_combo=not custom_checked)
+            value, problem = _constant(name, d, value, check_limits=not custom_checked)
             if problem is not None:
                 errors.append(problem)
             else:
@@ -466,7 +468,7 @@ def _coerce(type_name: str, value: Any) -> Any:
     return value
 
 
-def _constant(name: str, d: InputDef, value: Any, check_combo: bool):
+def _constant(name: str, d: InputDef, value: Any, check_limits: bool):
     """(coerced value, None) or (value, error dict) for one widget value."""
     type_name = d.type_name
     try:
@@ -475,6 +477,8 @@ def _constant(name: str, d: InputDef, value: Any, check_combo: bool):
         return value, error("invalid_input_type", f"Failed to convert an input value to a {type_name} value",
                             f"{name}, {value!r}, {e}", input_name=name, input_config=d.config(),
                             received_value=value)
+    if not check_limits:
+        return value, None
     if type_name in ("INT", "FLOAT"):
         low, high = d.options.get("min"), d.options.get("max")
         if low is not None and value < low:
@@ -484,7 +488,7 @@ def _constant(name: str, d: InputDef, value: Any, check_combo: bool):
             return value, error("value_bigger_than_max", f"Value {value} bigger than max of {high}", name,
                                 input_name=name, input_config=d.config(), received_value=value)
     options = d.combo_options
-    if check_combo and options is not None and value not in options:
+    if options is not None and value not in options:
         shown, shown_config = (f"(list of length {len(options)})", None) if len(options) > LIST_SHOWN_UP_TO \
             else (str(options), d.config())
         return value, error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {shown}",

@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from vidgraph.engine.cache import CacheLimits
+from vidgraph.engine.context import current_context
 from vidgraph.engine.executor import Executor
 from vidgraph.engine.interrupt import InterruptFlag
 from vidgraph.engine.nodecall import ExecutionBlocker
@@ -455,8 +456,8 @@ def test_context_reaches_input_types_validate_inputs_and_is_changed(registry, ex
         FUNCTION = "f"
 
         @classmethod
-        def INPUT_TYPES(cls, folders=None):
-            seen["input_types"] = folders
+        def INPUT_TYPES(cls):  # called with no argument, as ComfyUI does: the folders come in the context
+            seen["input_types"] = current_context().folders
             return {"required": {"name": ("STRING", {})}, "hidden": {"context": "NODE_CONTEXT"}}
 
         @classmethod

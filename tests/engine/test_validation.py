@@ -355,3 +355,66 @@ def test_validate_inputs_with_kwargs_sees_undeclared_links_as_none(registry):
     v = validate_prompt(registry, {"1": {"class_type": "Number", "inputs": {"value": 1}},
                                    "2": {"class_type": "Dynamic", "inputs": {"x": 2, "in_1": link(1), "junk": 3}}})
     assert v.ok and seen == {"x": 2, "in_1": None}
+
+
+def test_validate_inputs_owns_the_range_and_list_checks_of_the_inputs_it_takes(registry):
+    """ComfyUI: an input VALIDATE_INPUTS names (all of them with **kwargs) is not range- or
+    list-checked by the engine; the others still are. Type conversion applies to all."""
+    class Named:
+        RETURN_TYPES = ("FLOAT",)
+        FUNCTION = "f"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"a": ("FLOAT", {"min": 0.0, "max": 1.0}),
+                                 "b": ("FLOAT", {"min": 0.0, "max": 1.0}),
+                                 "pick": (["x", "y"],)}}
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, a, pick):
+            return a != 7.0 or "no sevens"
+
+        def f(self, a, b, pick):
+            return (a,)
+
+    class Everything(Named):
+        @classmethod
+        def VALIDATE_INPUTS(cls, **kwargs):
+            return True
+
+    registry.register("Named", Named)
+    registry.register("Everything", Everything)
+
+    def check(class_type, **inputs):
+        prompt = {"1": {"class_type": class_type, "inputs": {"a": 0.5, "b": 0.5, "pick": "x", **inputs}},
+                  "2": {"class_type": "Show", "inputs": {"value": link(1)}}}
+        return validate_prompt(registry, prompt)
+
+    assert check("Named", a=5.0, pick="z").ok
+    assert check("Named", a="0.25").nodes["1"].inputs["a"] == 0.25
+    assert only_error(check("Named", b=5.0), "1")["type"] == "value_bigger_than_max"
+    failed = only_error(check("Named", a=7.0), "1")
+    assert failed["type"] == "custom_validation_failed" and "no sevens" in failed["details"]
+    assert check("Everything", a=5.0, b=-3.0, pick="z").ok
+    assert only_error(check("Everything", a="many"), "1")["type"] == "invalid_input_type"
+
+
+def test_input_types_wrapped_as_args_is_called_without_arguments(registry):
+    """Packs wrap INPUT_TYPES in decorators taking *args; ComfyUI calls it with none."""
+    class Wrapped:
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "f"
+
+        def f(self, x):
+            return (x,)
+
+    def input_types(*args, **kwargs):
+        assert args == () and kwargs == {}
+        return {"required": {"x": ("INT", {"max": 3})}}
+
+    Wrapped.INPUT_TYPES = staticmethod(input_types)
+    registry.register("Wrapped", Wrapped)
+    prompt = {"1": {"class_type": "Wrapped", "inputs": {"x": 9}},
+              "2": {"class_type": "Show", "inputs": {"value": link(1)}}}
+    assert only_error(validate_prompt(registry, prompt), "1")["type"] == "value_bigger_than_max"
+    assert registry.object_info("Wrapped")["Wrapped"]["input"]["required"]["x"] == ["INT", {"max": 3}]

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from vidgraph.engine import metadata
+from vidgraph.engine.context import current_context
+from vidgraph.engine.folders import Folders
 from vidgraph.engine.workflow import WorkflowError, load_workflow, read_workflow, ui_to_api
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -378,20 +380,27 @@ def test_loading_a_dict_never_aliases_the_callers_inputs():
     assert api["6"]["inputs"]["seed"] == 237514639057514
 
 
-def test_node_classes_that_take_the_folders_in_input_types():
+def test_node_classes_that_list_files_find_the_folders_in_the_context(tmp_path):
+    """INPUT_TYPES() is called with no argument (a pack may wrap it as f(*args)); a vidgraph node
+    that lists files finds the registry's folders through current_context() instead."""
     class PickFile:
         @classmethod
-        def INPUT_TYPES(cls, folders):
-            return {"required": {"name": (sorted(folders),), "strength": ("FLOAT", {"default": 1.0})}}
+        def INPUT_TYPES(cls):
+            names = sorted(p.name for p in current_context().folders.input_dir.iterdir())
+            return {"required": {"name": (names,), "strength": ("FLOAT", {"default": 1.0})}}
         RETURN_TYPES = ("STRING",)
         FUNCTION = "run"
 
     class Registry:
         classes = {"PickFile": PickFile}
-        folders = {"b.bin": 1, "a.bin": 2}
+        folders = Folders(tmp_path)
 
+    Registry.folders.ensure_dirs()
+    for name in ("b.bin", "a.bin"):
+        (Registry.folders.input_dir / name).write_bytes(b"")
     ui = {"nodes": [{"id": 1, "type": "PickFile", "mode": 0, "widgets_values": ["b.bin", 0.5]}], "links": []}
     assert ui_to_api(ui, Registry())["1"]["inputs"] == {"name": "b.bin", "strength": 0.5}
+    assert current_context() is None  # the scope ends with the call
 
 
 # ------------------------------------------------------------------------------- damaged files
