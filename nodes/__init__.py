@@ -10,6 +10,7 @@ import importlib.util
 PACK_MODULES = (
     "core",        # primitives, math, string, compare, text preview
     "images",      # LoadImage, SaveImage, PreviewImage, scaling, batching ...
+    "batches",     # RebatchImages, RebatchLatents
     "video",       # animated WEBP/PNG, CreateVideo/SaveVideo (PyAV), LoadVideo
     "latents",     # VAEEncode/Decode, Save/LoadLatent, latent batch nodes
     "loaders",     # checkpoint, VAE, CLIP-vision and UNet loaders

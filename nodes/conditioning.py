@@ -68,12 +68,14 @@ class SVD_img2vid_Conditioning:
         }, "hidden": CONTEXT}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width=None, height=None, video_frames=None, **_):
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        # Naming width and height makes this method own their checks (ComfyUI's rule): range, then
+        # the VAE's multiple of 8. The other inputs keep the engine's range checks.
         for name, value in (("width", width), ("height", height)):
+            if isinstance(value, int) and not 16 <= value <= MAX_RESOLUTION:
+                return f"{name} must be between 16 and {MAX_RESOLUTION}, got {value}"
             if isinstance(value, int) and value % 8:
                 return f"{name} must be a multiple of 8 (the VAE's downscale), got {value}"
-        if isinstance(video_frames, int) and video_frames < 1:
-            return f"video_frames must be at least 1, got {video_frames}"
         return True
 
     def encode(self, clip_vision, init_image, vae, width, height, video_frames, motion_bucket_id,

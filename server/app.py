@@ -14,6 +14,7 @@ from vidgraph.runtime import build_registry
 
 from . import routes_files, routes_info, routes_prompt, routes_queue, routes_user
 from .routes_info import features
+from .progress_state import ProgressStateRelay
 from .security import GuardPolicy, error_middleware, guard_middleware
 from .state import STATE, UNEXPECTED_ERRORS, ServerConfig, ServerState
 from .queue import instance_id
@@ -92,7 +93,7 @@ def build_queue(config: ServerConfig, executor):
 
 async def _start(app: web.Application) -> None:
     state = app[STATE]
-    await state.queue.start(state.hub.send, state.hub.queue_changed)
+    await state.queue.start(ProgressStateRelay(state.hub.send).deliver, state.hub.queue_changed)
 
 
 async def _shutdown(app: web.Application) -> None:

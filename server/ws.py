@@ -31,7 +31,7 @@ CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # a new id (a duplicated browser tab copies the old one), instead of taking it back forever.
 REPLACED = 4001
 # Sent to the submitting client only; with no client they go to everyone (ComfyUI does the same).
-BROADCAST_WHEN_UNOWNED = frozenset({"progress", "execution_interrupted", "preview"})
+BROADCAST_WHEN_UNOWNED = frozenset({"progress", "progress_state", "execution_interrupted", "preview"})
 
 
 @dataclass
