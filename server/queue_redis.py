@@ -266,6 +266,13 @@ class RedisQueue:
         return len(gone)
 
     @available
+    async def dead_letters(self, limit: int = 100) -> list[dict]:
+        """The newest dead-lettered jobs, newest first: {prompt_id, reason, worker, at}."""
+        rows = await self.redis.xrevrange(self.keys.dead, count=limit)
+        return [{"prompt_id": f.get("prompt_id"), "reason": f.get("reason"),
+                 "worker": f.get("worker"), "at": _float(f.get("at"))} for _, f in rows]
+
+    @available
     async def workers(self):
         entries = await self.redis.hgetall(self.keys.workers)
         ids = sorted(entries)

@@ -80,6 +80,9 @@ class SqliteQueue:
     async def workers(self):
         return []
 
+    async def dead_letters(self, limit: int = 100):
+        return []  # one process: a job that kills it ends `interrupted` after max_attempts
+
     # -- controls ------------------------------------------------------------------------
 
     async def set_paused(self, paused: bool) -> None:

@@ -86,8 +86,13 @@ async def _answer(key: str, action) -> dict:
     return {key: await action}
 
 
+async def dead_letters(request: web.Request) -> web.Response:
+    return json_response({"dead": await request.app[STATE].queue.dead_letters()})
+
+
 ROUTES = [
     ("GET", "/vidgraph/queue", get_queue_panel),
+    ("GET", "/vidgraph/queue/dead", dead_letters),
     ("POST", "/vidgraph/queue/pause", pause),
     ("POST", "/vidgraph/queue/resume", resume),
     ("POST", "/vidgraph/queue/move", move),

@@ -74,6 +74,7 @@ def test_pause_move_cancel_resume(queue_server):
 
     async def scenario():
         async with aiohttp.ClientSession() as s:
+            assert (await get_json(s, f"{url}/vidgraph/queue/dead")) == (200, {"dead": []})
             assert (await post_json(s, f"{url}/vidgraph/queue/pause", {}))[1] == {"paused": True}
             a, b, c = [await submit(s, url) for _ in range(3)]
             await asyncio.sleep(0.3)  # paused: nothing starts

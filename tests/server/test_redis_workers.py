@@ -123,8 +123,8 @@ def test_poison_job_lands_in_the_dead_letter_list(farm):
     message = entry["status"]["messages"][-1]
     assert message[0] == "execution_error" and message[1]["exception_type"] == "WorkerLost"
     assert "dead-letter" in message[1]["exception_message"]
-    dead = redis_server.client().xrange("vidgraph:dead")
-    assert [fields["prompt_id"] for _, fields in dead] == [poison]
+    dead = request(f"{server.url}/vidgraph/queue/dead")["dead"]
+    assert [d["prompt_id"] for d in dead] == [poison] and "dead-letter" in dead[0]["reason"]
     killed = [name for name in ("a", "b", "c") if workers.procs[name].poll() is not None]
     assert len(killed) == 2  # max_attempts = 2 deliveries, then the third worker buries it
     healthy = submit(server, job("after", save=False))
@@ -234,3 +234,34 @@ def test_an_unreachable_queue_is_one_clear_line_without_the_password(tmp_path, c
         err = capsys.readouterr().err
         assert "cannot reach the queue at redis://***@127.0.0.1" in err, err
         assert "hunter2" not in err and "Traceback" not in err
+
+
+def test_a_frozen_worker_that_lost_its_job_leaves_no_second_entry_or_file(farm):
+    """SIGSTOP past the lease: another worker takes the job over; when the frozen one wakes up it
+    finds it no longer owns the job, writes no history and takes back any file it published."""
+    import os
+    import signal
+
+    server, redis_server, workers = farm
+    frozen = workers.start("frozen")
+    wait_for_workers(redis_server, ["frozen"])
+    prompt_id = submit(server, job("frozen", steps=20, delay=0.05))
+    wait_until(lambda: request(f"{server.url}/vidgraph/jobs/{prompt_id}")["state"] == "running",
+               30, what="the job to start")
+    time.sleep(0.3)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        workers.start("awake")
+        entry = wait_until(lambda: history(server).get(prompt_id), 60, 0.1, "the takeover")
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    client = redis_server.client()
+    wait_until(lambda: json.loads(client.hget("vidgraph:workers", "frozen") or "{}").get("job") is None
+               and not staging_left(server.base), 30, 0.1, "the frozen worker to give up")
+    time.sleep(0.5)
+    assert list(history(server)) == [prompt_id] and entry["status"]["status_str"] == "success"
+    assert request(f"{server.url}/vidgraph/jobs/{prompt_id}")["worker"] == "awake"
+    assert output_files(server.base) == [entry["outputs"]["2"]["images"][0]["filename"]]
+    assert frozen.poll() is None  # it lives on and takes new jobs
+    after = submit(server, job("after", save=False))
+    assert wait_until(lambda: history(server).get(after), 30, 0.1, "a new job")
