@@ -158,6 +158,8 @@ return {'created', number}
 # ARGV: prefix, pool, entry, worker, now. A token read from a pool's stream takes the front job.
 BIND = _COMMON + """
 local pool, entry, worker = ARGV[2], ARGV[3], ARGV[4]
+local already = redis.call('HGET', p .. 'bound:' .. pool, entry)
+if already then return {'bound', already} end  -- a retry after a lost reply: the same job
 if redis.call('GET', p .. 'paused') == '1' then
   drop_token(pool, entry)
   redis.call('XADD', stream(pool), '*', 'pool', pool)  -- the token waits for the resume
@@ -190,10 +192,14 @@ return {'bound', id}
 
 # ARGV: prefix, prompt_id, pool, entry, worker, status, outputs, status_obj, meta, now, max_history,
 # dead-letter reason ('' = none). Only the owner of the job's token finishes it: exactly once.
+# Scripts may run twice (the client retries a call whose reply a Redis restart lost): BIND and
+# FINISH answer a repeat as they answered the first call.
 FINISH = _COMMON + """
 local id, pool, entry, worker = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local job = redis.call('HMGET', p .. 'job:' .. id, 'status', 'worker', 'entry', 'finished_at')
+if job[4] and job[2] == worker and job[3] == entry then return 'done' end  -- a retried call
 if owner_of(pool, entry) ~= worker then return 'lost' end
-if redis.call('HGET', p .. 'job:' .. id, 'status') ~= 'running' then
+if job[1] ~= 'running' then
   drop_token(pool, entry)
   return 'gone'
 end

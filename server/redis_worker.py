@@ -76,6 +76,10 @@ class RedisWorker:
         self._flag: InterruptFlag | None = None
         self._pending_free: dict | None = None
         self._next_reclaim = 0.0
+        # Tokens in this worker's own pending list that it may have lost track of: a reply lost in a
+        # Redis restart, or a restart of this worker under the same id. Checked at start and after
+        # every outage.
+        self._check_own_tokens = True
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -95,6 +99,7 @@ class RedisWorker:
                     work = self._next()
                 except redis.RedisError as e:
                     log.warning("worker %s: redis unavailable (%s); retrying", self.id, e)
+                    self._check_own_tokens = True
                     self.stop_event.wait(0.5)
                     continue
                 if work is not None:
@@ -131,6 +136,11 @@ class RedisWorker:
             self.stop_event.wait(0.25)
             return None
         self.pools = set(self.redis.smembers(self.keys.pools)) | {"any"}
+        if self._check_own_tokens:
+            self._check_own_tokens = False
+            work = self._own_tokens()
+            if work is not None:
+                return work
         now = time.monotonic()
         if now >= self._next_reclaim:
             self._next_reclaim = now + min(1.0, self.options.lease / 4)
@@ -196,6 +206,24 @@ class RedisWorker:
             for entry_id, _ in claimed:
                 work = self._take_over(pool, entry_id)
                 if work is not None:
+                    return work
+        return None
+
+    def _own_tokens(self) -> Work | None:
+        """Run (or hand back) what this worker holds in its pending lists but is not running."""
+        for pool in sorted(self.pools):
+            try:
+                rows = self.redis.xpending_range(self.keys.stream(pool), GROUP, "-", "+", 100,
+                                                 consumername=self.id)
+            except redis.ResponseError:
+                continue
+            for row in rows:
+                # a new delivery (the count goes up), so a job that kills a worker restarted under
+                # the same id still reaches the dead-letter list
+                self.redis.xclaim(self.keys.stream(pool), GROUP, self.id, 0, [row["message_id"]])
+                work = self._take_over(pool, row["message_id"])
+                if work is not None:
+                    self._check_own_tokens = True  # there may be more: look again next time
                     return work
         return None
 

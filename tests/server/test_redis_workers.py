@@ -265,3 +265,31 @@ def test_a_frozen_worker_that_lost_its_job_leaves_no_second_entry_or_file(farm):
     assert frozen.poll() is None  # it lives on and takes new jobs
     after = submit(server, job("after", save=False))
     assert wait_until(lambda: history(server).get(after), 30, 0.1, "a new job")
+
+
+def test_scripts_answer_a_retried_call_as_the_first(tmp_path):
+    """redis-py retries a call whose reply a Redis restart lost: binding again must not take a
+    second job, finishing again must not read as a lost lease (which would undo the outputs)."""
+    require_redis()
+    from vidgraph.server.redis_log import GROUP, Keys, register_scripts
+
+    server = RedisProcess(tmp_path / "redis").start()
+    try:
+        r, keys = server.client(), Keys()
+        scripts = register_scripts(r)
+        for i in ("a", "b"):
+            assert scripts["submit"](args=[keys.prefix, i, "sha", "", "0", 0, "", 1.0, 2, "", "{}",
+                                           "{}", "[]", ""])[0] == "created"
+        [[_, [(entry, _)]]] = r.xreadgroup(GROUP, "w", {keys.stream("any"): ">"}, count=1)
+        bind = [keys.prefix, "any", entry, "w", 2.0]
+        assert scripts["bind"](args=bind) == ["bound", "a"]
+        assert scripts["bind"](args=bind) == ["bound", "a"]  # b stays pending
+        assert r.zrange(keys.pending, 0, -1) == ["b"]
+        finish = [keys.prefix, "a", "any", entry, "w", "success", "{}", "{}", "{}", 3.0, 100, ""]
+        assert scripts["finish"](args=finish) == "done"
+        assert scripts["finish"](args=finish) == "done"
+        assert r.zrange(keys.history, 0, -1) == ["a"] and r.get(keys.prefix + "finish_counter") == "1"
+        other = [keys.prefix, "a", "any", entry, "intruder", "success", "{}", "{}", "{}", 3.0, 100, ""]
+        assert scripts["finish"](args=other) == "lost"
+    finally:
+        server.stop()
