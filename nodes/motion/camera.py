@@ -142,30 +142,48 @@ def keyframed_path(keyframes, frames: int, easing: str = "linear") -> list[Pose]
     return out
 
 
-def source_grid(pose: Pose, height: int, width: int) -> torch.Tensor:
+def source_grid(pose: Pose, height: int, width: int, nearness: torch.Tensor | None = None) -> torch.Tensor:
     """Where each output pixel samples the source: [height, width, 2] pixel coordinates (x, y),
-    pixel centres at k + 0.5."""
+    pixel centres at k + 0.5.
+
+    `nearness` [height, width] (inverse depth, mean 1) gives parallax: a pixel q times nearer than
+    average pans q times as far and zooms by zoom ** q (a 2.5-D camera move; q is read at the
+    output pixel, which is exact for a flat region and a close approximation at depth edges)."""
     v, u = torch.meshgrid(torch.arange(height, dtype=torch.float64) + 0.5,
                           torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij")
     cx, cy = width / 2, height / 2
     theta = math.radians(pose.roll)
     cos, sin = math.cos(theta), math.sin(theta)
-    dx, dy = (u - cx) / pose.zoom, (v - cy) / pose.zoom
+    q = 1.0 if nearness is None else nearness.to(torch.float64)
+    zoom = pose.zoom if nearness is None else torch.exp(math.log(pose.zoom) * q)
+    dx, dy = (u - cx) / zoom, (v - cy) / zoom
     # Clockwise by theta on screen (y down) is the usual rotation matrix applied to (x, y).
-    sx = cx + pose.pan_x * width + cos * dx - sin * dy
-    sy = cy + pose.pan_y * height + sin * dx + cos * dy
+    sx = cx + pose.pan_x * width * q + cos * dx - sin * dy
+    sy = cy + pose.pan_y * height * q + sin * dx + cos * dy
     return torch.stack([sx, sy], dim=-1)
 
 
-def warp_image(image: torch.Tensor, poses: list[Pose]) -> tuple[torch.Tensor, torch.Tensor]:
+def nearness_from_depth(depth: torch.Tensor, height: int, width: int, parallax: float) -> torch.Tensor:
+    """A depth image (IMAGE [1, H, W, C] or MASK [1, H, W], brighter = nearer, as depth estimators
+    write it) as nearness [height, width] with mean 1: 1 + parallax * (d - mean d), at least 0.05."""
+    d = depth.float()
+    if d.ndim == 4:
+        d = d[..., :3].mean(-1)
+    d = F.interpolate(d[:1, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    return (1.0 + parallax * (d - d.mean())).clamp(min=0.05)
+
+
+def warp_image(image: torch.Tensor, poses: list[Pose], nearness: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """IMAGE [1 or T, H, W, C] -> (frames [T, H, W, C], valid MASK [T, H, W]) for T = len(poses):
-    frame t is image[0] (or image[t] when a batch of T is given) seen through pose t."""
+    frame t is image[0] (or image[t] when a batch of T is given) seen through pose t (with parallax
+    when `nearness` [H, W] is given)."""
     if image.ndim != 4:
         raise ValueError(f"expected an IMAGE [frames, height, width, channels], got {list(image.shape)}")
     frames, (h, w) = len(poses), image.shape[1:3]
     grids, valid = [], []
     for pose in poses:
-        s = source_grid(pose, h, w)
+        s = source_grid(pose, h, w, nearness)
         inside = (s[..., 0] >= 0) & (s[..., 0] <= w) & (s[..., 1] >= 0) & (s[..., 1] <= h)
         valid.append(inside)
         grids.append(torch.stack([s[..., 0] / w * 2 - 1, s[..., 1] / h * 2 - 1], dim=-1))

@@ -164,15 +164,25 @@ class CameraWarpImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), "camera_path": ("CAMERA_PATH",)}}
+        return {"required": {"image": ("IMAGE",), "camera_path": ("CAMERA_PATH",)},
+                "optional": {
+                    "depth": ("IMAGE", {"tooltip": "A depth map (brighter = nearer) for parallax: near things pan "
+                                        "and zoom more than far ones."}),
+                    "parallax": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05}),
+                }}
 
-    def warp(self, image, camera_path):
+    def warp(self, image, camera_path, depth=None, parallax=1.0):
         node = "CameraWarpImage"
         if not isinstance(image, torch.Tensor) or image.ndim != 4:
             raise NodeInputError(node, "image", "expected an IMAGE [frames, height, width, channels]")
         if not isinstance(camera_path, list) or not all(isinstance(p, camera.Pose) for p in camera_path):
             raise NodeInputError(node, "camera_path", "expected a CAMERA_PATH from CameraPath")
-        return camera.warp_image(image, camera_path)
+        nearness = None
+        if depth is not None:
+            if not isinstance(depth, torch.Tensor) or depth.ndim not in (3, 4):
+                raise NodeInputError(node, "depth", "expected an IMAGE (or MASK) depth map")
+            nearness = camera.nearness_from_depth(depth, image.shape[1], image.shape[2], parallax)
+        return camera.warp_image(image, camera_path, nearness)
 
 
 class LayoutGuide(_PatchNode):

@@ -194,3 +194,22 @@ def test_drawn_tracks_show_the_box_at_each_frame_and_the_path_so_far():
     assert is_red(0, 4, 4) and not is_red(0, 4, 20)        # frame 0: the box where it starts
     assert is_red(2, 4, 36) and not is_red(2, 4, 4)        # last frame: the box has moved 32 px right
     assert is_red(2, 8, 24) and not is_red(0, 8, 24)       # the path so far is drawn
+
+
+def test_depth_gives_parallax_near_pixels_pan_further_and_flat_depth_changes_nothing():
+    image = affine_image(16, 32)
+    pose = Pose(pan_x=2 / 32)
+    flat = camera.nearness_from_depth(torch.full((1, 16, 32, 3), 0.4), 16, 32, 1.0)
+    assert torch.allclose(flat, torch.ones(16, 32))
+    assert torch.allclose(camera.warp_image(image, [pose], flat)[0], camera.warp_image(image, [pose])[0])
+    depth = torch.zeros(1, 16, 32)
+    depth[:, 8:] = 1.0                                     # the bottom half is near
+    q = camera.nearness_from_depth(depth, 16, 32, 1.0)
+    assert q[0, 0] == pytest.approx(0.5) and q[-1, 0] == pytest.approx(1.5)
+    s = camera.source_grid(pose, 16, 32, q)
+    u = torch.arange(32, dtype=torch.float64) + 0.5
+    assert torch.allclose(s[0, :, 0], u + 1.0, atol=1e-9) and torch.allclose(s[-1, :, 0], u + 3.0, atol=1e-9)
+    zoomed = camera.source_grid(Pose(zoom=2.0), 16, 32, q)
+    # near pixels zoom by 2 ** 1.5, far ones by 2 ** 0.5: near content grows more
+    assert float(zoomed[-1, 0, 0]) == pytest.approx(16 - 15.5 / 2 ** 1.5)
+    assert float(zoomed[0, 0, 0]) == pytest.approx(16 - 15.5 / 2 ** 0.5)
