@@ -293,3 +293,23 @@ def test_scripts_answer_a_retried_call_as_the_first(tmp_path):
         assert scripts["finish"](args=other) == "lost"
     finally:
         server.stop()
+
+
+def test_a_stopped_worker_hands_its_job_back_without_using_an_attempt(farm):
+    server, redis_server, workers = farm
+    leaving = workers.start("leaving")
+    wait_for_workers(redis_server, ["leaving"])
+    prompt_id = submit(server, job("handed back", steps=60, delay=0.05))
+    wait_until(lambda: request(f"{server.url}/vidgraph/jobs/{prompt_id}")["state"] == "running",
+               30, what="the job to start")
+    leaving.terminate()  # SIGTERM: a clean stop, as systemd or Ctrl-C gives
+    assert leaving.wait(15) == 0
+    status = request(f"{server.url}/vidgraph/jobs/{prompt_id}")
+    assert (status["state"], status["attempts"]) == ("pending", 0)
+    assert redis_server.client().hget("vidgraph:workers", "leaving") is None
+    workers.start("next")
+    entry = wait_until(lambda: history(server).get(prompt_id), 60, 0.1, "the job to finish")
+    assert entry["status"]["status_str"] == "success"
+    status = request(f"{server.url}/vidgraph/jobs/{prompt_id}")
+    assert (status["worker"], status["attempts"], status["interruptions"]) == ("next", 1, 0)
+    assert len(output_files(server.base)) == 1 and staging_left(server.base) == []
