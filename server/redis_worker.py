@@ -102,8 +102,13 @@ class RedisWorker:
                     self._check_own_tokens = True
                     self.stop_event.wait(0.5)
                     continue
-                if work is not None:
+                if work is None:
+                    continue
+                try:
                     self._run(work)
+                except Exception:  # a full disk while publishing, say: the job is tried again
+                    log.exception("worker %s: could not finish %s", self.id, work.job.prompt_id)
+                    self._check_own_tokens = True
         finally:
             self.stop_event.set()
             for thread in self._threads:
