@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from .paths import UnsafePathError, safe_join
+from .paths import UnsafePathError, join_below, safe_join
 
 MODEL_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 
@@ -129,10 +129,12 @@ class Folders:
         return sorted(names)
 
     def get_full_path(self, folder: str, filename: str) -> str | None:
+        """The first root of `folder` holding `filename`. The name cannot climb out of the root, but
+        a symlink the owner placed inside it (a shared checkpoint, a linked folder) is followed."""
         paths, _ = self._entry(folder)
         for root in paths:
             try:
-                candidate = safe_join(root, filename)
+                candidate = join_below(root, filename)
             except UnsafePathError:
                 return None
             if candidate.is_file() or (candidate.is_dir() and filename):

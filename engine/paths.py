@@ -1,9 +1,13 @@
 """Containment-checked path joining, shared by nodes and server.
 
-Every file name that comes from a workflow or a request goes through `safe_join`: the result is
-checked by *real* path, so a symlink inside a root cannot lead out of it (ComfyUI #12285), and
-the tricks from CVE-2026-56673 (backslashes, encoded dots, absolute parts) are refused outright
-instead of being normalised into something that happens to look safe.
+Every file name that comes from a workflow or a request is split by `check_part`: the tricks from
+CVE-2026-56673 (`..`, backslashes, encoded dots, absolute parts) are refused outright instead of
+being normalised into something that happens to look safe. Then one of two rules applies:
+- `safe_join` (input, output, temp, user data, `/view`): the result is checked by *real* path, so
+  a symlink inside a root cannot lead out of it (ComfyUI #12285). Uploads and outputs land there.
+- `join_below` (model folders): the name stays below the root as written, and links inside the
+  root are followed wherever they lead. Only the machine's owner puts files (and links) there, and
+  sharing one models folder between tools through symlinks is the usual set-up.
 """
 from __future__ import annotations
 
@@ -43,6 +47,15 @@ def is_within(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     real_root = os.path.realpath(root)
     real_path = os.path.realpath(path)
     return os.path.commonpath([real_root, real_path]) == real_root
+
+
+def join_below(root: str | os.PathLike, *parts: str) -> Path:
+    """Join `parts` under `root` by name: they cannot climb (see check_part), while symlinks already
+    inside `root` are followed. For folders only the owner writes to (model folders)."""
+    pieces: list[str] = []
+    for part in parts:
+        pieces.extend(check_part(part))
+    return Path(root, *pieces)
 
 
 def safe_join(root: str | os.PathLike, *parts: str) -> Path:

@@ -43,6 +43,61 @@ def test_model_lists_and_full_paths(tmp_path):
     assert f.folder_names_and_paths["unet"] is f.folder_names_and_paths["diffusion_models"]
 
 
+def test_symlinks_inside_model_folders_are_followed_but_names_cannot_climb(tmp_path):
+    """A checkpoint shared by symlink (a file, or a whole linked folder) loads; `..`, absolute and
+    encoded names are still refused, for every model folder."""
+    shared = tmp_path / "shared_models"
+    (shared / "more").mkdir(parents=True)
+    (shared / "svd_xt.safetensors").write_bytes(b"weights")
+    (shared / "more" / "v.safetensors").write_bytes(b"weights")
+    (tmp_path / "secret.safetensors").write_bytes(b"")
+    f = Folders(base_dir=tmp_path / "main")
+    ckpt = f.models_dir / "checkpoints"
+    vae = f.models_dir / "vae"
+    ckpt.mkdir(parents=True)
+    vae.mkdir(parents=True)
+    os.symlink(shared / "svd_xt.safetensors", ckpt / "svd_xt.safetensors")
+    os.symlink(shared / "more", vae / "linked")
+    assert f.get_filename_list("checkpoints") == ["svd_xt.safetensors"]
+    assert f.get_full_path_or_raise("checkpoints", "svd_xt.safetensors") == str(ckpt / "svd_xt.safetensors")
+    assert f.get_full_path("vae", "linked/v.safetensors") == str(vae / "linked" / "v.safetensors")
+    assert "linked/v.safetensors" in f.get_filename_list("vae")
+    for bad in ("../../secret.safetensors", "linked/../../../secret.safetensors", str(tmp_path / "secret.safetensors"),
+                "%2e%2e/%2e%2e/secret.safetensors", "..\\..\\secret.safetensors"):
+        assert f.get_full_path("vae", bad) is None, bad
+        with pytest.raises(FileNotFoundError):
+            f.get_full_path_or_raise("vae", bad)
+
+
+def test_symlinks_in_extra_model_paths_roots_are_followed(tmp_path):
+    """An extra_model_paths.yaml root that is itself a link, holding links, works the same way."""
+    real = tmp_path / "real" / "checkpoints"
+    real.mkdir(parents=True)
+    (tmp_path / "blob.safetensors").write_bytes(b"weights")
+    os.symlink(tmp_path / "blob.safetensors", real / "a.safetensors")
+    os.symlink(tmp_path / "real", tmp_path / "comfy")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text("comfyui:\n  base_path: comfy\n  checkpoints: checkpoints\n")
+    f = Folders(base_dir=tmp_path / "main")
+    f.load_extra_model_paths(yaml_file)
+    assert f.get_filename_list("checkpoints") == ["a.safetensors"]
+    assert f.get_full_path("checkpoints", "a.safetensors") == str(tmp_path / "comfy" / "checkpoints" / "a.safetensors")
+    assert f.get_full_path("checkpoints", "../../blob.safetensors") is None
+
+
+def test_input_and_output_containment_stays_strict(tmp_path):
+    """The model-folder rule does not leak into input/output: a link leading out is refused there."""
+    f = Folders(base_dir=tmp_path / "main")
+    f.ensure_dirs()
+    (tmp_path / "outside.png").write_bytes(b"")
+    os.symlink(tmp_path / "outside.png", f.input_dir / "link.png")
+    os.symlink(tmp_path, f.output_dir / "out_link")
+    with pytest.raises(UnsafePathError):
+        f.resolve_input("link.png")
+    with pytest.raises(UnsafePathError):
+        f.get_annotated_filepath("out_link/outside.png [output]")
+
+
 def test_extra_model_paths_yaml(tmp_path):
     (tmp_path / "other" / "models" / "vae").mkdir(parents=True)
     (tmp_path / "other" / "models" / "vae" / "v.safetensors").write_bytes(b"")
