@@ -3,6 +3,10 @@
 File names are combo inputs listing the model folders (`models/checkpoints`, `models/vae`,
 `models/clip_vision`, `models/diffusion_models`, plus extra_model_paths.yaml). Loaded models stay
 in the engine's model cache across prompts, keyed by the file's identity and the load options.
+
+Each loader's IS_CHANGED is that identity (real path, size, mtime, inode: one stat), so a model
+file edited or replaced under the same name is loaded again on the next prompt, with everything
+downstream of it, while an unchanged one is never re-read or hashed.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import torch
 from safetensors import safe_open
 
 from .common import CONTEXT, NodeInputError, folders_in_scope
-from .model_management import available_memory, compute_device, compute_dtype, load_cached, vae_compute_dtype
+from .model_management import (available_memory, compute_device, compute_dtype, file_identity, load_cached,
+                               vae_compute_dtype)
 from .svd import checkpoint as ckpt
 from .svd.casting import cast_on_forward
 from .video_model import VideoModel
@@ -27,6 +32,19 @@ FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8
 def model_files(folder: str, folders=None) -> list[str]:
     folders = folders or folders_in_scope()
     return folders.get_filename_list(folder) if folders is not None else []
+
+
+def model_file_changed(folder: str, name, context=None):
+    """IS_CHANGED of a model combo: the file's identity. Without folders in scope, or for a name that
+    is not there, the name itself (the run reports the problem)."""
+    folders = folders_in_scope(context)
+    path = folders.get_full_path(folder, name) if folders is not None and isinstance(name, str) else None
+    if path is None:
+        return name
+    try:
+        return file_identity(path)
+    except OSError:
+        return name
 
 
 def resolve_model(context, folder: str, name: str, node: str, input_name: str) -> str:
@@ -109,6 +127,10 @@ class ImageOnlyCheckpointLoader:
     def INPUT_TYPES(cls, folders=None):
         return {"required": {"ckpt_name": (model_files("checkpoints", folders),)}, "hidden": CONTEXT}
 
+    @classmethod
+    def IS_CHANGED(cls, ckpt_name, context=None):
+        return model_file_changed("checkpoints", ckpt_name, context)
+
     def load_checkpoint(self, ckpt_name, context):
         models = load_svd(context, ckpt_name, "ImageOnlyCheckpointLoader")
         if models.clip_vision is None:
@@ -127,6 +149,10 @@ class CheckpointLoaderSimple:
     def INPUT_TYPES(cls, folders=None):
         return {"required": {"ckpt_name": (model_files("checkpoints", folders),)}, "hidden": CONTEXT}
 
+    @classmethod
+    def IS_CHANGED(cls, ckpt_name, context=None):
+        return model_file_changed("checkpoints", ckpt_name, context)
+
     def load_checkpoint(self, ckpt_name, context):
         models = load_svd(context, ckpt_name, "CheckpointLoaderSimple")
         return video_model(models), None, models.vae
@@ -142,6 +168,10 @@ class VAELoader:
     def INPUT_TYPES(cls, folders=None):
         return {"required": {"vae_name": (model_files("vae", folders),)}, "hidden": CONTEXT}
 
+    @classmethod
+    def IS_CHANGED(cls, vae_name, context=None):
+        return model_file_changed("vae", vae_name, context)
+
     def load_vae(self, vae_name, context):
         return (load_part_file(context, "vae", vae_name, "VAELoader", "vae_name", ckpt.load_vae, _vae_options(context)),)
 
@@ -155,6 +185,10 @@ class CLIPVisionLoader:
     @classmethod
     def INPUT_TYPES(cls, folders=None):
         return {"required": {"clip_name": (model_files("clip_vision", folders),)}, "hidden": CONTEXT}
+
+    @classmethod
+    def IS_CHANGED(cls, clip_name, context=None):
+        return model_file_changed("clip_vision", clip_name, context)
 
     def load_clip(self, clip_name, context):
         return (load_part_file(context, "clip_vision", clip_name, "CLIPVisionLoader", "clip_name",
@@ -172,6 +206,10 @@ class UNETLoader:
         return {"required": {"unet_name": (model_files("diffusion_models", folders),),
                              "weight_dtype": (["default", *FP8_DTYPES],)},
                 "hidden": CONTEXT}
+
+    @classmethod
+    def IS_CHANGED(cls, unet_name, context=None):
+        return model_file_changed("diffusion_models", unet_name, context)
 
     def load_unet(self, unet_name, weight_dtype, context):
         path = resolve_model(context, "diffusion_models", unet_name, "UNETLoader", "unet_name")

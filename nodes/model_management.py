@@ -1,7 +1,8 @@
 """Where models live and how long: device and dtype policy, the loaded-model cache, low-VRAM moves.
 
 The engine owns a byte-bounded LRU (`ctx.resources`); this module decides what goes into it
-(keyed by the file's identity and the load options, so an edited file is reloaded) and how a
+(keyed by the file's identity and the load options, so an edited file is reloaded and the stale
+copy released) and how a
 torch module is moved between CPU and GPU. Settings come from the command line through
 `ctx.settings`: ``device`` ("auto" | "cpu" | "cuda"), ``dtype`` ("auto" | "fp32" | "fp16" | "bf16"),
 ``lowvram`` (keep weights on the CPU, move each model to the GPU only while it runs) and
@@ -46,10 +47,21 @@ def vae_compute_dtype(settings: Mapping[str, Any], device: torch.device) -> torc
 
 
 def file_identity(path: str | os.PathLike) -> tuple:
-    """Real path, size and mtime: a file replaced under the same name is a different model."""
+    """(real path, size, mtime_ns, inode): a file edited in place, replaced under the same name or
+    re-pointed by a symlink is a different model. One stat, never a read of the weights; a folder
+    model (diffusers layout) is the identities of the files inside it."""
     real = os.path.realpath(path)
+    if os.path.isdir(real):
+        inside = []
+        for dirpath, dirnames, filenames in os.walk(real):
+            dirnames.sort()
+            for name in sorted(filenames):
+                stat = os.stat(os.path.join(dirpath, name))
+                inside.append((os.path.relpath(os.path.join(dirpath, name), real), stat.st_size,
+                               stat.st_mtime_ns, stat.st_ino))
+        return real, tuple(inside)
     stat = os.stat(real)
-    return real, stat.st_size, stat.st_mtime_ns
+    return real, stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def _modules_of(value: Any) -> list[torch.nn.Module]:
@@ -73,10 +85,19 @@ def module_nbytes(value: Any) -> int:
 
 def load_cached(ctx, kind: str, path: str | os.PathLike, loader: Callable[[], Any],
                 **options: Any) -> Any:
-    """Load once per (file, options) and keep it in the engine's model cache across prompts."""
-    key = (kind, file_identity(path), tuple(sorted(options.items())))
+    """Load once per (file, options) and keep it in the engine's model cache across prompts. Copies
+    loaded from an older version of the same file are released first: they can never be used again."""
+    identity = file_identity(path)
+    key = (kind, identity, tuple(sorted(options.items())))
     ctx.resources.add_release_hook(offload_released)
+    for old in ctx.resources.keys():
+        if _is_model_key(old) and old[0] == kind and old[1][0] == identity[0] and old[1] != identity:
+            ctx.resources.release(old)
     return ctx.resources.get_or_load(key, loader, size_of=module_nbytes)
+
+
+def _is_model_key(key) -> bool:
+    return isinstance(key, tuple) and len(key) == 3 and isinstance(key[1], tuple) and bool(key[1])
 
 
 def offload_released(key, value) -> None:

@@ -49,16 +49,55 @@ def test_comfyui_models_folder_used_in_place_through_extra_model_paths(svd_env, 
     assert not (svd_env.folders.models_dir / "checkpoints" / "svd_in_comfyui.safetensors").exists()
 
 
-def test_checkpoint_replaced_under_the_same_name_is_reloaded(svd_env, count_loads):
+def test_checkpoint_replaced_under_the_same_name_is_reloaded_without_free(svd_env, count_loads):
+    """The loaders' IS_CHANGED is the file's identity: an unchanged file is neither re-run nor re-read;
+    a file replaced under the same name re-runs the loader and everything after it, and the copy
+    loaded from the old file leaves the model cache."""
     executor = svd_env.executor()
-    assert executor.run(small_prompt(save_frames=False)).status == "success"
+    first = executor.run(small_prompt(save_frames=False))
+    assert first.status == "success"
+    again = executor.run(small_prompt(save_frames=False))
+    assert "1" in again.cached and "5" in again.cached and count_loads == [CHECKPOINT]
     path = svd_env.folders.models_dir / "checkpoints" / CHECKPOINT
     path.unlink()  # it may be a hard link to the session's file: never write through it
     write_tiny_checkpoint(path, seed=1)
-    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
-    executor.free(free_memory=True)
-    assert executor.run(small_prompt(save_frames=False)).status == "success"
+    replaced = executor.run(small_prompt(save_frames=False))
+    assert replaced.status == "success", replaced.error
+    assert {"1", "5"} <= set(replaced.executed)  # the loader and the sampler after it ran again
     assert count_loads == [CHECKPOINT, CHECKPOINT]
+    checkpoints = [key for key in executor.resources.keys() if key[0] == "svd_checkpoint"]
+    assert len(checkpoints) == 1 and checkpoints[0][1][0] == os.path.realpath(path)
+
+
+def test_checkpoint_edited_in_place_is_reloaded(svd_env, count_loads):
+    """Same inode and size, new bytes: the mtime tells (and a linked file counts as its target)."""
+    models = svd_env.folders.models_dir
+    real = models / "real.safetensors"
+    write_tiny_checkpoint(real, seed=2)
+    (models / "checkpoints" / "linked.safetensors").symlink_to(real)
+    prompt = small_prompt(save_frames=False)
+    prompt["1"]["inputs"]["ckpt_name"] = "linked.safetensors"
+    executor = svd_env.executor()
+    assert executor.run(prompt).status == "success"
+    inode = real.stat().st_ino
+    with open(real, "r+b") as f:  # rewrite the same bytes: only the mtime moves
+        data = f.read()
+        f.seek(0)
+        f.write(data)
+    os.utime(real, ns=(time.time_ns(), real.stat().st_mtime_ns + 1_000_000_000))
+    assert real.stat().st_ino == inode
+    result = executor.run(prompt)
+    assert result.status == "success" and "1" in result.executed
+    assert count_loads == ["linked.safetensors", "linked.safetensors"]
+
+
+def test_loaders_is_changed_without_folders_or_file_falls_back_to_the_name(svd_env):
+    from vidgraph.nodes.loaders import ImageOnlyCheckpointLoader
+    assert ImageOnlyCheckpointLoader.IS_CHANGED("x.safetensors") == "x.safetensors"
+    assert ImageOnlyCheckpointLoader.IS_CHANGED("missing.safetensors", svd_env.context()) == "missing.safetensors"
+    identity = ImageOnlyCheckpointLoader.IS_CHANGED(CHECKPOINT, svd_env.context())
+    path = svd_env.folders.models_dir / "checkpoints" / CHECKPOINT
+    assert identity == (os.path.realpath(path), path.stat().st_size, path.stat().st_mtime_ns, path.stat().st_ino)
 
 
 def test_model_cache_evicts_the_least_recently_used_model_when_over_budget(svd_env, count_loads):
