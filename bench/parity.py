@@ -1,6 +1,9 @@
 """Run ComfyUI's two public SVD parity cases through vidgraph and compare, as the parity README says.
 
-    .venv/bin/python bench/parity.py [--shared ../shared] [--work ~/.cache/vidgraph-parity]
+    .venv/bin/python bench/parity.py [--shared DIR] [--work ~/.cache/vidgraph-parity]
+
+DIR is the reference material's folder (default: $VIDGRAPH_SHARED, else a `shared/` folder beside
+the checkout or a folder above it; see bench/reference.py).
 
 It regenerates the 1.9 GB random-weight checkpoint with shared/tools/make_svd_test_checkpoint.py
 (once; checked against the published sha256), runs each case's `workflow_api.json` unchanged with
@@ -24,6 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by file path (the parity test)
+from reference import shared_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = "svd_public_small_fp16.safetensors"
@@ -76,9 +82,12 @@ def compare(ref_dir: Path, out_dir: Path) -> tuple[float, list[int]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    parser.add_argument("--shared", type=Path, default=shared_dir(),
+                        help="the reference material's folder (default: $VIDGRAPH_SHARED or a shared/ beside the checkout)")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vidgraph-parity")
     args = parser.parse_args(argv)
+    if args.shared is None:
+        parser.error("the reference material is not available: pass --shared DIR or set VIDGRAPH_SHARED")
     parity = args.shared / "reference" / "parity"
     models = args.work / "models"
     ensure_checkpoint(args.shared, models)

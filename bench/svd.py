@@ -27,7 +27,6 @@ import torch
 
 FRAMES, SIZE = 4, 64
 TARGETS = {"load_s": 0.5, "step_s": 0.9, "peak_rss_gb": 0.7}
-LAYOUT = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "svd_keys.txt"
 ST_DTYPE = {torch.float16: "F16", torch.float32: "F32", torch.bfloat16: "BF16"}
 
 
@@ -62,8 +61,12 @@ def random_tensor(key, shape, seed=0):
 
 
 def write_full_checkpoint(path: Path):
+    from reference import shared_path  # bench/ is this script's folder
+    keys_file, reason = shared_path("reference/svd_keys.txt")
+    if keys_file is None:
+        raise SystemExit(f"--full needs the real SVD-XT key layout: {reason}")
     layout = []
-    for line in LAYOUT.read_text().splitlines():
+    for line in keys_file.read_text().splitlines():
         if line and not line.startswith("#"):
             key, shape = line.split("\t")
             layout.append((key, tuple(int(s) for s in shape.strip("[]").split(",") if s.strip())))

@@ -1,7 +1,7 @@
 """Workflow metadata embedded in output files: reading it back, and the byte layouts for writing it.
 
 ComfyUI stores the API prompt ("prompt") and the editor graph ("workflow") in what it saves, so
-a result dragged back into the editor reproduces it. The layouts (reference comfyui.md §2.4):
+a result dragged back into the editor reproduces it. The layouts (ComfyUI's):
 
 - PNG: one text chunk per key (tEXt; iTXt and zTXt read too), value the JSON text; animated PNGs
   use a private ``comf`` chunk holding ``key\\0json``.

@@ -1,6 +1,6 @@
 """Workflow files in, API-format prompt out.
 
-Two JSON formats exist (reference comfyui.md §2):
+Two JSON formats exist (as ComfyUI writes them):
 
 - API format, what ``POST /prompt`` takes: ``{node_id: {"class_type", "inputs", "_meta"?}}`` where
   a link is ``[node_id, output_index]``.

@@ -2,7 +2,7 @@
 
 Pillow's `Image.open` reads only the header; the pixels are decoded on first access. So the
 dimensions and frame count are checked between the two, and a few-kilobyte PNG that claims
-30,000 x 30,000 pixels is refused without allocating anything (security.md 3.6, row 16).
+30,000 x 30,000 pixels is refused without allocating anything (tests/nodes/test_images.py).
 """
 from __future__ import annotations
 

@@ -299,7 +299,7 @@ def test_round_trip_through_the_editor_export_of_another_module():
 
 def test_editor_export_writes_the_control_value_of_a_legacy_seed():
     """The editors give an INT named seed/noise_seed a control widget even without
-    control_after_generate (comfyui.md §2.2); positional readers expect its value."""
+    control_after_generate; positional readers expect its value."""
     from vidgraph.engine.ui_export import api_to_ui
     api = {"1": {"class_type": "KSamplerAdvanced", "inputs": {
         "add_noise": "enable", "noise_seed": 99, "steps": 25, "cfg": 2.5, "sampler_name": "euler",

@@ -1,4 +1,4 @@
-"""security.md §3.6, files: hostile uploads (names, subfolders, content, bombs, races) and /view."""
+"""Hostile files: uploads (names, subfolders, content, bombs, races) and /view."""
 import asyncio
 import io
 import json

@@ -1,4 +1,4 @@
-"""security.md §3.6: every bad input gets its 4xx with a JSON error, and the server keeps serving.
+"""Every bad input gets its 4xx with a JSON error, and the server keeps serving.
 
 Requests, graphs, cross-site rules, websockets and packs; files (uploads, /view) are in
 test_bad_files.py. The hostile_server fixture asserts at teardown that no request reached the

@@ -1,10 +1,15 @@
-"""Shared fixtures for the SVD model tests: the shared reference layouts and random weights."""
+"""Fixtures for the SVD model tests: the reference key layouts (outside the repository: skipped with
+the reason when absent, see bench/reference.py) and random weights."""
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+_spec = importlib.util.spec_from_file_location(
+    "vidgraph_bench_reference", Path(__file__).resolve().parents[2] / "bench" / "reference.py")
+reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference)
 
 
 def read_layout(path: Path) -> dict:
@@ -21,10 +26,19 @@ def read_layout(path: Path) -> dict:
 @pytest.fixture
 def shared_file():
     def get(relative: str) -> Path:
-        path = SHARED / relative
-        if not path.exists():
-            pytest.skip(f"{path} not available")
+        path, reason = reference.shared_path(relative)
+        if path is None:
+            pytest.skip(reason)
         return path
+    return get
+
+
+@pytest.fixture
+def svd_keys(shared_file):
+    """prefix -> {key without prefix: shape list} of the real SVD-XT file (reference/svd_keys.txt)."""
+    def get(prefix: str) -> dict:
+        keys = read_layout(shared_file("reference/svd_keys.txt"))
+        return {k[len(prefix):]: list(shape) for k, shape in keys.items() if k.startswith(prefix)}
     return get
 
 

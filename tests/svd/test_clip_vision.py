@@ -6,7 +6,7 @@ from vidgraph.nodes.svd.clip_vision import (
     CHECKPOINT_PREFIX, CLIPVision, CLIPVisionConfig, clip_preprocess, clip_vision_state_dict_from_any,
     config_from_state_dict, default_heads,
 )
-from test_vae import randomize, reference_keys  # shared test helpers (tests/svd is on sys.path)
+from test_vae import randomize  # shared test helpers (tests/svd is on sys.path)
 
 TINY = CLIPVisionConfig(width=64, layers=3, heads=4, mlp_dim=128, patch_size=8, image_size=32, output_dim=48)
 
@@ -16,10 +16,10 @@ def meta_checkpoint(cfg=CLIPVisionConfig()):
         return {CHECKPOINT_PREFIX + k: v for k, v in CLIPVision(cfg).state_dict().items()}
 
 
-def test_full_size_meta_model_has_exactly_the_checkpoint_keys():
+def test_full_size_meta_model_has_exactly_the_checkpoint_keys(svd_keys):
     with torch.device("meta"):
         model = CLIPVision(CLIPVisionConfig())
-    ref = reference_keys(CHECKPOINT_PREFIX)
+    ref = svd_keys(CHECKPOINT_PREFIX)
     assert len(ref) == 392  # 32 blocks x 12 + 8
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == ref
 
@@ -131,7 +131,7 @@ def test_from_state_dict_builds_and_loads_the_tower():
         CLIPVision.from_state_dict(sd, heads=4)
 
 
-def test_full_size_hugging_face_layout_converts_to_the_checkpoint_keys():
+def test_full_size_hugging_face_layout_converts_to_the_checkpoint_keys(svd_keys):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.CLIPVisionConfig(
         hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, image_size=224,
@@ -139,7 +139,7 @@ def test_full_size_hugging_face_layout_converts_to_the_checkpoint_keys():
     with torch.device("meta"):
         ref = transformers.CLIPVisionModelWithProjection(cfg)
     sd = clip_vision_state_dict_from_any(ref.state_dict())
-    assert {k: list(v.shape) for k, v in sd.items()} == reference_keys(CHECKPOINT_PREFIX)
+    assert {k: list(v.shape) for k, v in sd.items()} == svd_keys(CHECKPOINT_PREFIX)
     assert config_from_state_dict(sd) == CLIPVisionConfig()
 
 

@@ -18,21 +18,11 @@ def randomize(module, seed=0, scale=0.2):
     return module
 
 
-def reference_keys(prefix):
-    keys = {}
-    with open("/work/shared/reference/svd_keys.txt") as f:
-        for line in f:
-            if line.startswith(prefix):
-                key, shape = line.rstrip("\n").split("\t")
-                keys[key[len(prefix):]] = [int(s) for s in shape.strip("[]").split(",") if s.strip()]
-    return keys
-
-
-def test_full_size_meta_model_has_exactly_the_checkpoint_keys():
+def test_full_size_meta_model_has_exactly_the_checkpoint_keys(svd_keys):
     with torch.device("meta"):
         vae = VAE(VAEConfig())
     mine = {k: list(v.shape) for k, v in vae.state_dict().items()}
-    ref = reference_keys(CHECKPOINT_PREFIX)
+    ref = svd_keys(CHECKPOINT_PREFIX)
     assert len(ref) == 372
     assert mine == ref
 
@@ -174,14 +164,14 @@ def test_from_state_dict_loads_any_layout_and_lists_bad_keys():
     assert "decoder.norm_out.bias [7] (expected [32])" in message
 
 
-def test_full_size_diffusers_layout_converts_to_the_checkpoint_keys():
+def test_full_size_diffusers_layout_converts_to_the_checkpoint_keys(svd_keys):
     diffusers = pytest.importorskip("diffusers")
     with torch.device("meta"):
         ref = diffusers.AutoencoderKLTemporalDecoder(  # the published SVD vae/config.json
             block_out_channels=(128, 256, 512, 512), down_block_types=["DownEncoderBlock2D"] * 4,
             layers_per_block=2, latent_channels=4)
     sd = vae_state_dict_from_any(ref.state_dict())
-    expected = reference_keys(CHECKPOINT_PREFIX)
+    expected = svd_keys(CHECKPOINT_PREFIX)
     expected["quant_conv.weight"], expected["quant_conv.bias"] = [8, 8, 1, 1], [8]
     assert {k: list(v.shape) for k, v in sd.items()} == expected
     assert config_from_state_dict(sd) == VAEConfig(quant_conv=True)

@@ -26,9 +26,10 @@ def load_bench():
 
 def test_both_comfyui_cases_match_within_tolerance(capsys):
     parity = load_bench()
-    shared = REPO.parent / "shared" / "reference" / "parity"
-    if not shared.is_dir():
-        pytest.skip(f"{shared} not available")
+    root = parity.shared_dir()
+    if root is None or not (root / "reference" / "parity").is_dir():
+        pytest.skip(f"ComfyUI's parity cases are not available ({root or 'no reference folder'}; "
+                    "set VIDGRAPH_SHARED to the reference material's folder)")
     code = parity.main([])
     report = capsys.readouterr().out
     print(report)  # the figures, for `pytest -s`
