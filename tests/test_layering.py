@@ -38,15 +38,57 @@ def test_layer_imports_only_what_it_may(layer):
     assert not offences, "layering broken:\n" + "\n".join(offences)
 
 
-def test_model_files_import_only_the_weights_module_from_the_node_pack():
-    """nodes/svd/ is the bottom layer under the node modules: from the rest of the pack it may
-    use `nodes/weights.py` only (no node module, no cycle dodged with a lazy import)."""
+def _pack_imports(path: Path) -> tuple[set[str], bool]:
+    """(modules of the node pack that `path` imports, as paths relative to nodes/ without .py;
+    whether one of those imports sits inside a function or class)."""
+    package = list(path.parent.relative_to(ROOT / "nodes").parts)
+    tree = ast.parse(path.read_text(), str(path))
+    top_level = {id(node) for node in tree.body}
+    found, lazy = set(), False
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[:len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+        elif node.module == "vidgraph.nodes" or (node.module or "").startswith("vidgraph.nodes."):
+            base = node.module.split(".")[2:]
+        else:
+            continue
+        hits = {"/".join(candidate) for candidate in [base] + [base + [alias.name] for alias in node.names]
+                if candidate and ((ROOT / "nodes" / ("/".join(candidate) + ".py")).is_file()
+                                  or (ROOT / "nodes" / "/".join(candidate) / "__init__.py").is_file())}
+        found |= hits
+        lazy = lazy or (bool(hits) and id(node) not in top_level)
+    return found, lazy
+
+
+def _is_node_module(path: Path) -> bool:
+    tree = ast.parse(path.read_text(), str(path))
+    return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets)
+               for node in tree.body) and path.name != "__init__.py"
+
+
+def test_model_files_sit_below_the_node_modules():
+    """nodes/svd/ (the models) may use the pack's bottom layer (weights, model, model_sampling, ...)
+    but never reach a node module, directly or through another module, nor import lazily to dodge
+    a cycle."""
+    nodes = ROOT / "nodes"
+    graph = {str(p.relative_to(nodes).with_suffix("")): _pack_imports(p) for p in nodes.rglob("*.py")}
+    node_modules = {str(p.relative_to(nodes).with_suffix("")) for p in nodes.rglob("*.py") if _is_node_module(p)}
     offences = []
-    for path in sorted((ROOT / "nodes" / "svd").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.ImportFrom) and node.level >= 2 and node.module != "weights":
-                offences.append(f"{path.relative_to(ROOT)} imports {'.' * node.level}{node.module or ''}")
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("vidgraph.nodes") \
-                    and node.module not in ("vidgraph.nodes.weights",) and not node.module.startswith("vidgraph.nodes.svd"):
-                offences.append(f"{path.relative_to(ROOT)} imports {node.module}")
-    assert not offences, "model files reach up into the node pack:\n" + "\n".join(offences)
+    for name, (imports, lazy) in sorted(graph.items()):
+        if not name.startswith("svd/"):
+            continue
+        if lazy:
+            offences.append(f"nodes/{name}.py imports from the pack inside a function")
+        seen, todo = set(), list(imports)
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if current in node_modules:
+                offences.append(f"nodes/{name}.py reaches the node module nodes/{current}.py")
+            todo.extend(graph.get(current, (set(), False))[0])
+    assert node_modules, "no node modules found: the check would pass vacuously"
+    assert not offences, "model files reach up into the node modules:\n" + "\n".join(sorted(set(offences)))
