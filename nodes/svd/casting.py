@@ -25,7 +25,10 @@ def widened(tensor, dtype, slot: str = "weight"):
         buffer = _scratch.buffers = {}
     flat = buffer.get(key)
     if flat is None or flat.numel() < tensor.numel():
-        flat = buffer[key] = torch.empty(tensor.numel(), dtype=dtype, device=tensor.device)
+        # A normal tensor even when made under inference_mode: the samplers run under no_grad
+        # (patches may take gradients), and an inference tensor cannot be written outside it.
+        with torch.inference_mode(False):
+            flat = buffer[key] = torch.empty(tensor.numel(), dtype=dtype, device=tensor.device)
     out = flat[:tensor.numel()].view(tensor.shape)
     out.copy_(tensor)
     return out

@@ -301,3 +301,19 @@ def test_an_interrupt_stops_a_load_between_tensors(tiny_file):
     total = len(SafetensorsFile(tiny_file).keys())
     assert len(reads) < 10 < total  # stopped within a tensor or two (one is read ahead)
     load_checkpoint(tiny_file)  # outside a node (no context) nothing is checked
+
+
+def test_cast_layers_run_inside_and_then_outside_inference_mode():
+    """The widening scratch buffer is shared by every cast layer of a thread: one first made under
+    inference_mode (a VAE encode) must still take writes under no_grad (the samplers)."""
+    from vidgraph.nodes.svd import casting
+    from vidgraph.nodes.svd.casting import cast_on_forward
+
+    casting._scratch.__dict__.clear()  # this thread's buffers are made afresh, under inference_mode
+    layer = cast_on_forward(torch.nn.Linear(8, 8).half())
+    x = torch.randn(2, 8)
+    with torch.inference_mode():
+        inside = layer(x)
+    with torch.no_grad():
+        outside = layer(x)
+    assert outside.dtype == torch.float32 and torch.equal(inside, outside)
