@@ -89,7 +89,8 @@ class SVD_img2vid_Conditioning:
         init_image = check_rgb_batch(init_image, node, "init_image")
         require_model(clip_vision, "encode_image", "CLIP_VISION", node, "clip_vision")
         require_model(vae, "encode", "VAE", node, "vae")
-        latent_shape = (video_frames, 4, height // 8, width // 8)
+        scale = getattr(vae, "downscale", 8)  # 8 for SVD's VAE; the trained tiny model's is 4
+        latent_shape = (video_frames, 4, height // scale, width // scale)
         check_fits_in_memory(latent_shape, node, "video_frames")
         embedding = encode_clip_vision(clip_vision, init_image, context).image_embeds.unsqueeze(0)
         pixels = resize(init_image.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)

@@ -41,6 +41,25 @@ def Normalize(channels: int, eps: float = 1e-6) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=eps)
 
 
+def in_place() -> bool:
+    """Whether activations and sums may overwrite their inputs: yes without autograd (decode, where
+    full-resolution activations are the VAE's peak memory), no while training."""
+    return not torch.is_grad_enabled()
+
+
+def silu(x):
+    return F.silu(x, inplace=in_place())
+
+
+def add(x, y):
+    return x.add_(y) if in_place() else x + y
+
+
+class SiLU(nn.Module):
+    def forward(self, x):
+        return silu(x)
+
+
 class ResnetBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
@@ -52,13 +71,11 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x, num_frames=None):
-        # in-place activations and sums: decode runs without autograd and full-resolution
-        # activations are the VAE's peak memory
-        h = self.conv1(F.silu(self.norm1(x), inplace=True))
-        h = self.conv2(F.silu(self.norm2(h), inplace=True))
+        h = self.conv1(silu(self.norm1(x)))
+        h = self.conv2(silu(self.norm2(h)))
         if hasattr(self, "nin_shortcut"):
             x = self.nin_shortcut(x)
-        return h.add_(x)
+        return add(h, x)
 
 
 class TemporalResBlock(nn.Module):
@@ -68,11 +85,11 @@ class TemporalResBlock(nn.Module):
         super().__init__()
         conv = lambda: nn.Conv3d(ch, ch, (k, 1, 1), padding=(k // 2, 0, 0))  # noqa: E731
         # nn.Identity fills the SiLU / dropout slots so indices match in_layers.2, out_layers.3
-        self.in_layers = nn.Sequential(Normalize(ch, 1e-5), nn.SiLU(inplace=True), conv())
-        self.out_layers = nn.Sequential(Normalize(ch, 1e-5), nn.SiLU(inplace=True), nn.Identity(), conv())
+        self.in_layers = nn.Sequential(Normalize(ch, 1e-5), SiLU(), conv())
+        self.out_layers = nn.Sequential(Normalize(ch, 1e-5), SiLU(), nn.Identity(), conv())
 
     def forward(self, x):
-        return self.out_layers(self.in_layers(x)).add_(x)
+        return add(self.out_layers(self.in_layers(x)), x)
 
 
 def to_video(x, num_frames):  # [(B T),C,H,W] -> [B,C,T,H,W]
@@ -94,7 +111,9 @@ class VideoResBlock(ResnetBlock):
         temporal = from_video(self.time_stack(to_video(spatial, num_frames)))
         # VAE blend: alpha weights the TEMPORAL path (the UNet's mixer weights the spatial one)
         alpha = torch.sigmoid(self.mix_factor.to(spatial.dtype))
-        return spatial.lerp_(temporal, alpha)  # alpha * temporal + (1 - alpha) * spatial
+        if in_place():
+            return spatial.lerp_(temporal, alpha)  # alpha * temporal + (1 - alpha) * spatial
+        return torch.lerp(spatial, temporal, alpha)
 
 
 class AttnBlock(nn.Module):
@@ -111,7 +130,7 @@ class AttnBlock(nn.Module):
         b, c, hh, ww = h.shape
         q, k, v = (conv(h).flatten(2).transpose(1, 2) for conv in (self.q, self.k, self.v))
         h = attention(q, k, v, heads=1).transpose(1, 2).reshape(b, c, hh, ww)
-        return self.proj_out(h).add_(x)
+        return add(self.proj_out(h), x)
 
 
 class Downsample(nn.Module):
@@ -170,7 +189,7 @@ class Encoder(nn.Module):
             if hasattr(stage, "downsample"):
                 h = stage.downsample(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h), inplace=True))
+        return self.conv_out(silu(self.norm_out(h)))
 
 
 class TimeMixConv2d(nn.Conv2d):
@@ -222,7 +241,7 @@ class Decoder(nn.Module):
                 h = block(h, num_frames)
             if hasattr(stage, "upsample"):
                 h = stage.upsample(h)
-        h = F.silu(self.norm_out(h), inplace=True)
+        h = silu(self.norm_out(h))
         return self.conv_out(h, num_frames) if self.temporal else self.conv_out(h)
 
 

@@ -1,0 +1,523 @@
+"""The motion yardstick: what an image-to-video run does with motion, measured on its frames with OpenCV.
+
+    .venv/bin/python bench/motion.py                    # the shipped tiny model: every figure (~15 min on 2 busy cores)
+    .venv/bin/python bench/motion.py --seeds 20 --bucket-seeds 4     # a quicker look
+    .venv/bin/python bench/motion.py --json figures.json
+
+Every run goes through the real node graph (ImageOnlyCheckpointLoader -> LoadImage ->
+SVD_img2vid_Conditioning -> VideoLinearCFGGuidance -> KSampler -> VAEDecode -> SaveImage) on the
+first frame of a procedurally generated clip (`vidgraph.nodes.svd.moving_shapes`), whose ground truth
+(object colours, tracks, camera) is known. Seeds are a fixed set outside the training clips.
+
+Metrics (functions below, each on uint8 frames [T,H,W,3]): object tracks by colour (HSV mask +
+connected components), whether the first frame's objects are still there with their colours in the
+last frame, centroid displacement and speed, ObjMC against a requested path (mean Euclidean distance
+per frame, as SG-I2V / DragAnything report it), mean change inside / outside a mask, global
+Farneback flow direction, magnitude and divergence, colour drift (CIE76 dE in Lab between the first
+and each later segment), flicker (frame-mean lightness against its neighbours) and flow warp error.
+Each figure is printed over the seed set with its spread, and every controlled variant as a ratio
+against the plain run.
+
+Controlled runs (issue 12: regions, trajectories, camera; issue 13: long clips) register a `Variant`
+in `VARIANTS`: a function that edits the baseline API prompt for a case (adds its nodes), and, for a
+trajectory control, the path it requests per object colour (then ObjMC is printed for it and for the
+baseline, which requested nothing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from vidgraph.nodes.svd.moving_shapes import PALETTE, Clip, SceneConfig, make_clip, speed_for_bucket
+
+EVAL_SEED_BASE = 900_000          # far from the training clips (seed * 1_000_003 + i, i < pool size)
+BUCKETS = (16, 48, 80, 112, 144, 176, 208, 240)
+TARGETS = {"objects_kept": 0.90, "objects_move": 0.80, "move_fraction": 0.15, "spearman": 0.8, "vae_psnr_db": 28.0}
+
+# ------------------------------------------------------------------------------------- metrics
+
+HUE_TOLERANCE = 22.0     # degrees either side of a palette hue (the palette is 60 degrees apart)
+MIN_SATURATION = 0.45    # the backgrounds stay at or below 0.25
+MIN_VALUE = 0.35
+
+
+@dataclass
+class Track:
+    colour: str
+    centres: np.ndarray   # [T, 2] (x, y) pixels; NaN where the colour is not found
+    areas: np.ndarray     # [T] pixels; 0 where not found
+
+    @property
+    def found(self) -> np.ndarray:
+        return self.areas > 0
+
+
+def colour_mask(frame: np.ndarray, colour: str) -> np.ndarray:
+    """uint8 mask of the pixels of palette colour `colour` in an RGB uint8 frame."""
+    hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV_FULL)  # hue 0..255 over the full circle
+    hue = hsv[..., 0].astype(np.float32) * (360.0 / 256.0)
+    distance = np.abs((hue - PALETTE[colour] + 180.0) % 360.0 - 180.0)
+    ok = (distance <= HUE_TOLERANCE) & (hsv[..., 1] >= MIN_SATURATION * 255) & (hsv[..., 2] >= MIN_VALUE * 255)
+    return ok.astype(np.uint8)
+
+
+def find_object(frame: np.ndarray, colour: str, min_area: int):
+    """(centroid (x, y), area) of the largest connected region of `colour`, or None. Coordinates are
+    continuous (pixel i spans [i, i+1)), as the generator's tracks are."""
+    count, _, stats, centroids = cv2.connectedComponentsWithStats(colour_mask(frame, colour), connectivity=8)
+    if count <= 1:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    area = int(stats[best, cv2.CC_STAT_AREA])
+    return (centroids[best] + 0.5, area) if area >= min_area else None
+
+
+def default_min_area(frames: np.ndarray) -> int:
+    return max(4, int(frames.shape[1] * frames.shape[2] * 0.002))
+
+
+def track_objects(frames: np.ndarray, colours=None, min_area: int | None = None) -> dict[str, Track]:
+    """A track per palette colour present in the first frame (or per colour in `colours`)."""
+    min_area = min_area or default_min_area(frames)
+    if colours is None:
+        colours = [c for c in PALETTE if find_object(frames[0], c, min_area) is not None]
+    tracks = {}
+    for colour in colours:
+        centres = np.full((len(frames), 2), np.nan)
+        areas = np.zeros(len(frames))
+        for t, frame in enumerate(frames):
+            hit = find_object(frame, colour, min_area)
+            if hit is not None:
+                centres[t], areas[t] = hit
+        tracks[colour] = Track(colour, centres, areas)
+    return tracks
+
+
+def object_kept(track: Track, area_ratio=(0.4, 2.5)) -> bool:
+    """Still there in the last frame, in its colour, at a size not far from the first frame's."""
+    if not (track.found[0] and track.found[-1]):
+        return False
+    return area_ratio[0] <= track.areas[-1] / track.areas[0] <= area_ratio[1]
+
+
+def displacement(track: Track) -> float:
+    """Distance (pixels) from the first to the last frame's centroid; NaN if lost at either end."""
+    return float(np.hypot(*(track.centres[-1] - track.centres[0])))
+
+
+def path_length(track: Track) -> float:
+    steps = np.hypot(*np.diff(track.centres, axis=0).T)
+    return float(np.nansum(steps))
+
+
+def direction(track: Track) -> float:
+    """Direction of the net motion in degrees (0 = right, 90 = down, image coordinates)."""
+    dx, dy = track.centres[-1] - track.centres[0]
+    return float(math.degrees(math.atan2(dy, dx)))
+
+
+def objmc(track: Track, requested: np.ndarray) -> float:
+    """ObjMC: mean Euclidean distance (pixels) between the tracked and the requested centre per frame
+    (frames where the object is lost count at the frame diagonal: losing it is the worst miss)."""
+    diagonal = None
+    errors = np.hypot(*(track.centres - requested).T)
+    if np.isnan(errors).any():
+        diagonal = float(np.hypot(*np.nanmax(np.abs(requested), axis=0)) or 1.0)
+    return float(np.mean(np.where(np.isnan(errors), diagonal or 0.0, errors)))
+
+
+def change_inside_outside(frames: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Mean absolute change from the first frame (0..255 levels) inside and outside `mask` [H,W] bool."""
+    diff = np.abs(frames[1:].astype(np.float32) - frames[:1].astype(np.float32)).mean(axis=-1)
+    inside = float(diff[:, mask].mean()) if mask.any() else float("nan")
+    outside = float(diff[:, ~mask].mean()) if (~mask).any() else float("nan")
+    return inside, outside
+
+
+def object_mask(clip: Clip, grow: float = 1.3) -> np.ndarray:
+    """Where the clip's objects may go: discs around their first-frame centres, of `grow` x their
+    radius plus the distance they travel in the ground truth (in any direction, since the plain
+    model picks its own). Outside it, only the background is expected."""
+    ys, xs = np.mgrid[0:clip.frames.shape[1], 0:clip.frames.shape[2]] + 0.5
+    mask = np.zeros(clip.frames.shape[1:3], bool)
+    for obj in clip.objects:
+        x, y = obj.centres[0]
+        reach = np.hypot(*(obj.centres[-1] - obj.centres[0]))
+        mask |= np.hypot(xs - x, ys - y) <= obj.radii.max() * grow + reach
+    return mask
+
+
+def flows(frames: np.ndarray) -> list[np.ndarray]:
+    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    return [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 5, 7, 1.5, 0) for a, b in zip(grey, grey[1:])]
+
+
+def global_flow(frames: np.ndarray) -> dict:
+    """Mean Farneback flow over the clip: direction (degrees), magnitude (pixels/frame), and divergence
+    (mean du/dx + dv/dy per frame: > 0 zooming in, < 0 zooming out)."""
+    fields = flows(frames)
+    mean = np.mean([f.reshape(-1, 2).mean(axis=0) for f in fields], axis=0)
+    divergence = np.mean([np.gradient(f[..., 0], axis=1).mean() + np.gradient(f[..., 1], axis=0).mean() for f in fields])
+    magnitude = np.mean([np.hypot(f[..., 0], f[..., 1]).mean() for f in fields])
+    return {"direction_deg": float(math.degrees(math.atan2(mean[1], mean[0]))), "mean_vector_px": float(np.hypot(*mean)),
+            "magnitude_px": float(magnitude), "divergence": float(divergence)}
+
+
+def warp_error(frames: np.ndarray) -> float:
+    """Mean absolute difference (levels) between each frame and the next warped back onto it by flow."""
+    h, w = frames.shape[1:3]
+    grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), axis=-1).astype(np.float32)
+    errors = []
+    for f, (a, b) in zip(flows(frames), zip(frames, frames[1:])):
+        warped = cv2.remap(b, grid + f, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        errors.append(np.abs(warped.astype(np.float32) - a.astype(np.float32)).mean())
+    return float(np.mean(errors))
+
+
+def lab(frames: np.ndarray) -> np.ndarray:
+    return np.stack([cv2.cvtColor(f.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab) for f in frames])
+
+
+def colour_drift(frames: np.ndarray, segment: int) -> list[float]:
+    """dE (CIE76) between the mean Lab colour of the first `segment` frames and of each later segment."""
+    means = [lab(frames[i:i + segment]).reshape(-1, 3).mean(axis=0) for i in range(0, len(frames), segment)]
+    return [float(np.linalg.norm(m - means[0])) for m in means[1:]]
+
+
+def flicker(frames: np.ndarray) -> float:
+    """Mean |L_t - (L_t-1 + L_t+1) / 2| of the frame-mean Lab lightness: brightness pumping, not motion."""
+    lightness = lab(frames)[..., 0].reshape(len(frames), -1).mean(axis=1)
+    if len(lightness) < 3:
+        return 0.0
+    return float(np.abs(lightness[1:-1] - (lightness[:-2] + lightness[2:]) / 2).mean())
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(v):
+        v = np.asarray(v, float)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+    rx, ry = ranks(x), ranks(y)
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def circular_spread(degrees) -> dict:
+    """Mean resultant length R (1: one direction, 0: all directions equally) and circular std."""
+    a = np.radians(np.asarray(degrees, float))
+    a = a[~np.isnan(a)]
+    if len(a) == 0:
+        return {"R": float("nan"), "circular_std_deg": float("nan"), "n": 0}
+    r = float(np.hypot(np.cos(a).mean(), np.sin(a).mean()))
+    return {"R": r, "circular_std_deg": float(math.degrees(math.sqrt(-2 * math.log(max(r, 1e-12))))), "n": len(a)}
+
+
+def angle_error(a: float, b: float) -> float:
+    return float(abs((a - b + 180.0) % 360.0 - 180.0))
+
+
+def spread(values) -> dict:
+    v = np.asarray([x for x in values if x is not None and not np.isnan(x)], float)
+    if len(v) == 0:
+        return {"mean": float("nan"), "std": float("nan"), "median": float("nan"), "p10": float("nan"),
+                "p90": float("nan"), "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)),
+            "p10": float(np.percentile(v, 10)), "p90": float(np.percentile(v, 90)), "n": int(len(v))}
+
+
+# ------------------------------------------------------------------------------------- runs
+
+@dataclass
+class Case:
+    """One generation: the first frame of `clip` conditions it; the knobs are SVD's own."""
+    seed: int
+    clip: Clip
+    motion_bucket_id: int = 127
+    fps: int = 6
+    augmentation_level: float = 0.0
+
+
+@dataclass
+class Variant:
+    """A way to run a case. `edit(prompt, case, image_name)` returns the API prompt to run (the baseline's
+    edited: control nodes added); `requested(case)` gives {colour: [T,2] path} for ObjMC."""
+    name: str
+    edit: Callable[[dict, Case], dict] | None = None
+    requested: Callable[[Case], dict[str, np.ndarray]] | None = None
+
+
+BASELINE = Variant("plain")
+# Controlled runs go here (issue 12 / 13): Variant("trajectory", edit=..., requested=...).
+VARIANTS: list[Variant] = []
+
+
+@dataclass
+class Sampling:
+    steps: int = 12
+    cfg: float = 2.5
+    min_cfg: float = 1.0
+    sampler: str = "euler"
+    scheduler: str = "karras"
+
+
+def default_checkpoint() -> Path:
+    from vidgraph.nodes.svd.trained import trained_checkpoint_path
+
+    return trained_checkpoint_path()
+
+
+class MotionRunner:
+    """Runs cases through the node graph in a private folder tree; the loaded model stays cached."""
+
+    def __init__(self, checkpoint: Path | None = None, sampling: Sampling = Sampling(), workdir: Path | None = None,
+                 scene: SceneConfig = SceneConfig()):
+        from vidgraph.engine.executor import Executor
+        from vidgraph.engine.folders import Folders
+        from vidgraph.engine.registry import NodeRegistry
+
+        self.checkpoint = Path(checkpoint or default_checkpoint())
+        self.sampling, self.scene = sampling, scene
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="vidgraph-motion-")
+        self.folders = Folders(base_dir=workdir or self._tmp.name)
+        self.folders.ensure_dirs()
+        target = self.folders.models_dir / "checkpoints" / self.checkpoint.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():  # a copy: the folders refuse links that lead outside them
+            shutil.copyfile(self.checkpoint, target)
+        registry = NodeRegistry(self.folders)
+        registry.load_module_pack("vidgraph.nodes")
+        self.executor = Executor(registry, self.folders, settings={"device": "cpu", "previews": False})
+
+    def case(self, seed: int, motion_bucket_id: int = 127, fps: int = 6, **knobs) -> Case:
+        return Case(seed, make_clip(seed, self.scene, motion_bucket_id=motion_bucket_id, fps=fps, **knobs),
+                    motion_bucket_id, fps)
+
+    def baseline_prompt(self, case: Case, image_name: str) -> dict:
+        s, h, w = self.sampling, self.scene.height, self.scene.width
+        return {
+            "1": {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": self.checkpoint.name}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": image_name}},
+            "3": {"class_type": "SVD_img2vid_Conditioning", "inputs": {
+                "clip_vision": ["1", 1], "init_image": ["2", 0], "vae": ["1", 2], "width": w, "height": h,
+                "video_frames": self.scene.frames, "motion_bucket_id": case.motion_bucket_id, "fps": case.fps,
+                "augmentation_level": case.augmentation_level}},
+            "4": {"class_type": "VideoLinearCFGGuidance", "inputs": {"model": ["1", 0], "min_cfg": s.min_cfg}},
+            "5": {"class_type": "KSampler", "inputs": {
+                "model": ["4", 0], "seed": case.seed, "steps": s.steps, "cfg": s.cfg, "sampler_name": s.sampler,
+                "scheduler": s.scheduler, "positive": ["3", 0], "negative": ["3", 1], "latent_image": ["3", 2],
+                "denoise": 1.0}},
+            "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        }
+
+    def run(self, case: Case, variant: Variant = BASELINE) -> np.ndarray:
+        """The generated frames, uint8 [T,H,W,3]. The decoded frames are saved as PNG (lossless) by
+        a SaveImage node on the VAEDecode output and read back."""
+        image_name = f"motion_case_{case.seed}.png"
+        image_path = self.folders.input_dir / image_name
+        if not image_path.exists():
+            Image.fromarray(case.clip.first_frame).save(image_path)
+        prompt = self.baseline_prompt(case, image_name)
+        if variant.edit is not None:
+            prompt = variant.edit(prompt, case)
+        prefix = f"motion/{variant.name}_{case.seed}_{case.motion_bucket_id}"
+        prompt["99"] = {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}}
+        result = self.executor.run(prompt)
+        if result.status != "success":
+            raise RuntimeError(f"{variant.name} run for seed {case.seed} failed: {json.dumps(result.error)[:2000]}")
+        paths = [self.folders.directory_for(e.get("type", "output")) / e.get("subfolder", "") / e["filename"]
+                 for e in result.outputs["99"]["images"]]
+        frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+        for p in paths:
+            p.unlink()
+        return frames
+
+
+def measure(frames: np.ndarray, case: Case, variant: Variant) -> dict:
+    """Every per-run figure for one generated clip."""
+    width = frames.shape[2]
+    truth = {o.colour: o for o in case.clip.objects}
+    tracks = track_objects(frames, colours=list(truth))
+    first_found = [c for c, t in tracks.items() if t.found[0]]
+    kept = [object_kept(tracks[c]) for c in first_found]
+    moves = [displacement(tracks[c]) / width for c in first_found if object_kept(tracks[c])]
+    speeds = [m / (len(frames) - 1) for m in moves]
+    directions = [direction(tracks[c]) for c in first_found if object_kept(tracks[c])]
+    truth_dirs = [math.degrees(math.atan2(truth[c].velocity[1], truth[c].velocity[0])) for c in first_found
+                  if object_kept(tracks[c])]
+    inside, outside = change_inside_outside(frames, object_mask(case.clip))
+    flow = global_flow(frames)
+    out = {
+        "seed": case.seed, "bucket": case.motion_bucket_id, "objects": len(truth), "found_first": len(first_found),
+        "all_kept": bool(first_found) and all(kept) and len(first_found) == len(truth),
+        "kept_share": float(np.mean(kept)) if kept else 0.0,
+        "median_move": float(np.median(moves)) if moves else 0.0,
+        "mean_speed": float(np.mean(speeds)) if speeds else float("nan"),
+        "directions": directions,
+        "direction_error_vs_truth": [angle_error(a, b) for a, b in zip(directions, truth_dirs)],
+        "change_inside": inside, "change_outside": outside,
+        "flow_direction_deg": flow["direction_deg"], "flow_magnitude_px": flow["magnitude_px"],
+        "flow_divergence": flow["divergence"], "warp_error": warp_error(frames),
+        "colour_drift": colour_drift(frames, max(1, len(frames) // 2))[-1] if len(frames) > 1 else 0.0,
+        "flicker": flicker(frames),
+    }
+    if variant.requested is not None:
+        requested = variant.requested(case)
+        out["objmc"] = float(np.mean([objmc(tracks[c], p) for c, p in requested.items() if c in tracks]))
+    return out
+
+
+# ------------------------------------------------------------------------------------- the bench
+
+def vae_psnr(checkpoint: Path, clips: int = 24, scene: SceneConfig = SceneConfig()) -> float:
+    """Mean PSNR (dB) of encode -> decode on held-out generated clips, through the loaded VAE."""
+    import torch
+
+    from vidgraph.nodes.svd.checkpoint import load_checkpoint
+
+    vae = load_checkpoint(checkpoint).vae
+    values = []
+    for i in range(clips):
+        frames = make_clip(EVAL_SEED_BASE + 50_000 + i, scene).frames
+        x = torch.from_numpy(frames).movedim(-1, 1).float() / 127.5 - 1
+        out = vae.decode(vae.encode(x), num_frames=len(frames), chunk=None)
+        rec = ((out.float().clamp(-1, 1) + 1) * 127.5).round().movedim(1, -1).numpy()
+        mse = float(np.mean((rec - frames.astype(np.float32)) ** 2))
+        values.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
+    return float(np.mean(values))
+
+
+def run_seeds(runner: MotionRunner, variant: Variant, seeds, bucket: int, fps: int, progress: bool = True) -> list[dict]:
+    rows = []
+    for i, seed in enumerate(seeds):
+        case = runner.case(seed, motion_bucket_id=bucket, fps=fps)
+        rows.append(measure(runner.run(case, variant), case, variant))
+        if progress and (i + 1) % 10 == 0:
+            print(f"  {variant.name}: {i + 1}/{len(seeds)} runs (bucket {bucket})", file=sys.stderr, flush=True)
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    directions = [d for r in rows for d in r["directions"]]
+    summary = {
+        "runs": len(rows),
+        "objects_kept": float(np.mean([r["all_kept"] for r in rows])),
+        "objects_move": float(np.mean([r["median_move"] >= TARGETS["move_fraction"] for r in rows])),
+        "median_move": spread([r["median_move"] for r in rows]),
+        "mean_speed": spread([r["mean_speed"] for r in rows]),
+        "direction_spread": circular_spread(directions),
+        "direction_error_vs_truth_deg": spread([e for r in rows for e in r["direction_error_vs_truth"]]),
+    }
+    for key in ("change_inside", "change_outside", "flow_magnitude_px", "flow_divergence", "warp_error",
+                "colour_drift", "flicker", "objmc"):
+        if any(key in r for r in rows):
+            summary[key] = spread([r.get(key) for r in rows])
+    return summary
+
+
+def bucket_sweep(runner: MotionRunner, variant: Variant, seeds, fps: int) -> dict:
+    speeds = {}
+    for bucket in BUCKETS:
+        rows = run_seeds(runner, variant, seeds, bucket, fps, progress=False)
+        speeds[bucket] = spread([r["mean_speed"] for r in rows])
+        print(f"  bucket {bucket}: mean speed {speeds[bucket]['mean']:.4f} widths/frame "
+              f"(truth {speed_for_bucket(bucket) / fps:.4f})", file=sys.stderr, flush=True)
+    means = [speeds[b]["mean"] for b in BUCKETS]
+    return {"buckets": list(BUCKETS), "mean_speed": [speeds[b] for b in BUCKETS],
+            "truth_speed": [speed_for_bucket(b) / fps for b in BUCKETS],
+            "spearman": spearman(BUCKETS, np.nan_to_num(means, nan=0.0))}
+
+
+def fmt(stat: dict, digits: int = 3) -> str:
+    return (f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f} (median {stat['median']:.{digits}f}, "
+            f"p10-p90 {stat['p10']:.{digits}f}-{stat['p90']:.{digits}f}, n {stat['n']})")
+
+
+def report(figures: dict) -> None:
+    print(f"checkpoint: {figures['checkpoint']}   sampling: {figures['sampling']}")
+    if "vae_psnr_db" in figures:
+        print(f"VAE held-out PSNR: {figures['vae_psnr_db']:.2f} dB (target >= {TARGETS['vae_psnr_db']})")
+    for name, summary in figures["variants"].items():
+        print(f"\n[{name}] {summary['runs']} seeds at motion_bucket_id {figures['bucket']}, fps {figures['fps']}")
+        print(f"  objects of frame 1 kept in the last frame: {summary['objects_kept']:.0%} (target >= {TARGETS['objects_kept']:.0%})")
+        print(f"  objects move (median displacement >= {TARGETS['move_fraction']:.0%} width): "
+              f"{summary['objects_move']:.0%} (target >= {TARGETS['objects_move']:.0%})")
+        print(f"  median displacement (widths): {fmt(summary['median_move'])}")
+        print(f"  mean speed (widths/frame):    {fmt(summary['mean_speed'], 4)}")
+        d = summary["direction_spread"]
+        print(f"  direction of motion: R {d['R']:.2f}, circular std {d['circular_std_deg']:.0f} deg over {d['n']} objects; "
+              f"error vs the generator's own direction {fmt(summary['direction_error_vs_truth_deg'], 0)} deg")
+        for key, label in (("change_inside", "change inside the objects' first-frame area (levels)"),
+                           ("change_outside", "change outside it (levels)"),
+                           ("flow_magnitude_px", "Farneback flow magnitude (px/frame)"),
+                           ("flow_divergence", "flow divergence"), ("warp_error", "flow warp error (levels)"),
+                           ("colour_drift", "colour drift, 2nd half vs 1st (dE)"), ("flicker", "flicker (L)"),
+                           ("objmc", "ObjMC (px)")):
+            if key in summary:
+                line = f"  {label}: {fmt(summary[key])}"
+                base = figures["variants"].get(BASELINE.name, {}).get(key)
+                if name != BASELINE.name and base and base["mean"]:
+                    line += f"   ratio vs plain {summary[key]['mean'] / base['mean']:.2f}x"
+                print(line)
+    if "bucket_sweep" in figures:
+        sweep = figures["bucket_sweep"]
+        print(f"\nmean speed by motion_bucket_id ({sweep['seeds']} seeds each, fps {figures['fps']}):")
+        for b, s, truth in zip(sweep["buckets"], sweep["mean_speed"], sweep["truth_speed"]):
+            print(f"  {b:4d}: {s['mean']:.4f} ± {s['std']:.4f} widths/frame (training data: {truth:.4f})")
+        print(f"  Spearman {sweep['spearman']:.3f} (target >= {TARGETS['spearman']})")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="default: the shipped tiny trained SVD")
+    parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--bucket-seeds", type=int, default=8, help="seeds per motion bucket in the sweep")
+    parser.add_argument("--bucket", type=int, default=127)
+    parser.add_argument("--fps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=Sampling.steps)
+    parser.add_argument("--cfg", type=float, default=Sampling.cfg)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    runner = MotionRunner(args.checkpoint, Sampling(steps=args.steps, cfg=args.cfg))
+    seeds = [EVAL_SEED_BASE + i for i in range(args.seeds)]
+    figures = {"checkpoint": str(runner.checkpoint), "sampling": vars(runner.sampling), "bucket": args.bucket,
+               "fps": args.fps, "variants": {}}
+    figures["vae_psnr_db"] = vae_psnr(runner.checkpoint)
+    for variant in [BASELINE, *VARIANTS]:
+        figures["variants"][variant.name] = summarise(run_seeds(runner, variant, seeds, args.bucket, args.fps))
+    if args.bucket_seeds:
+        figures["bucket_sweep"] = bucket_sweep(runner, BASELINE, seeds[:args.bucket_seeds], args.fps)
+        figures["bucket_sweep"]["seeds"] = args.bucket_seeds
+    figures["seconds"] = time.perf_counter() - started
+    report(figures)
+    print(f"\n{figures['seconds']:.0f} s, load average {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

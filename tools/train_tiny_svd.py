@@ -1,0 +1,436 @@
+"""Train the tiny SVD that ships with vidgraph, from a seed, on procedurally generated clips.
+
+    .venv/bin/python tools/train_tiny_svd.py                       # the shipped weights (~45-60 min, 2 CPU cores)
+    .venv/bin/python tools/train_tiny_svd.py --smoke --out /tmp/x.safetensors   # seconds: the test's run
+
+vidgraph's own SVD classes in a small configuration (`TINY_TRAINED_*` below): the VideoUNet with its
+temporal layers, the VAE with its temporal decoder (4x downscale), an OpenCLIP-style vision tower.
+Data: `vidgraph.nodes.svd.moving_shapes` (64x64, 8 frames, the bucket and fps of each clip known).
+
+1. VAE: L1 + an image-gradient L1 term + a small KL, on 32x32 crops and whole frames of the clips,
+   then its latent is rescaled (exactly: encoder output rows up, decoder input weights down) so that
+   latent x 0.18215 has unit spread, the scale SVD's sigma_data = 1 preconditioning assumes.
+2. CLIP vision: random but fixed (SVD freezes its CLIP tower too). The conditioning frame's latent,
+   concatenated to every frame, is what tells the UNet where things are; the embedding is a fixed
+   global descriptor of frame 1 that cross-attention may use. Training it would add its backward
+   pass to every step for an input the UNet already has.
+3. UNet: SVD's objective. EDM with v-prediction (c_skip, c_out, c_in, c_noise of sigma_data 1), the
+   loss on the network output (EDM's weighting), noise levels log-normal plus a log-uniform share
+   over the sampler's whole range (0.002..700); the conditioning frame's VAE latent (unscaled,
+   noise-augmented for a quarter of the clips) concatenated; the CLIP embedding of that frame as
+   context; fps-1 / motion bucket / augmentation as the added vector; both dropped together for 10%
+   of the clips (the zeroed negative CFG uses). Clips are also used time-reversed (a reversed
+   constant-velocity clip is another valid clip, with another first frame). EMA weights are saved.
+
+Saved as one fp16 file in the original single-file SVD layout, loadable by ImageOnlyCheckpointLoader.
+Deterministic per seed on a given machine and thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidgraph.nodes.svd.checkpoint import load_checkpoint
+from vidgraph.nodes.svd.clip_vision import CLIPVision, CLIPVisionConfig, clip_preprocess
+from vidgraph.nodes.svd.denoiser import SIGMA_MAX, SIGMA_MIN, edm_v_scalings, micro_conditioning
+from vidgraph.nodes.svd.moving_shapes import SceneConfig, make_clip
+from vidgraph.nodes.svd.tiny import random_clip_vision, save_single_file, svd_state_dict
+from vidgraph.nodes.svd.trained import training_record
+from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet
+from vidgraph.nodes.svd.vae import SCALE_FACTOR, VAE, VAEConfig
+
+TINY_TRAINED_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                               attention_resolutions=(2, 4), context_dim=64)
+TINY_TRAINED_VAE = VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1)          # 4x downscale
+TINY_TRAINED_CLIP = CLIPVisionConfig(width=64, layers=2, heads=1, mlp_dim=256, patch_size=8, image_size=32,
+                                     output_dim=64)
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "nodes" / "svd" / "weights" / "vidgraph_tiny_svd_shapes.safetensors"
+
+
+def log(*args):
+    print(f"[{time.strftime('%H:%M:%S')}]", *args, flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+class ClipPool:
+    """Clips rendered once: frames [N,T,H,W,3] uint8, fps [N], buckets [N]."""
+
+    def __init__(self, seed: int, count: int, scene: SceneConfig):
+        clips = [make_clip(seed * 1_000_003 + i, scene) for i in range(count)]
+        self.frames = torch.from_numpy(np.stack([c.frames for c in clips]))
+        self.fps = torch.tensor([c.fps for c in clips])
+        self.buckets = torch.tensor([c.motion_bucket_id for c in clips])
+
+    def __len__(self):
+        return self.frames.shape[0]
+
+
+def to_pixels(frames_uint8):  # [..., H, W, 3] uint8 -> [..., 3, H, W] in [-1, 1]
+    return frames_uint8.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+# ----------------------------------------------------------------------------- VAE
+
+def set_lr(opt, lr: float, step: int, steps: int, warmup: int, floor: float):
+    """Linear warm-up, then a cosine down to `floor` x lr."""
+    scale = min(1.0, (step + 1) / warmup) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+    for group in opt.param_groups:
+        group["lr"] = lr * scale
+
+
+def sample_windows(pool: ClipPool, batch: int, window: int, gen: torch.Generator):
+    """`batch` clips of the pool, `window` consecutive frames each: uint8 [B, window, H, W, 3]."""
+    idx = torch.randint(len(pool), (batch,), generator=gen)
+    first = int(torch.randint(0, pool.frames.shape[1] - window + 1, (1,), generator=gen))
+    return pool.frames[idx, first:first + window]
+
+
+def optimiser_step(opt, loss, clip_norm: float | None = None):
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_norm)
+    opt.step()
+
+
+def progress(stage: str, step: int, steps: int, start: float, every: int, **figures):
+    if step % every == 0 or step == steps - 1:
+        shown = " ".join(f"{k} {v:.4g}" for k, v in figures.items())
+        log(f"{stage} step {step}/{steps} {shown} ({time.perf_counter() - start:.0f} s, load {os.getloadavg()[0]:.1f})")
+
+
+def sample_posterior(moments, gen):
+    """(mean, log-variance, a sample) of the encoder's diagonal Gaussian."""
+    mean, logvar = moments.chunk(2, dim=1)
+    logvar = logvar.clamp(-30, 20)
+    return mean, logvar, mean + torch.randn(mean.shape, generator=gen) * (0.5 * logvar).exp()
+
+
+def reconstruction_terms(out, x):
+    """L1, and L1 of the image gradients (edges: what a plain L1 blurs first)."""
+    rec = (out - x).abs().mean()
+    return rec, sum((torch.diff(out, dim=d) - torch.diff(x, dim=d)).abs().mean() for d in (-1, -2))
+
+
+def train_vae(vae: VAE, pool: ClipPool, steps: int, gen: torch.Generator, crop: int, batch: int, lr: float,
+              window: int = 4, log_every: int = 50):
+    """Crops of short windows (cheap steps, more of them); every 4th step whole frames, so the norms
+    and the mid attention also see the real latent size."""
+    z = vae.config.z_channels
+    with torch.no_grad():
+        # start with a near-deterministic posterior: unit noise would drown the young latent
+        vae.encoder.conv_out.weight[z:] *= 0.01
+        vae.encoder.conv_out.bias[z:] = -8.0
+        # residual branches start at zero (each block the identity): the short path learns first,
+        # which a few hundred CPU steps need
+        for name, module in vae.named_modules():
+            if name.endswith(("conv2", "out_layers.3", "attn_1.proj_out")):
+                module.weight.zero_()
+                module.bias.zero_()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    t, h = pool.frames.shape[1:3]
+    window = min(window, t)
+    vae.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        set_lr(opt, lr, step, steps, warmup=50, floor=0.05)
+        clips = sample_windows(pool, batch, window, gen)
+        if step % 4 == 3:
+            x = to_pixels(clips[: max(1, batch // 4)])
+        else:
+            top, left = (int(v) for v in torch.randint(0, h - crop + 1, (2,), generator=gen))
+            x = to_pixels(clips[:, :, top:top + crop, left:left + crop])
+        b = x.shape[0]
+        x = x.flatten(0, 1)                                      # [(B T), 3, h, w]
+        mean, logvar, z = sample_posterior(vae.encoder(x), gen)
+        out = vae.decoder(z, num_frames=window)
+        rec, grad = reconstruction_terms(out, x)
+        kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
+        loss = rec + 0.5 * grad + 1e-5 * kl
+        optimiser_step(opt, loss)
+        progress("vae", step, steps, start, log_every, loss=loss.item(), rec=rec.item(), kl=kl.item(), clips=b)
+    vae.eval()
+    return vae
+
+
+@torch.no_grad()
+def normalise_latent(vae: VAE, pool: ClipPool, sample: int = 64) -> float:
+    """Rescale the latent so that latent * SCALE_FACTOR has unit standard deviation (exact: the
+    decoder's first conv absorbs the inverse factor). Returns the factor applied."""
+    frames = to_pixels(pool.frames[:sample, 0])
+    std = vae.encode(frames).std().item()
+    k = (1.0 / SCALE_FACTOR) / std
+    z = vae.config.z_channels
+    conv_out, conv_in = vae.encoder.conv_out, vae.decoder.conv_in
+    conv_out.weight[:z] *= k
+    conv_out.bias[:z] *= k
+    conv_out.bias[z:] += 2 * math.log(k)   # the log-variance follows the mean's scale
+    conv_in.weight /= k
+    return k
+
+
+@torch.no_grad()
+def vae_psnr(vae: VAE, clips: torch.Tensor) -> float:
+    """Mean PSNR (dB, 8-bit) of encode -> decode over clips [N,T,H,W,3] uint8."""
+    values = []
+    for clip in clips:
+        x = to_pixels(clip)
+        out = vae.decode(vae.encode(x), num_frames=x.shape[0], chunk=None)
+        rec = ((out.clamp(-1, 1) + 1) * 127.5).round()
+        mse = (rec - clip.movedim(-1, -3).float()).square().mean().item()
+        values.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
+    return float(np.mean(values))
+
+
+def refine_decoder(vae: VAE, pool: ClipPool, steps: int, gen: torch.Generator, batch: int, lr: float,
+                   window: int = 4, log_every: int = 50):
+    """The decoder alone, on whole frames, with the encoder frozen: the latent space the UNet learnt
+    stays exactly as it was, so this stage may run after (or beside) the UNet's."""
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    opt = torch.optim.AdamW(vae.decoder.parameters(), lr=lr, weight_decay=0.0)
+    window = min(window, pool.frames.shape[1])
+    vae.decoder.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        set_lr(opt, lr, step, steps, warmup=20, floor=0.05)
+        x = to_pixels(sample_windows(pool, batch, window, gen)).flatten(0, 1)
+        with torch.no_grad():
+            z = sample_posterior(vae.encoder(x), gen)[2]
+        out = vae.decoder(z, num_frames=window)
+        rec, grad = reconstruction_terms(out, x)
+        loss = rec + 0.5 * grad + (out - x).square().mean()
+        optimiser_step(opt, loss)
+        progress("decoder", step, steps, start, log_every, loss=loss.item(), rec=rec.item())
+    vae.eval().requires_grad_(False)
+    return vae
+
+
+# ----------------------------------------------------------------------------- UNet
+
+@torch.no_grad()
+def encode_pool(vae: VAE, clip: CLIPVision, pool: ClipPool, chunk: int = 64):
+    """Raw (unscaled) latents [N,T,4,h,w] and CLIP embeddings of the first and last frames [N,2,D]."""
+    n, t = pool.frames.shape[:2]
+    flat = pool.frames.flatten(0, 1)
+    latents = torch.cat([vae.encode(to_pixels(flat[i:i + chunk])) for i in range(0, flat.shape[0], chunk)])
+    latents = latents.reshape(n, t, *latents.shape[1:]).clone()
+    ends = pool.frames[:, [0, -1]].flatten(0, 1).float() / 255.0
+    embeds = clip(clip_preprocess(ends, clip.config.image_size)).image_embeds
+    return latents, embeds.reshape(n, 2, -1).clone()
+
+
+def sample_sigmas(b: int, gen: torch.Generator, p_mean: float, p_std: float, uniform_share: float):
+    lognormal = (p_mean + p_std * torch.randn(b, generator=gen)).exp()
+    log_uniform = torch.exp(math.log(SIGMA_MIN) + torch.rand(b, generator=gen) * math.log(SIGMA_MAX / SIGMA_MIN))
+    return torch.where(torch.rand(b, generator=gen) < uniform_share, log_uniform, lognormal)
+
+
+def unet_batch(pool, latents, embeds, vae, gen, batch, args):
+    """One training batch: x0 (scaled) [B,T,4,h,w], concat (raw) [B,4,h,w], context [B,1,D], y [B,768]."""
+    n, t = latents.shape[:2]
+    idx = torch.randint(n, (batch,), generator=gen)
+    reverse = torch.rand(batch, generator=gen) < 0.5
+    x0 = latents[idx].clone()
+    x0[reverse] = x0[reverse].flip(1)
+    context = embeds[idx, reverse.long()][:, None].clone()
+    concat = x0[:, 0].clone()
+    augment = torch.rand(batch, generator=gen) < args.aug_share
+    aug_level = torch.where(augment, torch.exp(math.log(0.005) + torch.rand(batch, generator=gen) * math.log(0.1 / 0.005)),
+                            torch.zeros(batch))
+    if augment.any():
+        which = augment.nonzero().flatten()
+        frames = pool.frames[idx[which], torch.where(reverse[which], t - 1, 0)]
+        pixels = to_pixels(frames)
+        pixels = pixels + torch.randn(pixels.shape, generator=gen) * aug_level[which].reshape(-1, 1, 1, 1)
+        with torch.no_grad():
+            concat[which] = vae.encode(pixels)
+    drop = torch.rand(batch, generator=gen) < args.cond_drop
+    concat[drop] = 0
+    context[drop] = 0
+    y = torch.cat([micro_conditioning(int(f), int(m), float(a), TINY_TRAINED_UNET.adm_in_channels // 3)
+                   for f, m, a in zip(pool.fps[idx], pool.buckets[idx], aug_level)])
+    return x0 * SCALE_FACTOR, concat, context, y
+
+
+def unet_loss(unet, x0, concat, context, y, sigma, gen):
+    b, t = x0.shape[:2]
+    c_skip, c_out, c_in, c_noise = (v.reshape(b, 1, 1, 1, 1) for v in edm_v_scalings(sigma))
+    x = x0 + torch.randn(x0.shape, generator=gen) * sigma.reshape(b, 1, 1, 1, 1)
+    net_in = torch.cat([c_in * x, concat[:, None].expand(-1, t, -1, -1, -1)], dim=2).flatten(0, 1)
+    out = unet(net_in, c_noise.reshape(b).repeat_interleave(t), context.repeat_interleave(t, dim=0),
+               y.repeat_interleave(t, dim=0), num_video_frames=t)
+    target = (x0 - c_skip * x) / c_out
+    return F.mse_loss(out.reshape(x0.shape), target)
+
+
+def train_unet(unet, pool, latents, embeds, vae, args, gen):
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    unet.train()
+    start, losses, loads = time.perf_counter(), [], []
+    for step in range(args.unet_steps):
+        set_lr(opt, args.lr, step, args.unet_steps, args.warmup, floor=0.1)
+        x0, concat, context, y = unet_batch(pool, latents, embeds, vae, gen, args.batch, args)
+        sigma = sample_sigmas(args.batch, gen, args.p_mean, args.p_std, args.uniform_share)
+        loss = unet_loss(unet, x0, concat, context, y, sigma, gen)
+        optimiser_step(opt, loss, clip_norm=1.0)
+        with torch.no_grad():
+            d = min(args.ema, (1 + step) / (10 + step))
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - d)
+        losses.append(loss.item())
+        if step % 50 == 0 or step == args.unet_steps - 1:
+            loads.append(os.getloadavg()[0])
+            log(f"unet step {step}/{args.unet_steps} loss {np.mean(losses[-50:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"({time.perf_counter() - start:.0f} s, load {loads[-1]:.1f})")
+    return ema.eval(), float(np.mean(losses[-100:])), loads
+
+
+# ----------------------------------------------------------------------------- saving
+
+def random_clip_tower(seed: int) -> CLIPVision:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return random_clip_vision(TINY_TRAINED_CLIP).eval().requires_grad_(False)
+
+
+def save_checkpoint(path: Path, unet, vae, clip, metadata: dict, dtype=torch.float16):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_single_file(path, svd_state_dict(unet, vae, clip, dtype), {"vidgraph_training": json.dumps(metadata)})
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="1 on a shared machine: two threads on two busy cores wait on each other")
+    p.add_argument("--pool", type=int, default=400, help="clips rendered and encoded once")
+    p.add_argument("--vae-steps", type=int, default=320)
+    p.add_argument("--vae-from", type=Path, help="skip the VAE stage: take the VAE stage's file of an earlier run")
+    p.add_argument("--unet-from", type=Path, help="skip the UNet stage: take the UNet (and its record) of this file")
+    p.add_argument("--decoder-steps", type=int, default=0, help="decoder-only refinement after the UNet stage (off in the shipped run)")
+    p.add_argument("--decoder-batch", type=int, default=2)
+    p.add_argument("--decoder-lr", type=float, default=1e-3)
+    p.add_argument("--vae-batch", type=int, default=4)
+    p.add_argument("--vae-crop", type=int, default=32)
+    p.add_argument("--vae-lr", type=float, default=2e-3)
+    p.add_argument("--unet-steps", type=int, default=800)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--ema", type=float, default=0.998)
+    p.add_argument("--p-mean", type=float, default=0.0)
+    p.add_argument("--p-std", type=float, default=1.4)
+    p.add_argument("--uniform-share", type=float, default=0.1)
+    p.add_argument("--cond-drop", type=float, default=0.1)
+    p.add_argument("--aug-share", type=float, default=0.25)
+    p.add_argument("--size", type=int, default=48)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--smoke", action="store_true", help="a few steps on a tiny pool (seconds): the test's run")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.pool, args.vae_steps, args.unet_steps, args.vae_batch, args.batch = 4, 2, 2, 2, 2
+        args.decoder_steps, args.decoder_batch = 2, 1
+        args.size, args.frames, args.warmup = 32, 4, 1
+    return args
+
+
+class Stages:
+    """Wall and CPU seconds and the load average of each stage, for the file's record."""
+
+    def __init__(self, previous: dict | None = None):
+        self.record = dict(previous or {})
+
+    def run(self, name: str, fn):
+        wall, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+        result = fn()
+        self.record[name] = {"wall_s": round(time.perf_counter() - wall), "cpu_s": round(time.process_time() - cpu),
+                             "load_average": round((load + os.getloadavg()[0]) / 2, 1)}
+        log(f"stage {name}: {self.record[name]}")
+        return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    scene = SceneConfig(width=args.size, height=args.size, frames=args.frames)
+    previous = training_record(args.unet_from) if args.unet_from else {}
+    # the record of the stages that ran in an earlier process (--vae-from, --unet-from)
+    stages = Stages({**(training_record(args.vae_from).get("stages", {}) if args.vae_from else {}),
+                     **previous.get("stages", {})})
+    log(f"training the tiny SVD: seed {args.seed}, {args.threads} threads, load {os.getloadavg()}")
+
+    pool = stages.run("render", lambda: ClipPool(args.seed, args.pool, scene))
+    held_out = ClipPool(args.seed + 10_000, 2 if args.smoke else 24, scene)
+    # Rounded to the fp16 they ship in: the UNet learns on the latents and embeddings users will get.
+    clip = random_clip_tower(args.seed + 1).half().float()
+
+    # Each stage has its own seeds, so a stage rerun from an earlier file (--vae-from, --unet-from)
+    # repeats exactly what the whole run does.
+    if args.vae_from:
+        vae, scale = load_checkpoint(args.vae_from).vae.float(), None
+    else:
+        def vae_stage():
+            vae = VAE(TINY_TRAINED_VAE)
+            gen = torch.Generator().manual_seed(args.seed)
+            train_vae(vae, pool, args.vae_steps, gen, min(args.vae_crop, args.size), args.vae_batch, args.vae_lr)
+            return vae, normalise_latent(vae, pool)
+
+        vae, scale = stages.run("vae", vae_stage)
+        vae = vae.half().float().requires_grad_(False)
+        save_checkpoint(args.out.with_name(args.out.stem + ".vae-stage.safetensors"), VideoUNet(TINY_TRAINED_UNET),
+                        vae, clip, {"stage": "vae", "stages": stages.record})
+    psnr_vae_stage = vae_psnr(vae, held_out.frames)
+    log(f"VAE: held-out PSNR {psnr_vae_stage:.2f} dB, latent rescaled by {scale}")
+
+    if args.unet_from:
+        ema, final_loss = load_checkpoint(args.unet_from).unet.float(), previous.get("unet_final_loss")
+    else:
+        def unet_stage():
+            latents, embeds = encode_pool(vae, clip, pool)
+            log(f"encoded the pool: latents {list(latents.shape)}, scaled std {(latents * SCALE_FACTOR).std():.3f}")
+            torch.manual_seed(args.seed + 2)
+            gen = torch.Generator().manual_seed(args.seed + 3)
+            return train_unet(VideoUNet(TINY_TRAINED_UNET), pool, latents, embeds, vae, args, gen)[:2]
+
+        ema, final_loss = stages.run("unet", unet_stage)
+
+    if args.decoder_steps:
+        gen = torch.Generator().manual_seed(args.seed + 4)
+        stages.run("decoder", lambda: refine_decoder(vae, pool, args.decoder_steps, gen, args.decoder_batch,
+                                                      args.decoder_lr))
+        vae = vae.half().float()
+    psnr = vae_psnr(vae, held_out.frames)
+    total = {k: sum(v[k] for v in stages.record.values() if v.get(k) is not None) for k in ("wall_s", "cpu_s")}
+    metadata = {
+        "seed": args.seed, "command": " ".join(["tools/train_tiny_svd.py"] + (argv if argv is not None else sys.argv[1:])),
+        "frame_size": args.size, "frames": args.frames, "vae_psnr_db": round(psnr, 2),
+        "vae_psnr_db_before_decoder_stage": round(psnr_vae_stage, 2), "latent_rescale": scale or previous.get("latent_rescale"),
+        "unet_final_loss": None if final_loss is None else round(final_loss, 4), "stages": stages.record,
+        "train_seconds": total["wall_s"], "train_cpu_seconds": total["cpu_s"], "threads": args.threads,
+        "torch": torch.__version__, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    save_checkpoint(args.out, ema, vae, clip, metadata)
+    log(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): "
+        + json.dumps({k: metadata[k] for k in ("vae_psnr_db", "unet_final_loss", "train_seconds", "train_cpu_seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
