@@ -102,7 +102,9 @@ def measure(root: Path, frames: int, args) -> dict:
                "--output-dir", str(root / "output"), "--temp-dir", str(root / "temp")]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
+        # one torch thread: an oversubscribed pool is several times slower on a busy machine
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
         _, _, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
         out.seek(0)
