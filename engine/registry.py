@@ -49,6 +49,16 @@ class NodeRegistry:
         self.compat_faces: dict[str, list] = {}       # module name -> contributors (see compat)
         self._specs: dict[str, NodeSpec] = {}
 
+    def load_compat_faces(self, module_name: str) -> bool:
+        """Add the faces a module exports as VIDGRAPH_COMPAT_FACES (imported by name)."""
+        try:
+            faces = getattr(importlib.import_module(module_name), "VIDGRAPH_COMPAT_FACES", {})
+        except Exception:
+            self.load_errors.append(PackLoadError(module_name, module_name, _import_failure()))
+            return False
+        self.add_compat_faces(faces)
+        return True
+
     def add_compat_faces(self, faces: dict) -> None:
         """Compatibility modules another layer fills: {module name: contribute(module, registry)}."""
         for name, contribute in faces.items():

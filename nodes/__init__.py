@@ -31,3 +31,6 @@ for _name in PACK_MODULES:
     _module = importlib.import_module(f"{__name__}.{_name}")
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(getattr(_module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
+
+# The torch side of ComfyUI's module API for packs, added through the engine's seam (engine/compat).
+from .comfy_faces import VIDGRAPH_COMPAT_FACES  # noqa: E402

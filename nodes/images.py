@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidgraph.engine.context import current_context
+
 from .common import MAX_RESOLUTION, SAVE_HIDDEN, SEED_MAX, NodeInputError, check_fits_in_memory, folders_in_scope
 from .image_io import check_image_batch, ImageLimits, load_image_tensors, open_image_checked, tensor_to_pil
 from .input_files import input_file_hash, list_input_files, resolve_input_file, validate_input_file
@@ -57,11 +59,31 @@ def save_image_batch(images, files: OutputFiles, prompt, extra_pnginfo, compress
 
 
 class SaveImage:
+    """ComfyUI's SaveImage, with the surface packs subclass: `output_dir`, `type`, `prefix_append`,
+    `compress_level` and `save_images(images, filename_prefix, prompt, extra_pnginfo)`."""
     CATEGORY = "image"
     DESCRIPTION = "Saves the input images to your output directory."
     RETURN_TYPES = ()
     FUNCTION = "save_images"
     OUTPUT_NODE = True
+
+    def __init__(self):
+        self.type = "output"
+        self.prefix_append = ""
+        self.compress_level = 4
+        self._output_dir = None
+
+    @property
+    def output_dir(self) -> str | None:
+        """The folder `type` names, in the running node's folders (a subclass may set another)."""
+        if self._output_dir is not None:
+            return self._output_dir
+        folders = folders_in_scope()
+        return None if folders is None else str(folders.directory_for(self.type))
+
+    @output_dir.setter
+    def output_dir(self, path: str) -> None:
+        self._output_dir = path
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -75,29 +97,26 @@ class SaveImage:
 
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None,
                     context=None):
-        images = check_image_batch(images, "SaveImage")
-        files = output_files(context, filename_prefix, "output", images, "SaveImage")
+        node = type(self).__name__
+        context = context if context is not None else current_context()
+        images = check_image_batch(images, node)
+        files = output_files(context, filename_prefix + self.prefix_append, self.type, images, node)
         prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
-        return {"ui": {"images": save_image_batch(images, files, prompt, extra_pnginfo, 4, "SaveImage")}}
+        return {"ui": {"images": save_image_batch(images, files, prompt, extra_pnginfo, self.compress_level, node)}}
 
 
-class PreviewImage:
-    CATEGORY = "image"
+class PreviewImage(SaveImage):
     DESCRIPTION = "Saves the input images to the temp directory for a preview."
-    RETURN_TYPES = ()
-    FUNCTION = "save_images"
-    OUTPUT_NODE = True
+
+    def __init__(self):
+        super().__init__()
+        self.type = "temp"
+        self.prefix_append = "_temp_" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5))
+        self.compress_level = 1
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"images": ("IMAGE",)}, "hidden": SAVE_HIDDEN}
-
-    def save_images(self, images, prompt=None, extra_pnginfo=None, context=None):
-        images = check_image_batch(images, "PreviewImage")
-        suffix = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5))
-        files = output_files(context, f"ComfyUI_temp_{suffix}", "temp", images, "PreviewImage")
-        prompt, extra_pnginfo = embedded_metadata(context.settings, prompt, extra_pnginfo)
-        return {"ui": {"images": save_image_batch(images, files, prompt, extra_pnginfo, 1, "PreviewImage")}}
 
 
 # -- resizing ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from vidgraph.runtime import build_registry
 
 from . import routes_files, routes_info, routes_prompt, routes_queue, routes_user
 from .routes_info import features
+from .pack_server import attach_prompt_server
 from .progress_state import ProgressStateRelay
 from .security import GuardPolicy, error_middleware, guard_middleware
 from .state import STATE, UNEXPECTED_ERRORS, ServerConfig, ServerState
@@ -62,6 +63,7 @@ def create_app(config: ServerConfig, registry=None, executor=None, validate=None
         app.router.add_get(prefix + "/ws", state.hub.handle)
         for method, path, handler in API_ROUTES:
             app.router.add_route(method, prefix + path, handler)
+    attach_prompt_server(app, registry, state.hub)   # packs' routes, before the static catch-all
     for method, path, handler in routes_info.STATIC_ROUTES:
         app.router.add_route(method, path, handler)
 

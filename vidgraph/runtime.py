@@ -19,6 +19,7 @@ from vidgraph.engine.folders import Folders
 from vidgraph.engine.registry import NodeRegistry
 
 BUILTIN_PACK = "vidgraph.nodes"
+SERVER_FACES = "vidgraph.server.pack_server"   # loaded by name, like the packs
 
 
 class UsageError(Exception):
@@ -57,6 +58,7 @@ def build_registry(folders: Folders | None = None, node_packs: Sequence[str] = (
     `entry_points`), then the packs in `custom_node_dirs`. A pack that fails to load is skipped
     and described to `report` (None: only kept in `registry.load_errors`)."""
     registry = NodeRegistry(folders)
+    registry.load_compat_faces(SERVER_FACES)   # `server.web` for packs, with or without a server
     for module_name in node_packs:
         registry.load_module_pack(module_name)
     if entry_points:
@@ -110,6 +112,7 @@ def build_runtime(args: argparse.Namespace, user_dir: str | None = None, builtin
     folders = build_folders(args.base_dir, args.models_dir, getattr(args, "input_dir", None),
                             getattr(args, "output_dir", None), getattr(args, "temp_dir", None), user_dir,
                             args.extra_model_paths)
+    folders.input_dir.mkdir(parents=True, exist_ok=True)   # packs list it while they load, as `serve` has it
     registry = build_registry(folders, (BUILTIN_PACK,) if builtin_nodes else (), args.custom_nodes,
                               entry_points=builtin_nodes)
     settings = executor_settings(getattr(args, "cpu", False), getattr(args, "device", None),

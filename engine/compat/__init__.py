@@ -22,6 +22,7 @@ from .module import compat_module
 from .comfy_core import cli_args_module, comfy_types_modules, model_management_module, utils_module
 from .execution_api import api_modules, execution_module, graph_modules
 from .folder_paths import MAX_RESOLUTION, folder_paths_module
+from .prompt_server import server_module
 
 if TYPE_CHECKING:
     from ..registry import NodeRegistry
@@ -46,6 +47,7 @@ def install(registry: "NodeRegistry") -> None:
     modules.update(graph_modules(root))
     modules.update(api_modules(root))
     modules["execution"] = execution_module(root)
+    modules["server"] = server_module(root)
     for name in [n for n, m in sys.modules.items() if getattr(m, "__vidgraph_compat__", False)]:
         del sys.modules[name]   # faces of an earlier registry (other layers' included) go
     for name, module in modules.items():

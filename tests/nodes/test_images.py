@@ -223,7 +223,7 @@ def test_save_image_rejects_non_image(context):
 
 
 def test_preview_image_goes_to_temp(folders, context):
-    out = PreviewImage().save_images(torch.rand(1, 3, 4, 3), PROMPT, None, context)
+    out = PreviewImage().save_images(torch.rand(1, 3, 4, 3), prompt=PROMPT, context=context)
     (entry,) = out["ui"]["images"]
     assert entry["type"] == "temp" and entry["subfolder"] == ""
     assert entry["filename"].startswith("ComfyUI_temp_") and entry["filename"].endswith("_00001_.png")
