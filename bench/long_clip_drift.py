@@ -1,20 +1,21 @@
 """Long clips that hold together (issue 13, section 5): drift, seams and objects over chained segments.
 
-    .venv/bin/python bench/long_clip_drift.py --checkpoint models/checkpoints/trained.safetensors --seeds 20
-    .venv/bin/python bench/long_clip_drift.py --seeds 2 --segments 3     # a quick look (tiny random weights)
+    .venv/bin/python bench/long_clip_drift.py                          # the trained model, 20 seeds, 10 segments
+    .venv/bin/python bench/long_clip_drift.py --seeds 2 --segments 3   # a quick look
 
-For each seed, from the same start image, three clips are made in-process through the real nodes:
+For each seed, from the first frame of a yardstick scene (nodes/svd/moving_shapes.py: its objects
+are known), three clips are made in-process through the real nodes:
 - naive: last-frame chaining (SVDLongClip with overlap 1, no colour matching, no re-anchoring: what
   ComfyUI's chained workflow does), `--segments` segments;
-- corrected: SVDLongClip's defaults (overlap 4 pinned and cross-faded, Lab colour matching to the
+- corrected: SVDLongClip (`--overlap` frames pinned and cross-faded, Lab colour matching to the
   first segment, CLIP embedding half-way back to the start image), the same number of segments;
 - windows: one KSampler pass through ContextWindowsManual (standard_static, pyramid) over 4x the
   segment length.
 Printed per clip kind, over the seeds (median and spread): colour drift of the background (CIE76
-mean dE in Lab of the last segment against the first, background = pixels below 0.45 HSV saturation,
-all pixels when there are none), the seam ratio (largest mean Farneback flow magnitude between two
-frames near a seam, over the median within segments), objects of the first frame still in the last
-one (saturated connected components, matched by hue), and seconds per output frame. Then the
+mean dE in Lab of the last segment against the first, background = pixels below the yardstick's
+object saturation), the seam ratio (largest mean Farneback flow magnitude between two frames near a
+seam, over the median within segments), the share of the first frame's objects still in the last
+frame (bench/motion.py's tracks), and seconds per output frame. Then the
 targets: drift <= 1/3 of naive, seam ratio <= 1.5, objects kept >= 90%. Nothing is asserted.
 On random weights the frames are noise and the figures mean nothing; use the trained model.
 """
@@ -28,63 +29,47 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-MIN_SATURATION = 0.45
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import motion  # noqa: E402  bench/motion.py: the yardstick's metrics
+
+from vidgraph.nodes.svd.moving_shapes import SceneConfig, make_clip  # noqa: E402
 
 
-# -- metrics on uint8 frames [T,H,W,3] ------------------------------------------------------------------
-
-def lab(frames: np.ndarray) -> np.ndarray:
-    return np.stack([cv2.cvtColor(f.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB) for f in frames])
-
+# -- metrics on uint8 frames [T,H,W,3] (the yardstick's own, bench/motion.py, where it has them) ------
 
 def background(frames: np.ndarray) -> np.ndarray:
+    """Pixels below the yardstick's object saturation (its shapes are saturated, backgrounds are not)."""
     saturation = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV)[..., 1] for f in frames]) / 255.0
-    mask = saturation < MIN_SATURATION
+    mask = saturation < motion.MIN_SATURATION
     return mask if mask.any() else np.ones_like(mask)
 
 
 def background_drift(frames: np.ndarray, segment: int) -> float:
     """dE (CIE76) between the mean background Lab colour of the last and the first segment."""
     first, last = frames[:segment], frames[-segment:]
-    means = [lab(part)[background(part)].mean(0) for part in (first, last)]
-    return float(np.sqrt(((means[0] - means[1]) ** 2).sum()))
-
-
-def flow_magnitudes(frames: np.ndarray) -> np.ndarray:
-    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    return np.array([np.sqrt((cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0) ** 2).sum(-1)).mean()
-                     for a, b in zip(grey, grey[1:])])
+    means = [motion.lab(part)[background(part)].mean(0) for part in (first, last)]
+    return float(np.linalg.norm(means[0] - means[1]))
 
 
 def seam_ratio(frames: np.ndarray, seams: list[int], reach: int) -> float:
-    """Largest flow magnitude of the frame pairs within `reach` of a seam, over the median elsewhere."""
-    magnitudes = flow_magnitudes(frames)
+    """Largest mean flow magnitude of the frame pairs within `reach` of a seam, over the median of
+    the other pairs (the motion inside segments)."""
+    magnitudes = [float(np.hypot(f[..., 0], f[..., 1]).mean()) for f in motion.flows(frames)]
     near = {i for s in seams for i in range(max(0, s - reach), min(len(magnitudes), s + reach))}
     inside = [m for i, m in enumerate(magnitudes) if i not in near]
     if not near or not inside:
         return float("nan")
-    return float(max(magnitudes[i] for i in near) / max(statistics.median(inside), 1e-6))
-
-
-def objects(frame: np.ndarray, min_area: int) -> list[float]:
-    """Hues (degrees) of the saturated connected regions of at least `min_area` pixels."""
-    hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV_FULL)
-    mask = ((hsv[..., 1] >= MIN_SATURATION * 255) & (hsv[..., 2] >= 90)).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    hue = hsv[..., 0].astype(np.float32) * 360 / 256
-    return [float(np.median(hue[labels == i])) for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+    return max(magnitudes[i] for i in near) / max(statistics.median(inside), 1e-6)
 
 
 def objects_kept(frames: np.ndarray) -> float:
-    min_area = max(8, frames.shape[1] * frames.shape[2] // 400)
-    first, last = objects(frames[0], min_area), objects(frames[-1], min_area)
-    if not first:
+    """The share of the first frame's objects still there, in their colour and size, in the last frame."""
+    tracks = motion.track_objects(frames)
+    if not tracks:
         return float("nan")
-    kept = sum(any(abs((h - g + 180) % 360 - 180) <= 22 for g in last) for h in first)
-    return kept / len(first)
+    return sum(motion.object_kept(track) for track in tracks.values()) / len(tracks)
 
 
 # -- clips ----------------------------------------------------------------------------------------------
@@ -149,30 +134,37 @@ def summary(values) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the tiny random checkpoint")
-    parser.add_argument("--image", type=Path, default=REPO / "workflows" / "vidgraph_demo.png")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="default: the shipped trained model, else a tiny random-weight one")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--segments", type=int, default=10)
-    parser.add_argument("--video-frames", type=int, default=14)
+    parser.add_argument("--video-frames", type=int, default=8, help="frames per segment (the trained model's 8)")
+    parser.add_argument("--overlap", type=int, default=2, help="overlap frames of the corrected chain")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--size", default="256x144")
+    parser.add_argument("--size", default="48x48", help="the trained model's 48x48")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.checkpoint is None:
-        from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
-        args.checkpoint = Path.home() / ".cache" / "vidgraph-bench" / "svd_tiny.safetensors"
-        args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        from vidgraph.nodes.svd.trained import trained_checkpoint_path
+        args.checkpoint = trained_checkpoint_path()
         if not args.checkpoint.exists():
-            write_tiny_checkpoint(args.checkpoint)
+            from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
+            args.checkpoint = Path.home() / ".cache" / "vidgraph-bench" / "svd_tiny.safetensors"
+            args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            if not args.checkpoint.exists():
+                write_tiny_checkpoint(args.checkpoint)
     width, height = (int(v) for v in args.size.split("x"))
-    picture = Image.open(args.image).convert("RGB").resize((width, height), Image.LANCZOS)
-    image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]
     runner = Runner(args.checkpoint, (width, height), args.video_frames, args.steps)
+    scene = SceneConfig(width=width, height=height)
+
+    def start_image(seed):  # a yardstick scene's first frame: its objects are known
+        first = make_clip(motion.EVAL_SEED_BASE + seed, scene, motion_bucket_id=127, fps=6).first_frame
+        return torch.from_numpy(first.astype(np.float32) / 255.0)[None]
     kinds = {
-        "naive": lambda seed: runner.long_clip(image, seed, args.segments, 1, 0.0, 0.0),
-        "corrected": lambda seed: runner.long_clip(image, seed, args.segments, 4, 1.0, 0.5),
-        "windows": lambda seed: runner.windowed_clip(image, seed, 4 * args.video_frames),
+        "naive": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, 1, 0.0, 0.0),
+        "corrected": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, args.overlap, 1.0, 0.5),
+        "windows": lambda seed: runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames),
     }
     rows = {kind: [] for kind in kinds}
     for seed in range(args.seeds):
