@@ -4,7 +4,6 @@ It is loaded by the engine's registry exactly like a third-party pack: this modu
 ``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS``, gathered from the modules below.
 """
 import importlib
-import importlib.util
 
 # Each module exports NODE_CLASS_MAPPINGS (and optionally NODE_DISPLAY_NAME_MAPPINGS).
 PACK_MODULES = (
@@ -25,9 +24,7 @@ PACK_MODULES = (
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
-for _name in PACK_MODULES:
-    if importlib.util.find_spec(f"{__name__}.{_name}") is None:
-        continue  # a module of the pack that is not written yet
+for _name in PACK_MODULES:  # a module that fails to import fails the pack, loudly (the registry reports it)
     _module = importlib.import_module(f"{__name__}.{_name}")
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(getattr(_module, "NODE_DISPLAY_NAME_MAPPINGS", {}))

@@ -17,7 +17,7 @@ from .model_management import compute_device, resident
 from .sampling import SAMPLER_NAMES, get_sampler
 from .sampling_noise import noise_latent, prepare_noise
 from .schedules import SCHEDULER_NAMES, ksampler_sigmas, step_range
-from .svd.denoiser import GuidedDenoiser, SVDCondition, VDenoiser
+from .svd.denoiser import GuidedDenoiser, VDenoiser
 from .svd.vae import SCALE_FACTOR
 from .video_model import VideoModel
 
@@ -106,8 +106,6 @@ def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str,
         noise = freenoise(noise, windows.length, windows.overlap, seed)
     settings = context.settings
     device = compute_device(settings)
-    positive_cond = SVDCondition.from_comfy(positive)
-    negative_cond = SVDCondition.from_comfy(negative)
     x = noise_latent(noise, samples * SCALE_FACTOR, sigmas, model.table.sigma_max).to(device)
     steps = len(sigmas) - 1
     preview = settings.get("previews", True)
@@ -118,6 +116,7 @@ def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str,
 
     with resident(model.unet, settings, context.resources):
         denoiser = VDenoiser(model.unet, model.compute_dtype, model.sigma_min, model.sigma_max)
+        positive_cond, negative_cond = denoiser.condition(positive), denoiser.condition(negative)
         if windows is not None:
             denoiser = WindowedVideoDenoiser(denoiser, windows, sigmas, context.check_interrupt)
         guided = GuidedDenoiser(denoiser, positive_cond, negative_cond, cfg, model.cfg_ramp, model.min_cfg,
@@ -125,11 +124,10 @@ def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str,
         if post_denoise is not None:
             predict = guided
             guided = lambda x, sigma, **_: post_denoise(x, sigma, predict(x, sigma))  # noqa: E731
-        try:
-            with torch.inference_mode():
-                out = sampler(guided, x, sigmas.to(device), extra_args={"seed": seed}, callback=callback)
-        except ValueError as error:  # shape mismatches between conditioning and latent
-            raise NodeInputError(node, "latent_image", str(error)) from None
+        # Inputs were checked against the model up front (_check_inputs); an error from here on is
+        # the model's own and is reported as such, not blamed on an input.
+        with torch.inference_mode():
+            out = sampler(guided, x, sigmas.to(device), extra_args={"seed": seed}, callback=callback)
     result = dict(latent)
     result["samples"] = (out.float().cpu() / SCALE_FACTOR)
     return result

@@ -120,8 +120,10 @@ class VDenoiser:
         self.sigma_min, self.sigma_max, self.sigma_data = sigma_min, sigma_max, sigma_data
 
     def condition(self, conditioning) -> SVDCondition:
-        """ComfyUI CONDITIONING -> SVDCondition with this UNet's micro-conditioning width."""
-        return SVDCondition.from_comfy(conditioning, dim=self.unet.config.adm_in_channels // 3)
+        """ComfyUI CONDITIONING -> SVDCondition with this UNet's micro-conditioning width (SVD's 768
+        for a network without a config)."""
+        config = getattr(self.unet, "config", None)
+        return SVDCondition.from_comfy(conditioning, dim=config.adm_in_channels // 3 if config else 256)
 
     def __call__(self, x, sigma, context, concat, y, num_frames: int, image_only_indicator=None):
         """x [N*T, 4, h, w] float32; sigma scalar or [N*T]; context/concat/y one row per frame."""

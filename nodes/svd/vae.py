@@ -4,8 +4,9 @@ Parameter names are the original single-file keys with `first_stage_model.` stri
 checkpoint loads with no renaming. Layouts from elsewhere go through `vae_state_dict_from_any`.
 
 Who scales: `encode` returns the UNSCALED posterior mean and `decode` takes an unscaled latent.
-The 0.18215 factor (`SCALE_FACTOR`) belongs to the caller: the sampler's LATENT lives in scaled
-space (VAEEncode multiplies, VAEDecode divides), while SVD's concat latent stays unscaled.
+As in ComfyUI, a LATENT (VAEEncode's output, VAEDecode's input, `.latent` files) and SVD's concat
+latent hold these unscaled values; the 0.18215 factor (`SCALE_FACTOR`) is applied by the sampler
+alone, on the way in and back on the way out (`nodes/ksampler.py`).
 """
 from __future__ import annotations
 

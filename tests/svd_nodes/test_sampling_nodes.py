@@ -221,3 +221,25 @@ def test_the_largest_seed_samples_with_euler(run_sampler):
     from vidgraph.nodes.common import SEED_MAX
 
     assert torch.isfinite(run_sampler.basic(seed=SEED_MAX, sampler="euler")).all()
+
+
+def test_ksampler_conditions_for_the_unet_s_micro_conditioning_width(run_sampler):
+    """A UNet whose y is not SVD's 768 wide samples: KSampler builds y through VDenoiser.condition."""
+    from vidgraph.nodes.svd.tiny import TINY_UNET
+    from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet
+
+    torch.manual_seed(0)
+    unet = VideoUNet(UNetConfig(**{**TINY_UNET.__dict__, "adm_in_channels": 3 * 32})).eval().requires_grad_(False)
+    out = run_sampler.basic(model=VideoModel(unet))
+    assert out.shape == run_sampler.latent["samples"].shape and torch.isfinite(out).all()
+
+
+def test_ksampler_reports_a_model_error_as_the_model_s(run_sampler, tiny_models, monkeypatch):
+    """A ValueError from inside the UNet is not relabelled as a problem with latent_image."""
+    def broken(*args, **kwargs):
+        raise ValueError("the UNet's own complaint")
+
+    monkeypatch.setattr(tiny_models.model.unet, "forward", broken)
+    with pytest.raises(ValueError, match="the UNet's own complaint") as caught:
+        run_sampler.basic()
+    assert "latent_image" not in str(caught.value)
