@@ -19,8 +19,7 @@ dpm_fast / dpm_adaptive (which pick their own steps) in `sampling_dpm_solver`, t
 """
 import torch
 
-from .sampling_base import (ancestral_step, churned_slope, denoise_at, denoise_step, lambda_to_sigma,
-                            sigma_to_lambda, split_seed, to_d)
+from .sampling_base import ancestral_step, churn, lambda_to_sigma, report, sigma_to_lambda, split_seed, to_d
 from .sampling_dpm_solver import dpm_adaptive, dpm_fast
 from .sampling_multistep import (dpmpp_2m, dpmpp_2m_sde, dpmpp_2m_sde_heun, dpmpp_3m_sde, er_sde,
                                  gradient_estimation, ipndm, lms, res_multistep, res_multistep_ancestral)
@@ -29,134 +28,167 @@ from .sampling_unipc import uni_pc, uni_pc_bh2
 
 
 @torch.no_grad()
-def _with_churn(step, model, x, sigmas, extra_args, callback, noise_sampler, s_churn, s_tmin, s_tmax, s_noise):
-    """Karras et al.'s algorithm 2 frame: optional churn, the slope at sigma_hat, then `step`."""
-    model_args, seed = split_seed(extra_args)
+def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+          s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Euler steps (Karras et al. 2022, algorithm 2); deterministic unless s_churn > 0."""
+    extra_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
-        x, sigma_hat, _, d = churned_slope(model, x, sigmas, i, model_args, callback, noise_sampler,
-                                           s_churn, s_tmin, s_tmax, s_noise)
-        x = step(model, x, d, sigmas, i, sigma_hat, model_args)
+        x, sigma_hat = churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        d = to_d(x, sigma_hat, denoised)
+        x = x + d * (sigmas[i + 1] - sigma_hat)
     return x
 
 
-def _euler_step(model, x, d, sigmas, i, sigma_hat, model_args):
-    return x + d * (sigmas[i + 1] - sigma_hat)
-
-
-def _heun_step(model, x, d, sigmas, i, sigma_hat, model_args):
-    """Average the slopes at both ends; a plain Euler step onto sigma 0."""
-    dt = sigmas[i + 1] - sigma_hat
-    if sigmas[i + 1] == 0:
-        return x + d * dt
-    x_2 = x + d * dt
-    d_2 = to_d(x_2, sigmas[i + 1], denoise_at(model, x_2, sigmas[i + 1], model_args))
-    return x + (d + d_2) / 2 * dt
-
-
-def _heunpp2_step(model, x, d, sigmas, i, sigma_hat, model_args):
-    """Up to three slopes (here, next, the one after), weighted by sigma / sigmas[0]."""
-    s_end = sigmas[-1]
-    dt = sigmas[i + 1] - sigma_hat
-    if sigmas[i + 1] == s_end:
-        return x + d * dt
-    x_2 = x + d * dt
-    d_2 = to_d(x_2, sigmas[i + 1], denoise_at(model, x_2, sigmas[i + 1], model_args))
-    if sigmas[i + 2] == s_end:
-        w_2 = sigmas[i + 1] / (2 * sigmas[0])
-        return x + (d * (1 - w_2) + d_2 * w_2) * dt
-    x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
-    d_3 = to_d(x_3, sigmas[i + 2], denoise_at(model, x_3, sigmas[i + 2], model_args))
-    w_2, w_3 = sigmas[i + 1] / (3 * sigmas[0]), sigmas[i + 2] / (3 * sigmas[0])
-    return x + ((1 - w_2 - w_3) * d + w_2 * d_2 + w_3 * d_3) * dt
-
-
-def _dpm_2_step(model, x, d, sigma, sigma_to, model_args):
-    """DPM-Solver-2: take the slope at the geometric midpoint of sigma and sigma_to."""
-    sigma_mid = sigma.log().lerp(sigma_to.log(), 0.5).exp()
-    x_2 = x + d * (sigma_mid - sigma)
-    d_2 = to_d(x_2, sigma_mid, denoise_at(model, x_2, sigma_mid, model_args))
-    return x + d_2 * (sigma_to - sigma)
-
-
-def _dpm_2_churned_step(model, x, d, sigmas, i, sigma_hat, model_args):
-    if sigmas[i + 1] == 0:
-        return x + d * (sigmas[i + 1] - sigma_hat)
-    return _dpm_2_step(model, x, d, sigma_hat, sigmas[i + 1], model_args)
-
-
-def _churn_sampler(name: str, step, doc: str):
-    """A k-diffusion sampler function (the signature every sampler has) that runs `step` in the
-    algorithm 2 frame, with its churn options."""
-    def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-                s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-        return _with_churn(step, model, x, sigmas, extra_args, callback, noise_sampler,
-                           s_churn, s_tmin, s_tmax, s_noise)
-    sampler.__name__ = sampler.__qualname__ = name
-    sampler.__doc__ = doc
-    return sampler
-
-
-euler = _churn_sampler("euler", _euler_step,
-                       "Euler steps (Karras et al. 2022, algorithm 2); deterministic unless s_churn > 0.")
-heun = _churn_sampler("heun", _heun_step, "Heun's second-order method (Karras et al. 2022, algorithm 2).")
-heunpp2 = _churn_sampler("heunpp2", _heunpp2_step, "Heun++ (ComfyUI's heunpp2).")
-dpm_2 = _churn_sampler("dpm_2", _dpm_2_churned_step,
-                       "DPM-Solver-2 steps in sigma (midpoint in log sigma); Euler onto sigma 0.")
+@torch.no_grad()
+def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+         s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Heun's second-order method (Karras et al. 2022, algorithm 2): average the slopes at both ends
+    of the step; a plain Euler step onto sigma 0."""
+    extra_args, seed = split_seed(extra_args)
+    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat = churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        d = to_d(x, sigma_hat, denoised)
+        dt = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * s_in, **extra_args))
+            x = x + (d + d_2) / 2 * dt
+    return x
 
 
 @torch.no_grad()
-def _ancestral(move, model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise):
-    """Ancestral sampling: `move` x deterministically down to sigma_down, then add fresh noise of
-    size sigma_up, so that x lands on the next sigma with part of its noise renewed (eta = 1: the most)."""
-    model_args, seed = split_seed(extra_args)
+def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+            s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Heun++ (ComfyUI's heunpp2): up to three slopes (here, next, the one after), weighted by
+    sigma / sigmas[0]; Euler onto the last sigma."""
+    extra_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
+    s_end = sigmas[-1]
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        x, sigma_hat = churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        d = to_d(x, sigma_hat, denoised)
+        dt = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == s_end:
+            x = x + d * dt
+            continue
+        x_2 = x + d * dt
+        d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * s_in, **extra_args))
+        if sigmas[i + 2] == s_end:
+            w_2 = sigmas[i + 1] / (2 * sigmas[0])
+            x = x + (d * (1 - w_2) + d_2 * w_2) * dt
+            continue
+        x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
+        d_3 = to_d(x_3, sigmas[i + 2], model(x_3, sigmas[i + 2] * s_in, **extra_args))
+        w_2, w_3 = sigmas[i + 1] / (3 * sigmas[0]), sigmas[i + 2] / (3 * sigmas[0])
+        x = x + ((1 - w_2 - w_3) * d + w_2 * d_2 + w_3 * d_3) * dt
+    return x
+
+
+@torch.no_grad()
+def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+          s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """DPM-Solver-2 steps in sigma: the slope at the geometric midpoint of the step; Euler onto sigma 0."""
+    extra_args, seed = split_seed(extra_args)
+    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat = churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        d = to_d(x, sigma_hat, denoised)
+        if sigmas[i + 1] == 0:
+            x = x + d * (sigmas[i + 1] - sigma_hat)
+        else:
+            sigma_mid = sigma_hat.log().lerp(sigmas[i + 1].log(), 0.5).exp()
+            x_2 = x + d * (sigma_mid - sigma_hat)
+            d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid * s_in, **extra_args))
+            x = x + d_2 * (sigmas[i + 1] - sigma_hat)
+    return x
+
+
+@torch.no_grad()
+def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                    eta=1.0, s_noise=1.0):
+    """Euler down to sigma_down, then fresh noise of size sigma_up back up to the next sigma, so part
+    of x's noise is renewed every step (eta = 1: the most)."""
+    extra_args, seed = split_seed(extra_args)
+    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0:
             x = denoised
         else:
-            x = move(model, x, denoised, sigmas[i], sigma_down, model_args)
+            d = to_d(x, sigmas[i], denoised)
+            x = x + d * (sigma_down - sigmas[i])
         if sigmas[i + 1] > 0 and sigma_up:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
-def _euler_move(model, x, denoised, sigma, sigma_to, model_args):
-    return x + to_d(x, sigma, denoised) * (sigma_to - sigma)
-
-
-def _dpm_2_move(model, x, denoised, sigma, sigma_to, model_args):
-    return _dpm_2_step(model, x, to_d(x, sigma, denoised), sigma, sigma_to, model_args)
-
-
-def _dpmpp_2s_move(model, x, denoised, sigma, sigma_to, model_args):
-    """DPM-Solver++(2S): a data-prediction step through the midpoint in lambda."""
-    lam, lam_next = sigma_to_lambda(sigma), sigma_to_lambda(sigma_to)
-    h = lam_next - lam
-    sigma_mid = lambda_to_sigma(lam + h / 2)
-    x_2 = (sigma_mid / lambda_to_sigma(lam)) * x - (-h / 2).expm1() * denoised
-    denoised_2 = denoise_at(model, x_2, sigma_mid, model_args)
-    return (lambda_to_sigma(lam_next) / lambda_to_sigma(lam)) * x - (-h).expm1() * denoised_2
-
-
-def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-                    eta=1.0, s_noise=1.0):
-    """Euler down to sigma_down, then fresh noise back up to the next sigma."""
-    return _ancestral(_euler_move, model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
-
-
+@torch.no_grad()
 def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                     eta=1.0, s_noise=1.0):
-    """DPM-Solver-2 down to sigma_down, then fresh noise back up to the next sigma."""
-    return _ancestral(_dpm_2_move, model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
+    """DPM-Solver-2 down to sigma_down (the slope at the geometric midpoint), then fresh noise back up."""
+    extra_args, seed = split_seed(extra_args)
+    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        if sigma_down == 0:
+            x = denoised
+        else:
+            d = to_d(x, sigmas[i], denoised)
+            sigma_mid = sigmas[i].log().lerp(sigma_down.log(), 0.5).exp()
+            x_2 = x + d * (sigma_mid - sigmas[i])
+            d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid * s_in, **extra_args))
+            x = x + d_2 * (sigma_down - sigmas[i])
+        if sigmas[i + 1] > 0 and sigma_up:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    return x
 
 
+@torch.no_grad()
 def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                        eta=1.0, s_noise=1.0):
-    """DPM-Solver++(2S) down to sigma_down, then fresh noise back up to the next sigma."""
-    return _ancestral(_dpmpp_2s_move, model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
+    """DPM-Solver++(2S) down to sigma_down (a data-prediction step through the midpoint in lambda),
+    then fresh noise back up."""
+    extra_args, seed = split_seed(extra_args)
+    noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        if sigma_down == 0:
+            x = denoised
+        else:
+            lam, lam_next = sigma_to_lambda(sigmas[i]), sigma_to_lambda(sigma_down)
+            h = lam_next - lam
+            sigma_mid = lambda_to_sigma(lam + h / 2)
+            x_2 = (sigma_mid / lambda_to_sigma(lam)) * x - (-h / 2).expm1() * denoised
+            denoised_2 = model(x_2, sigma_mid * s_in, **extra_args)
+            x = (lambda_to_sigma(lam_next) / lambda_to_sigma(lam)) * x - (-h).expm1() * denoised_2
+        if sigmas[i + 1] > 0 and sigma_up:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    return x
 
 
 @torch.no_grad()
@@ -165,10 +197,12 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, no
     """DPM-Solver++ stochastic: a noisy half step to lambda + r*h, then the full step from both."""
     if len(sigmas) <= 1:
         return x
-    model_args, seed = split_seed(extra_args)
+    extra_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or BrownianNoiseSampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         if sigmas[i + 1] == 0:
             x = denoised
             continue
@@ -182,7 +216,7 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, no
         x_2 = (-h_).exp() * x - (-h_).expm1() * denoised
         if eta > 0 and s_noise > 0:
             x_2 = x_2 + noise_sampler(sigmas[i], sigma_mid) * s_noise * su
-        denoised_2 = denoise_at(model, x_2, sigma_mid, model_args)
+        denoised_2 = model(x_2, sigma_mid * s_in, **extra_args)
 
         sd, su = ancestral_step(lambda_to_sigma(lam_s), lambda_to_sigma(lam_t), eta)
         h_ = sigma_to_lambda(sd) - lam_s
@@ -210,11 +244,13 @@ def _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, 
     final point with `last_weight(h_eta, r_last)`); the injected noise is one Ornstein-Uhlenbeck path
     carried from stage to stage.
     """
-    model_args, seed = split_seed(extra_args)
+    extra_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
     inject = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         if sigmas[i + 1] == 0:
             x = denoised
             continue
@@ -242,7 +278,7 @@ def _seeds(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, 
                 x = x_r
             else:
                 r_prev, sigma_prev = r, sigma_r
-                denoised_prev = denoise_at(model, x_r, sigma_r, model_args)
+                denoised_prev = model(x_r, sigma_r * s_in, **extra_args)
     return x
 
 
@@ -268,11 +304,13 @@ def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, nois
 @torch.no_grad()
 def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """The DDPM posterior step, taken in the variance-preserving scale x / sqrt(1 + sigma^2)."""
-    model_args, seed = split_seed(extra_args)
+    extra_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         sigma, sigma_prev = sigmas[i], sigmas[i + 1]
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigma * s_in, **extra_args)
+        report(callback, x, i, sigma, sigma, denoised)
         eps = (x - denoised) / sigma
         x_vp = x / torch.sqrt(1.0 + sigma ** 2.0)
         alpha_bar, alpha_bar_prev = 1 / (sigma * sigma + 1), 1 / (sigma_prev * sigma_prev + 1)
@@ -287,10 +325,12 @@ def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_s
 @torch.no_grad()
 def lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, s_noise=1.0):
     """Latent consistency sampling: jump to the denoised estimate, re-noise to the next sigma."""
-    model_args, seed = split_seed(extra_args)
+    extra_args, seed = split_seed(extra_args)
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
+    s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         x = denoised
         if sigmas[i + 1] > 0:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigmas[i + 1]

@@ -1,4 +1,4 @@
-"""What every sampler shares: the model call, the callback, the ODE slope, the ancestral split.
+"""The few pieces the samplers share (as in k-diffusion): the callback, the ODE slope, churn, the ancestral split.
 
 Samplers see an EDM denoiser D(x; sigma) with data scale 1, so lambda (the half log-SNR the
 exponential integrators step in) is simply -ln sigma.
@@ -11,20 +11,9 @@ def split_seed(extra_args):
     return model_args, model_args.pop("seed", None)
 
 
-def denoise_at(model, x, sigma, model_args):
-    return model(x, sigma * x.new_ones([x.shape[0]]), **model_args)
-
-
 def report(callback, x, i, sigma, sigma_hat, denoised):
     if callback is not None:
         callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
-
-
-def denoise_step(model, x, sigmas, i, model_args, callback):
-    """D(x; sigmas[i]), reported to the callback."""
-    denoised = denoise_at(model, x, sigmas[i], model_args)
-    report(callback, x, i, sigmas[i], sigmas[i], denoised)
-    return denoised
 
 
 def to_d(x, sigma, denoised):
@@ -41,20 +30,19 @@ def ancestral_step(sigma_from, sigma_to, eta=1.0):
     return sigma_down, sigma_up
 
 
-def churned_slope(model, x, sigmas, i, model_args, callback, noise_sampler, s_churn, s_tmin, s_tmax, s_noise):
-    """Karras et al.'s stochastic churn (raise sigma by gamma, add the matching noise), then the slope there.
+def churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise):
+    """Karras et al.'s stochastic churn: raise sigma by gamma and add the matching noise.
 
-    Returns (x, sigma_hat, denoised, d); with s_churn = 0, x is unchanged and sigma_hat = sigmas[i].
+    Returns (x, sigma_hat); with s_churn = 0 (the default everywhere) x is unchanged and
+    sigma_hat = sigmas[i].
     """
     gamma = 0.0
     if s_churn > 0 and s_tmin <= sigmas[i] <= s_tmax:
         gamma = min(s_churn / (len(sigmas) - 1), 2 ** 0.5 - 1)
-    sigma_hat = sigmas[i] * (gamma + 1) if gamma > 0 else sigmas[i]
-    if gamma > 0:
-        x = x + noise_sampler(sigmas[i], sigma_hat) * s_noise * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5
-    denoised = denoise_at(model, x, sigma_hat, model_args)
-    report(callback, x, i, sigmas[i], sigma_hat, denoised)
-    return x, sigma_hat, denoised, to_d(x, sigma_hat, denoised)
+    if gamma == 0:
+        return x, sigmas[i]
+    sigma_hat = sigmas[i] * (gamma + 1)
+    return x + noise_sampler(sigmas[i], sigma_hat) * s_noise * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5, sigma_hat
 
 
 def sigma_to_lambda(sigma):

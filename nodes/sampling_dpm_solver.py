@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .sampling_base import ancestral_step, denoise_at, report, split_seed
+from .sampling_base import ancestral_step, report, split_seed
 from .sampling_noise import default_noise_sampler
 
 
@@ -24,7 +24,8 @@ class _Solver:
 
     def eps(self, x, t):
         self.evaluations += 1
-        return (x - denoise_at(self.model, x, self.sigma(t), self.model_args)) / self.sigma(t)
+        denoised = self.model(x, self.sigma(t) * x.new_ones([x.shape[0]]), **self.model_args)
+        return (x - denoised) / self.sigma(t)
 
     def first_order(self, x, t, t_next, cache):
         h = t_next - t

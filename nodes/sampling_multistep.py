@@ -5,8 +5,7 @@ Same signature and conventions as `sampling` (which lists them under ComfyUI's n
 import numpy as np
 import torch
 
-from .sampling_base import (ancestral_step, denoise_step, lambda_to_sigma, sigma_to_lambda, split_seed,
-                            to_d)
+from .sampling_base import ancestral_step, lambda_to_sigma, report, sigma_to_lambda, split_seed, to_d
 from .sampling_noise import BrownianNoiseSampler, default_noise_sampler
 
 
@@ -23,11 +22,13 @@ def _lms_coefficient(order, t, i, j):
 @torch.no_grad()
 def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, order=4):
     """Linear multistep (Adams-Bashforth in sigma) over the last `order` slopes."""
-    model_args, _ = split_seed(extra_args)
+    extra_args, _ = split_seed(extra_args)
+    s_in = x.new_ones([x.shape[0]])
     t = sigmas.detach().cpu().double().numpy()
     slopes = []
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         slopes = (slopes + [to_d(x, sigmas[i], denoised)])[-order:]
         if sigmas[i + 1] == 0:
             x = denoised
@@ -41,10 +42,12 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sa
 @torch.no_grad()
 def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DPM-Solver++(2M): second-order multistep in lambda; first order on the first and last step."""
-    model_args, _ = split_seed(extra_args)
+    extra_args, _ = split_seed(extra_args)
+    s_in = x.new_ones([x.shape[0]])
     old_denoised = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         lam, lam_next = sigma_to_lambda(sigmas[i]), sigma_to_lambda(sigmas[i + 1])
         h = lam_next - lam
         if old_denoised is None or sigmas[i + 1] == 0:
@@ -63,12 +66,14 @@ def _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, noise_sampler, 
     """DPM-Solver++(2M/3M) SDE: multistep data prediction with noise injected along the way."""
     if len(sigmas) <= 1:
         return x
-    model_args, seed = split_seed(extra_args)
+    extra_args, seed = split_seed(extra_args)
+    s_in = x.new_ones([x.shape[0]])
     noise_sampler = noise_sampler or BrownianNoiseSampler(x, seed)
     history = []  # (denoised, h) of earlier steps, newest first
     h = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         if sigmas[i + 1] == 0:
             x = denoised
         else:
@@ -125,10 +130,12 @@ _IPNDM_WEIGHTS = {1: [1.0], 2: [3 / 2, -1 / 2], 3: [23 / 12, -16 / 12, 5 / 12],
 @torch.no_grad()
 def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, max_order=4):
     """Improved PNDM: Adams-Bashforth with fixed (uniform-step) weights over up to 4 slopes."""
-    model_args, _ = split_seed(extra_args)
+    extra_args, _ = split_seed(extra_args)
+    s_in = x.new_ones([x.shape[0]])
     slopes = []  # newest first
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         slopes = [(x - denoised) / sigmas[i]] + slopes[:max_order - 1]
         if sigmas[i + 1] == 0:
             x = denoised
@@ -142,10 +149,12 @@ def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_
 def gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                         ge_gamma=2.0):
     """Euler plus (ge_gamma - 1) times the change in slope since the previous step."""
-    model_args, _ = split_seed(extra_args)
+    extra_args, _ = split_seed(extra_args)
+    s_in = x.new_ones([x.shape[0]])
     old_d = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         d = to_d(x, sigmas[i], denoised)
         dt = sigmas[i + 1] - sigmas[i]
         if sigmas[i + 1] == 0:
@@ -161,13 +170,15 @@ def gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disabl
 @torch.no_grad()
 def _res_multistep(model, x, sigmas, extra_args, callback, noise_sampler, s_noise, eta):
     """RES second-order multistep exponential integrator (arXiv 2308.02157)."""
-    model_args, seed = split_seed(extra_args)
+    extra_args, seed = split_seed(extra_args)
+    s_in = x.new_ones([x.shape[0]])
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
     phi1 = lambda t: torch.expm1(t) / t
     phi2 = lambda t: (phi1(t) - 1.0) / t
     old_denoised = old_sigma_down = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0 or old_denoised is None:
             x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
@@ -206,12 +217,14 @@ def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise
     With data scale 1 its lambda (sigma / alpha) is sigma itself. Stages 2 and 3 add the first and
     second differences of D, their weights integrated numerically over 200 points.
     """
-    model_args, seed = split_seed(extra_args)
+    extra_args, seed = split_seed(extra_args)
+    s_in = x.new_ones([x.shape[0]])
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
     points = torch.arange(200, dtype=sigmas.dtype, device=sigmas.device)
     old_denoised = old_slope = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise_step(model, x, sigmas, i, model_args, callback)
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
         lam_s, lam_t = sigmas[i], sigmas[i + 1]
         if lam_t == 0:
             x = denoised
