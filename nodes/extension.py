@@ -135,25 +135,15 @@ def _head(stream, count: int) -> torch.Tensor:
     return torch.cat(got)[:count]
 
 
-def extend_clip(settings: SegmentSettings, clip, context, seed: int, overlap: int, color_match: float,
-                reanchor: float, loop: bool, anchor: torch.Tensor | None = None, reference=None):
-    """The clip with one more segment (see the module docstring). Returns an IMAGE (tensor or frame file)."""
-    node = settings.node
-    stream = as_frame_stream(clip, node, "images")
-    total, height, width, channels = stream.shape
-    if overlap >= settings.video_frames:
-        raise NodeInputError(node, "overlap_frames", f"must be smaller than video_frames "
-                                                     f"({settings.video_frames}), got {overlap}")
-    if overlap > total:
-        raise NodeInputError(node, "overlap_frames", f"the clip has only {total} frames, asked for {overlap}")
-    tail = _tail(stream, overlap)
-    head = _head(stream, max(overlap, settings.video_frames))
-    reference = reference if reference is not None else colour_stats(head[:settings.video_frames])
+def next_segment(settings: SegmentSettings, tail: torch.Tensor, head: torch.Tensor, context, seed: int,
+                 color_match: float, reanchor: float, loop: bool, anchor: torch.Tensor, reference):
+    """What follows a clip ending in `tail` (its last `overlap` frames; `head`: its first frames):
+    (the cross-faded seam that replaces the tail, the new frames after it)."""
+    overlap = len(tail)
     embedding = None
     if reanchor > 0:
         own = encode_clip_vision(settings.clip_vision, tail[:1, ..., :3], context).image_embeds.unsqueeze(0)
-        original = encode_clip_vision(settings.clip_vision, (anchor if anchor is not None else head[:1])[..., :3],
-                                      context).image_embeds.unsqueeze(0)
+        original = encode_clip_vision(settings.clip_vision, anchor[:1, ..., :3], context).image_embeds.unsqueeze(0)
         embedding = own + reanchor * (original - own)
     pins = [(range(overlap), encode_pixels(settings.vae, tail[..., :3], context))]
     if loop:
@@ -162,11 +152,30 @@ def extend_clip(settings: SegmentSettings, clip, context, seed: int, overlap: in
     new = settings.generate(tail[:1, ..., :3], seed, context, embedding, pins)
     if color_match > 0:
         new = match_colours(new, reference, color_match, colour_stats(new[overlap:]))
-    if channels == 4:
+    if tail.shape[-1] == 4:
         new = torch.cat([new, torch.ones_like(new[..., :1])], -1)
     weights = torch.arange(1, overlap + 1, dtype=torch.float32).reshape(-1, 1, 1, 1) / (overlap + 1)
     seam = tail * (1 - weights) + new[:overlap] * weights
-    rest = new[overlap:len(new) - overlap] if loop else new[overlap:]
+    return seam, (new[overlap:len(new) - overlap] if loop else new[overlap:])
+
+
+def _check_overlap(node: str, overlap: int, video_frames: int, frames: int):
+    if overlap >= video_frames:
+        raise NodeInputError(node, "overlap_frames", f"must be smaller than video_frames ({video_frames}), got {overlap}")
+    if overlap > frames:
+        raise NodeInputError(node, "overlap_frames", f"the clip has only {frames} frames, asked for {overlap}")
+
+
+def extend_clip(settings: SegmentSettings, clip, context, seed: int, overlap: int, color_match: float,
+                reanchor: float, loop: bool, anchor: torch.Tensor | None = None):
+    """The clip with one more segment (see the module docstring). Returns an IMAGE (tensor or frame file)."""
+    stream = as_frame_stream(clip, settings.node, "images")
+    total, height, width, channels = stream.shape
+    _check_overlap(settings.node, overlap, settings.video_frames, total)
+    tail = _tail(stream, overlap)
+    head = _head(stream, max(overlap, settings.video_frames))
+    seam, rest = next_segment(settings, tail, head, context, seed, color_match, reanchor, loop,
+                              anchor if anchor is not None else head, colour_stats(head[:settings.video_frames]))
     with FrameSink(total + len(rest), (height, width, channels), context.settings, context.folders.temp_dir) as sink:
         written = 0
         for chunk in stream.chunks():
@@ -255,42 +264,39 @@ class SVDLongClip:
     def generate(self, init_image, seconds, context, **kwargs):
         node = "SVDLongClip"
         settings = _segment_settings(node, kwargs)
-        overlap, seed = kwargs["overlap_frames"], kwargs["seed"]
-        if overlap >= settings.video_frames:
-            raise NodeInputError(node, "overlap_frames", f"must be smaller than video_frames "
-                                                         f"({settings.video_frames}), got {overlap}")
+        overlap, seed, loop = kwargs["overlap_frames"], kwargs["seed"], kwargs["loop"]
         if not (isinstance(init_image, torch.Tensor) and init_image.ndim == 4 and init_image.shape[0] >= 1):
             raise NodeInputError(node, "init_image", "expected an IMAGE [1, H, W, 3]")
+        _check_overlap(node, overlap, settings.video_frames, settings.video_frames)
         image = init_image[:1, ..., :3]
         if image.shape[1] % 8 or image.shape[2] % 8:
             raise NodeInputError(node, "init_image", f"width and height must be multiples of 8 (crop or scale "
                                                      f"it first), got {image.shape[2]}x{image.shape[1]}")
         frames = max(1, round(seconds * kwargs["fps"]))
-        count = segments_for(frames, settings.video_frames, overlap)
-        clip = settings.generate(image, seed, context)
-        reference = colour_stats(clip)
-        for number in range(1, count):
-            context.check_interrupt()
-            clip = extend_clip(settings, clip, context, seed + number, overlap, kwargs["color_match"],
-                               kwargs["reanchor"], kwargs["loop"] and number == count - 1, image, reference)
-        return (clip if kwargs["loop"] else _trim(clip, frames, context), float(kwargs["fps"]))
+        count = max(segments_for(frames, settings.video_frames, overlap), 2 if loop else 1)  # a loop closes on a segment
+        made = settings.video_frames + (count - 1) * (settings.video_frames - overlap) - (overlap if loop else 0)
+        keep = made if loop else min(frames, made)  # a loop keeps its every frame: its end joins its start
+        first = settings.generate(image, seed, context)
+        reference = colour_stats(first)
+        # One sink for the whole clip; only the latest segment is held, so memory is one segment's.
+        with FrameSink(keep, tuple(first.shape[1:]), context.settings, context.folders.temp_dir) as sink:
+            written, pending = 0, first
+            for number in range(1, count):
+                context.check_interrupt()
+                seam, rest = next_segment(settings, pending[-overlap:], first, context, seed + number,
+                                          kwargs["color_match"], kwargs["reanchor"], loop and number == count - 1,
+                                          image, reference)
+                written += _append_upto(sink, pending[:-overlap], keep - written)
+                pending = torch.cat([seam, rest])
+            _append_upto(sink, pending, keep - written)
+            return (sink.finish(), float(kwargs["fps"]))
 
 
-def _trim(clip, frames: int, context):
-    """The first `frames` frames (all of a loop's, whose end joins its start)."""
-    stream = as_frame_stream(clip, "SVDLongClip")
-    if len(stream) <= frames:
-        return clip
-    if isinstance(clip, torch.Tensor):
-        return clip[:frames]
-    with FrameSink(frames, stream.shape[1:], context.settings, context.folders.temp_dir) as sink:
-        written = 0
-        for chunk in stream.chunks():
-            part = chunk[:frames - written]
-            if len(part):
-                sink.append(part)
-            written += len(part)
-        return sink.finish()
+def _append_upto(sink: FrameSink, frames: torch.Tensor, room: int) -> int:
+    part = frames[:max(0, room)]
+    if len(part):
+        sink.append(part)
+    return len(part)
 
 
 NODE_CLASS_MAPPINGS = {"SVDExtendClip": SVDExtendClip, "SVDLongClip": SVDLongClip}

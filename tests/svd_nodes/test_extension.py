@@ -91,3 +91,10 @@ def test_a_clip_of_n_seconds(tiny_models, demo_image):
     assert fps == 6.0 and images.shape == (12, 64, 64, 3)  # 4 segments (5 + 3 + 3 + 3 frames), trimmed to 12
     frames = materialized(images)
     assert torch.isfinite(frames).all()
+
+
+def test_a_looping_clip_of_n_seconds_keeps_every_frame_of_its_chain(tiny_models, demo_image):
+    context = tiny_models.env.context()
+    models = dict(model=tiny_models.model, clip_vision=tiny_models.clip_vision, vae=tiny_models.vae)
+    images, _ = SVDLongClip().generate(demo_image, 0.5, context, **models, **{**SEGMENT, "loop": True})
+    assert images.shape[0] == 5 + 3 - 2  # 3 frames asked for; a loop needs two segments, the last ends on the first
