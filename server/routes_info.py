@@ -6,6 +6,7 @@ import importlib.resources
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -185,6 +186,38 @@ async def get_workflow(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# -- what the editor opens at start (`vidgraph serve --show`) ------------------------------------
+
+def newest_outputs(output_dir: Path, wanted: str) -> list[dict]:
+    """An output file, or a saver's filename prefix ("vidgraph/demo"): its newest file of each kind
+    (savers share one counter, so one run writes demo_00003_.webp and demo_00004_.mp4), as /view
+    entries. Nothing outside the output folder."""
+    if wanted.startswith("/") or not wanted.strip("/"):
+        raise ApiError(400, "invalid_path", "Refused output name", "a path inside the output folder, not an absolute one")
+    path = contained(output_dir, *wanted.split("/"), what="output name")
+    if path.is_file():
+        files = [path]
+    else:
+        stem = path.name + "_"
+        newest: dict[str, tuple[int, Path]] = {}
+        for f in (path.parent.iterdir() if path.parent.is_dir() else ()):
+            m = re.fullmatch(r"(\d+)_?\.(\w+)", f.name[len(stem):]) if f.name.startswith(stem) else None
+            if m and f.is_file() and int(m.group(1)) > newest.get(m.group(2).lower(), (-1, f))[0]:
+                newest[m.group(2).lower()] = (int(m.group(1)), f)
+        files = sorted(f for _, f in newest.values())
+    subfolder = lambda f: "" if f.parent == output_dir else f.parent.relative_to(output_dir).as_posix()
+    return [{"filename": f.name, "subfolder": subfolder(f), "type": "output"} for f in files]
+
+
+async def startup(request: web.Request) -> web.Response:
+    state: ServerState = request.app[STATE]
+    wanted = request.query.getall("show", []) or state.config.show
+    output_dir = Path(state.config.folders.output_dir).resolve()
+    files = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: [entry for w in wanted for entry in newest_outputs(output_dir, w)])
+    return json_response({"id": state.config.startup_id, "show": files})
+
+
 ROUTES = [
     ("GET", "/object_info", object_info),
     ("GET", "/object_info/{node_class}", object_info_one),
@@ -195,6 +228,7 @@ ROUTES = [
     ("GET", "/vidgraph/workflows", list_workflows),
     ("GET", "/vidgraph/workflows/{name}", get_workflow),
     ("GET", "/vidgraph/workflows/{ui:ui}/{name}", get_workflow),
+    ("GET", "/vidgraph/startup", startup),
 ]
 # Static routes are registered without the /api twin, and the catch-all last.
 STATIC_ROUTES = [

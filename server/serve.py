@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(needs vidgraph[redis])")
     server.add_argument("--no-builtin-nodes", action="store_true",
                         help="load only --custom-nodes packs (tests and benchmarks)")
+    server.add_argument("--show", action="append", default=[], metavar="OUTPUT",
+                        help="open the editor on this output file's embedded workflow with the file as its "
+                             "result; a saver's filename prefix (vidgraph/demo) means its newest files (repeatable)")
     server.add_argument("--log-level", default="INFO")
 
 
@@ -57,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, NodeRegist
         folders=runtime.folders, host=args.host, port=args.port, node_packs=[],
         custom_node_dirs=list(args.custom_nodes), enable_cors_header=args.enable_cors_header,
         allowed_hosts=set(args.allow_host), settings=runtime.settings,
-        max_attempts=max(1, args.max_attempts), queue_url=args.queue)
+        max_attempts=max(1, args.max_attempts), queue_url=args.queue, show=list(args.show))
     config.limits.upload = int(args.max_upload_size * 1024 * 1024)
     config.limits.max_queue = max(1, args.max_queue)
     return config, runtime.registry

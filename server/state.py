@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -44,6 +45,10 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     web_root: Path | None = None                             # default: the vidgraph.web package
     workflows_root: Path | None = None                       # default: the vidgraph.workflows package
+    # Output files (or saver prefixes: their newest files) the editor opens at start (`--show`),
+    # and this start's id, so that each browser opens them once.
+    show: list[str] = field(default_factory=list)
+    startup_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def database_path(self) -> Path:

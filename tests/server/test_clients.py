@@ -206,3 +206,30 @@ def test_concurrent_setting_posts_keep_every_setting(server):
             assert {k: v for k, v in settings.items() if k.startswith("race.")} == \
                 {f"race.{i}": i for i in range(30)}
     run(scenario())
+
+
+def test_startup_names_the_newest_outputs_of_a_prefix_for_the_editor(server):
+    out = Path(server.state.config.folders.output_dir)
+    (out / "vidgraph").mkdir(parents=True, exist_ok=True)
+    for name in ("demo_00001_.webp", "demo_00002_.mp4", "demo_00003_.webp", "demo_00004_.mp4", "demolition_00009_.png"):
+        (out / "vidgraph" / name).write_bytes(b"x")
+    (out / "single.png").write_bytes(b"x")
+    config = server.state.config
+    config.show = ["vidgraph/demo"]
+    try:
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                _, body = await get_json(session, f"{server.url}/api/vidgraph/startup")
+                assert body["id"] == config.startup_id
+                assert body["show"] == [{"filename": "demo_00003_.webp", "subfolder": "vidgraph", "type": "output"},
+                                        {"filename": "demo_00004_.mp4", "subfolder": "vidgraph", "type": "output"}]
+                _, body = await get_json(session, f"{server.url}/vidgraph/startup?show=single.png")
+                assert body["show"] == [{"filename": "single.png", "subfolder": "", "type": "output"}]
+                _, body = await get_json(session, f"{server.url}/vidgraph/startup?show=vidgraph/nothing")
+                assert body["show"] == []
+                for bad in ("../etc/passwd", "/etc/passwd", "..%2Fx"):
+                    status, _ = await get_json(session, f"{server.url}/vidgraph/startup?show={bad}")
+                    assert status in (400, 403), bad
+        run(scenario())
+    finally:
+        config.show = []

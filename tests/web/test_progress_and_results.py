@@ -1,7 +1,7 @@
 """Watching a run and looking at its result (issue 15, points 4 and 5): a progress strip with the
 step count, time left and percentage (also in the browser tab's title), previews that stay on top
 and open in a large player that scrubs frame by frame, downloads and compares two runs."""
-from browser_support import set_widget
+from browser_support import ARTIFACTS, set_widget
 
 WATCH = """() => {
     window.__labels = []; window.__titles = []; window.__steps = [];
@@ -57,7 +57,12 @@ def test_results_stay_on_top_and_open_in_a_player_that_steps_frames(editor):
     webp = editor.node("SaveAnimatedWEBP")
     webp.locator(".node-preview img").wait_for(timeout=180000)
     page.wait_for_function("document.querySelector('.node[data-type=SaveVideo] .node-preview video')", timeout=60000)
-    # the preview is drawn over the node below it, not hidden under it
+    # the preview fits the room the layout gives its node (no overlap with Create video below)
+    # and is drawn on top, never hidden under a neighbour
+    page.wait_for_function("document.querySelector('.node[data-type=SaveAnimatedWEBP] .node-preview img').complete")
+    below = editor.node("CreateVideo").bounding_box()
+    saver = webp.bounding_box()
+    assert saver["y"] + saver["height"] <= below["y"], (saver, below)
     assert page.evaluate(CENTRE_HITS, [".node[data-type=SaveAnimatedWEBP] .node-preview img"])
     editor.shot("result-preview-on-top")
     # download and open links point at the file
@@ -94,3 +99,28 @@ def test_results_stay_on_top_and_open_in_a_player_that_steps_frames(editor):
     time = page.evaluate("document.querySelector('#player video').currentTime")
     assert abs(time - 3.5 / 6) < 1e-3
     assert page.locator("#search:not([hidden])").count() == 0
+
+
+def test_the_editor_opens_on_a_results_workflow_with_the_result_shown(editor):
+    """What `./dev demo` does: `vidgraph serve --show vidgraph/demo` (here the same request as
+    ?show=vidgraph/demo) opens the newest demo result's embedded workflow with its files shown."""
+    page = editor.page
+    open_demo(editor, steps=2)
+    with page.expect_response(lambda r: r.url.endswith("/api/prompt")) as sent:
+        page.keyboard.press("Control+Enter")
+    prompt_id = sent.value.json()["prompt_id"]
+    editor.node("SaveVideo").locator(".node-preview video").wait_for(timeout=180000)
+    outputs = page.evaluate("(id) => vidgraph.api.getHistory(5).then(h => h[id].outputs)", prompt_id)
+    written = {o["images"][0]["filename"] for o in outputs.values()}
+    fresh = page.context.new_page()
+    fresh.goto(editor.url + "/?show=vidgraph/demo")
+    fresh.wait_for_selector("body[data-ready=true]")
+    fresh.wait_for_function("vidgraph.graph.nodes.size === 9")
+    assert fresh.text_content("#tabs .tab[aria-selected=true] .tab-name").startswith("demo")
+    webp = fresh.locator(".node[data-type=SaveAnimatedWEBP] .node-preview img").get_attribute("src")
+    mp4 = fresh.locator(".node[data-type=SaveVideo] .node-preview video").get_attribute("src")
+    assert any(name in webp for name in written if name.endswith(".webp"))
+    assert any(name in mp4 for name in written if name.endswith(".mp4"))
+    assert "show=" not in fresh.url  # a reload does not open it again
+    assert fresh.locator("dialog").count() == 0
+    fresh.screenshot(path=str(ARTIFACTS / "opened-on-demo-result.png"))

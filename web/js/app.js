@@ -15,10 +15,8 @@ import { installCommands } from "./commands.js";
 import { Toasts } from "./toasts.js";
 import { Player } from "./player.js";
 import { QueuePanel } from "./queuepanel.js";
-import { showDialog } from "./dialog.js";
-import { findMissingModels } from "./modelcheck.js";
 import { linkFitRank } from "./nodedefs.js";
-import { element } from "./widgets.js";
+import { checkModels, openStartup } from "./arrivals.js";
 
 export class App {
   constructor() {
@@ -78,8 +76,10 @@ export class App {
     await this.loadExtensions();
     this.workspace.restore();
     this.showTab(this.workspace.active);
+    await this.openStartup();
     await this.extensions.call("setup");
-    this.api.addEventListener("connected", () => this.setStatus("connected"));
+    // A server started again (./dev demo once more) may have a new result to show.
+    this.api.addEventListener("connected", () => { this.setStatus("connected"); this.openStartup(); });
     this.api.connect();
     this.populateWorkflowMenu();
     document.body.dataset.ready = "true";
@@ -219,28 +219,9 @@ export class App {
     return true;
   }
 
-  // Model files the workflow names that are not here: said when it loads, not after Queue.
-  async checkModels() {
-    if (!findMissingModels(this.graph, {}).length) return [];
-    const folderFiles = {};
-    let paths = {};
-    try {
-      paths = await this.api.json("/internal/folder_paths");
-      const names = Object.keys(paths);
-      const lists = await Promise.all(names.map((n) => this.api.json(`/models/${encodeURIComponent(n)}`).catch(() => [])));
-      names.forEach((n, i) => { folderFiles[n] = lists[i]; });
-    } catch { /* the folders stay unnamed */ }
-    const missing = findMissingModels(this.graph, folderFiles);
-    if (!missing.length) return missing;
-    const answer = await showDialog({
-      title: `This workflow needs ${missing.length === 1 ? "a model file" : `${missing.length} model files`} that ${missing.length === 1 ? "is" : "are"} not here`,
-      body: missingModelsTable(missing, paths, this.graph),
-      buttons: [["Check again", "recheck"], ["Close", "close"]],
-      className: "missing-models",
-    });
-    if (answer === "recheck") { await this.refreshDefinitions(); return this.checkModels(); }
-    return missing;
-  }
+  // Results to open with (`vidgraph serve --show`, ?show=...) and model files a loaded workflow lacks.
+  openStartup() { return openStartup(this); }
+  checkModels() { return checkModels(this); }
 
   loadAny(json, name, options = {}) {
     if (!json) return false;
@@ -454,24 +435,3 @@ export class App {
   }
 }
 
-// One row per missing file: the file, the folder it goes in (with the paths searched), the node.
-function missingModelsTable(missing, paths, graph) {
-  const table = element("table", "missing-models-table");
-  const head = table.createTHead().insertRow();
-  for (const text of ["file", "put it in", "used by"]) head.append(element("th", "", text));
-  const body = table.createTBody();
-  for (const m of missing) {
-    const row = body.insertRow();
-    row.dataset.file = m.file;
-    row.append(element("td", "file", m.file));
-    const where = element("td", "folder");
-    where.append(element("strong", "", m.folder ? `models/${m.folder}/` : "a models folder"));
-    for (const path of (m.folder && paths[m.folder]) || []) where.append(element("div", "path", path));
-    row.append(where);
-    const node = graph.nodes.get(m.nodeId);
-    row.append(element("td", "used-by", `${node ? graph.displayName(node) : m.nodeType} #${m.nodeId} (${m.input})`));
-  }
-  const wrap = element("div", "");
-  wrap.append(table, element("p", "hint", "Copy or link the files there (extra_model_paths.yaml can point at another tool's folders), then press Check again."));
-  return wrap;
-}

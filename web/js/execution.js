@@ -277,6 +277,14 @@ export class Execution {
     const files = outputFiles(output);
     box.replaceChildren(...files.map((file) => previewElement(this.app.api.viewUrl(file), file.filename)));
     if (files.length) box.prepend(this.previewActions(nodeId, files[0]));
+    // A layout with room for the result (a saved height) keeps it: the preview fits that room
+    // rather than growing the node over the one below (Enlarge shows it big).
+    const saved = this.app.graph.nodes.get(nodeId)?.savedHeight;
+    if (saved) {
+      const above = el.querySelector(".node-title").offsetHeight + el.querySelector(".node-progress").offsetHeight
+        + el.querySelector(".node-body").offsetHeight - box.offsetHeight; // the node's min-height aside
+      box.style.setProperty("--preview-max", `${Math.max(120, saved - above - 16)}px`);
+    }
     const texts = output.text ?? output.string;
     if (Array.isArray(texts)) for (const t of texts) { const p = document.createElement("pre"); p.textContent = String(t); box.append(p); }
     el.classList.toggle("has-preview", box.children.length > 0);

@@ -307,7 +307,10 @@ export class Graph {
 
   loadNode(saved) {
     const node = this.addNode(saved.type, saved.pos ?? [0, 0], { id: saved.id });
-    if (Array.isArray(saved.size) && saved.size.length === 2) node.size = [...saved.size];
+    if (Array.isArray(saved.size) && saved.size.length === 2) {
+      node.size = [...saved.size];
+      node.savedHeight = saved.size[1]; // the room the file's layout gives it (output nodes: for previews)
+    }
     node.flags = clone(saved.flags ?? {});
     node.mode = saved.mode ?? 0;
     node.properties = { ...node.properties, ...clone(saved.properties ?? {}) };

@@ -63,3 +63,26 @@ export function filesToCompare(runA, runB) {
   }
   return null;
 }
+
+// Output files (as /view entries) → the saver nodes of `prompt` that wrote them, as a tab's
+// outputs {nodeId: {images: [file], animated: [true]}}. A file "vidgraph/demo_00002_.webp" belongs
+// to a node whose filename_prefix is "vidgraph/demo" and whose class saves that kind of file.
+export function outputsForFiles(prompt, files) {
+  const outputs = {};
+  for (const file of files) {
+    const path = file.subfolder ? `${file.subfolder}/${file.filename}` : file.filename;
+    const ext = file.filename.split(".").pop().toLowerCase();
+    const savers = Object.entries(prompt ?? {}).filter(([, node]) => {
+      const prefix = node.inputs?.filename_prefix;
+      return typeof prefix === "string" && path.startsWith(`${prefix}_`);
+    });
+    const kind = (type) => type.toLowerCase().includes(ext) ? 0
+      : /^(mp4|webm|mov|mkv)$/.test(ext) && /video/i.test(type) ? 1 : /image/i.test(type) ? 2 : 3;
+    const best = savers.sort(([, a], [, b]) => kind(a.class_type) - kind(b.class_type))[0];
+    if (!best) continue;
+    const entry = (outputs[best[0]] ??= { images: [], animated: [] });
+    entry.images.push(file);
+    entry.animated.push(ext !== "png" && ext !== "jpg");
+  }
+  return outputs;
+}

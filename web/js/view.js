@@ -131,6 +131,7 @@ export class GraphView {
     if (node.color) el.style.setProperty("--node-title-bg", node.color);
     this.positionNode(node, el);
     if (node.type !== "Reroute") el.style.width = `${node.size[0]}px`;
+    if (node.savedHeight > 0 && node.type !== "Reroute") el.style.minHeight = `${node.savedHeight}px`;
 
     const title = element("div", "node-title");
     const collapse = document.createElement("button");

@@ -28,3 +28,17 @@ test("two runs compare by what differs between their prompts", () => {
   const b = summariseRun("b", entry(2, { 7: { images: [{ filename: "y.png" }, { filename: "y.webp" }] } }));
   assert.deepEqual(filesToCompare(a, b).map((f) => f.filename), ["x.webp", "y.webp"]);
 });
+
+test("output files find the saver nodes that wrote them", async () => {
+  const { outputsForFiles } = await import("../js/runs.js");
+  const prompt = {
+    7: { class_type: "SaveAnimatedWEBP", inputs: { filename_prefix: "vidgraph/demo" } },
+    9: { class_type: "SaveVideo", inputs: { filename_prefix: "vidgraph/demo", video: ["8", 0] } },
+    10: { class_type: "SaveImage", inputs: { filename_prefix: "other" } },
+  };
+  const webp = { filename: "demo_00002_.webp", subfolder: "vidgraph", type: "output" };
+  const mp4 = { filename: "demo_00002_.mp4", subfolder: "vidgraph", type: "output" };
+  const stray = { filename: "nobody_00001_.png", subfolder: "", type: "output" };
+  assert.deepEqual(outputsForFiles(prompt, [webp, mp4, stray]), {
+    7: { images: [webp], animated: [true] }, 9: { images: [mp4], animated: [true] } });
+});
