@@ -204,6 +204,8 @@ export class GraphView {
       return [(r.left + r.width / 2 - base.left) / scale, (r.top + r.height / 2 - base.top) / scale];
     };
     const collapsed = node.flags.collapsed;
+    // The drawn height is the node's height (a new node's was a guess): saved files keep it.
+    if (!collapsed && el.offsetHeight) node.size[1] = el.offsetHeight;
     const titleRect = el.querySelector(".node-title").getBoundingClientRect();
     const titleY = (titleRect.height / 2) / scale;
     const width = base.width / scale;

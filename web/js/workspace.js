@@ -68,11 +68,12 @@ export class Workspace {
     this.render();
   }
 
-  // Where a loaded workflow goes: the active tab when it is empty, else a new tab beside it.
+  // Where a loaded workflow goes: the active tab when it is empty, else a new tab.
   // Loading never replaces a graph that has nodes.
   tabForLoad(name) {
     const tab = this.active;
-    if (tab && this.app.graph.nodes.size === 0) {
+    // (an emptied tab whose undo could bring nodes back is not empty)
+    if (tab && this.app.graph.nodes.size === 0 && !tab.undo.canUndo) {
       tab.name = this.set.freeName(name, tab);
       return tab;
     }
