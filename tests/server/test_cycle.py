@@ -155,9 +155,9 @@ def test_status_broadcasts_and_reconnect_during_a_run(server):
                             while second["type"] == "status":  # the run's start broadcast
                                 second = json.loads((await ws.receive(timeout=10)).data)
                             assert first["type"] == "status" and first["data"]["sid"] == client_id
-                            # where the run is: about to start, or inside node 1
-                            assert second["type"] in ("execution_start", "executing",
-                                                      "progress"), (first, second)
+                            # where the run is: about to start, just started, or inside node 1
+                            assert second["type"] in ("execution_start", "execution_cached",
+                                                      "executing", "progress"), (first, second)
                             assert second["data"]["prompt_id"] == body["prompt_id"]
                             await collect_until_done(ws, body["prompt_id"])
                 assert remaining[0] == 1 and remaining[-1] == 0, remaining
