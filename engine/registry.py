@@ -7,6 +7,7 @@ redefines a node name already registered, is recorded in `load_errors` and skipp
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -163,7 +164,9 @@ class NodeRegistry:
             module = importlib.util.module_from_spec(spec)
             setattr(module, PACK_MARK, str(path))
             sys.modules[module_name] = module
-            spec.loader.exec_module(module)
+            # What a pack prints while it loads is a log line, not output: stdout stays clean for --json.
+            with contextlib.redirect_stdout(sys.stderr):
+                spec.loader.exec_module(module)
         except Exception:
             sys.modules.pop(module_name, None)
             self.load_errors.append(PackLoadError(module_name, str(path), _import_failure()))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -68,7 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     interrupt = InterruptFlag()
     with _interrupt_on_sigint(interrupt):
         for index, source in enumerate(args.workflows):
-            report = run_one(executor, runtime, source, overrides, interrupt, show_progress)
+            # Nodes that print (packs do) write to stderr: with --json, stdout holds only the reports.
+            with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+                report = run_one(executor, runtime, source, overrides, interrupt, show_progress)
             if args.json:
                 print(json_text(report), flush=True)
             else:

@@ -1,0 +1,78 @@
+"""Real packs' nodes running under vidgraph (the "What runs" figures of docs/compatibility.md).
+
+1. VideoHelperSuite: a 12-frame lossless clip (frame i has its own colours) is loaded with
+   VHS_LoadVideoPath, every 2nd frame from frame 1 kept by VHS_SelectEveryNthImage and written by
+   VHS_VideoCombine as FFV1; the output, decoded independently with PyAV, is compared with source
+   frames 1, 3, 5, ...
+2. Custom-Scripts + rgthree + WAS: pack_workflows/packs_smoke.json, run with `vidgraph run --json`.
+
+Run:  .venv/bin/python bench/pack_workflows.py PACKS_DIR   (PACKS_DIR holds the pack checkouts)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+
+HERE = Path(__file__).parent / "pack_workflows"
+VIDGRAPH = str(Path(sys.executable).with_name("vidgraph"))
+
+
+def make_clip(path: Path, frames: int = 12) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "bgr0"
+        for i in range(frames):
+            a = np.zeros((48, 64, 3), np.uint8)
+            a[..., 0] = i * 20
+            a[:, : 5 * i + 4, 1] = 200
+            a[10:20, 10:30, 2] = 255 - i * 10
+            for packet in stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+
+
+def run(workflow: Path, custom: Path, cwd: Path) -> dict:
+    done = subprocess.run([VIDGRAPH, "run", str(workflow), "--custom-nodes", str(custom), "--json",
+                           "--base-dir", str(cwd)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    packs = Path(sys.argv[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        custom = work / "custom_nodes"
+        custom.mkdir()
+        for name in ("ComfyUI-VideoHelperSuite", "ComfyUI-Custom-Scripts", "rgthree-comfy", "was-node-suite-comfyui"):
+            (custom / name).symlink_to(packs / name)
+        make_clip(work / "clip.mkv")
+        shutil.copy(HERE / "vhs_select.json", work)
+        report = run(work / "vhs_select.json", custom, work)
+        produced = Path(report["outputs"]["3"]["gifs"][0]["fullpath"])
+        source, out = decoded(work / "clip.mkv"), decoded(produced)
+        expected = source[1::2]
+        diff = max(int(np.abs(a - b).max()) for a, b in zip(expected, out))
+        print(f"VHS load -> select every 2nd from 1 -> combine: {report['status']}; source {len(source)} frames, "
+              f"output {len(out)} (expected {len(expected)}), max level difference {diff}")
+        report = run(HERE / "packs_smoke.json", custom, work)
+        shown = {k: v.get("text", v.get("value", [f"{len(v.get('images', []))} image(s)"])) for k, v in
+                 sorted(report["outputs"].items())}
+        print(f"Custom-Scripts + rgthree + WAS workflow: {report['status']}; executed {len(report['executed'])} "
+              f"nodes; outputs {shown}")
+
+
+if __name__ == "__main__":
+    main()
