@@ -7,7 +7,10 @@ redefines a node name already registered, is recorded in `load_errors` and skipp
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import inspect
 import importlib
 import importlib.metadata
 import importlib.util
@@ -20,6 +23,7 @@ from types import ModuleType
 from typing import Any, Iterable, NamedTuple
 
 from . import compat
+from .compat import v3_io
 from .folders import Folders
 from .spec import InvalidNodeClass, NodeSpec
 
@@ -87,7 +91,12 @@ class NodeRegistry:
 
     def register_pack(self, pack: str, mappings: Any, display_names: Any = None,
                       python_module: str | None = None, path: str = "") -> bool:
-        """Register every node of one pack, or none of them (the reason goes to load_errors)."""
+        """Register every node of one pack, or none of them (the reason goes to load_errors).
+        V3 classes (`io.ComfyNode`) are registered as the V1 classes derived from their schema."""
+        if isinstance(mappings, dict) and any(v3_io.is_v3(cls) for cls in mappings.values()):
+            v3_names = {name: cls.define_schema().display_name for name, cls in mappings.items() if v3_io.is_v3(cls)}
+            mappings = {name: v3_io.as_v1(cls) if name in v3_names else cls for name, cls in mappings.items()}
+            display_names = {**{n: d for n, d in v3_names.items() if d}, **(display_names or {})}
         problem = self._pack_problem(mappings, display_names)
         if problem is None:
             try:
@@ -198,10 +207,14 @@ class NodeRegistry:
         if isinstance(faces, dict):
             self.add_compat_faces(faces)
         mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
+        if mappings is None and callable(getattr(module, "comfy_entrypoint", None)):
+            try:
+                mappings = _entrypoint_nodes(module.comfy_entrypoint)
+            except Exception:
+                self.load_errors.append(PackLoadError(pack, path, _import_failure()))
+                return False
         if mappings is None:
-            reason = ("V3 comfy_entrypoint packs are not supported" if hasattr(module, "comfy_entrypoint")
-                      else "the module exports no NODE_CLASS_MAPPINGS")
-            self.load_errors.append(PackLoadError(pack, path, reason))
+            self.load_errors.append(PackLoadError(pack, path, "the module exports no NODE_CLASS_MAPPINGS"))
             return False
         return self.register_pack(pack, mappings, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None),
                                   python_module, path)
@@ -251,6 +264,24 @@ class NodeRegistry:
             except Exception:  # one broken INPUT_TYPES must not hide every other node
                 log.exception("node %s: cannot describe it for /object_info", n)
         return info
+
+
+def _entrypoint_nodes(entrypoint) -> dict:
+    """A V3 pack's nodes: `comfy_entrypoint()` gives a ComfyExtension; its `on_load()` runs, then
+    `get_node_list()` names the classes (each may be async; run on a private loop in a thread)."""
+    async def collect():
+        extension = entrypoint()
+        if inspect.isawaitable(extension):
+            extension = await extension
+        loaded = extension.on_load() if hasattr(extension, "on_load") else None
+        if inspect.isawaitable(loaded):
+            await loaded
+        nodes = extension.get_node_list()
+        return await nodes if inspect.isawaitable(nodes) else nodes
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        classes = pool.submit(asyncio.run, collect()).result()
+    return {cls.define_schema().node_id: cls for cls in classes}
 
 
 def _import_failure() -> str:

@@ -11,6 +11,7 @@ from .module import compat_module
 from ..expansion import DependencyCycleError, DynamicPrompt, ExpansionError
 from ..graph_builder import GraphBuilder, GraphNode, add_graph_prefix, is_link
 from ..nodecall import ExecutionBlocker
+from .v3_io import io_module, ui_module
 
 
 
@@ -118,6 +119,8 @@ def api_modules(root: Path) -> dict[str, ModuleType]:
         module.ComfyAPI = ComfyAPI
         module.ComfyAPISync = ComfyAPISync
         module.ComfyExtension = ComfyExtension
+        module.io = modules[f"{name}.io"] = io_module(root, f"{name}.io")
+        module.ui = modules[f"{name}.ui"] = ui_module(root, f"{name}.ui")
     return modules
 
 
