@@ -194,7 +194,8 @@ def setup(side: str, path: str, low_memory: bool, clip: bool = True):
     h = SIZE // 8
     if side == "vidgraph":
         from vidgraph.nodes.svd import checkpoint
-        from vidgraph.nodes.svd.denoiser import GuidedDenoiser, SVDCondition, VDenoiser, micro_conditioning
+        from vidgraph.nodes.guidance import Guider
+        from vidgraph.nodes.svd.denoiser import svd_model, video_cfg_function
         if clip:
             models = checkpoint.load_checkpoint(path, low_memory=low_memory)
             unet, vae = models.unet, models.vae
@@ -203,14 +204,16 @@ def setup(side: str, path: str, low_memory: bool, clip: bool = True):
             vae = checkpoint.load_vae(path)
         load_s = time.perf_counter() - start
         after_load = rss_gb()
-        u = unet.config
-        y = micro_conditioning(6, 127, 0.02, u.adm_in_channels // 3)
-        pos = SVDCondition(torch.randn(1, 1, u.context_dim), torch.randn(1, 4, h, h), y)
-        neg = SVDCondition(torch.zeros(1, 1, u.context_dim), torch.zeros(1, 4, h, h), y)
-        guided = GuidedDenoiser(VDenoiser(unet, torch.float32), pos, neg, cfg=2.5, ramp="linear")
+        dim = unet.config.context_dim
+        micro = {"fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.02}
+        pos = [[torch.randn(1, 1, dim), {**micro, "concat_latent_image": torch.randn(1, 4, h, h)}]]
+        neg = [[torch.zeros(1, 1, dim), {**micro, "concat_latent_image": torch.zeros(1, 4, h, h)}]]
+        model = svd_model(unet, torch.float32)
+        model.set_cfg_function(video_cfg_function("linear", 1.0))
+        guided = Guider(model, pos, neg, cfg=2.5)
         x = torch.randn(FRAMES, 4, h, h) * 10
         z = torch.randn(FRAMES, 4, h, h)
-        return load_s, after_load, lambda: guided(x, torch.tensor(10.0)), lambda: vae.decode(z, num_frames=FRAMES)
+        return load_s, after_load, lambda: guided.predict(x, torch.full((FRAMES,), 10.0)), lambda: vae.decode(z, num_frames=FRAMES)
     import diffusers
     import transformers
     folder = Path(path)

@@ -11,6 +11,7 @@ import torch
 from vidgraph.engine.context import current_context
 
 from . import model_management
+from .model import Model
 
 # ComfyUI's limits and hidden inputs, as its node classes spell them.
 MAX_RESOLUTION = 16384
@@ -54,3 +55,10 @@ def folders_in_scope(context=None):
         return context.folders
     current = current_context()
     return current.folders if current is not None else None
+
+
+def check_model(node: str, model, input_name: str = "model"):
+    """`model` when it is a MODEL (`nodes/model.py`), else an error naming what came instead."""
+    if not isinstance(model, Model):
+        raise NodeInputError(node, input_name, f"expected a MODEL, got {type(model).__name__}")
+    return model

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from .common import CONTEXT, MAX_RESOLUTION, NodeInputError, check_fits_in_memory, require_model
+from .common import CONTEXT, MAX_RESOLUTION, NodeInputError, check_fits_in_memory, check_model, require_model
 from .image_io import check_rgb_batch
 from .images import resize
 from .latents import encode_pixels
 from .model_management import resident
+from .svd.denoiser import video_cfg_function
 
 
 
@@ -120,8 +121,12 @@ class _VideoCFGGuidance:
                                                    "step": 0.5, "round": 0.01})}}
 
     def patch(self, model, min_cfg):
-        require_model(model, "with_cfg_ramp", "SVD MODEL", type(self).__name__, "model")
-        return (model.with_cfg_ramp(self.RAMP, min_cfg),)
+        check_model(type(self).__name__, model)
+        patched = model.clone()
+        # cfg 1 with min_cfg 1 is a scale of 1 on every frame: only then may the uncond branch be skipped
+        patched.set_cfg_function(video_cfg_function(self.RAMP, float(min_cfg)),
+                                 disable_cfg1_optimization=float(min_cfg) != 1.0)
+        return (patched,)
 
 
 class VideoLinearCFGGuidance(_VideoCFGGuidance):

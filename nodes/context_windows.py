@@ -289,32 +289,6 @@ def freenoise(noise: torch.Tensor, length: int, overlap: int, seed: int, dim: in
 
 # -- on a model -----------------------------------------------------------------------------------------
 
-class WindowedVideoDenoiser:
-    """SVD's video denoiser `d(x, sigma, context, concat, y, num_frames)` run through context windows.
-
-    x holds whole videos of `num_frames` frames as rows (cond then uncond); each window sees the
-    same frames of every video with their conditioning rows (the start image's concat latent is on
-    every frame, so every window keeps it) and `num_frames` set to the window's length. The step
-    (for the uniform schedules) is found from sigma in `sample_sigmas`."""
-
-    def __init__(self, denoiser, settings: ContextWindows, sample_sigmas, check: Callable[[], None] | None = None):
-        self.denoiser, self.settings, self.check = denoiser, settings, check
-        self.sample_sigmas = [float(s) for s in sample_sigmas]
-
-    def __call__(self, x, sigma, context, concat, y, num_frames: int, image_only_indicator=None):
-        if not self.settings.applies_to(num_frames):
-            return self.denoiser(x, sigma, context, concat, y, num_frames=num_frames,
-                                 image_only_indicator=image_only_indicator)
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
-        step = step_of(float(sigma[0]), self.sample_sigmas)
-
-        def run(x_rows, sigma_rows, args, frames):
-            return self.denoiser(x_rows, sigma_rows, args["context"], args["concat"], args["y"], num_frames=frames)
-
-        return windowed_rows(run, x, sigma, {"context": context, "concat": concat, "y": y},
-                             x.shape[0] // num_frames, self.settings, step, self.check)
-
-
 def patch_model(model, settings: ContextWindows):
     """A clone of a `model.Model` that samples through context windows (ARCHITECTURE.md, "MODEL"):
     a model wrapper splits each batched network call into windows; a denoise wrapper tells it the

@@ -1,9 +1,10 @@
-"""KSampler and KSamplerAdvanced for SVD.
+"""KSampler and KSamplerAdvanced: any MODEL (SVD, SD 1.x/2.x, SDXL) through `guidance.Guider`.
 
-Step for step what ComfyUI does with a V_PREDICTION_EDM model, so the same workflow and seed give
-the same latent: noise from `torch.manual_seed(seed)`; the latent scaled by 0.18215 on the way in
-and back on the way out; x = latent + noise * sqrt(1 + sigma_0^2) from the top of the schedule;
-cond and uncond batched through the UNet; the per-frame CFG ramp on x - denoised.
+Step for step what ComfyUI does, so the same workflow and seed give the same latent: noise from
+`torch.manual_seed(seed)`; the latent scaled into the model's latent space on the way in and back
+on the way out; x = latent + noise * sqrt(1 + sigma_0^2) from the top of the schedule; cond and
+uncond batched through the network; the model's CFG patches (SVD's per-frame ramps) on x - denoised;
+a LATENT's `noise_mask` limits sampling to the masked area (inpainting).
 """
 from __future__ import annotations
 
@@ -11,70 +12,66 @@ import io
 
 import torch
 
-from .common import SEED_MAX, NodeInputError
-from .context_windows import WindowedVideoDenoiser, freenoise
-from .model_management import compute_device, resident
+from .common import SEED_MAX, NodeInputError, check_model
+from .guidance import Guider
+from .model import Model
+from .model_management import compute_device
 from .sampling import SAMPLER_NAMES, get_sampler
-from .sampling_noise import noise_latent, prepare_noise
+from .sampling_noise import prepare_noise
 from .schedules import SCHEDULER_NAMES, ksampler_sigmas, step_range
-from .svd.denoiser import GuidedDenoiser, VDenoiser
-from .svd.vae import SCALE_FACTOR
-from .video_model import VideoModel
 
 PREVIEW_SIZE = 256
-# Latent RGB factors of the SD 1.x VAE latent space: a cheap preview without running the decoder.
-LATENT_RGB = torch.tensor([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
-                           [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]])
 
 
-def _check_inputs(node, model, positive, negative, latent_image):
-    if not isinstance(model, VideoModel):
-        raise NodeInputError(node, "model", f"expected an SVD MODEL, got {type(model).__name__}")
-    for name, cond in (("positive", positive), ("negative", negative)):
-        if not (isinstance(cond, list) and cond and isinstance(cond[0], (list, tuple)) and len(cond[0]) == 2):
-            raise NodeInputError(node, name, "expected CONDITIONING from SVD_img2vid_Conditioning")
-        if "concat_latent_image" not in cond[0][1]:
-            raise NodeInputError(node, name, "SVD needs the image conditioning of SVD_img2vid_Conditioning "
-                                             "(no concat_latent_image)")
+def check_latent(node: str, model: Model, latent_image, input_name: str = "latent_image") -> torch.Tensor:
     samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-        raise NodeInputError(node, "latent_image", "expected a LATENT with samples [frames, 4, h, w]")
-    config = getattr(model.unet, "config", None)
-    if config is None:  # a UNet of another class: the model itself reports what it cannot take
-        return samples
-    if 2 * samples.shape[1] != config.in_channels:
-        raise NodeInputError(node, "latent_image", f"the model samples {config.in_channels // 2}-channel latents, "
-                                                   f"got {list(samples.shape)}")
-    for name, cond in (("positive", positive), ("negative", negative)):
-        embedding, concat = cond[0][0], cond[0][1]["concat_latent_image"]
-        if not (isinstance(embedding, torch.Tensor) and embedding.ndim in (2, 3)
-                and embedding.shape[-1] == config.context_dim):
-            got = list(embedding.shape) if isinstance(embedding, torch.Tensor) else type(embedding).__name__
-            raise NodeInputError(node, name, f"the model needs a CLIP vision embedding [1, 1, {config.context_dim}], "
-                                             f"got {got}")
-        if not (isinstance(concat, torch.Tensor) and concat.ndim == 4 and concat.shape[1] == samples.shape[1]):
-            got = list(concat.shape) if isinstance(concat, torch.Tensor) else type(concat).__name__
-            raise NodeInputError(node, name, f"concat_latent_image must be a latent [1, {samples.shape[1]}, h, w] "
-                                             f"like latent_image, got {got}")
+        raise NodeInputError(node, input_name, "expected a LATENT with samples [batch, channels, h, w]")
+    problem = model.network.check_latent(tuple(samples.shape))
+    if problem:
+        raise NodeInputError(node, input_name, problem)
     return samples
 
 
-def _schedule(node, model: VideoModel, scheduler, steps, denoise, sampler_name) -> torch.Tensor:
+def check_conditioning(node: str, model: Model, conditioning, input_name: str, latent_shape):
+    """Every entry turned into the network's arguments once, so a wrong CONDITIONING is reported
+    here, naming the input, rather than from inside the sampler."""
+    if not (isinstance(conditioning, list) and conditioning and all(
+            isinstance(c, (list, tuple)) and len(c) == 2 and isinstance(c[1], dict) for c in conditioning)):
+        raise NodeInputError(node, input_name, "expected CONDITIONING (a list of [tensor, dict] entries)")
+    for cross_attn, extra in conditioning:
+        try:
+            model.network.conditioning(cross_attn, extra, latent_shape, "cpu")
+        except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
+            raise NodeInputError(node, input_name, f"this {model.network.family} MODEL cannot use it: {error}") from None
+
+
+def _check_inputs(node, model, positive, negative, latent_image):
+    check_model(node, model)
+    samples = check_latent(node, model, latent_image)
+    for name, cond in (("positive", positive), ("negative", negative)):
+        check_conditioning(node, model, cond, name, tuple(samples.shape))
+    return samples
+
+
+def _schedule(node, model: Model, scheduler, steps, denoise, sampler_name) -> torch.Tensor:
     """KSampler's sigmas for this model, or an error naming the input at fault."""
     if scheduler not in SCHEDULER_NAMES:
         raise NodeInputError(node, "scheduler", f"unknown scheduler {scheduler!r}; expected one of {SCHEDULER_NAMES}")
     if not isinstance(steps, int) or steps < 1:
         raise NodeInputError(node, "steps", f"must be at least 1, got {steps!r}")
-    table = model.table
-    return ksampler_sigmas(scheduler, steps, denoise, sampler_name, table.sigma_min, table.sigma_max)
+    return ksampler_sigmas(scheduler, steps, denoise, sampler_name, table=model.sampling)
 
 
-def _latent_preview(denoised: torch.Tensor) -> tuple[str, bytes]:
-    """A JPEG of the middle frame's current x0 estimate, through a linear latent→RGB map."""
+def latent_preview(model: Model, denoised: torch.Tensor) -> tuple[str, bytes]:
+    """A JPEG of the middle frame's current x0 estimate, through the latent space's linear RGB map."""
     from PIL import Image
 
     frame = denoised[denoised.shape[0] // 2].float().cpu()
-    rgb = torch.einsum("chw,cr->hwr", frame, LATENT_RGB)
+    factors = torch.tensor(model.latent_format.rgb_factors)
+    if frame.shape[0] != factors.shape[0]:
+        frame = frame[:factors.shape[0]]
+    rgb = torch.einsum("chw,cr->hwr", frame, factors)
     rgb = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).to(torch.uint8).numpy()
     image = Image.fromarray(rgb)
     image.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
@@ -83,54 +80,42 @@ def _latent_preview(denoised: torch.Tensor) -> tuple[str, bytes]:
     return "JPEG", buffer.getvalue()
 
 
-def sample(context, model: VideoModel, seed: int, cfg: float, sampler_name: str, sigmas: torch.Tensor,
-           positive, negative, latent: dict, add_noise: bool = True, node: str = "KSampler",
-           post_denoise=None) -> dict:
-    """Run one sampler over `sigmas`; returns the new LATENT dict (raw VAE space).
+def progress_callback(context, model: Model, steps: int):
+    """The sampler callback: progress (which also checks for interrupts) and latent previews."""
+    preview = context.settings.get("previews", True)
 
-    `post_denoise(x, sigma, denoised) -> denoised` edits each guided prediction (in the sampler's
-    scaled latent space) before the sampler uses it: SVDExtendClip pins known frames with it."""
-    samples = latent["samples"].to("cpu", torch.float32)  # noise is made on the CPU (ComfyUI's seeds)
+    def callback(state):
+        context.progress(state["i"] + 1, steps, latent_preview(model, state["denoised"]) if preview else None)
+    return callback
+
+
+def run_guider(context, guider: Guider, sampler, sigmas, noise, latent: dict, seed) -> dict:
+    """Sample `latent` with a guider on the compute device; returns the new LATENT (raw VAE space)."""
+    samples = latent["samples"].to("cpu", torch.float32)
     if sigmas is None or len(sigmas) < 2:  # nothing to do (denoise 0, start past the end)
         return dict(latent)
+    settings = context.settings
+    model = guider.model
+    with model.active(settings, context.resources):
+        out = guider.sample(sampler, noise, samples, sigmas, denoise_mask=latent.get("noise_mask"),
+                            callback=progress_callback(context, model, len(sigmas) - 1), seed=seed,
+                            device=compute_device(settings))
+    result = dict(latent)
+    result["samples"] = out.float().cpu()
+    return result
+
+
+def sample(context, model: Model, seed: int, cfg: float, sampler_name: str, sigmas: torch.Tensor,
+           positive, negative, latent: dict, add_noise: bool = True, node: str = "KSampler") -> dict:
+    """Run one sampler over `sigmas`; returns the new LATENT dict (raw VAE space)."""
     try:
         sampler = get_sampler(sampler_name)
     except (KeyError, ValueError) as error:
         raise NodeInputError(node, "sampler_name", str(error)) from None
-    if add_noise:
-        noise = prepare_noise(samples.shape, seed, latent.get("batch_index"))
-    else:
-        noise = torch.zeros_like(samples)
-    windows = model.context_windows
-    if windows is not None and windows.freenoise and add_noise:
-        noise = freenoise(noise, windows.length, windows.overlap, seed)
-    settings = context.settings
-    device = compute_device(settings)
-    x = noise_latent(noise, samples * SCALE_FACTOR, sigmas, model.table.sigma_max).to(device)
-    steps = len(sigmas) - 1
-    preview = settings.get("previews", True)
-
-    def callback(state):
-        denoised = state["denoised"]
-        context.progress(state["i"] + 1, steps, _latent_preview(denoised) if preview else None)
-
-    with resident(model.unet, settings, context.resources):
-        denoiser = VDenoiser(model.unet, model.compute_dtype, model.sigma_min, model.sigma_max)
-        positive_cond, negative_cond = denoiser.condition(positive), denoiser.condition(negative)
-        if windows is not None:
-            denoiser = WindowedVideoDenoiser(denoiser, windows, sigmas, context.check_interrupt)
-        guided = GuidedDenoiser(denoiser, positive_cond, negative_cond, cfg, model.cfg_ramp, model.min_cfg,
-                                batch_cond_uncond=not settings.get("lowvram", False))
-        if post_denoise is not None:
-            predict = guided
-            guided = lambda x, sigma, **_: post_denoise(x, sigma, predict(x, sigma))  # noqa: E731
-        # Inputs were checked against the model up front (_check_inputs); an error from here on is
-        # the model's own and is reported as such, not blamed on an input.
-        with torch.inference_mode():
-            out = sampler(guided, x, sigmas.to(device), extra_args={"seed": seed}, callback=callback)
-    result = dict(latent)
-    result["samples"] = (out.float().cpu() / SCALE_FACTOR)
-    return result
+    samples = latent["samples"].to("cpu", torch.float32)  # noise is made on the CPU (ComfyUI's seeds)
+    noise = prepare_noise(samples.shape, seed, latent.get("batch_index")) if add_noise else torch.zeros_like(samples)
+    guider = Guider(model, positive, negative, cfg, batch_cond_uncond=not context.settings.get("lowvram", False))
+    return run_guider(context, guider, sampler, sigmas, noise, latent, seed)
 
 
 # The inputs both samplers share, in ComfyUI's order (saved workflows list widget values by it).

@@ -20,7 +20,7 @@ from .model_management import (available_memory, compute_device, compute_dtype, 
                                vae_compute_dtype)
 from .svd import checkpoint as ckpt
 from .svd.casting import cast_on_forward
-from .video_model import VideoModel
+from .svd.denoiser import svd_model
 from .weights import CheckpointError
 
 # Share of the free memory an fp32 copy of a checkpoint may take before it is kept in 16 bits.
@@ -113,10 +113,6 @@ def load_svd(context, name: str, node: str, input_name: str = "ckpt_name") -> ck
                        **options)
 
 
-def video_model(models: ckpt.SVDModels) -> VideoModel:
-    return VideoModel(models.unet, models.compute_dtype)
-
-
 class ImageOnlyCheckpointLoader:
     DESCRIPTION = "Load an SVD / SVD-XT checkpoint: the video UNet, the CLIP vision encoder and the video VAE."
     CATEGORY = "loaders/video_models"
@@ -136,7 +132,7 @@ class ImageOnlyCheckpointLoader:
         if models.clip_vision is None:
             raise NodeInputError("ImageOnlyCheckpointLoader", "ckpt_name",
                                  f"{ckpt_name!r} has no CLIP vision weights (conditioner.embedders.0.*)")
-        return video_model(models), models.clip_vision, models.vae
+        return models.model(), models.clip_vision, models.vae
 
 
 class CheckpointLoaderSimple:
@@ -155,7 +151,7 @@ class CheckpointLoaderSimple:
 
     def load_checkpoint(self, ckpt_name, context):
         models = load_svd(context, ckpt_name, "CheckpointLoaderSimple")
-        return video_model(models), None, models.vae
+        return models.model(), None, models.vae
 
 
 class VAELoader:
@@ -225,7 +221,7 @@ class UNETLoader:
             return unet
 
         unet = load_cached(context, "unet", path, load, weight_dtype=weight_dtype, **options)
-        return (VideoModel(unet, options["dtype"]),)
+        return (svd_model(unet, options["dtype"]),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -1,12 +1,8 @@
 """Nodes for clips longer than the model makes at once: ContextWindowsManual (ComfyUI's node)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
-from .common import NodeInputError
+from .common import NodeInputError, check_model
 from .context_windows import FUSE_METHODS, PYRAMID, SCHEDULES, STANDARD_STATIC, ContextWindows, patch_model
-from .model import Model
-from .video_model import VideoModel
 
 
 class ContextWindowsManual:
@@ -56,11 +52,7 @@ class ContextWindowsManual:
                                                           f"({context_length}), got {context_overlap}")
         settings = ContextWindows(context_length, context_overlap, context_schedule, context_stride,
                                   bool(closed_loop), fuse_method, dim, bool(freenoise))
-        if isinstance(model, VideoModel):
-            return (replace(model, context_windows=settings),)
-        if isinstance(model, Model):
-            return (patch_model(model, settings),)
-        raise NodeInputError(node, "model", f"expected a MODEL, got {type(model).__name__}")
+        return (patch_model(check_model(node, model), settings),)
 
 
 NODE_CLASS_MAPPINGS = {"ContextWindowsManual": ContextWindowsManual}

@@ -19,7 +19,10 @@ def widened(tensor, dtype, slot: str = "weight"):
     faults cost as much as the cast itself."""
     if tensor is None or tensor.dtype == dtype:
         return tensor
-    key = (slot, dtype, tensor.device)
+    if torch.is_grad_enabled():  # autograd keeps the weight for the backward pass: it must not be reused
+        return tensor.to(dtype)
+    # inference-mode tensors cannot be written outside inference mode (and vice versa): one buffer each
+    key = (slot, dtype, tensor.device, torch.is_inference_mode_enabled())
     buffer = getattr(_scratch, "buffers", None)
     if buffer is None:
         buffer = _scratch.buffers = {}

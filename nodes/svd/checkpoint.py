@@ -18,7 +18,7 @@ from . import clip_vision as clip_mod
 from . import vae as vae_mod
 from .casting import cast_on_forward
 from .convert import unet_key_map
-from .denoiser import VDenoiser
+from .denoiser import svd_model
 from .unet import UNetConfig, VideoUNet, config_from_state_dict as unet_config
 
 UNET_PREFIX = "model.diffusion_model."
@@ -101,8 +101,9 @@ class SVDModels:
     configs: dict = field(default_factory=dict)
     ignored_keys: int = 0
 
-    def denoiser(self) -> VDenoiser:
-        return VDenoiser(self.unet, self.compute_dtype)
+    def model(self):
+        """The MODEL (`nodes/model.py`) that samples with this UNet."""
+        return svd_model(self.unet, self.compute_dtype)
 
 
 def load_checkpoint(path, *, dtype: torch.dtype = torch.float32, low_memory: bool = False,

@@ -1,8 +1,9 @@
-"""SVD's EDM v-prediction denoiser and its per-frame classifier-free guidance.
+"""SVD as a MODEL: its conditioning, micro-conditioning and per-frame classifier-free guidance.
 
 D(x, sigma) = c_skip * x + c_out * F(c_in * x, c_noise) with sigma_data 1 (sgm's VScalingWithEDMcNoise,
-ComfyUI's V_PREDICTION_EDM). A sampler sees `GuidedDenoiser` as a k-diffusion model function:
-`denoised = model(x, sigma)` with x the video latent [T, 4, h, w] (frames in the batch dimension).
+ComfyUI's V_PREDICTION_EDM: `model_sampling.EDMV`). `SVDNetwork` turns SVD_img2vid_Conditioning's
+CONDITIONING into the UNet's per-frame arguments; `svd_model` makes the MODEL samplers run through
+`guidance.Guider`, with x the video latent [T, 4, h, w] (frames in the batch dimension).
 """
 import math
 from dataclasses import dataclass
@@ -18,13 +19,6 @@ SIGMA_MIN = 0.002
 SIGMA_MAX = 700.0
 SIGMA_DATA = 1.0
 CFG_RAMPS = ("constant", "linear", "triangle")
-
-
-def edm_v_scalings(sigma, sigma_data: float = SIGMA_DATA):
-    """(c_skip, c_out, c_in, c_noise) of EDM with v-prediction."""
-    sigma = torch.as_tensor(sigma, dtype=torch.float32)
-    var = sigma ** 2 + sigma_data ** 2
-    return sigma_data ** 2 / var, -sigma * sigma_data / var ** 0.5, 1 / var ** 0.5, sigma.log() / 4
 
 
 def micro_conditioning(fps: int, motion_bucket_id: int, augmentation_level: float, dim: int = 256):
@@ -108,74 +102,6 @@ def to_batch_size(x, n: int):
     return x[index]
 
 
-class VDenoiser:
-    """The EDM v-prediction wrapper around a VideoUNet (one or more videos of `num_frames` each)."""
-
-    def __init__(self, unet: VideoUNet, compute_dtype: torch.dtype | None = None,
-                 sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, sigma_data: float = SIGMA_DATA):
-        self.unet = unet
-        first = next(unet.parameters())
-        self.device = first.device
-        self.compute_dtype = compute_dtype or first.dtype
-        self.sigma_min, self.sigma_max, self.sigma_data = sigma_min, sigma_max, sigma_data
-
-    def condition(self, conditioning) -> SVDCondition:
-        """ComfyUI CONDITIONING -> SVDCondition with this UNet's micro-conditioning width (SVD's 768
-        for a network without a config)."""
-        config = getattr(self.unet, "config", None)
-        return SVDCondition.from_comfy(conditioning, dim=config.adm_in_channels // 3 if config else 256)
-
-    def __call__(self, x, sigma, context, concat, y, num_frames: int, image_only_indicator=None):
-        """x [N*T, 4, h, w] float32; sigma scalar or [N*T]; context/concat/y one row per frame."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
-        s = sigma.reshape(-1, 1, 1, 1)
-        sd2 = self.sigma_data ** 2
-        # Same operation order as ComfyUI's ModelSamplingContinuousEDM (float32 rounding at sigma 700).
-        x_in = x / (s ** 2 + sd2) ** 0.5
-        net_in = torch.cat([x_in, concat.to(x_in.dtype)], dim=1).to(self.device, self.compute_dtype)
-        with torch.inference_mode():
-            v = self.unet(net_in, (sigma.log() / 4).to(self.device), context.to(self.device, self.compute_dtype),
-                          y.to(self.device, self.compute_dtype), num_frames, image_only_indicator)
-        v = v.to(x.device, torch.float32)
-        return x * sd2 / (s ** 2 + sd2) - v * s * self.sigma_data / (s ** 2 + sd2) ** 0.5
-
-
-class GuidedDenoiser:
-    """Classifier-free guidance with a scale per frame; cond and uncond go through the UNet as one
-    batch of two videos (or one after the other with `batch_cond_uncond=False`, half the activations)."""
-
-    def __init__(self, denoiser: VDenoiser, positive: SVDCondition, negative: SVDCondition,
-                 cfg: float, ramp: str = "constant", min_cfg: float = 1.0, batch_cond_uncond: bool = True):
-        if ramp not in CFG_RAMPS:
-            raise ValueError(f"unknown cfg ramp {ramp!r}; expected one of {', '.join(CFG_RAMPS)}")
-        self.denoiser, self.positive, self.negative = denoiser, positive, negative
-        self.cfg, self.ramp, self.min_cfg = cfg, ramp, min_cfg
-        self.batch_cond_uncond = batch_cond_uncond
-
-    def scales(self, num_frames: int):
-        return cfg_scales(self.ramp, self.min_cfg, self.cfg, num_frames)
-
-    def __call__(self, x, sigma):
-        t = x.shape[0]
-        scale = self.scales(t).to(x.device).reshape(t, 1, 1, 1)
-        pos = self.positive.for_frames(t, x.shape, x.device, torch.float32)
-        if bool((scale == 1.0).all()):  # the uncond branch cannot change the result
-            return self.denoiser(x, sigma, *pos, num_frames=t)
-        neg = self.negative.for_frames(t, x.shape, x.device, torch.float32)
-        if self.batch_cond_uncond:
-            both = [torch.cat(pair) for pair in zip(pos, neg)]
-            sigma2 = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(t).repeat(2)
-            cond, uncond = self.denoiser(torch.cat([x, x]), sigma2, *both, num_frames=t).chunk(2)
-        else:
-            cond = self.denoiser(x, sigma, *pos, num_frames=t)
-            uncond = self.denoiser(x, sigma, *neg, num_frames=t)
-        if self.ramp == "constant":
-            return uncond + (cond - uncond) * scale
-        # The video ramps are applied as ComfyUI's sampler_cfg_function does: on x - denoised.
-        cond_eps, uncond_eps = x - cond, x - uncond
-        return x - (uncond_eps + scale * (cond_eps - uncond_eps))
-
-
 def video_cfg_function(ramp: str, min_cfg: float):
     """The MODEL patch of VideoLinearCFGGuidance / VideoTriangleCFGGuidance: the guidance scale per frame
     (ComfyUI's sampler_cfg_function, on x - denoised)."""
@@ -198,7 +124,20 @@ class SVDNetwork(Network):
         self.compute_dtype = compute_dtype or next(unet.parameters()).dtype
 
     def conditioning(self, cross_attn, extra, x_shape, device) -> dict:
-        condition = SVDCondition.from_comfy([[cross_attn, extra]], dim=self.module.config.adm_in_channels // 3)
+        config = self.module.config
+        if "concat_latent_image" not in extra:
+            raise ValueError("SVD needs the image conditioning of SVD_img2vid_Conditioning (no concat_latent_image)")
+        if not (isinstance(cross_attn, torch.Tensor) and cross_attn.ndim in (2, 3)
+                and cross_attn.shape[-1] == config.context_dim):
+            got = list(cross_attn.shape) if isinstance(cross_attn, torch.Tensor) else type(cross_attn).__name__
+            raise ValueError(f"the model needs a CLIP vision embedding [1, 1, {config.context_dim}], got {got}")
+        concat = extra["concat_latent_image"]
+        latent_channels = config.in_channels - x_shape[1]
+        if not (isinstance(concat, torch.Tensor) and concat.ndim == 4 and concat.shape[1] == latent_channels):
+            got = list(concat.shape) if isinstance(concat, torch.Tensor) else type(concat).__name__
+            raise ValueError(f"concat_latent_image must be a latent [1, {latent_channels}, h, w] like the "
+                             f"sampled latent, got {got}")
+        condition = SVDCondition.from_comfy([[cross_attn, extra]], dim=config.adm_in_channels // 3)
         frames = x_shape[0]
         context, concat, y = condition.for_frames(frames, x_shape, device, torch.float32)
         return {"context": context, "concat": concat, "y": y, "num_video_frames": frames}

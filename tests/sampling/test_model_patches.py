@@ -256,3 +256,21 @@ def test_parameterisations_turn_outputs_into_denoised():
     assert torch.allclose(EDMV().calculate_denoised(s, out, x), v)
     assert torch.allclose(EPS().calculate_input(s, x), x / (col ** 2 + 1) ** 0.5)
     assert torch.allclose(EDMV().timestep(s), s.log() / 4)
+
+
+def test_gradients_flow_through_a_low_memory_model(unet, conds, x):
+    """16-bit weights widened layer by layer (--lowvram) still give the latent its gradient."""
+    import copy
+
+    from vidgraph.nodes.svd.casting import cast_on_forward
+
+    low = cast_on_forward(copy.deepcopy(unet).half())
+    guider = Guider(svd_model(low, torch.float32), *conds, cfg=2.0)
+    z = x.clone().requires_grad_(True)
+    with torch.no_grad():
+        plain = guider.predict(x, sigma(1.0))
+    with torch.enable_grad():
+        out = guider.predict(z, sigma(1.0))
+        out.square().mean().backward()
+    assert torch.allclose(out.detach(), plain, atol=1e-4)
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0

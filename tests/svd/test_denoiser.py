@@ -1,12 +1,10 @@
-"""EDM v-prediction wrapper, micro-conditioning and per-frame guidance."""
-import math
+"""SVD's MODEL: EDM v-prediction, micro-conditioning, conditioning per frame and per-frame guidance."""
 
 import pytest
 import torch
 
-from vidgraph.nodes.svd.denoiser import (
-    GuidedDenoiser, SVDCondition, VDenoiser, cfg_scales, edm_v_scalings, micro_conditioning,
-)
+from vidgraph.nodes.guidance import Guider
+from vidgraph.nodes.svd.denoiser import SVDCondition, cfg_scales, micro_conditioning, svd_model, video_cfg_function
 from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet, timestep_embedding
 
 
@@ -15,41 +13,50 @@ class RecordingUNet(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
+        self.config = UNetConfig(context_dim=8, adm_in_channels=12)
         self.weight = torch.nn.Parameter(torch.ones(1))
         self.calls = []
 
-    def forward(self, x, timesteps, context, y, num_video_frames, image_only_indicator=None):
+    def forward(self, x, timesteps, context, y, num_video_frames, image_only_indicator=None, options=None):
         self.calls.append(dict(x=x, t=timesteps, context=context, y=y, frames=num_video_frames))
         # "v" depends on the noisy latent, the concat channels and the context, per frame
         return x[:, :4] * 2 + x[:, 4:] + context.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
 
 
 def condition(value, frames=1, size=4):
-    return SVDCondition(context=torch.full((1, 1, 8), float(value)),
-                        concat=torch.full((frames, 4, size, size), float(value)),
-                        y=torch.zeros(1, 12))
+    """SVD_img2vid_Conditioning's CONDITIONING with every tensor filled with `value`."""
+    return [[torch.full((1, 1, 8), float(value)), {"concat_latent_image": torch.full((frames, 4, size, size), float(value)),
+                                                   "fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}]]
 
 
-def test_scalings_are_edm_v_prediction_with_sigma_data_1():
-    c_skip, c_out, c_in, c_noise = edm_v_scalings(torch.tensor([1.0, 700.0]))
-    assert torch.allclose(c_skip, torch.tensor([0.5, 1 / (700.0 ** 2 + 1)]))
-    assert torch.allclose(c_out, torch.tensor([-1 / math.sqrt(2), -700 / math.sqrt(700.0 ** 2 + 1)]))
-    assert torch.allclose(c_in, torch.tensor([1 / math.sqrt(2), 1 / math.sqrt(700.0 ** 2 + 1)]))
-    assert torch.allclose(c_noise, torch.tensor([0.0, 0.25 * math.log(700.0)]))
+def edm_v_scalings(sigma):
+    """(c_skip, c_out, c_in, c_noise) of EDM with v-prediction and sigma_data 1, written out."""
+    var = sigma ** 2 + 1
+    return 1 / var, -sigma / var ** 0.5, 1 / var ** 0.5, sigma.log() / 4
 
 
-def test_denoiser_applies_the_scalings_and_appends_the_concat_latent():
+def guider(unet, cfg, ramp="constant", positive=None, negative=None, **options):
+    model = svd_model(unet)
+    if ramp != "constant":
+        model = model.clone()
+        model.set_cfg_function(video_cfg_function(ramp, 1.0))
+    return Guider(model, positive or condition(1.0), negative or condition(0.0), cfg, **options)
+
+
+def test_model_applies_the_edm_v_scalings_and_appends_the_concat_latent():
     unet = RecordingUNet()
+    model = svd_model(unet)
     x = torch.randn(3, 4, 4, 4)
     sigma = torch.tensor(2.0)
-    ctx, concat, y = condition(0.5).for_frames(3, x.shape, x.device, torch.float32)
-    out = VDenoiser(unet)(x, sigma, ctx, concat, y, num_frames=3)
+    cross_attn, extra = condition(0.5)[0]
+    out = model.apply(x, sigma, model.network.conditioning(cross_attn, extra, x.shape, x.device))
     call = unet.calls[0]
     c_skip, c_out, c_in, c_noise = edm_v_scalings(sigma)
     assert call["x"].shape == (3, 8, 4, 4)
     assert torch.allclose(call["x"][:, :4], x * c_in)
     assert torch.equal(call["x"][:, 4:], torch.full((3, 4, 4, 4), 0.5))
     assert torch.allclose(call["t"], torch.full((3,), float(c_noise)))
+    assert torch.equal(call["y"][0], micro_conditioning(6, 127, 0.0, dim=4)[0])
     v = x * c_in * 2 + 0.5 + 0.5
     assert torch.allclose(out, c_skip * x + c_out * v, atol=1e-6)
 
@@ -73,19 +80,17 @@ def test_cfg_ramps_match_comfyui_nodes():
 @pytest.mark.parametrize("ramp", ["constant", "linear", "triangle"])
 def test_guidance_is_per_frame_and_batched_like_separate_calls(ramp):
     x = torch.randn(3, 4, 4, 4)
-    sigma = torch.tensor(5.0)
-    pos, neg = condition(1.0), condition(0.0)
+    sigma = torch.full((3,), 5.0)
     batched_unet = RecordingUNet()
-    guided = GuidedDenoiser(VDenoiser(batched_unet), pos, neg, cfg=2.5, ramp=ramp, min_cfg=1.0)
-    out = guided(x, sigma)
+    out = guider(batched_unet, 2.5, ramp).predict(x, sigma)
     assert len(batched_unet.calls) == 1 and batched_unet.calls[0]["x"].shape[0] == 6
     assert batched_unet.calls[0]["frames"] == 3
-    assert torch.equal(batched_unet.calls[0]["context"][3:], torch.zeros(3, 1, 8))  # uncond half
-    separate = GuidedDenoiser(VDenoiser(RecordingUNet()), pos, neg, cfg=2.5, ramp=ramp, batch_cond_uncond=False)
-    assert torch.allclose(out, separate(x, sigma), atol=1e-5)
-    d = VDenoiser(RecordingUNet())
-    cond = d(x, sigma, *pos.for_frames(3, x.shape, x.device, torch.float32), num_frames=3)
-    uncond = d(x, sigma, *neg.for_frames(3, x.shape, x.device, torch.float32), num_frames=3)
+    assert torch.equal(batched_unet.calls[0]["context"][:3], torch.zeros(3, 1, 8))  # uncond rows first
+    separate = guider(RecordingUNet(), 2.5, ramp, batch_cond_uncond=False)
+    assert torch.allclose(out, separate.predict(x, sigma), atol=1e-5)
+    model = svd_model(RecordingUNet())
+    cond, uncond = (model.apply(x, sigma, model.network.conditioning(*c[0], x.shape, x.device))
+                    for c in (condition(1.0), condition(0.0)))
     scale = cfg_scales(ramp, 1.0, 2.5, 3).reshape(3, 1, 1, 1)
     assert torch.allclose(out, uncond + scale * (cond - uncond), atol=1e-4)
     assert not torch.allclose(cond, uncond)
@@ -94,7 +99,7 @@ def test_guidance_is_per_frame_and_batched_like_separate_calls(ramp):
 def test_scale_one_everywhere_skips_the_unconditional_branch():
     unet = RecordingUNet()
     x = torch.randn(2, 4, 4, 4)
-    out = GuidedDenoiser(VDenoiser(unet), condition(1.0), condition(0.0), cfg=1.0, ramp="linear")(x, 3.0)
+    out = guider(unet, 1.0, "linear").predict(x, torch.full((2,), 3.0))
     assert len(unet.calls) == 1 and unet.calls[0]["x"].shape[0] == 2
     assert out.shape == x.shape
 
@@ -109,9 +114,9 @@ def test_concat_latent_of_another_size_is_fitted_like_comfyui():
     assert to_batch_size(frames, 2).flatten().tolist() == [0.0, 3.0]
     assert to_batch_size(frames, 8).flatten().tolist() == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
     unet = RecordingUNet()
-    guided = GuidedDenoiser(VDenoiser(unet), condition(1.0, size=8), condition(0.0, size=8), cfg=2.0)
-    assert guided(torch.randn(2, 4, 4, 4), 1.0).shape == (2, 4, 4, 4)
-    assert torch.equal(unet.calls[0]["x"][:2, 4:], torch.ones(2, 4, 4, 4))
+    guided = guider(unet, 2.0, positive=condition(1.0, size=8), negative=condition(0.0, size=8))
+    assert guided.predict(torch.randn(2, 4, 4, 4), torch.ones(2)).shape == (2, 4, 4, 4)
+    assert torch.equal(unet.calls[0]["x"][2:, 4:], torch.ones(2, 4, 4, 4))  # the cond rows
 
 
 def test_conditioning_from_comfyui_format():
@@ -129,10 +134,13 @@ def test_guided_step_through_a_tiny_unet_is_finite_and_batch_independent():
     torch.manual_seed(0)
     unet = VideoUNet(UNetConfig(model_channels=32, channel_mult=(1,), attention_resolutions=(1,),
                                 context_dim=16, adm_in_channels=48)).eval()
-    pos = SVDCondition(torch.randn(1, 1, 16), torch.randn(1, 4, 8, 8), micro_conditioning(6, 127, 0.0, dim=16))
-    neg = SVDCondition(torch.zeros(1, 1, 16), torch.zeros(1, 4, 8, 8), pos.y)
+    extra = {"concat_latent_image": torch.randn(1, 4, 8, 8), "fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}
+    pos = [[torch.randn(1, 1, 16), extra]]
+    neg = [[torch.zeros(1, 1, 16), dict(extra, concat_latent_image=torch.zeros(1, 4, 8, 8))]]
     x = torch.randn(3, 4, 8, 8) * 10
-    a = GuidedDenoiser(VDenoiser(unet), pos, neg, cfg=2.5, ramp="linear")(x, torch.tensor(10.0))
-    b = GuidedDenoiser(VDenoiser(unet), pos, neg, cfg=2.5, ramp="linear", batch_cond_uncond=False)(x, torch.tensor(10.0))
+    sigma = torch.full((3,), 10.0)
+    with torch.no_grad():
+        a = guider(unet, 2.5, "linear", pos, neg).predict(x, sigma)
+        b = guider(unet, 2.5, "linear", pos, neg, batch_cond_uncond=False).predict(x, sigma)
     assert torch.isfinite(a).all()
     assert torch.allclose(a, b, atol=1e-4)

@@ -6,9 +6,8 @@ import torch
 
 from svd_nodes_support import CHECKPOINT, small_prompt
 from vidgraph.nodes.common import NodeInputError
-from vidgraph.nodes.context_windows import ContextWindows, WindowedVideoDenoiser, windowed_rows
+from vidgraph.nodes.context_windows import ContextWindows, windowed_rows
 from vidgraph.nodes.long_video import ContextWindowsManual
-from vidgraph.nodes.svd.denoiser import SVDCondition, VDenoiser
 
 COMFY_INPUTS = ["model", "context_length", "context_overlap", "context_schedule", "context_stride",
                 "closed_loop", "fuse_method", "dim"]
@@ -40,7 +39,8 @@ def test_bad_settings_name_the_input(tiny_models):
     with pytest.raises(NodeInputError, match="input 'model'"):
         node.apply("not a model", **args)
     (patched,) = node.apply(tiny_models.model, **args)
-    assert patched.context_windows == ContextWindows(4, 1) and tiny_models.model.context_windows is None
+    assert patched.transformer_options["context_windows"] == ContextWindows(4, 1)
+    assert "context_windows" not in tiny_models.model.transformer_options and not tiny_models.model.patches.model_wrappers
 
 
 @pytest.mark.parametrize("overrides", [
@@ -74,23 +74,19 @@ def test_one_window_as_long_as_the_clip_is_the_plain_denoiser_exactly(tiny_model
     positive, negative, latent = SVD_img2vid_Conditioning().encode(
         tiny_models.clip_vision, demo_image, tiny_models.vae, 64, 64, 6, 127, 6, 0.0, context)
     model = tiny_models.model
-    denoiser = VDenoiser(model.unet, model.compute_dtype)
-    pos, neg = (SVDCondition.from_comfy(c).for_frames(6, (6, 4, 8, 8), "cpu", torch.float32) for c in (positive, negative))
-    rows = {name: torch.cat([a, b]) for name, a, b in zip(("context", "concat", "y"), pos, neg)}
+    pos, neg = (model.network.conditioning(*c[0], (6, 4, 8, 8), "cpu") for c in (positive, negative))
+    rows = {name: torch.cat([pos[name], neg[name]]) for name in ("context", "concat", "y")}
     x = torch.randn(12, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 10
     sigma = torch.full((12,), 10.0)
-    plain = denoiser(x, sigma, rows["context"], rows["concat"], rows["y"], num_frames=6)
+    with torch.no_grad():
+        plain = model.apply(x, sigma, {**rows, "num_video_frames": 6}, cond_or_uncond=[0, 1])
 
-    def run(xr, sr, args, frames):
-        return denoiser(xr, sr, args["context"], args["concat"], args["y"], num_frames=frames)
-    for method in ("pyramid", "relative", "flat", "overlap-linear"):
-        one = windowed_rows(run, x, sigma, rows, 2, ContextWindows(length=6, overlap=2, fuse_method=method))
-        assert torch.equal(one, plain)
-    # and the sampler-facing wrapper does not window a clip that fits in one window
-    wrapped = WindowedVideoDenoiser(denoiser, ContextWindows(length=6, overlap=2), [10.0, 0.0])
-    assert torch.equal(wrapped(x, sigma, rows["context"], rows["concat"], rows["y"], num_frames=6), plain)
-    windowed = WindowedVideoDenoiser(denoiser, ContextWindows(length=4, overlap=2), [10.0, 0.0])
-    split = windowed(x, sigma, rows["context"], rows["concat"], rows["y"], num_frames=6)
+        def run(xr, sr, args, frames):
+            return model.apply(xr, sr, {**args, "num_video_frames": frames}, cond_or_uncond=[0, 1])
+        for method in ("pyramid", "relative", "flat", "overlap-linear"):
+            one = windowed_rows(run, x, sigma, rows, 2, ContextWindows(length=6, overlap=2, fuse_method=method))
+            assert torch.equal(one, plain)
+        split = windowed_rows(run, x, sigma, rows, 2, ContextWindows(length=4, overlap=2))
     assert split.shape == plain.shape and not torch.equal(split, plain)
 
 
@@ -114,7 +110,7 @@ def test_the_model_patch_form_windows_each_network_call(tiny_checkpoint, demo_im
     context = tiny_models.env.context()
     positive, negative, latent = SVD_img2vid_Conditioning().encode(
         tiny_models.clip_vision, demo_image, tiny_models.vae, 64, 64, 6, 127, 6, 0.0, context)
-    model = svd_model(tiny_models.model.unet)
+    model = svd_model(tiny_models.model.network.module)
     noise = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     sigmas = torch.tensor([20.0, 5.0, 1.0, 0.0])
 

@@ -13,7 +13,7 @@ from vidgraph.engine.executor import Executor
 from vidgraph.engine.resources import ResourceCache
 from vidgraph.engine.validation import validate_prompt
 from vidgraph.nodes.ksampler import KSampler
-from vidgraph.nodes.video_model import VideoModel
+from vidgraph.nodes.model import Model
 from vidgraph.nodes.latents import VAEDecode
 from vidgraph.nodes.loaders import CheckpointLoaderSimple, CLIPVisionLoader, UNETLoader, VAELoader
 from vidgraph.nodes.svd import checkpoint as svd_checkpoint
@@ -118,7 +118,7 @@ def test_model_cache_evicts_the_least_recently_used_model_when_over_budget(svd_e
 
 def test_checkpoint_loader_simple_has_no_text_encoder(svd_env):
     model, clip, vae = CheckpointLoaderSimple().load_checkpoint(CHECKPOINT, svd_env.context())
-    assert isinstance(model, VideoModel) and clip is None and hasattr(vae, "decode")
+    assert isinstance(model, Model) and clip is None and hasattr(vae, "decode")
 
 
 def test_standalone_loaders_read_the_parts_of_a_whole_svd_file(svd_env, tiny_models):
@@ -136,7 +136,8 @@ def test_standalone_loaders_read_the_parts_of_a_whole_svd_file(svd_env, tiny_mod
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(2))
     assert torch.equal(clip_vision.encode_image(image).image_embeds,
                        tiny_models.clip_vision.encode_image(image).image_embeds)
-    for mine, theirs in zip(model.unet.state_dict().values(), tiny_models.model.unet.state_dict().values()):
+    mine_sd, theirs_sd = model.network.module.state_dict(), tiny_models.model.network.module.state_dict()
+    for mine, theirs in zip(mine_sd.values(), theirs_sd.values()):
         assert torch.equal(mine.float(), theirs.float())
 
 
@@ -145,10 +146,10 @@ def test_unet_loader_fp8_keeps_8_bit_weights_and_samples(svd_env, svd_conditioni
     shutil.copyfile(svd_env.tiny_checkpoint, svd_env.folders.models_dir / "diffusion_models" / "unet.safetensors")
     context = svd_env.context()
     model = UNETLoader().load_unet("unet.safetensors", "fp8_e4m3fn", context)[0]
-    dtypes = {p.dtype for p in model.unet.parameters()}
+    dtypes = {p.dtype for p in model.network.module.parameters()}
     assert torch.float8_e4m3fn in dtypes
     default = UNETLoader().load_unet("unet.safetensors", "default", context)[0]
-    assert default.unet is not model.unet  # weight_dtype is part of the cache key
+    assert default.network.module is not model.network.module  # weight_dtype is part of the cache key
     positive, negative, latent = svd_conditioning
     out = KSampler().sample(model, 1, 2, 2.5, "euler", "karras", positive, negative, latent,
                             context=context)[0]["samples"]
@@ -210,10 +211,10 @@ def test_a_16_bit_checkpoint_whose_fp32_copy_does_not_fit_loads_in_low_memory_mo
     context = NodeContext("p", "1", "ImageOnlyCheckpointLoader", folders, ResourceCache(), {"device": "cpu"})
     monkeypatch.setattr(loaders, "available_memory", lambda device: 1 << 40)
     roomy = loaders.ImageOnlyCheckpointLoader().load_checkpoint("tiny.safetensors", context)[0]
-    assert next(roomy.unet.parameters()).dtype == torch.float32
+    assert next(roomy.network.module.parameters()).dtype == torch.float32
     monkeypatch.setattr(loaders, "available_memory", lambda device: 1 << 20)
     tight = loaders.ImageOnlyCheckpointLoader().load_checkpoint("tiny.safetensors", context)[0]
-    assert next(tight.unet.parameters()).dtype == torch.float16
+    assert next(tight.network.module.parameters()).dtype == torch.float16
     assert tight.compute_dtype == torch.float32
 
 
