@@ -15,7 +15,7 @@ import torch
 from .common import SEED_MAX, NodeInputError, check_model
 from .guidance import Guider
 from .model import Model
-from .model_management import compute_device
+from .model_management import compute_device, resident
 from .sampling import SAMPLER_NAMES, get_sampler
 from .sampling_noise import prepare_noise
 from .schedules import SCHEDULER_NAMES, ksampler_sigmas, step_range
@@ -96,7 +96,7 @@ def run_guider(context, guider: Guider, sampler, sigmas, noise, latent: dict, se
         return dict(latent)
     settings = context.settings
     model = guider.model
-    with model.active(settings, context.resources):
+    with model.active(lambda module: resident(module, settings, context.resources)):
         out = guider.sample(sampler, noise, samples, sigmas, denoise_mask=latent.get("noise_mask"),
                             callback=progress_callback(context, model, len(sigmas) - 1), seed=seed,
                             device=compute_device(settings))

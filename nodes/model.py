@@ -8,6 +8,9 @@ blocks. Each patch may be limited to a sigma range.
 
 Patching clones: a node that patches calls `model.clone()`, registers on the clone and returns it,
 so the MODEL an upstream node cached never changes. See docs/ARCHITECTURE.md ("MODEL").
+
+This module, `model_sampling` and `weights` are the bottom layer the model files (`svd/`, `sd/`)
+build on: they import nothing else from the node pack.
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from typing import Callable
 
 import torch
 
-from .model_management import resident
 
 ATTENTION_SITES = ("attn1", "attn2", "temporal_attn1", "temporal_attn2")
 ATTENTION_STAGES = ("input", "replace", "output")
@@ -300,10 +302,15 @@ class Model:
         out = self.network(x_in, t, options, **c).float()
         return self.sampling.calculate_denoised(sigma, out, x)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.network.compute_dtype
+
     @contextmanager
-    def active(self, settings, resources=None):
-        """The network ready to run (on its compute device for the duration)."""
-        with resident(self.network.module, settings, resources):
+    def active(self, residency):
+        """The network ready to run for the duration: `residency(module)` is the caller's context
+        manager that puts the weights on the compute device (`model_management.resident`)."""
+        with residency(self.network.module):
             yield self
 
 

@@ -36,16 +36,18 @@ def _weight_dtype(stored, compute, low_memory):
     return stored if stored.itemsize == 2 else torch.float16
 
 
-def build_unet(source, keys, strip, compute_dtype, low_memory, device, diffusers=False) -> VideoUNet:
+def build_unet(source, keys, strip, compute_dtype, low_memory, device, diffusers=False,
+               unet_class=VideoUNet, detect_config=unet_config):
+    """A UNet (SVD's by default; SD's with `sd.unet.UNet` and its detector) from the `keys` of `source`."""
     names = unet_key_map([k[len(strip):] for k in keys]) if diffusers else {k[len(strip):]: k[len(strip):] for k in keys}
     by_original = {orig: strip + dk for dk, orig in names.items()}
     meta = {orig: torch.empty(source.shape(fk), device="meta") for orig, fk in by_original.items()}
     try:
-        cfg = unet_config(meta)
-    except (ValueError, KeyError) as error:
+        cfg = detect_config(meta)
+    except (ValueError, KeyError, StopIteration) as error:
         raise CheckpointError(f"{source.path}: cannot detect the UNet config: {error}") from None
     with torch.device("meta"):
-        unet = VideoUNet(cfg)
+        unet = unet_class(cfg)
     weight_dtype = _weight_dtype(widest_float_dtype(source, keys), compute_dtype, low_memory)
     stream_into(unet, source, by_original, "UNet", weight_dtype, device, strip)
     if weight_dtype != compute_dtype:
@@ -62,7 +64,7 @@ def _build_run_once(module, model_class, what, source, keys, strip, dtype, devic
         raise CheckpointError(f"{source.path}: cannot detect the {what} config: {error}") from None
     with torch.device("meta"):
         model = model_class(cfg)
-    storage = _run_once_storage(widest_float_dtype(source, keys), dtype)
+    storage = run_once_storage(widest_float_dtype(source, keys), dtype)
     stream_into(model, source, {k[len(strip):]: k for k in keys}, what, storage, device, strip)
     return _computing_in(model, storage, dtype)
 
@@ -75,7 +77,7 @@ def build_clip_vision(source, keys, strip, dtype, device):
     return _build_run_once(clip_mod, clip_mod.CLIPVision, "CLIP vision", source, keys, strip, dtype, device)
 
 
-def _run_once_storage(stored: torch.dtype, compute: torch.dtype) -> torch.dtype:
+def run_once_storage(stored: torch.dtype, compute: torch.dtype) -> torch.dtype:
     """Weights' dtype for a model that runs once per prompt (VAE, CLIP vision): a 16-bit file stays
     16-bit under fp32 compute. Widening a 16-bit value to fp32 is exact, so the results are those of
     fp32 weights (ComfyUI keeps CLIP vision this way), at half the memory and a negligible cast cost."""

@@ -152,9 +152,9 @@ def test_load_options_are_part_of_the_cache_key(svd_env, monkeypatch):
     fp32 = loader.load_checkpoint("svd_tiny.safetensors", svd_env.context())
     again = loader.load_checkpoint("svd_tiny.safetensors", svd_env.context())
     bf16 = loader.load_checkpoint("svd_tiny.safetensors", svd_env.context(dtype="bf16"))
-    assert again[0].unet is fp32[0].unet and bf16[0].unet is not fp32[0].unet
+    assert again[0].network.module is fp32[0].network.module and bf16[0].network.module is not fp32[0].network.module
     assert [str(d) for d in loads] == ["torch.float32", "torch.bfloat16"]
-    assert next(bf16[0].unet.parameters()).dtype.is_floating_point
+    assert next(bf16[0].network.module.parameters()).dtype.is_floating_point
 
 
 def test_demo_prints_a_webp_and_an_mp4_that_exist(tmp_path, capsys):
