@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from .common import CONTEXT, NodeInputError, SEED_MAX, require_model
+from .common import CONTEXT, NodeInputError, SEED_MAX, check_model, require_model
 from .conditioning import SVD_img2vid_Conditioning, encode_clip_vision
 from .frames import FrameSink, as_frame_stream
 from .ksampler import sample
@@ -31,7 +31,6 @@ from .latents import decode_latent, encode_pixels
 from .sampling import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES, ksampler_sigmas
 from .svd.vae import SCALE_FACTOR
-from .video_model import VideoModel
 
 
 # -- colour ---------------------------------------------------------------------------------------------
@@ -81,8 +80,8 @@ class SegmentSettings:
 
     def check(self):
         node = self.node
-        if not isinstance(self.model, VideoModel):
-            raise NodeInputError(node, "model", f"expected an SVD MODEL, got {type(self.model).__name__}")
+        if check_model(node, self.model).network.family != "svd":
+            raise NodeInputError(node, "model", f"expected an SVD MODEL, got a {self.model.network.family} one")
         require_model(self.clip_vision, "encode_image", "CLIP_VISION", node, "clip_vision")
         require_model(self.vae, "encode", "VAE", node, "vae")
         if self.sampler_name not in SAMPLER_NAMES:
@@ -99,20 +98,21 @@ class SegmentSettings:
             self.fps, self.augmentation_level, context)
         if embedding is not None:
             positive = [[embedding, positive[0][1]]]
-        table = self.model.table
-        sigmas = ksampler_sigmas(self.scheduler, self.steps, 1.0, self.sampler_name, table.sigma_min, table.sigma_max)
+        sigmas = ksampler_sigmas(self.scheduler, self.steps, 1.0, self.sampler_name, table=self.model.sampling)
         pinned = [(list(index), rows.to(torch.float32) * SCALE_FACTOR) for index, rows in pins]
 
-        def pin(x, sigma, denoised):
-            if not pinned:
-                return denoised
-            denoised = denoised.clone()
+        def pin(args):  # a post-CFG patch (MODEL contract): x0 of the known frames replaced
+            denoised = args["denoised"].clone()
             for index, rows in pinned:
                 denoised[index] = rows.to(denoised.device)
             return denoised
 
-        out = sample(context, self.model, seed, self.cfg, self.sampler_name, sigmas, positive, negative, latent,
-                     node=self.node, post_denoise=pin)
+        model = self.model
+        if pinned:
+            model = model.clone()
+            model.add_post_cfg(pin)
+        out = sample(context, model, seed, self.cfg, self.sampler_name, sigmas, positive, negative, latent,
+                     node=self.node)
         return decode_latent(self.vae, out["samples"], context, stream=False)
 
 
