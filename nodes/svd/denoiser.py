@@ -21,6 +21,13 @@ SIGMA_DATA = 1.0
 CFG_RAMPS = ("constant", "linear", "triangle")
 
 
+def edm_v_scalings(sigma, sigma_data: float = SIGMA_DATA):
+    """(c_skip, c_out, c_in, c_noise) of EDM with v-prediction (what `EDMV` applies; training uses them)."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float32)
+    var = sigma ** 2 + sigma_data ** 2
+    return sigma_data ** 2 / var, -sigma * sigma_data / var ** 0.5, 1 / var ** 0.5, sigma.log() / 4
+
+
 def micro_conditioning(fps: int, motion_bucket_id: int, augmentation_level: float, dim: int = 256):
     """SVD's vector conditioning y [1, 3*dim]: sinusoids of fps-1 (sgm's fps_id), the motion bucket
     and the noise augmentation level, in that order."""

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from vidgraph.nodes.guidance import Guider
-from vidgraph.nodes.svd.denoiser import SVDCondition, cfg_scales, micro_conditioning, svd_model, video_cfg_function
+from vidgraph.nodes.svd.denoiser import (SVDCondition, cfg_scales, edm_v_scalings, micro_conditioning, svd_model,
+                                         video_cfg_function)
 from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet, timestep_embedding
 
 
@@ -27,12 +28,6 @@ def condition(value, frames=1, size=4):
     """SVD_img2vid_Conditioning's CONDITIONING with every tensor filled with `value`."""
     return [[torch.full((1, 1, 8), float(value)), {"concat_latent_image": torch.full((frames, 4, size, size), float(value)),
                                                    "fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}]]
-
-
-def edm_v_scalings(sigma):
-    """(c_skip, c_out, c_in, c_noise) of EDM with v-prediction and sigma_data 1, written out."""
-    var = sigma ** 2 + 1
-    return 1 / var, -sigma / var ** 0.5, 1 / var ** 0.5, sigma.log() / 4
 
 
 def guider(unet, cfg, ramp="constant", positive=None, negative=None, **options):
