@@ -222,13 +222,14 @@ def test_the_largest_seed_samples_with_euler(run_sampler):
 
 
 def test_ksampler_conditions_for_the_unet_s_micro_conditioning_width(run_sampler):
-    """A UNet whose y is not SVD's 768 wide samples: KSampler builds y through VDenoiser.condition."""
+    """A UNet whose y is not SVD's 768 wide samples: SVDNetwork builds y for the UNet's width."""
     from vidgraph.nodes.svd.tiny import TINY_UNET
+    from vidgraph.nodes.svd.denoiser import svd_model
     from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet
 
     torch.manual_seed(0)
     unet = VideoUNet(UNetConfig(**{**TINY_UNET.__dict__, "adm_in_channels": 3 * 32})).eval().requires_grad_(False)
-    out = run_sampler.basic(model=VideoModel(unet))
+    out = run_sampler.basic(model=svd_model(unet))
     assert out.shape == run_sampler.latent["samples"].shape and torch.isfinite(out).all()
 
 
@@ -237,7 +238,7 @@ def test_ksampler_reports_a_model_error_as_the_model_s(run_sampler, tiny_models,
     def broken(*args, **kwargs):
         raise ValueError("the UNet's own complaint")
 
-    monkeypatch.setattr(tiny_models.model.unet, "forward", broken)
+    monkeypatch.setattr(tiny_models.model.network.module, "forward", broken)
     with pytest.raises(ValueError, match="the UNet's own complaint") as caught:
         run_sampler.basic()
     assert "latent_image" not in str(caught.value)
