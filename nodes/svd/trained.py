@@ -1,8 +1,10 @@
-"""The tiny SVD trained here on moving-shapes clips (`tools/train_tiny_svd.py`), shipped as package data.
+"""Where the tiny SVD trained on moving-shapes clips (`tools/train_tiny_svd.py`) lives: package data
+under `nodes/svd/weights/` (the training script's default output; `pyproject.toml` ships that folder).
 
 One file in the original single-file SVD layout: ImageOnlyCheckpointLoader loads it like any SVD
-checkpoint (UNet with temporal layers, VAE with temporal decoder and a 4x latent, CLIP vision tower).
-It was trained on 48x48 clips of 8 frames (`moving_shapes.SceneConfig()`); that is the size it works at.
+checkpoint (UNet with temporal layers, VAE with temporal decoder and a 4x latent, CLIP vision tower),
+for 48x48 clips of 8 frames (`moving_shapes.SceneConfig()`). No weights ship yet (README, "Training
+the tiny SVD"): `trained_checkpoint_path()` names the file whether or not it is there.
 """
 from __future__ import annotations
 

@@ -89,5 +89,6 @@ def test_spearman_and_circular_spread(motion):
     assert motion.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert motion.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert motion.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert np.isnan(motion.spearman([1, 2, 3, 4], [0, 0, 0, 0]))  # nothing measured: no ordering
     assert motion.circular_spread([10, 10, 10])["R"] == pytest.approx(1.0)
     assert motion.circular_spread([0, 90, 180, 270])["R"] < 1e-9
