@@ -49,7 +49,9 @@ def bidirectional_wrapper(end_positive, end_negative, guider_class, moved_latent
         z = x0 + (x - x0) * (s_next / s)
         if s > s_next:
             z = z + step_noise(x.shape, args.get("seed"), step, x.device, x.dtype) * math.sqrt(s * s - s_next * s_next)
-        end = guider_class(args["model"], end_positive, end_negative, args.get("cond_scale", 1.0))
+        batched = getattr(args.get("guider"), "batch_cond_uncond", True)   # --lowvram runs them one by one
+        end = guider_class(args["model"], end_positive, end_negative, args.get("cond_scale", 1.0),
+                           batch_cond_uncond=batched)
         x0_end = flip_frames(end.guided(flip_frames(z), sigma))
         return moved_latent(x, z, x0_end, s, s_next)
     return bidirectional

@@ -163,8 +163,8 @@ def test_bidirectional_step_flips_time_for_the_end_pass_and_lands_where_the_pape
         return start_x0
 
     class EndGuider:
-        def __init__(self, model, positive, negative, cfg):
-            seen["conds"] = (positive, negative, cfg)
+        def __init__(self, model, positive, negative, cfg, batch_cond_uncond=True):
+            seen["conds"] = (positive, negative, cfg, batch_cond_uncond)
 
         def guided(self, x_in, sigma):
             seen["input"] = x_in
@@ -178,7 +178,7 @@ def test_bidirectional_step_flips_time_for_the_end_pass_and_lands_where_the_pape
     wrapper = bidirectional_wrapper("END+", "END-", EndGuider, moved)
     out = wrapper(predict, x, torch.tensor([3.0]), {"model": None, "sample_sigmas": sigmas, "step": 0, "seed": 5,
                                                     "cond_scale": 2.5})
-    assert seen["conds"] == ("END+", "END-", 2.5)
+    assert seen["conds"] == ("END+", "END-", 2.5, True)
     z_expected = start_x0 + (x - start_x0) / 3 + keyframes.step_noise(x.shape, 5, 0, "cpu", torch.float32) * (8 ** 0.5)
     assert torch.allclose(out["z"], z_expected, atol=1e-6)
     assert torch.allclose(seen["input"], z_expected.flip(0))
