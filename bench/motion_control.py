@@ -1,0 +1,283 @@
+"""Directed motion on the small trained SVD, against the uncontrolled run with the same seeds (issue 12).
+
+    .venv/bin/python bench/motion_control.py                 # every method, 30 seeds each
+    .venv/bin/python bench/motion_control.py --seeds 8 --only trajectory brush
+    .venv/bin/python bench/motion_control.py --json figures.json
+
+Each case is a procedurally generated clip (`bench/motion.py`'s yardstick: known objects, colours and
+tracks); its first frame starts both runs, through the real node graph, with the same seed. Figures,
+each over the seeds, with the issue's targets:
+- trajectory (TrajectoryGuidance): every object is asked to go somewhere it would not go by itself (a
+  straight path towards the far side of the frame); ObjMC of the controlled run vs the plain run
+  against that path: ratio <= 1/3 and <= 3 px (at the model's 48 px size).
+- brush (MotionBrush on the region the objects may reach): the largest per-frame mean change outside
+  the mask <= 2/255, and the objects' displacement inside >= 80% of the plain run's.
+- camera (CameraPath + CameraWarpImage + VAEEncode + LayoutGuide): pan right/left, tilt, zoom in/out;
+  the global flow direction within 15 degrees of the pan in >= 90% of seeds; the divergence has the
+  zoom's sign in >= 90%.
+- keyframes (KeyframeEnd with the clip's true last frame): objects of the last frame within 3 px of
+  their place in the given end frame; loop (end = start): the last frame within 2 levels (mean) of the first.
+- cost: seconds per clip of each method over the plain run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import motion as yard  # noqa: E402  (bench/motion.py: runner, metrics, generated clips)
+
+from vidgraph.nodes.motion.masks import rasterize  # noqa: E402
+
+SEED_BASE = yard.EVAL_SEED_BASE + 7_000
+CAMERA_PAN = 0.12        # fraction of the width the camera moves over the clip
+CAMERA_ZOOM = 1.25
+
+
+# ----------------------------------------------------------------------------------- the controls
+
+def insert_model_patch(prompt: dict, nodes: dict, last: str) -> dict:
+    """The baseline prompt with `nodes` added and the KSampler's model taken from node `last`."""
+    prompt = dict(prompt)
+    prompt.update(nodes)
+    prompt["5"] = {**prompt["5"], "inputs": {**prompt["5"]["inputs"], "model": [last, 0]}}
+    return prompt
+
+
+def requested_paths(case) -> dict[str, np.ndarray]:
+    """Per object: a straight path from its first-frame centre towards the far side (away from where
+    its own velocity takes it), a third of the frame long, kept inside the frame."""
+    frames, h, w = case.clip.frames.shape[:3]
+    out = {}
+    for obj in case.clip.objects:
+        start = obj.centres[0]
+        vx, vy = obj.velocity
+        direction = -np.array([vx, vy], float) if (vx or vy) else np.array([1.0, 0.0])
+        direction /= np.linalg.norm(direction)
+        end = np.clip(start + direction * w / 3, obj.radius + 1, np.array([w, h]) - obj.radius - 1)
+        out[obj.colour] = start + (end - start) * np.linspace(0, 1, frames)[:, None]
+    return out
+
+
+def trajectory_edit(prompt, case):
+    tracks = []
+    for obj in case.clip.objects:
+        path = requested_paths(case)[obj.colour]
+        (x, y), r = obj.centres[0], obj.radius * 1.2
+        tracks.append({"box": [x - r, y - r, x + r, y + r], "path": path.tolist()})
+    h, w = case.clip.frames.shape[1:3]
+    return insert_model_patch(prompt, {
+        "30": {"class_type": "TrajectoriesFromJSON", "inputs": {"tracks": json.dumps(tracks), "width": w, "height": h}},
+        "31": {"class_type": "TrajectoryGuidance", "inputs": {
+            "model": ["4", 0], "trajectories": ["30", 0], "iterations": 5, "learning_rate": 0.21, "start_at": 0.1,
+            "end_at": 0.4, "heatmap_sigma": 0.4, "fft_cutoff": 0.5, "feature_blocks": "auto"}},
+    }, "31")
+
+
+def region_shapes(case) -> list[dict]:
+    """The objects' reach (bench/motion.py's object_mask) as ellipses for MaskFromShapes."""
+    shapes = []
+    for obj in case.clip.objects:
+        (x, y) = obj.centres[0]
+        r = obj.radii.max() * 1.3 + float(np.hypot(*(obj.centres[-1] - obj.centres[0])))
+        shapes.append({"type": "ellipse", "x0": x - r, "y0": y - r, "x1": x + r, "y1": y + r})
+    return shapes
+
+
+def brush_edit(prompt, case):
+    h, w = case.clip.frames.shape[1:3]
+    return insert_model_patch(prompt, {
+        "30": {"class_type": "MaskFromShapes", "inputs": {"width": w, "height": h,
+                                                          "shapes": json.dumps(region_shapes(case))}},
+        "31": {"class_type": "MotionBrush", "inputs": {"model": ["4", 0], "mask": ["30", 0], "strength": 1.0,
+                                                       "feather": 0, "start_percent": 0.0, "end_percent": 1.0}},
+    }, "31")
+
+
+CAMERA_MOVES = {   # name: (end pose, expected flow direction in degrees or None, expected divergence sign)
+    "pan right": ({"pan_x": CAMERA_PAN}, 180.0, 0),
+    "pan left": ({"pan_x": -CAMERA_PAN}, 0.0, 0),
+    "tilt down": ({"pan_y": CAMERA_PAN}, -90.0, 0),
+    "zoom in": ({"zoom": CAMERA_ZOOM}, None, 1),
+    "zoom out": ({"zoom": 1 / CAMERA_ZOOM}, None, -1),
+}
+
+
+def camera_edit(move: str):
+    pose = {"pan_x": 0.0, "pan_y": 0.0, "zoom": 1.0, "roll": 0.0, **CAMERA_MOVES[move][0]}
+
+    def edit(prompt, case):
+        frames = case.clip.frames.shape[0]
+        return insert_model_patch(prompt, {
+            "30": {"class_type": "CameraPath", "inputs": {"frames": frames, "preset": "custom", "intensity": 1.0,
+                                                          "easing": "linear", "keyframes": "", **pose}},
+            "31": {"class_type": "CameraWarpImage", "inputs": {"image": ["2", 0], "camera_path": ["30", 0]}},
+            "32": {"class_type": "VAEEncode", "inputs": {"pixels": ["31", 0], "vae": ["1", 2]}},
+            "33": {"class_type": "LayoutGuide", "inputs": {"model": ["4", 0], "layout": ["32", 0], "strength": 0.9,
+                                                           "start_percent": 0.0, "end_percent": 0.3, "valid": ["31", 1]}},
+        }, "33")
+    return edit
+
+
+def keyframe_edit(runner, loop: bool):
+    def edit(prompt, case):
+        if loop:
+            end_node = "3"
+            extra = {}
+        else:
+            name = f"motion_end_{case.seed}.png"
+            path = runner.folders.input_dir / name
+            if not path.exists():
+                Image.fromarray(case.clip.frames[-1]).save(path)
+            c = prompt["3"]["inputs"]
+            end_node = "31"
+            extra = {"30": {"class_type": "LoadImage", "inputs": {"image": name}},
+                     "31": {"class_type": "SVD_img2vid_Conditioning", "inputs": {**c, "init_image": ["30", 0]}}}
+        return insert_model_patch(prompt, {**extra, "32": {"class_type": "KeyframeEnd", "inputs": {
+            "model": ["4", 0], "end_positive": [end_node, 0], "end_negative": [end_node, 1]}}}, "32")
+    return edit
+
+
+# ----------------------------------------------------------------------------------- measuring
+
+def timed_run(runner, case, variant):
+    start = time.perf_counter()
+    frames = runner.run(case, variant)
+    seconds = time.perf_counter() - start
+    print(f"  {variant.name} seed {case.seed}: {seconds:.1f} s", file=sys.stderr, flush=True)
+    return frames, seconds
+
+
+def outside_change_per_frame(frames: np.ndarray, mask: np.ndarray) -> float:
+    """The largest, over frames 2..N, of the mean absolute change from frame 1 outside `mask` (levels)."""
+    diff = np.abs(frames[1:].astype(np.float32) - frames[:1].astype(np.float32)).mean(axis=-1)
+    return float(max(d[~mask].mean() for d in diff))
+
+
+def object_positions(frames_or_frame: np.ndarray, colours) -> dict:
+    frame = frames_or_frame if frames_or_frame.ndim == 3 else frames_or_frame[-1]
+    min_area = yard.default_min_area(frame[None])
+    out = {}
+    for colour in colours:
+        hit = yard.find_object(frame, colour, min_area)
+        out[colour] = None if hit is None else np.asarray(hit[0])
+    return out
+
+
+def bench(runner, seeds, only) -> dict:
+    plain = yard.Variant("plain")
+    figures, costs = {}, {"plain": []}
+    cases = [runner.case(seed) for seed in seeds]
+    base = {}
+    for case in cases:
+        base[case.seed] = timed_run(runner, case, plain)
+        costs["plain"].append(base[case.seed][1])
+
+    def each(name, variant):
+        rows = []
+        costs[name] = []
+        for case in cases:
+            frames, seconds = timed_run(runner, case, variant)
+            costs[name].append(seconds)
+            rows.append((case, frames, base[case.seed][0]))
+        return rows
+
+    if "trajectory" in only:
+        variant = yard.Variant("trajectory", edit=trajectory_edit, requested=requested_paths)
+        ratios, controlled, uncontrolled = [], [], []
+        for case, frames, plain_frames in each("trajectory", variant):
+            paths = requested_paths(case)
+            tracks = yard.track_objects(frames, colours=list(paths))
+            plain_tracks = yard.track_objects(plain_frames, colours=list(paths))
+            a = np.mean([yard.objmc(tracks[c], p) for c, p in paths.items()])
+            b = np.mean([yard.objmc(plain_tracks[c], p) for c, p in paths.items()])
+            controlled.append(a), uncontrolled.append(b), ratios.append(a / max(b, 1e-6))
+        figures["trajectory"] = {"objmc": yard.spread(controlled), "objmc_plain": yard.spread(uncontrolled),
+                                 "ratio_of_means": float(np.mean(controlled) / max(np.mean(uncontrolled), 1e-6)),
+                                 "targets": "ratio <= 0.333 and objmc <= 3 px"}
+    if "brush" in only:
+        variant = yard.Variant("brush", edit=brush_edit)
+        outside, kept_motion = [], []
+        for case, frames, plain_frames in each("brush", variant):
+            mask = rasterize(region_shapes(case), frames.shape[2], frames.shape[1])[0].numpy() > 0.5
+            outside.append(outside_change_per_frame(frames, mask))
+            colours = [o.colour for o in case.clip.objects]
+            moved = [yard.displacement(t) for t in yard.track_objects(frames, colours).values() if yard.object_kept(t)]
+            plain_moved = [yard.displacement(t) for t in yard.track_objects(plain_frames, colours).values()
+                           if yard.object_kept(t)]
+            if plain_moved and np.median(plain_moved) > 0.5:
+                kept_motion.append((np.median(moved) if moved else 0.0) / np.median(plain_moved))
+        figures["brush"] = {"max_frame_change_outside_levels": yard.spread(outside),
+                            "share_within_2_levels": float(np.mean(np.asarray(outside) <= 2.0)),
+                            "motion_inside_vs_plain": yard.spread(kept_motion),
+                            "targets": "outside <= 2 levels every frame; inside motion >= 0.8 of plain"}
+    if "camera" in only:
+        out = {}
+        for move, (_, direction, sign) in CAMERA_MOVES.items():
+            variant = yard.Variant(f"camera {move}", edit=camera_edit(move))
+            hits, values = [], []
+            for case, frames, _ in each(f"camera {move}", variant):
+                flow = yard.global_flow(frames)
+                if direction is not None:
+                    error = yard.angle_error(flow["direction_deg"], direction)
+                    values.append(error)
+                    hits.append(error <= 15.0)
+                else:
+                    values.append(flow["divergence"])
+                    hits.append(np.sign(flow["divergence"]) == sign)
+            out[move] = {"hit_share": float(np.mean(hits)),
+                         ("direction_error_deg" if direction is not None else "divergence"): yard.spread(values)}
+        figures["camera"] = {**out, "targets": "direction within 15 deg / divergence sign right in >= 90% of seeds"}
+    if "keyframes" in only:
+        runner_end = keyframe_edit(runner, loop=False)
+        errors, plain_errors = [], []
+        for case, frames, plain_frames in each("keyframes", yard.Variant("keyframes", edit=runner_end)):
+            colours = [o.colour for o in case.clip.objects]
+            target = object_positions(case.clip.frames[-1], colours)
+            got, plain_got = object_positions(frames, colours), object_positions(plain_frames, colours)
+            diag = float(np.hypot(*frames.shape[1:3]))
+            for c in colours:
+                if target[c] is None:
+                    continue
+                errors.append(diag if got[c] is None else float(np.hypot(*(got[c] - target[c]))))
+                plain_errors.append(diag if plain_got[c] is None else float(np.hypot(*(plain_got[c] - target[c]))))
+        loops = []
+        for case, frames, _ in each("loop", yard.Variant("loop", edit=keyframe_edit(runner, loop=True))):
+            loops.append(float(np.abs(frames[-1].astype(np.float32) - frames[0].astype(np.float32)).mean()))
+        figures["keyframes"] = {"end_object_error_px": yard.spread(errors), "plain_end_object_error_px": yard.spread(plain_errors),
+                                "loop_last_vs_first_levels": yard.spread(loops),
+                                "targets": "end objects within 3 px; loop last frame within 2 levels of the first"}
+    figures["seconds_per_clip"] = {name: float(np.mean(v)) for name, v in costs.items()}
+    figures["cost_vs_plain"] = {name: float(np.mean(v) / np.mean(costs["plain"])) for name, v in costs.items()}
+    return figures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--only", nargs="*", default=["trajectory", "brush", "camera", "keyframes"])
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (more than the free cores is far slower)")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    runner = yard.MotionRunner(args.checkpoint)
+    seeds = [SEED_BASE + i for i in range(args.seeds)]
+    figures = bench(runner, seeds, set(args.only))
+    text = json.dumps(figures, indent=2, default=float)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
