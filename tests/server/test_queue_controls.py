@@ -25,17 +25,21 @@ def queue_server(request, tmp_path_factory):
         assert running.unexpected_errors == 0
         return
     require_redis()
-    redis_server = RedisProcess(base / "redis").start()
-    running = start_server(base, max_queue=4, queue_url=redis_server.url)
-    running.backend = "redis"
+    redis_server = RedisProcess(base / "redis")
     workers = Workers(base, redis_server.url)
-    workers.start("w1")
-    try:
+    running = None
+    try:  # whatever fails to start, what did start is stopped
+        redis_server.start()
+        workers.url = redis_server.url
+        running = start_server(base, max_queue=4, queue_url=redis_server.url)
+        running.backend = "redis"
+        workers.start("w1")
         wait_until(lambda: redis_server.client().exists("vidgraph:alive:w1"), 60, what="the worker")
         yield running
     finally:
         workers.stop_all()
-        stop_server(running)
+        if running is not None:
+            stop_server(running)
         redis_server.stop()
     assert running.unexpected_errors == 0
 

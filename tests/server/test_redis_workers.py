@@ -16,13 +16,19 @@ from server_harness import start_server, stop_server
 def farm(tmp_path):
     """Redis (AOF, password) + a server on it; the test starts its workers."""
     require_redis()
-    redis_server = RedisProcess(tmp_path / "redis").start()
-    server = start_server(tmp_path, queue_url=redis_server.url)
+    redis_server = RedisProcess(tmp_path / "redis")
     workers = Workers(tmp_path, redis_server.url, lease=1.5)
-    yield server, redis_server, workers
-    workers.stop_all()
-    stop_server(server)
-    redis_server.stop()
+    server = None
+    try:  # whatever fails to start, what did start is stopped
+        redis_server.start()
+        workers.url = redis_server.url
+        server = start_server(tmp_path, queue_url=redis_server.url)
+        yield server, redis_server, workers
+    finally:
+        workers.stop_all()
+        if server is not None:
+            stop_server(server)
+        redis_server.stop()
     assert server.unexpected_errors == 0
 
 
@@ -273,8 +279,9 @@ def test_scripts_answer_a_retried_call_as_the_first(tmp_path):
     require_redis()
     from vidgraph.server.redis_log import GROUP, Keys, register_scripts
 
-    server = RedisProcess(tmp_path / "redis").start()
+    server = RedisProcess(tmp_path / "redis")
     try:
+        server.start()
         r, keys = server.client(), Keys()
         scripts = register_scripts(r)
         for i in ("a", "b"):
