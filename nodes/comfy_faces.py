@@ -400,7 +400,13 @@ def fill_chainner_model_loading(module, registry) -> None:
     module.load_state_dict = load_state_dict
 
 
+def fill_model_patcher(module, registry) -> None:
+    from .model import Model
+    module.ModelPatcher = Model   # every MODEL is one: ComfyUI's method names map onto its registrations
+
+
 VIDGRAPH_COMPAT_FACES = {
+    "comfy.model_patcher": fill_model_patcher,
     "comfy_extras.chainner_models.model_loading": fill_chainner_model_loading,
     "comfy.k_diffusion.utils": fill_k_diffusion_utils,
     "comfy.utils": fill_utils,

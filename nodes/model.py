@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from .model_patcher_face import ComfyModelPatcher
 
 ATTENTION_SITES = ("attn1", "attn2", "temporal_attn1", "temporal_attn2")
 ATTENTION_STAGES = ("input", "replace", "output")
@@ -211,7 +212,7 @@ def _scope(sigma_range):
     return (high, low) if high >= low else (low, high)
 
 
-class Model:
+class Model(ComfyModelPatcher):
     """The MODEL type: `network` + `sampling` (parameterisation) + `patches`; see the module docstring."""
 
     def __init__(self, network: Network, sampling, latent_format: LatentFormat = SD15_LATENT,

@@ -1,0 +1,90 @@
+"""ComfyUI's ModelPatcher method names on vidgraph's MODEL (nodes/model.py), for node packs.
+
+Each name maps one to one onto a registration of the MODEL-with-patches contract
+(docs/ARCHITECTURE.md, "MODEL"): same arguments, same callable signatures, registered on the
+MODEL it is called on (packs clone first, as in ComfyUI). `comfy.model_patcher.ModelPatcher` is
+vidgraph's `Model` class itself, so `isinstance(model, ModelPatcher)` holds for every MODEL.
+"""
+from __future__ import annotations
+
+
+class ComfyModelPatcher:
+    """Mixed into `Model`; uses only its public registration methods."""
+
+    @property
+    def model_options(self) -> dict:
+        """ComfyUI's `model_options`; its `transformer_options` is the MODEL's own dict (edits stick)."""
+        return {"transformer_options": self.transformer_options}
+
+    @property
+    def load_device(self):
+        return self.network.device()
+
+    @property
+    def offload_device(self):
+        import torch
+        return torch.device("cpu")
+
+    def is_clone(self, other) -> bool:
+        return getattr(other, "network", None) is self.network
+
+    def model_dtype(self):
+        return next(iter(self.network.parameters())).dtype if hasattr(self.network, "parameters") else None
+
+    def set_model_unet_function_wrapper(self, fn):
+        self.add_model_wrapper(fn)
+
+    def set_model_sampler_cfg_function(self, fn, disable_cfg1_optimization=False):
+        self.set_cfg_function(fn, disable_cfg1_optimization=disable_cfg1_optimization)
+
+    def set_model_sampler_pre_cfg_function(self, fn, disable_cfg1_optimization=False):
+        self.add_pre_cfg(fn, disable_cfg1_optimization=disable_cfg1_optimization)
+
+    def set_model_sampler_post_cfg_function(self, fn, disable_cfg1_optimization=False):
+        self.add_post_cfg(fn, disable_cfg1_optimization=disable_cfg1_optimization)
+
+    def set_model_attn1_patch(self, fn):
+        self.add_attention_patch("attn1", "input", fn)
+
+    def set_model_attn2_patch(self, fn):
+        self.add_attention_patch("attn2", "input", fn)
+
+    def set_model_attn1_replace(self, fn, block_name, number, transformer_index=None):
+        self.add_attention_patch("attn1", "replace", fn, (block_name, number), transformer_index)
+
+    def set_model_attn2_replace(self, fn, block_name, number, transformer_index=None):
+        self.add_attention_patch("attn2", "replace", fn, (block_name, number), transformer_index)
+
+    def set_model_attn1_output_patch(self, fn):
+        self.add_attention_patch("attn1", "output", fn)
+
+    def set_model_attn2_output_patch(self, fn):
+        self.add_attention_patch("attn2", "output", fn)
+
+    def set_model_input_block_patch(self, fn):
+        self.add_block_patch("input_block", fn)
+
+    def set_model_input_block_patch_after_skip(self, fn):
+        self.add_block_patch("input_block_after_skip", fn)
+
+    def set_model_output_block_patch(self, fn):
+        self.add_block_patch("output_block", fn)
+
+    def add_object_patch(self, name: str, obj) -> None:
+        if name != "model_sampling":
+            raise NotImplementedError(f"ModelPatcher.add_object_patch({name!r}): only 'model_sampling' maps onto "
+                                      "vidgraph's MODEL")
+        self.set_sampling(obj)
+
+    def get_model_object(self, name: str):
+        if name == "model_sampling":
+            return self.sampling
+        if name == "latent_format":
+            return self.latent_format
+        raise AttributeError(f"ModelPatcher.get_model_object({name!r}) has no counterpart on vidgraph's MODEL")
+
+    def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0):
+        add = getattr(self, "add_weight_patches", None)
+        if add is None:
+            raise NotImplementedError("weight patches (LoRA) are not available on this MODEL yet")
+        return add(patches, strength_patch=strength_patch, strength_model=strength_model)
