@@ -15,6 +15,8 @@ PACK_MODULES = (
     "loaders",     # checkpoint, VAE, CLIP-vision and UNet loaders
     "conditioning",  # CLIPVisionEncode, SVD_img2vid_Conditioning, per-frame CFG guidance
     "ksampler",    # KSampler, KSamplerAdvanced
+    "text_conditioning",  # CLIPTextEncode(SDXL), CLIPSetLastLayer, Conditioning* editing
+    "image_latents",  # EmptyLatentImage, LatentUpscale(By), LatentComposite, inpainting masks
     "motion",      # motion brush, camera paths, keyframes/loops, trajectories (nodes/motion/)
     "long_video",  # ContextWindowsManual
     "frame_interpolation",  # FrameInterpolate (optical flow)

@@ -1,4 +1,4 @@
-"""Model loaders: SVD checkpoints, standalone VAE / CLIP-vision / UNet files.
+"""Model loaders: SVD and SD 1.x / 2.x / SDXL checkpoints, standalone VAE / CLIP-vision / UNet / text-encoder files.
 
 File names are combo inputs listing the model folders (`models/checkpoints`, `models/vae`,
 `models/clip_vision`, `models/diffusion_models`, plus extra_model_paths.yaml). Loaded models stay
@@ -18,10 +18,11 @@ from safetensors import safe_open
 from .common import CONTEXT, NodeInputError, folders_in_scope
 from .model_management import (available_memory, compute_device, compute_dtype, file_identity, load_cached,
                                vae_compute_dtype)
+from .sd import checkpoint as sd_checkpoint
 from .svd import checkpoint as ckpt
 from .svd.casting import cast_on_forward
 from .svd.denoiser import svd_model
-from .weights import CheckpointError
+from .weights import CheckpointError, open_source
 
 # Share of the free memory an fp32 copy of a checkpoint may take before it is kept in 16 bits.
 MEMORY_HEADROOM = 0.8
@@ -150,8 +151,85 @@ class CheckpointLoaderSimple:
         return model_file_changed("checkpoints", ckpt_name, context)
 
     def load_checkpoint(self, ckpt_name, context):
-        models = load_svd(context, ckpt_name, "CheckpointLoaderSimple")
-        return models.model(), None, models.vae
+        node = "CheckpointLoaderSimple"
+        path = resolve_model(context, "checkpoints", ckpt_name, node, "ckpt_name")
+        if not _is_sd_file(path):
+            models = load_svd(context, ckpt_name, node)
+            return models.model(), None, models.vae
+        options = _checkpoint_options(context, path)
+        embeddings = tuple(context.folders.folder_names_and_paths.get("embeddings", ([], set()))[0])
+        models = load_cached(context, "sd_checkpoint", path, lambda: _checked(node, "ckpt_name", lambda: (
+            sd_checkpoint.load_sd_checkpoint(path, embedding_folders=embeddings, **options))), **options)
+        return models.model, models.clip, models.vae
+
+
+def _is_sd_file(path: str) -> bool:
+    """An SD image checkpoint (else SVD's loader takes it and reports what it is)."""
+    try:
+        return sd_checkpoint.is_sd_checkpoint(open_source(path, allow_pickle=False).keys())
+    except CheckpointError:
+        return False
+
+
+CLIP_TYPES = ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image"]
+DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
+SUPPORTED_CLIP_TYPES = {"stable_diffusion", "sd2", "sdxl"}
+
+
+def load_text_encoder_files(context, names: list, kind: str, node: str) -> object:
+    inputs = ["clip_name"] if len(names) == 1 else [f"clip_name{i + 1}" for i in range(len(names))]
+    if kind not in SUPPORTED_CLIP_TYPES:
+        raise NodeInputError(node, "type", f"{kind!r} text encoders are not supported here; "
+                                           f"supported: {', '.join(sorted(SUPPORTED_CLIP_TYPES))}")
+    paths = [resolve_model(context, "text_encoders", name, node, input_name) for name, input_name in zip(names, inputs)]
+    options = _load_options(context)
+    embeddings = tuple(context.folders.folder_names_and_paths.get("embeddings", ([], set()))[0])
+
+    def load():
+        return sd_checkpoint.load_text_encoders(paths, kind=kind, dtype=options["dtype"],
+                                                allow_pickle=options["allow_pickle"], embedding_folders=embeddings)
+    return load_cached(context, "text_encoders", paths[0], lambda: _checked(node, inputs[0], load),
+                       others=tuple(paths[1:]), kind=kind, **options)
+
+
+class CLIPLoader:
+    DESCRIPTION = "Load a text encoder file (CLIP-L for SD 1.x, OpenCLIP-H for SD 2.x)."
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {"clip_name": (model_files("text_encoders", folders),), "type": (CLIP_TYPES,)},
+                "optional": {"device": (["default", "cpu"], {"advanced": True})}, "hidden": CONTEXT}
+
+    @classmethod
+    def IS_CHANGED(cls, clip_name, context=None, **_):
+        return model_file_changed("text_encoders", clip_name, context)
+
+    def load_clip(self, clip_name, type="stable_diffusion", device="default", context=None):
+        return (load_text_encoder_files(context, [clip_name], type, "CLIPLoader"),)
+
+
+class DualCLIPLoader:
+    DESCRIPTION = "Load two text encoder files (SDXL: CLIP-L and OpenCLIP-bigG)."
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        files = (model_files("text_encoders", folders),)
+        return {"required": {"clip_name1": files, "clip_name2": files, "type": (DUAL_CLIP_TYPES,)},
+                "optional": {"device": (["default", "cpu"], {"advanced": True})}, "hidden": CONTEXT}
+
+    @classmethod
+    def IS_CHANGED(cls, clip_name1, clip_name2, context=None, **_):
+        return [model_file_changed("text_encoders", name, context) for name in (clip_name1, clip_name2)]
+
+    def load_clip(self, clip_name1, clip_name2, type="sdxl", device="default", context=None):
+        return (load_text_encoder_files(context, [clip_name1, clip_name2], type, "DualCLIPLoader"),)
 
 
 class VAELoader:
@@ -230,6 +308,8 @@ NODE_CLASS_MAPPINGS = {
     "VAELoader": VAELoader,
     "CLIPVisionLoader": CLIPVisionLoader,
     "UNETLoader": UNETLoader,
+    "CLIPLoader": CLIPLoader,
+    "DualCLIPLoader": DualCLIPLoader,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ImageOnlyCheckpointLoader": "Image Only Checkpoint Loader (img2vid model)",

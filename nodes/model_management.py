@@ -67,6 +67,8 @@ def file_identity(path: str | os.PathLike) -> tuple:
 def _modules_of(value: Any) -> list[torch.nn.Module]:
     if isinstance(value, torch.nn.Module):
         return [value]
+    if callable(getattr(value, "torch_modules", None)):  # bundles such as an SD checkpoint's models
+        return list(value.torch_modules())
     return [v for v in getattr(value, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
 
 

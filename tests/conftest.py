@@ -19,3 +19,13 @@ def load_into_diffusers_unet():
         ref.load_state_dict({d: mine[o] for d, o in mapping.items()})
         return ref.eval()
     return load
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The CPU is shared: one torch thread per test module is faster than an oversubscribed pool and
+    makes float reductions run in one fixed order (use with pytestmark usefixtures)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
