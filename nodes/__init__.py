@@ -17,6 +17,7 @@ PACK_MODULES = (
     "ksampler",    # KSampler, KSamplerAdvanced
     "text_conditioning",  # CLIPTextEncode(SDXL), CLIPSetLastLayer, Conditioning* editing
     "image_latents",  # EmptyLatentImage, LatentUpscale(By), LatentComposite, inpainting masks
+    "custom_sampling",  # SamplerCustom(Advanced), guiders, noise, samplers and sigma schedules as nodes
     "motion",      # motion brush, camera paths, keyframes/loops, trajectories (nodes/motion/)
     "long_video",  # ContextWindowsManual
     "frame_interpolation",  # FrameInterpolate (optical flow)

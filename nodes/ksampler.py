@@ -80,29 +80,34 @@ def latent_preview(model: Model, denoised: torch.Tensor) -> tuple[str, bytes]:
     return "JPEG", buffer.getvalue()
 
 
-def progress_callback(context, model: Model, steps: int):
-    """The sampler callback: progress (which also checks for interrupts) and latent previews."""
+def progress_callback(context, model: Model, steps: int, seen: dict | None = None):
+    """The sampler callback: progress (which also checks for interrupts) and latent previews;
+    `seen["denoised"]` keeps the last x0 estimate."""
     preview = context.settings.get("previews", True)
 
     def callback(state):
+        if seen is not None:
+            seen["denoised"] = state["denoised"]
         context.progress(state["i"] + 1, steps, latent_preview(model, state["denoised"]) if preview else None)
     return callback
 
 
-def run_guider(context, guider: Guider, sampler, sigmas, noise, latent: dict, seed) -> dict:
-    """Sample `latent` with a guider on the compute device; returns the new LATENT (raw VAE space)."""
+def run_guider(context, guider: Guider, sampler, sigmas, noise, latent: dict, seed, keep_denoised: bool = False):
+    """Sample `latent` with a guider on the compute device; returns the new LATENT (raw VAE space),
+    and with `keep_denoised` also the last x0 estimate (the model's scaled space, or None)."""
     samples = latent["samples"].to("cpu", torch.float32)
     if sigmas is None or len(sigmas) < 2:  # nothing to do (denoise 0, start past the end)
-        return dict(latent)
+        return (dict(latent), None) if keep_denoised else dict(latent)
     settings = context.settings
     model = guider.model
+    seen = {}
     with model.active(lambda module: resident(module, settings, context.resources)):
         out = guider.sample(sampler, noise, samples, sigmas, denoise_mask=latent.get("noise_mask"),
-                            callback=progress_callback(context, model, len(sigmas) - 1), seed=seed,
+                            callback=progress_callback(context, model, len(sigmas) - 1, seen), seed=seed,
                             device=compute_device(settings))
     result = dict(latent)
     result["samples"] = out.float().cpu()
-    return result
+    return (result, seen.get("denoised")) if keep_denoised else result
 
 
 def sample(context, model: Model, seed: int, cfg: float, sampler_name: str, sigmas: torch.Tensor,

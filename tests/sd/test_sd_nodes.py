@@ -185,3 +185,46 @@ def test_comfyui_parity_sd15(tmp_path):
     a = np.asarray(Image.open(case / "frame_00001_.png").convert("RGB"), dtype=np.int16)
     b = np.asarray(Image.open(out / "case1_sd15_txt2img" / "frame_00001_.png").convert("RGB"), dtype=np.int16)
     assert np.abs(a - b).max() <= 2
+
+
+def custom_prompt(advanced: bool, denoise_output: bool = False):
+    prompt = txt2img()
+    prompt["20"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    prompt["21"] = {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": 3,
+                                                               "denoise": 1.0}}
+    if advanced:
+        prompt["22"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}}
+        prompt["23"] = {"class_type": "CFGGuider", "inputs": {"model": ["4", 0], "positive": ["6", 0],
+                                                              "negative": ["7", 0], "cfg": 7.0}}
+        prompt["3"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["22", 0], "guider": ["23", 0], "sampler": ["20", 0], "sigmas": ["21", 0], "latent_image": ["5", 0]}}
+    else:
+        prompt["3"] = {"class_type": "SamplerCustom", "inputs": {
+            "model": ["4", 0], "add_noise": True, "noise_seed": 7, "cfg": 7.0, "positive": ["6", 0], "negative": ["7", 0],
+            "sampler": ["20", 0], "sigmas": ["21", 0], "latent_image": ["5", 0]}}
+    if denoise_output:
+        prompt["8"]["inputs"]["samples"] = ["3", 1]
+    return prompt
+
+
+@pytest.mark.parametrize("advanced", [False, True])
+def test_custom_sampling_equals_ksampler(env, advanced):
+    """SamplerCustom(Advanced) with KSampler's noise, sampler, schedule and cfg give KSampler's image."""
+    plain = run(env, txt2img())
+    custom = run(env, custom_prompt(advanced))
+    assert custom.status == "success", custom.error
+    assert (image_of(env, plain) == image_of(env, custom)).all()
+    denoised = run(env, custom_prompt(advanced, denoise_output=True))
+    assert denoised.status == "success", denoised.error
+
+
+def test_sigma_nodes():
+    from vidgraph.nodes.custom_sampling import FlipSigmas, KarrasScheduler, SplitSigmas, SplitSigmasDenoise
+    sigmas = KarrasScheduler().get_sigmas(4, 14.6, 0.03, 7.0)[0]
+    assert len(sigmas) == 5 and sigmas[-1] == 0 and sigmas[0] == pytest.approx(14.6)
+    high, low = SplitSigmas().get_sigmas(sigmas, 2)
+    assert torch.equal(high, sigmas[:3]) and torch.equal(low, sigmas[2:])
+    high, low = SplitSigmasDenoise().get_sigmas(sigmas, 0.5)
+    assert torch.equal(high, sigmas[:3]) and torch.equal(low, sigmas[2:])
+    flipped = FlipSigmas().get_sigmas(sigmas)[0]
+    assert flipped[0] == pytest.approx(0.0001) and flipped[-1] == pytest.approx(14.6)
