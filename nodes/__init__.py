@@ -18,6 +18,7 @@ PACK_MODULES = (
     "text_conditioning",  # CLIPTextEncode(SDXL), CLIPSetLastLayer, Conditioning* editing
     "image_latents",  # EmptyLatentImage, LatentUpscale(By), LatentComposite, inpainting masks
     "custom_sampling",  # SamplerCustom(Advanced), guiders, noise, samplers and sigma schedules as nodes
+    "model_advanced",  # ModelSamplingDiscrete, RescaleCFG, FreeU_V2 (MODEL patches)
     "motion",      # motion brush, camera paths, keyframes/loops, trajectories (nodes/motion/)
     "long_video",  # ContextWindowsManual
     "frame_interpolation",  # FrameInterpolate (optical flow)

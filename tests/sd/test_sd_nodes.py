@@ -228,3 +228,27 @@ def test_sigma_nodes():
     assert torch.equal(high, sigmas[:3]) and torch.equal(low, sigmas[2:])
     flipped = FlipSigmas().get_sigmas(sigmas)[0]
     assert flipped[0] == pytest.approx(0.0001) and flipped[-1] == pytest.approx(14.6)
+
+
+@pytest.mark.parametrize("node, inputs", [
+    ("RescaleCFG", {"multiplier": 0.7}), ("FreeU_V2", {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}),
+    ("ModelSamplingDiscrete", {"sampling": "v_prediction", "zsnr": False}),
+])
+def test_model_patch_nodes_change_the_image_and_not_the_loader_s_model(env, node, inputs):
+    plain = run(env, txt2img())
+    prompt = txt2img()
+    prompt["30"] = {"class_type": node, "inputs": {"model": ["4", 0], **inputs}}
+    prompt["3"]["inputs"]["model"] = ["30", 0]
+    patched = run(env, prompt)
+    assert patched.status == "success", patched.error
+    assert not (image_of(env, plain) == image_of(env, patched)).all()
+    assert (image_of(env, run(env, txt2img())) == image_of(env, plain)).all()
+
+
+def test_rescale_cfg_with_multiplier_0_is_plain_cfg():
+    from vidgraph.nodes.model_advanced import rescaled_cfg
+    g = torch.Generator().manual_seed(0)
+    x, cond, uncond = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    sigma = torch.tensor([3.0, 3.0])
+    out = rescaled_cfg(0.0)({"cond": cond, "uncond": uncond, "cond_scale": 5.0, "input": x, "sigma": sigma})
+    assert torch.allclose(out, uncond + 5.0 * (cond - uncond), atol=1e-4)
