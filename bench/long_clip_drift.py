@@ -176,8 +176,8 @@ def main(argv=None) -> int:
             rows[kind].append({"drift": background_drift(frames, args.video_frames),
                                "seam": seam_ratio(frames, seams, reach=2), "kept": objects_kept(frames),
                                "s_per_frame": seconds / len(frames)})
-        print(f"seed {seed}: " + "  ".join(f"{k} drift {rows[k][-1]['drift']:.2f} seam {rows[k][-1]['seam']:.2f}"
-                                            for k in kinds), flush=True)
+        print(f"seed {seed}: " + "  ".join(f"{k} drift {rows[k][-1]['drift']:.2f} seam {rows[k][-1]['seam']:.2f} "
+                                            f"kept {rows[k][-1]['kept']:.2f}" for k in kinds), flush=True)
     print(f"\n{args.checkpoint.name}, {args.seeds} seeds, {args.segments} segments of {args.video_frames} "
           f"frames at {width}x{height}, {args.steps} steps")
     for kind in kinds:
