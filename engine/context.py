@@ -30,6 +30,8 @@ class NodeContext:
         self.settings = settings if settings is not None else {}
         self.interrupt_flag = interrupt if interrupt is not None else InterruptFlag()
         self._emit = emit
+        self.list_index = 0      # which call over the node's input lists is running
+        self.graphs_made = 0     # GraphBuilders made by this call (their id prefixes)
 
     @property
     def interrupted(self) -> bool:

@@ -261,7 +261,7 @@ class _PromptRun:
             for blocked in returned:
                 if type(blocked) is ExecutionBlocker and blocked.message:
                     raise ExecutionBlocked(f"Execution Blocked: {blocked.message}")
-            if any(type(r) is dict and r.get("expand") is not None for r in returned):
+            if _expands(returned):
                 self.expand(node_id, returned)
                 self.result.executed.append(node_id)
                 return
@@ -323,8 +323,7 @@ class _PromptRun:
         modules), checking for an interrupt before each call; expansions get ids under the node's."""
         token = enter_context(self.context(node_id, spec.name))
         try:
-            return call_over_lists(spec, method, inputs, self.flag.check, self.executor.run_coroutine,
-                                   graph_prefix=node_id)
+            return call_over_lists(spec, method, inputs, self.flag.check, self.executor.run_coroutine)
         finally:
             leave_context(token)
 
@@ -357,6 +356,13 @@ class _PromptRun:
             "current_outputs": list(self.results),
             "timestamp": now_ms(),
         }
+
+
+def _expands(returned: list) -> bool:
+    for answer in returned:
+        if type(answer) is dict and answer.get("expand") is not None:
+            return True
+    return False
 
 
 class _NodeFailed(Exception):

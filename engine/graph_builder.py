@@ -4,12 +4,15 @@ A node may answer `{"result": (...), "expand": graph}`: the executor splices `gr
 nodes, whose links are `[node_id, output]` lists) into the running prompt and takes the node's
 outputs from the links in `result`. GraphBuilder writes such graphs with ids that cannot clash:
 while a node runs, the executor sets the default id prefix to "<node id>.<call index>.", and each
-builder made during that call takes the next graph number after it.
+builder made during that call takes the next graph number after it (read from the node's context,
+so nothing is set per call).
 """
 from __future__ import annotations
 
 import contextvars
 from typing import Any
+
+from .context import current_context
 
 
 def is_link(value: Any) -> bool:
@@ -85,11 +88,19 @@ class GraphBuilder:
     @classmethod
     def alloc_prefix(cls, root: str | None = None, call_index: int | None = None,
                      graph_index: int | None = None) -> str:
-        state = _prefix_state()
-        root = state.root if root is None else root
-        call_index = state.call_index if call_index is None else call_index
-        graph_index = state.graph_index if graph_index is None else graph_index
-        state.graph_index += 1
+        """The next "<root>.<call>.<graph>." prefix: while a node runs, from its context (its id, its
+        list index, the graphs it made so far); elsewhere from set_default_prefix."""
+        ctx = current_context()
+        if ctx is not None and ctx.node_id:
+            default_root, default_call, default_graph = ctx.node_id, ctx.list_index, ctx.graphs_made
+            ctx.graphs_made += 1
+        else:
+            state = _prefix_state()
+            default_root, default_call, default_graph = state.root, state.call_index, state.graph_index
+            state.graph_index += 1
+        root = default_root if root is None else root
+        call_index = default_call if call_index is None else call_index
+        graph_index = default_graph if graph_index is None else graph_index
         return f"{root}.{call_index}.{graph_index}."
 
     def node(self, class_type: str, id: str | None = None, **inputs) -> GraphNode:

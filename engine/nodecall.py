@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from .graph_builder import GraphBuilder
+from .context import current_context
 from .spec import InputDef, NodeSpec
 from .validation import Link, Node
 
@@ -83,11 +83,11 @@ def materialized(value: Any) -> Any:
 
 
 def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], before_call: Callable[[], None],
-                    run_coroutine: Callable[[Any], Any], graph_prefix: str | None = None) -> list:
+                    run_coroutine: Callable[[Any], Any]) -> list:
     """Call `method` once, or once per list element; a call fed a blocker yields the blocker.
 
-    With `graph_prefix` (the node's id), GraphBuilders made during call i name their nodes
-    "<graph_prefix>.<i>.<graph number>.<id>", so expansions never clash."""
+    The running context learns which call it is, so GraphBuilders made during call i name their
+    nodes "<node id>.<i>.<graph number>.<id>" and expansions never clash."""
     if spec.input_is_list:
         calls = [inputs]
     else:
@@ -98,10 +98,11 @@ def call_over_lists(spec: NodeSpec, method: Callable, inputs: dict[str, list], b
         else:
             calls = [{k: v[i] if i < len(v) else v[-1] for k, v in inputs.items()} for i in range(count)]
     returned = []
+    context = current_context() if len(calls) > 1 else None
     for index, kwargs in enumerate(calls):
         before_call()
-        if graph_prefix is not None:
-            GraphBuilder.set_default_prefix(graph_prefix, index, 0)
+        if context is not None:
+            context.list_index, context.graphs_made = index, 0
         blocker = _find_blocker(kwargs.values(), spec.input_is_list)
         if blocker is not None:
             returned.append(blocker)
