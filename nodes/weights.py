@@ -156,7 +156,8 @@ def shapes_as_meta(source, keys, strip: str = "") -> dict:
 def stream_into(model: nn.Module, source, names: dict, what: str, dtype=None, device="cpu",
                 prefix: str = "") -> nn.Module:
     """Fill a meta-built `model` from `source`, tensor by tensor. `names` maps the model's state-dict
-    keys to the source's keys (`prefix` + key, for the messages, where a key is missing).
+    keys to the source's keys (`prefix` + key, for the messages, where a key is missing). `dtype`: the
+    floating tensors' dtype (None: the file's), or {model key: dtype} for a per-tensor choice.
     Missing, unexpected or mis-shaped keys raise one CheckpointError."""
     expected = model.state_dict(keep_vars=True)
     missing = sorted(prefix + k for k in expected.keys() - names.keys())
@@ -184,18 +185,19 @@ def _read_ahead(source, items, dtype, device):
     """Yield (model key, current, tensor in its target dtype/device). A worker thread reads the next
     tensor while this one converts; tensors that need converting are read into one of two reused
     staging buffers (no fresh pages per tensor), the others straight into their own storage."""
-    def target_of(source_key):
+    def target_of(key, source_key):
         stored = source.dtype(source_key)
-        return dtype if dtype is not None and stored.is_floating_point else stored
+        wanted = dtype.get(key) if isinstance(dtype, dict) else dtype
+        return wanted if wanted is not None and stored.is_floating_point else stored
 
-    def needs_staging(source_key):
-        return target_of(source_key) != source.dtype(source_key) or torch.device(device).type != "cpu"
+    def needs_staging(key, source_key):
+        return target_of(key, source_key) != source.dtype(source_key) or torch.device(device).type != "cpu"
 
     staging = [torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.uint8)]
 
     def read(i, f):
-        source_key = items[i][1]
-        if not needs_staging(source_key):
+        key, source_key, _ = items[i]
+        if not needs_staging(key, source_key):
             return source.read(source_key, f)
         n = source.nbytes(source_key)
         if staging[i % 2].numel() < n:
@@ -208,7 +210,8 @@ def _read_ahead(source, items, dtype, device):
             tensor = pending.result()
             pending = pool.submit(read, i + 1, f) if i + 1 < len(items) else None
             # .to() copies out of the staging buffer before the worker may reuse it (two reads later)
-            yield key, current, tensor.to(device=device, dtype=target_of(source_key), copy=needs_staging(source_key))
+            yield key, current, tensor.to(device=device, dtype=target_of(key, source_key),
+                                          copy=needs_staging(key, source_key))
 
 def load_exactly(model: nn.Module, sd, dtype, what: str) -> nn.Module:
     """Fill a meta-built `model` from an in-memory state dict in its own layout, with stream_into's

@@ -48,11 +48,31 @@ def build_unet(source, keys, strip, compute_dtype, low_memory, device, diffusers
         raise CheckpointError(f"{source.path}: cannot detect the UNet config: {error}") from None
     with torch.device("meta"):
         unet = unet_class(cfg)
-    weight_dtype = _weight_dtype(widest_float_dtype(source, keys), compute_dtype, low_memory)
-    stream_into(unet, source, by_original, "UNet", weight_dtype, device, strip)
+    stored = widest_float_dtype(source, keys)
+    weight_dtype = _weight_dtype(stored, compute_dtype, low_memory)
+    kept = _lowest_stage(unet) if weight_dtype.itemsize > stored.itemsize == 2 else []
+    dtypes = {key: stored if any(key.startswith(name + ".") for name, _ in kept) else weight_dtype
+              for key in unet.state_dict()}
+    stream_into(unet, source, by_original, "UNet", dtypes, device, strip)
     if weight_dtype != compute_dtype:
         cast_on_forward(unet)
+    for _, module in kept:
+        cast_on_forward(module)
     return unet
+
+
+def _lowest_stage(unet) -> list:
+    """(name, module) of the blocks at the lowest resolution: the last level's input blocks, the
+    middle block and the first level's output blocks. Widening a 16-bit file to fp32 compute, these
+    keep the file's 16-bit weights and widen them as they run (exact): they hold a third of SVD-XT's
+    weights (0.9 GB less as 16-bit) but see the fewest positions per weight, so the cast costs little
+    next to their compute (under 1% at 1024x576)."""
+    cfg = unet.config
+    per_level = cfg.num_res_blocks
+    last = len(cfg.channel_mult) - 1
+    names = [f"input_blocks.{1 + last * (per_level + 1) + j}" for j in range(per_level)]
+    names += ["middle_block"] + [f"output_blocks.{j}" for j in range(per_level + 1)]
+    return [(name, unet.get_submodule(name)) for name in names]
 
 
 def _build_run_once(module, model_class, what, source, keys, strip, dtype, device):

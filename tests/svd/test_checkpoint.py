@@ -317,3 +317,26 @@ def test_cast_layers_run_inside_and_then_outside_inference_mode():
     with torch.no_grad():
         outside = layer(x)
     assert outside.dtype == torch.float32 and torch.equal(inside, outside)
+
+
+def test_fp32_compute_from_a_16_bit_file_keeps_the_lowest_stage_16_bit_and_computes_the_same(tiny_file):
+    """The lowest-resolution blocks keep the file's fp16 weights and widen them as they run; the rest
+    is fp32. The UNet's output is bitwise that of the same weights all in fp32."""
+    import copy
+
+    unet = load_checkpoint(tiny_file).unet
+    dtypes = {name: p.dtype for name, p in unet.named_parameters()}
+    lowest = [name for name in dtypes if name.startswith(("middle_block.", "output_blocks.0."))]
+    assert lowest and all(dtypes[name] == torch.float16 for name in lowest)
+    assert dtypes["input_blocks.0.0.weight"] == torch.float32 and dtypes["out.2.weight"] == torch.float32
+    reference = copy.deepcopy(unet).float()
+    cfg = unet.config
+    torch.manual_seed(0)
+    x = torch.randn(2, cfg.in_channels, 8, 8)
+    t = torch.tensor([0.3, 0.3])
+    context = torch.randn(2, 1, cfg.context_dim)
+    y = torch.randn(2, cfg.adm_in_channels)
+    with torch.no_grad():
+        assert torch.equal(unet(x, t, context, y, 2), reference(x, t, context, y, 2))
+    full = load_checkpoint(tiny_file, low_memory=True).unet
+    assert {p.dtype for p in full.parameters()} == {torch.float16}  # low-memory: everything stays 16-bit
