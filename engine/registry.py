@@ -203,9 +203,6 @@ class NodeRegistry:
                                    path=entry_point.value)
 
     def _register_module(self, pack: str, module: ModuleType, path: str, python_module: str) -> bool:
-        faces = getattr(module, "VIDGRAPH_COMPAT_FACES", None)
-        if isinstance(faces, dict):
-            self.add_compat_faces(faces)
         mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
         if mappings is None and callable(getattr(module, "comfy_entrypoint", None)):
             try:
@@ -216,8 +213,12 @@ class NodeRegistry:
         if mappings is None:
             self.load_errors.append(PackLoadError(pack, path, "the module exports no NODE_CLASS_MAPPINGS"))
             return False
-        return self.register_pack(pack, mappings, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None),
-                                  python_module, path)
+        registered = self.register_pack(pack, mappings, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None),
+                                        python_module, path)
+        faces = getattr(module, "VIDGRAPH_COMPAT_FACES", None)
+        if registered and isinstance(faces, dict):   # after the pack's nodes: faces may hand them out
+            self.add_compat_faces(faces)
+        return registered
 
     @staticmethod
     def _web_directory(module: ModuleType, path: Path) -> Path | None:

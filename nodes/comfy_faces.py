@@ -319,7 +319,7 @@ def unavailable_node(name: str, reason: str) -> type:
                            "__doc__": f"Stand-in for ComfyUI's {name}: {reason}."})
 
 
-SD_FAMILY = "it needs the Stable Diffusion family (text encoders, LoRA), which vidgraph does not have yet"
+SD_FAMILY = "vidgraph has no such node yet (LoRA, ControlNet, style models and GLIGEN are not implemented)"
 MISSING_CORE = {name: SD_FAMILY for name in (
     "CLIPTextEncode", "LoraLoader", "LoraLoaderModelOnly", "EmptyLatentImage", "ConditioningCombine",
     "ConditioningConcat", "ConditioningZeroOut", "ConditioningSetTimestepRange", "ConditioningSetArea",
@@ -360,9 +360,13 @@ def _common_ksampler(*args, **kwargs):
 
 
 def fill_extras(module_name: str, names: tuple[str, ...]):
+    """A comfy_extras module: vidgraph's node of that name when the built-in pack has it, else a stand-in."""
     def fill(module, registry) -> None:
         for name in names:
-            setattr(module, name, unavailable_node(name, f"ComfyUI's comfy_extras.{module_name} is not part of vidgraph"))
+            if registry.node_packs.get(name) == "vidgraph.nodes":
+                setattr(module, name, registry.classes[name])
+            else:
+                setattr(module, name, unavailable_node(name, f"vidgraph has no {name} node yet"))
     return fill
 
 

@@ -66,9 +66,12 @@ def test_a_save_image_subclass_runs_with_comfyui_helpers(surface):
 def test_a_core_node_vidgraph_lacks_loads_and_says_why_when_run(surface):
     folders, registry = surface
     node = registry.classes["SurfaceLora"]()
-    with pytest.raises(NotImplementedError, match="LoraLoader.*Stable Diffusion family"):
+    with pytest.raises(NotImplementedError, match="LoraLoader.*vidgraph has no such node yet"):
         getattr(node, node.FUNCTION)()
     import nodes
     with pytest.raises(ImportError):
         from nodes import NoSuchCoreNode  # noqa: F401  (only ComfyUI's own names are answered)
     assert nodes.SaveImage is registry.classes["SaveImage"]
+    from comfy_extras.nodes_custom_sampler import BasicScheduler
+    assert BasicScheduler is registry.classes.get("BasicScheduler", BasicScheduler)
+    assert (BasicScheduler is registry.classes["BasicScheduler"]) == ("BasicScheduler" in registry.classes)
