@@ -239,7 +239,7 @@ def test_an_area_entry_only_changes_its_area(unet, conds, x):
 def test_discrete_table_matches_comfyui_sigmas():
     eps = EPS()
     assert len(eps.sigmas) == 1000
-    # ComfyUI's euler/normal schedule for SD 1.5 (../shared/reference/parity_sd/README.md)
+    # ComfyUI's euler/normal schedule for SD 1.5 (parity_sd/README.md in the reference material, bench/reference.py)
     got = [float(eps.sigma(t)) for t in torch.linspace(999, 0, 4)]
     assert got == pytest.approx([14.6146402, 2.91830707, 0.932357967, 0.0291671604], rel=1e-7)
     assert float(eps.timestep(torch.tensor([14.6146402]))) == 999.0

@@ -157,7 +157,7 @@ def test_percent_to_sigma():
 
 
 def test_sd_discrete_table_gives_comfyuis_schedules():
-    """ComfyUI's SD 1.5 / SDXL KSampler sigmas (../shared/reference/parity_sd/README.md)."""
+    """ComfyUI's SD 1.5 / SDXL KSampler sigmas (parity_sd/README.md in the reference material, bench/reference.py)."""
     from vidgraph.nodes.model_sampling import EPS
 
     euler = ksampler_sigmas("normal", 4, 1.0, "euler", table=EPS())

@@ -1,17 +1,21 @@
-"""Shared material for the SD tests: the reference layouts and ComfyUI outputs in ../shared
-(VIDGRAPH_SHARED overrides where that folder is; tests that need it skip, saying why, without it)."""
-import os
+"""Shared material for the SD tests: the reference layouts and ComfyUI outputs, found as
+bench/reference.py says (VIDGRAPH_SHARED, or a `shared` folder beside the checkout); tests that need
+them skip, saying why, without them."""
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(os.environ.get("VIDGRAPH_SHARED") or Path(__file__).resolve().parents[2].parent / "shared")
+_spec = importlib.util.spec_from_file_location(
+    "vidgraph_bench_reference", Path(__file__).resolve().parents[2] / "bench" / "reference.py")
+reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference)
 
 
 def shared_path(relative: str) -> Path:
-    path = SHARED / relative
-    if not path.exists():
-        pytest.skip(f"{path} not available (set VIDGRAPH_SHARED to the shared folder)")
+    path, reason = reference.shared_path(relative)
+    if path is None:
+        pytest.skip(reason)
     return path
 
 

@@ -16,7 +16,7 @@ from vidgraph.nodes.common import NodeInputError
 from vidgraph.nodes.sd.tiny import write_tiny_sd_checkpoint
 from vidgraph.runtime import build_registry
 
-from sd_shared import SHARED
+from sd_shared import shared_path
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -172,17 +172,16 @@ PARITY_CHECKPOINTS = {"sd15_public_fp16.safetensors": "sd15_layout.txt",
 def test_comfyui_parity(tmp_path, case):
     """ComfyUI 0.3.64's outputs: latents within 5e-3, images within 2 levels. VIDGRAPH_SD_MODELS may
     name a models folder that already holds the regenerated checkpoints."""
-    folder = SHARED / "reference" / "parity_sd" / case
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not available (set VIDGRAPH_SHARED)")
+    folder = shared_path(f"reference/parity_sd/{case}")
+    tools = shared_path("tools")
     workflow = (folder / "workflow_api.json").read_text()
     models = Path(os.environ.get("VIDGRAPH_SD_MODELS", tmp_path / "models"))
     for name, layout in PARITY_CHECKPOINTS.items():
         checkpoint = models / "checkpoints" / name
         if name in workflow and not checkpoint.exists():
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([sys.executable, str(SHARED / "tools" / "make_svd_test_checkpoint.py"), "--layout",
-                            str(SHARED / "tools" / layout), "--out", str(checkpoint), "--seed", "7"], check=True)
+            subprocess.run([sys.executable, str(tools / "make_svd_test_checkpoint.py"), "--layout",
+                            str(tools / layout), "--out", str(checkpoint), "--seed", "7"], check=True)
     out = tmp_path / "out"
     run_cli = subprocess.run([str(Path(sys.executable).parent / "vidgraph"), "run", str(folder / "workflow_api.json"),
                               "--cpu", "--models-dir", str(models), "--output-dir", str(out)], capture_output=True, text=True)

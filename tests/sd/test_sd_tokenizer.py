@@ -11,7 +11,7 @@ def ids(chunk):
 
 
 def test_comfyuis_tokens_for_the_parity_prompts():
-    """../shared/reference/parity_sd/README.md, case 1."""
+    """parity_sd/README.md in the reference material (bench/reference.py), case 1."""
     tokens = Tokenizer().tokenize("a red ball on a table")
     assert len(tokens) == 1 and len(tokens[0]) == 77
     assert ids(tokens[0])[:8] == [49406, 320, 736, 1069, 525, 320, 2175, 49407]
