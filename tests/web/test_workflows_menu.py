@@ -48,8 +48,9 @@ def test_missing_model_files_are_named_with_their_folder_when_the_workflow_loads
     try:
         dialog.locator("button[data-value=recheck]").click()
         page.wait_for_function("document.querySelectorAll('dialog').length === 0")
-        options = editor.node("ImageOnlyCheckpointLoader").locator("select option:not([data-missing])")
-        assert "svd_xt_1_1.safetensors" in options.all_inner_texts()
+        # the node's widget is rebuilt from the refreshed definitions just after the dialog closes
+        page.wait_for_function("""[...document.querySelectorAll(".node[data-type='ImageOnlyCheckpointLoader'] select option")]
+            .some(o => !o.hasAttribute('data-missing') && o.textContent === 'svd_xt_1_1.safetensors')""", timeout=15000)
     finally:
         (checkpoints / "svd_xt_1_1.safetensors").unlink()
 

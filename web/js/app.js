@@ -68,6 +68,9 @@ export class App {
       refused: (type) => this.setStatus(`link refused: ${type} does not fit there`),
     });
     this.canvas.addEventListener("pointermove", (e) => { this.pointerWorld = this.view.clientToWorld(e.clientX, e.clientY); });
+    // A reload or close inside the autosave's debounce would drop the last change (or the results
+    // that just arrived): write it now.
+    window.addEventListener("pagehide", () => { if (this.autosaveTimer) this.autosave(); });
     installCommands(this);
     installDropTarget(document.body, (files, e) => this.onFilesDropped(files, e));
 
@@ -144,6 +147,7 @@ export class App {
 
   autosave() {
     clearTimeout(this.autosaveTimer);
+    this.autosaveTimer = null;
     this.workspace.save();
   }
 

@@ -65,6 +65,11 @@ export class Execution {
     if (body.node_errors && Object.keys(body.node_errors).length) this.showValidationErrors(body, { partial: true });
     this.app.workspace.set.rememberPrompt(body.prompt_id, this.app.workspace.active.id);
     this.promptSizes.set(body.prompt_id, Object.keys(prompt).length);
+    if (this.promptId === body.prompt_id) {
+      // The run started (websocket) before this answer arrived: give it its size and tab now.
+      this.runningTab = this.app.workspace.set.tabForPrompt(body.prompt_id);
+      if (this.progress) this.progress.total ??= this.promptSizes.get(body.prompt_id);
+    }
     this.applySeedControls();
     this.app.setStatus(`queued ${String(body.prompt_id).slice(0, 8)}`);
     this.refreshPanel();
