@@ -70,11 +70,14 @@ class KSamplerSelect:
         return (Sampler(sampler_name),)
 
 
-class BasicScheduler:
+class _Scheduler:
+    """SIGMAS out: what the scheduler nodes share."""
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS",)
     FUNCTION = "get_sigmas"
 
+
+class BasicScheduler(_Scheduler):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "scheduler": (SCHEDULER_NAMES,),
@@ -86,46 +89,45 @@ class BasicScheduler:
         return (ksampler_sigmas(scheduler, steps, denoise, table=model.sampling),)
 
 
-SIGMA_RANGE = {"min": 0.0, "max": 5000.0, "step": 0.01, "round": False}
+def sigma_range_inputs(**more) -> dict:
+    """The inputs of the schedulers that span sigma_max..sigma_min directly, in ComfyUI's order."""
+    sigma = {"min": 0.0, "max": 5000.0, "step": 0.01, "round": False}
+    return {"required": {"steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+                         "sigma_max": ("FLOAT", {"default": 14.614642, **sigma}),
+                         "sigma_min": ("FLOAT", {"default": 0.0291675, **sigma}), **more}}
 
 
-class KarrasScheduler:
-    CATEGORY = "sampling/custom_sampling/schedulers"
-    RETURN_TYPES = ("SIGMAS",)
-    FUNCTION = "get_sigmas"
-
+class KarrasScheduler(_Scheduler):
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
-                             "sigma_max": ("FLOAT", {"default": 14.614642, **SIGMA_RANGE}),
-                             "sigma_min": ("FLOAT", {"default": 0.0291675, **SIGMA_RANGE}),
-                             "rho": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.01, "round": False})}}
+        return sigma_range_inputs(rho=("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.01, "round": False}))
 
     def get_sigmas(self, steps, sigma_max, sigma_min, rho):
         return (karras(steps, sigma_min, sigma_max, rho),)
 
 
-class ExponentialScheduler:
-    CATEGORY = "sampling/custom_sampling/schedulers"
-    RETURN_TYPES = ("SIGMAS",)
-    FUNCTION = "get_sigmas"
-
+class ExponentialScheduler(_Scheduler):
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
-                             "sigma_max": ("FLOAT", {"default": 14.614642, **SIGMA_RANGE}),
-                             "sigma_min": ("FLOAT", {"default": 0.0291675, **SIGMA_RANGE})}}
+        return sigma_range_inputs()
 
     def get_sigmas(self, steps, sigma_max, sigma_min):
         return (exponential(steps, sigma_min, sigma_max),)
 
 
-class SplitSigmas:
+class _SigmasEdit:
+    """SIGMAS in, SIGMAS out: what the nodes that cut or turn a schedule share."""
     CATEGORY = "sampling/custom_sampling/sigmas"
-    RETURN_TYPES = ("SIGMAS", "SIGMAS")
-    RETURN_NAMES = ("high_sigmas", "low_sigmas")
+    RETURN_TYPES = ("SIGMAS",)
     FUNCTION = "get_sigmas"
 
+
+class _SigmasSplit(_SigmasEdit):
+    RETURN_TYPES = ("SIGMAS", "SIGMAS")
+    RETURN_NAMES = ("high_sigmas", "low_sigmas")
+
+
+class SplitSigmas(_SigmasSplit):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"sigmas": ("SIGMAS",), "step": ("INT", {"default": 0, "min": 0, "max": 10000})}}
@@ -135,12 +137,7 @@ class SplitSigmas:
         return sigmas[:step + 1], sigmas[step:]
 
 
-class SplitSigmasDenoise:
-    CATEGORY = "sampling/custom_sampling/sigmas"
-    RETURN_TYPES = ("SIGMAS", "SIGMAS")
-    RETURN_NAMES = ("high_sigmas", "low_sigmas")
-    FUNCTION = "get_sigmas"
-
+class SplitSigmasDenoise(_SigmasSplit):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"sigmas": ("SIGMAS",),
@@ -153,11 +150,7 @@ class SplitSigmasDenoise:
         return sigmas[:-total] if total else sigmas, sigmas[-(total + 1):]
 
 
-class FlipSigmas:
-    CATEGORY = "sampling/custom_sampling/sigmas"
-    RETURN_TYPES = ("SIGMAS",)
-    FUNCTION = "get_sigmas"
-
+class FlipSigmas(_SigmasEdit):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"sigmas": ("SIGMAS",)}}
@@ -172,11 +165,14 @@ class FlipSigmas:
         return (sigmas,)
 
 
-class RandomNoise:
+class _NoiseSource:
+    """NOISE out: what the noise nodes share."""
     CATEGORY = "sampling/custom_sampling/noise"
     RETURN_TYPES = ("NOISE",)
     FUNCTION = "get_noise"
 
+
+class RandomNoise(_NoiseSource):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"noise_seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX,
@@ -186,11 +182,7 @@ class RandomNoise:
         return (RandomNoiseSource(noise_seed),)
 
 
-class DisableNoise:
-    CATEGORY = "sampling/custom_sampling/noise"
-    RETURN_TYPES = ("NOISE",)
-    FUNCTION = "get_noise"
-
+class DisableNoise(_NoiseSource):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {}}
@@ -209,11 +201,14 @@ def _guider_inputs(node, model, **conditionings):
     return model
 
 
-class CFGGuider:
+class _GuiderNode:
+    """GUIDER out: what the guider nodes share."""
     CATEGORY = "sampling/custom_sampling/guiders"
     RETURN_TYPES = ("GUIDER",)
     FUNCTION = "get_guider"
 
+
+class CFGGuider(_GuiderNode):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
@@ -223,11 +218,7 @@ class CFGGuider:
         return (Guider(_guider_inputs("CFGGuider", model, positive=positive, negative=negative), positive, negative, cfg),)
 
 
-class BasicGuider:
-    CATEGORY = "sampling/custom_sampling/guiders"
-    RETURN_TYPES = ("GUIDER",)
-    FUNCTION = "get_guider"
-
+class BasicGuider(_GuiderNode):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "conditioning": ("CONDITIONING",)}}
@@ -249,11 +240,7 @@ class DualGuider(Guider):
         return cond2 + (cond1 - cond2) * self.cfg + (cond2 - negative) * self.cfg2
 
 
-class DualCFGGuider:
-    CATEGORY = "sampling/custom_sampling/guiders"
-    RETURN_TYPES = ("GUIDER",)
-    FUNCTION = "get_guider"
-
+class DualCFGGuider(_GuiderNode):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "cond1": ("CONDITIONING",), "cond2": ("CONDITIONING",),
@@ -282,12 +269,15 @@ def sample_custom(node: str, context, guider, sampler, sigmas, noise_source, lat
     return out, denoised_latent
 
 
-class SamplerCustom:
+class _CustomSampler:
+    """The sampled LATENT and the last x0 estimate out: what SamplerCustom(Advanced) share."""
     CATEGORY = "sampling/custom_sampling"
     RETURN_TYPES = ("LATENT", "LATENT")
     RETURN_NAMES = ("output", "denoised_output")
     FUNCTION = "sample"
 
+
+class SamplerCustom(_CustomSampler):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "add_noise": ("BOOLEAN", {"default": True}),
@@ -303,12 +293,7 @@ class SamplerCustom:
                              latent_image)
 
 
-class SamplerCustomAdvanced:
-    CATEGORY = "sampling/custom_sampling"
-    RETURN_TYPES = ("LATENT", "LATENT")
-    RETURN_NAMES = ("output", "denoised_output")
-    FUNCTION = "sample"
-
+class SamplerCustomAdvanced(_CustomSampler):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"noise": ("NOISE",), "guider": ("GUIDER",), "sampler": ("SAMPLER",),

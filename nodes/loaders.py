@@ -177,59 +177,62 @@ DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_i
 SUPPORTED_CLIP_TYPES = {"stable_diffusion", "sd2", "sdxl"}
 
 
-def load_text_encoder_files(context, names: list, kind: str, node: str) -> object:
-    inputs = ["clip_name"] if len(names) == 1 else [f"clip_name{i + 1}" for i in range(len(names))]
+def load_text_encoder_files(context, files: dict, kind: str, node: str) -> object:
+    """One CLIP from the text encoder files `files` names ({input name: file name}, in the input order)."""
     if kind not in SUPPORTED_CLIP_TYPES:
         raise NodeInputError(node, "type", f"{kind!r} text encoders are not supported here; "
                                            f"supported: {', '.join(sorted(SUPPORTED_CLIP_TYPES))}")
-    paths = [resolve_model(context, "text_encoders", name, node, input_name) for name, input_name in zip(names, inputs)]
+    paths = [resolve_model(context, "text_encoders", name, node, input_name) for input_name, name in files.items()]
     options = _load_options(context)
     embeddings = tuple(context.folders.folder_names_and_paths.get("embeddings", ([], set()))[0])
 
     def load():
         return sd_checkpoint.load_text_encoders(paths, kind=kind, dtype=options["dtype"],
                                                 allow_pickle=options["allow_pickle"], embedding_folders=embeddings)
-    return load_cached(context, "text_encoders", paths[0], lambda: _checked(node, inputs[0], load),
+    return load_cached(context, "text_encoders", paths[0], lambda: _checked(node, next(iter(files)), load),
                        others=tuple(paths[1:]), kind=kind, **options)
 
 
-class CLIPLoader:
-    DESCRIPTION = "Load a text encoder file (CLIP-L for SD 1.x, OpenCLIP-H for SD 2.x)."
+class _TextEncoderLoader:
+    """CLIP out of one text encoder file per `clip_name*` input: what CLIPLoader and DualCLIPLoader share."""
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load_clip"
+    CLIP_INPUTS: tuple[str, ...]
+    TYPES: list
 
     @classmethod
     def INPUT_TYPES(cls, folders=None):
-        return {"required": {"clip_name": (model_files("text_encoders", folders),), "type": (CLIP_TYPES,)},
+        files = (model_files("text_encoders", folders),)
+        return {"required": {**{name: files for name in cls.CLIP_INPUTS}, "type": (cls.TYPES,)},
                 "optional": {"device": (["default", "cpu"], {"advanced": True})}, "hidden": CONTEXT}
+
+
+class CLIPLoader(_TextEncoderLoader):
+    DESCRIPTION = "Load a text encoder file (CLIP-L for SD 1.x, OpenCLIP-H for SD 2.x)."
+    CLIP_INPUTS = ("clip_name",)
+    TYPES = CLIP_TYPES
 
     @classmethod
     def IS_CHANGED(cls, clip_name, context=None, **_):
         return model_file_changed("text_encoders", clip_name, context)
 
     def load_clip(self, clip_name, type="stable_diffusion", device="default", context=None):
-        return (load_text_encoder_files(context, [clip_name], type, "CLIPLoader"),)
+        return (load_text_encoder_files(context, {"clip_name": clip_name}, type, "CLIPLoader"),)
 
 
-class DualCLIPLoader:
+class DualCLIPLoader(_TextEncoderLoader):
     DESCRIPTION = "Load two text encoder files (SDXL: CLIP-L and OpenCLIP-bigG)."
-    CATEGORY = "advanced/loaders"
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load_clip"
-
-    @classmethod
-    def INPUT_TYPES(cls, folders=None):
-        files = (model_files("text_encoders", folders),)
-        return {"required": {"clip_name1": files, "clip_name2": files, "type": (DUAL_CLIP_TYPES,)},
-                "optional": {"device": (["default", "cpu"], {"advanced": True})}, "hidden": CONTEXT}
+    CLIP_INPUTS = ("clip_name1", "clip_name2")
+    TYPES = DUAL_CLIP_TYPES
 
     @classmethod
     def IS_CHANGED(cls, clip_name1, clip_name2, context=None, **_):
         return [model_file_changed("text_encoders", name, context) for name in (clip_name1, clip_name2)]
 
     def load_clip(self, clip_name1, clip_name2, type="sdxl", device="default", context=None):
-        return (load_text_encoder_files(context, [clip_name1, clip_name2], type, "DualCLIPLoader"),)
+        files = {"clip_name1": clip_name1, "clip_name2": clip_name2}
+        return (load_text_encoder_files(context, files, type, "DualCLIPLoader"),)
 
 
 class VAELoader:

@@ -142,10 +142,14 @@ class CLIPSetLastLayer:
         return (clip,)
 
 
-class ConditioningCombine:
-    DESCRIPTION = "Both conditionings' entries: the sampler predicts each and averages them by weight."
+class _ConditioningEdit:
+    """CONDITIONING out, made from the conditioning in: what the editing nodes share."""
     CATEGORY = "conditioning"
     RETURN_TYPES = ("CONDITIONING",)
+
+
+class ConditioningCombine(_ConditioningEdit):
+    DESCRIPTION = "Both conditionings' entries: the sampler predicts each and averages them by weight."
     FUNCTION = "combine"
 
     @classmethod
@@ -157,10 +161,8 @@ class ConditioningCombine:
                 + check_conditioning("ConditioningCombine", conditioning_2, "conditioning_2"),)
 
 
-class ConditioningConcat:
+class ConditioningConcat(_ConditioningEdit):
     DESCRIPTION = "Append conditioning_from's tokens to each entry of conditioning_to (its first entry only)."
-    CATEGORY = "conditioning"
-    RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "concat"
 
     @classmethod
@@ -182,50 +184,46 @@ class ConditioningConcat:
         return (out,)
 
 
-def area_inputs(size, offset) -> dict:
-    """ConditioningSetArea(Percentage)'s inputs, in ComfyUI's order."""
-    return {"required": {"conditioning": ("CONDITIONING",), "width": size, "height": size, "x": offset, "y": offset,
-                         "strength": STRENGTH}}
+class _SetArea(_ConditioningEdit):
+    """ConditioningSetArea(Percentage): the same node in two units; each subclass's `area(width, height, x, y)`
+    writes ComfyUI's "area" value in its unit."""
+    FUNCTION = "append"
+    SIZE: tuple
+    OFFSET: tuple
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("CONDITIONING",), "width": cls.SIZE, "height": cls.SIZE,
+                             "x": cls.OFFSET, "y": cls.OFFSET, "strength": STRENGTH}}
+
+    def append(self, conditioning, width, height, x, y, strength):
+        check_conditioning(type(self).__name__, conditioning)
+        return (with_values(conditioning, {"area": self.area(width, height, x, y), "strength": strength,
+                                           "set_area_to_bounds": False}),)
 
 
-class ConditioningSetArea:
+class ConditioningSetArea(_SetArea):
     DESCRIPTION = "Limit the conditioning to a rectangle of the image (pixels, multiples of 8)."
-    CATEGORY = "conditioning"
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "append"
+    SIZE = ("INT", {"default": 64, "min": 64, "max": MAX_RESOLUTION, "step": 8})
+    OFFSET = ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8})
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return area_inputs(("INT", {"default": 64, "min": 64, "max": MAX_RESOLUTION, "step": 8}),
-                           ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8}))
-
-    def append(self, conditioning, width, height, x, y, strength):
-        check_conditioning("ConditioningSetArea", conditioning)
-        return (with_values(conditioning, {"area": (height // 8, width // 8, y // 8, x // 8), "strength": strength,
-                                           "set_area_to_bounds": False}),)
+    @staticmethod
+    def area(width, height, x, y):
+        return (height // 8, width // 8, y // 8, x // 8)   # in latent cells
 
 
-class ConditioningSetAreaPercentage:
+class ConditioningSetAreaPercentage(_SetArea):
     DESCRIPTION = "Limit the conditioning to a rectangle given as fractions of the image."
-    CATEGORY = "conditioning"
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "append"
+    SIZE = ("FLOAT", {"default": 1.0, "min": 0, "max": 1.0, "step": 0.01})
+    OFFSET = ("FLOAT", {"default": 0, "min": 0, "max": 1.0, "step": 0.01})
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return area_inputs(("FLOAT", {"default": 1.0, "min": 0, "max": 1.0, "step": 0.01}),
-                           ("FLOAT", {"default": 0, "min": 0, "max": 1.0, "step": 0.01}))
-
-    def append(self, conditioning, width, height, x, y, strength):
-        check_conditioning("ConditioningSetAreaPercentage", conditioning)
-        return (with_values(conditioning, {"area": ("percentage", height, width, y, x), "strength": strength,
-                                           "set_area_to_bounds": False}),)
+    @staticmethod
+    def area(width, height, x, y):
+        return ("percentage", height, width, y, x)
 
 
-class ConditioningSetAreaStrength:
+class ConditioningSetAreaStrength(_ConditioningEdit):
     DESCRIPTION = "Set the weight of the conditioning against the others it is combined with."
-    CATEGORY = "conditioning"
-    RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "append"
 
     @classmethod
@@ -238,10 +236,8 @@ class ConditioningSetAreaStrength:
         return (with_values(conditioning, {"strength": strength}),)
 
 
-class ConditioningSetMask:
+class ConditioningSetMask(_ConditioningEdit):
     DESCRIPTION = "Limit the conditioning to a mask (optionally to the mask's bounding box)."
-    CATEGORY = "conditioning"
-    RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "append"
 
     @classmethod
@@ -261,10 +257,9 @@ class ConditioningSetMask:
                                            "mask_strength": strength}),)
 
 
-class ConditioningZeroOut:
+class ConditioningZeroOut(_ConditioningEdit):
     DESCRIPTION = "The same conditioning with every value zero (an empty negative for some models)."
     CATEGORY = "advanced/conditioning"
-    RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "zero_out"
 
     @classmethod
@@ -281,10 +276,9 @@ class ConditioningZeroOut:
         return (out,)
 
 
-class ConditioningSetTimestepRange:
+class ConditioningSetTimestepRange(_ConditioningEdit):
     DESCRIPTION = "Use the conditioning only between two points of sampling (0 = start, 1 = end)."
     CATEGORY = "advanced/conditioning"
-    RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "set_range"
 
     @classmethod

@@ -35,13 +35,6 @@ def _sigma_range(model, node: str, start: float, end: float):
     return model.percent_range(start, end)
 
 
-def _latent_samples(latent, node: str, input_name: str) -> torch.Tensor:
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-        raise NodeInputError(node, input_name, "expected a LATENT with samples [frames, channels, h, w]")
-    return samples
-
-
 def _checked(node: str, input_name: str, fn, *args):
     """fn(*args), with its ValueError reported as this node's input error."""
     try:
@@ -50,11 +43,30 @@ def _checked(node: str, input_name: str, fn, *args):
         raise NodeInputError(node, input_name, str(error)) from None
 
 
+def _planned_latent(model, latent, node: str, input_name: str) -> torch.Tensor:
+    """A planned video given as a LATENT input, in the model's own latent scale."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+        raise NodeInputError(node, input_name, "expected a LATENT with samples [frames, channels, h, w]")
+    return model.latent_format.process_in(samples.float())
+
+
 class _PatchNode:
     """MODEL in, patched clone out: what the four guidance nodes share."""
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
+
+    @staticmethod
+    def inputs(required: dict, optional: dict | None = None) -> dict:
+        """INPUT_TYPES: the model first, then `required` (and `optional`), in ComfyUI's order."""
+        return {"required": {"model": ("MODEL",), **required}, **({"optional": optional} if optional else {})}
+
+
+def _step_range_inputs(start: float, end: float) -> dict:
+    """start_percent / end_percent: the part of sampling a patch acts in (0 = first step, 1 = last)."""
+    return {"start_percent": ("FLOAT", {"default": start, **PERCENT}),
+            "end_percent": ("FLOAT", {"default": end, **PERCENT})}
 
 
 # ---------------------------------------------------------------- regions
@@ -66,27 +78,23 @@ class MotionBrush(_PatchNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL",),
+        return cls.inputs({
             "mask": ("MASK", {"tooltip": "1 where things may move, at the image's resolution."}),
             "strength": ("FLOAT", {"default": 1.0, **PERCENT, "tooltip": "How freely the region moves: 1 = not "
                                    "pinned at all, 0.5 = half-way pinned to the first frame."}),
             "feather": ("INT", {"default": 16, "min": 0, "max": 1024, "tooltip": "Soft edge width in pixels."}),
-            "start_percent": ("FLOAT", {"default": 0.0, **PERCENT}),
-            "end_percent": ("FLOAT", {"default": 1.0, **PERCENT}),
-        }, "optional": {
+            **_step_range_inputs(0.0, 1.0),
+        }, optional={
             "follow": ("LATENT", {"tooltip": "A planned video (e.g. the start image warped along a camera path, "
                                   "VAE-encoded): pin to its frames instead of the first frame."}),
-        }}
+        })
 
     def patch(self, model, mask, strength, feather, start_percent=0.0, end_percent=1.0, follow=None):
         node = "MotionBrush"
         _patchable(model, node)
         mask = _checked(node, "mask", masks.as_mask_batch, mask)
         sigma_range = _sigma_range(model, node, start_percent, end_percent)
-        planned = None
-        if follow is not None:
-            planned = model.latent_format.process_in(_latent_samples(follow, node, "follow").float())
+        planned = None if follow is None else _planned_latent(model, follow, node, "follow")
         return (brush.add_region(model, mask, strength, feather, sigma_range, planned),)
 
 
@@ -191,22 +199,19 @@ class LayoutGuide(_PatchNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL",),
+        return cls.inputs({
             "layout": ("LATENT", {"tooltip": "The planned frames, VAE-encoded (one latent frame per video frame)."}),
             "strength": ("FLOAT", {"default": 0.9, **PERCENT}),
-            "start_percent": ("FLOAT", {"default": 0.0, **PERCENT}),
-            "end_percent": ("FLOAT", {"default": 0.3, **PERCENT}),
-        }, "optional": {"valid": ("MASK", {"tooltip": "Where the plan holds (CameraWarpImage's valid output)."})}}
+            **_step_range_inputs(0.0, 0.3),
+        }, optional={"valid": ("MASK", {"tooltip": "Where the plan holds (CameraWarpImage's valid output)."})})
 
     def patch(self, model, layout, strength, start_percent=0.0, end_percent=0.3, valid=None):
         node = "LayoutGuide"
         _patchable(model, node)
-        samples = _latent_samples(layout, node, "layout")
+        planned = _planned_latent(model, layout, node, "layout")
         if valid is not None:
             valid = _checked(node, "valid", masks.as_mask_batch, valid)
         m = model.clone()
-        planned = m.latent_format.process_in(samples.float())
         m.add_post_cfg(layout_post_cfg(planned, strength, valid),
                        sigma_range=_sigma_range(model, node, start_percent, end_percent))
         return (m,)
@@ -221,11 +226,10 @@ class KeyframeEnd(_PatchNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL",),
+        return cls.inputs({
             "end_positive": ("CONDITIONING", {"tooltip": "SVD_img2vid_Conditioning of the end image."}),
             "end_negative": ("CONDITIONING",),
-        }}
+        })
 
     def patch(self, model, end_positive, end_negative):
         node = "KeyframeEnd"
@@ -291,8 +295,7 @@ class TrajectoryGuidance(_PatchNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL",),
+        return cls.inputs({
             "trajectories": ("TRAJECTORIES",),
             "iterations": ("INT", {"default": 5, "min": 0, "max": 100, "tooltip": "Optimiser steps per guided step."}),
             "learning_rate": ("FLOAT", {"default": 0.21, "min": 0.0, "max": 10.0, "step": 0.01}),
@@ -303,7 +306,7 @@ class TrajectoryGuidance(_PatchNode):
                                      "tooltip": "Low-pass cut-off of the fusion with the original latent; 0 = off."}),
             "feature_blocks": ("STRING", {"default": "auto", "tooltip": "Output-block indices whose spatial "
                                           "self-attention gives the features, e.g. '7,8' (SVD), or 'auto'."}),
-        }}
+        })
 
     def patch(self, model, trajectories, iterations, learning_rate, start_at, end_at, heatmap_sigma, fft_cutoff,
               feature_blocks="auto"):

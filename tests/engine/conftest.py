@@ -10,6 +10,8 @@ from vidgraph.engine.executor import Executor
 from vidgraph.engine.folders import Folders
 from vidgraph.engine.registry import NodeRegistry
 
+from int_node import IntNode
+
 
 class Calls:
     """Which test nodes ran, in order (reset per test)."""
@@ -72,14 +74,8 @@ class Show:
         return {"ui": {"text": [repr(value)]}}
 
 
-class Volatile:
+class Volatile(IntNode):
     """IS_CHANGED NaN: always re-runs."""
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
 
     @classmethod
     def IS_CHANGED(cls, value):
@@ -90,14 +86,7 @@ class Volatile:
         return (value,)
 
 
-class Boom:
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
-
+class Boom(IntNode):
     def run(self, value):
         CALLS.add("Boom", value)
         raise RuntimeError(f"boom on {value}")

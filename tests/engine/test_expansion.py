@@ -6,16 +6,15 @@ import pytest
 from vidgraph.engine.graph_builder import GraphBuilder, add_graph_prefix, is_link
 from vidgraph.engine.nodecall import ExecutionBlocker
 
+from int_node import IntNode
 
 
 def link(node_id, output=0):
     return [str(node_id), output]
 
 
-class AddThree:
+class AddThree(IntNode):
     """Expands into Number -> Add(+3): its output is the Add's."""
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -28,23 +27,14 @@ class AddThree:
         return {"result": (total.out(0),), "expand": g.finalize()}
 
 
-class PlusThree:
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
-
+class PlusThree(IntNode):
     def run(self, value):
         g = GraphBuilder()
         return {"result": (g.node("Add", a=value, b=3).out(0),), "expand": g.finalize()}
 
 
-class Repeat:
+class Repeat(IntNode):
     """A loop: adds 1 `times` times by expanding into Add -> Repeat(times - 1)."""
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -59,14 +49,8 @@ class Repeat:
         return {"result": (again.out(0),), "expand": g.finalize()}
 
 
-class Nested:
+class Nested(IntNode):
     """Expands into an AddThree, which expands again."""
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
 
     def run(self, value):
         g = GraphBuilder()
@@ -74,14 +58,9 @@ class Nested:
         return {"result": (inner.out(0),), "expand": g.finalize()}
 
 
-class Mixed:
+class Mixed(IntNode):
     """Per list element: a literal answer, or an expansion (list semantics through expansions)."""
     RETURN_TYPES = ("INT", "STRING")
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
 
     def run(self, value):
         if value % 2 == 0:
@@ -91,14 +70,7 @@ class Mixed:
         return {"result": (total.out(0), "expanded"), "expand": g.finalize()}
 
 
-class Cyclic:
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
-
+class Cyclic(IntNode):
     def run(self, value):
         g = GraphBuilder()
         first = g.node("Add", a=value)
@@ -107,27 +79,14 @@ class Cyclic:
         return {"result": (second.out(0),), "expand": g.finalize()}
 
 
-class Duplicate:
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
-
+class Duplicate(IntNode):
     def run(self, value):
         graph = {"1": {"class_type": "Number", "inputs": {"value": value}}}   # "1" is a submitted id
         return {"result": (["1", 0],), "expand": graph}
 
 
-class BlockInside:
+class BlockInside(IntNode):
     """Expands into a node that answers an ExecutionBlocker (silent: its consumers are skipped)."""
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
 
     def run(self, value):
         g = GraphBuilder()
@@ -135,26 +94,13 @@ class BlockInside:
         return {"result": (blocked.out(0),), "expand": g.finalize()}
 
 
-class Blocker:
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
-
+class Blocker(IntNode):
     def run(self, value):
         return (ExecutionBlocker(None),)
 
 
-class ShowInside:
+class ShowInside(IntNode):
     """Expands into an output node (it runs and reports its ui) and passes the value on."""
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {})}}
 
     def run(self, value):
         g = GraphBuilder()
@@ -162,11 +108,10 @@ class ShowInside:
         return {"result": (value,), "expand": g.finalize()}
 
 
-class RawLink:
+class RawLink(IntNode):
     """A rawLink input gets the link itself; its producer still runs first. A hidden input of a
     type the executor does not fill takes the prompt's value, and is absent when not given."""
     RETURN_TYPES = ("STRING",)
-    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
