@@ -1,29 +1,11 @@
-"""SVD image conditioning and the per-frame guidance nodes.
-
-The CONDITIONING SVD samples with is ComfyUI's: ``[[clip_embedding [1,1,D], {"concat_latent_image":
-raw latent [1,4,h,w], "fps", "motion_bucket_id", "augmentation_level"}]]``. The negative has a
-zeroed embedding and a zeroed concat latent but the same fps / motion / augmentation, because
-SVD's unconditional branch only drops the image, never the micro-conditioning.
-"""
+"""SVD image conditioning and the per-frame guidance nodes (what the conditioning holds, and how it is
+made: `image_conditioning`)."""
 from __future__ import annotations
 
-import torch
-
-from .common import CONTEXT, MAX_RESOLUTION, NodeInputError, check_fits_in_memory, check_model, require_model
+from .common import CONTEXT, MAX_RESOLUTION, NodeInputError, check_model, require_model
+from .image_conditioning import encode_clip_vision, svd_image_conditioning
 from .image_io import check_rgb_batch
-from .images import resize
-from .latents import encode_pixels
-from .model_management import resident
 from .svd.denoiser import video_cfg_function
-
-
-
-def encode_clip_vision(clip_vision, image: torch.Tensor, context, crop: bool = True):
-    """The CLIP_VISION_OUTPUT with its tensors on the CPU, where intermediates live (as in ComfyUI):
-    a cached result must not hold GPU memory."""
-    with resident(clip_vision, context.settings, context.resources):
-        out = clip_vision.encode_image(image, crop=crop)
-    return type(out)({k: v.to("cpu") if isinstance(v, torch.Tensor) else v for k, v in out.items()})
 
 
 class CLIPVisionEncode:
@@ -90,22 +72,9 @@ class SVD_img2vid_Conditioning:
         init_image = check_rgb_batch(init_image, node, "init_image")
         require_model(clip_vision, "encode_image", "CLIP_VISION", node, "clip_vision")
         require_model(vae, "encode", "VAE", node, "vae")
-        scale = getattr(vae, "downscale", 8)  # 8 for SVD's VAE; the trained tiny model's is 4
-        latent_shape = (video_frames, 4, height // scale, width // scale)
-        check_fits_in_memory(latent_shape, node, "video_frames")
-        embedding = encode_clip_vision(clip_vision, init_image, context).image_embeds.unsqueeze(0)
-        pixels = resize(init_image.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
-        pixels = pixels[..., :3]
-        if augmentation_level > 0:
-            # Drawn from torch's global generator, exactly where ComfyUI draws it: an upstream
-            # ImageAddNoise (or KSampler) seeds it, which is what makes such workflows repeatable.
-            pixels = pixels + torch.randn_like(pixels) * augmentation_level
-        concat = encode_pixels(vae, pixels, context)
-        micro = {"motion_bucket_id": motion_bucket_id, "fps": fps, "augmentation_level": augmentation_level}
-        positive = [[embedding, {**micro, "concat_latent_image": concat}]]
-        negative = [[torch.zeros_like(embedding), {**micro, "concat_latent_image": torch.zeros_like(concat)}]]
-        latent = torch.zeros(latent_shape)
-        return positive, negative, {"samples": latent}
+        return svd_image_conditioning(clip_vision, init_image, vae, width, height, video_frames,
+                                      {"motion_bucket_id": motion_bucket_id, "fps": fps,
+                                       "augmentation_level": augmentation_level}, context, node)
 
 
 class _VideoCFGGuidance:

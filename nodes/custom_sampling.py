@@ -13,9 +13,9 @@ import torch
 
 from .common import CONTEXT, SEED_MAX, NodeInputError, check_model
 from .guidance import Guider, predict_branches, prepare_entries
-from .ksampler import check_conditioning, check_latent, run_guider
 from .sampling import SAMPLER_NAMES, get_sampler
 from .sampling_noise import prepare_noise
+from .sampling_run import check_conditioning, check_latent, run_guider
 from .schedules import SCHEDULER_NAMES, exponential, karras, ksampler_sigmas
 
 

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from .common import CONTEXT, NodeInputError, SEED_MAX, check_model, require_model
-from .conditioning import SVD_img2vid_Conditioning, encode_clip_vision
 from .frames import FrameSink, as_frame_stream
-from .ksampler import sample
-from .latents import decode_latent, encode_pixels
+from .image_conditioning import encode_clip_vision, svd_image_conditioning
 from .sampling import SAMPLER_NAMES
+from .sampling_run import sample
 from .schedules import SCHEDULER_NAMES, ksampler_sigmas
 from .svd.vae import SCALE_FACTOR
+from .vae_coding import decode_latent, encode_pixels
 
 
 # -- colour ---------------------------------------------------------------------------------------------
@@ -93,9 +93,9 @@ class SegmentSettings:
         """One segment [video_frames,H,W,3] from a start frame [1,H,W,3], its CLIP embedding replaced
         by `embedding` when given; `pins` = ((frame indices, raw latent rows), ...) held in place."""
         height, width = start.shape[1:3]
-        positive, negative, latent = SVD_img2vid_Conditioning().encode(
-            self.clip_vision, start, self.vae, width, height, self.video_frames, self.motion_bucket_id,
-            self.fps, self.augmentation_level, context)
+        micro = {"motion_bucket_id": self.motion_bucket_id, "fps": self.fps, "augmentation_level": self.augmentation_level}
+        positive, negative, latent = svd_image_conditioning(self.clip_vision, start, self.vae, width, height,
+                                                            self.video_frames, micro, context, self.node)
         if embedding is not None:
             positive = [[embedding, positive[0][1]]]
         sigmas = ksampler_sigmas(self.scheduler, self.steps, 1.0, self.sampler_name, table=self.model.sampling)
@@ -159,6 +159,12 @@ def next_segment(settings: SegmentSettings, tail: torch.Tensor, head: torch.Tens
     return seam, (new[overlap:len(new) - overlap] if loop else new[overlap:])
 
 
+def _check_size(node: str, input_name: str, height: int, width: int):
+    if height % 8 or width % 8:
+        raise NodeInputError(node, input_name, f"width and height must be multiples of 8 (crop or scale "
+                                               f"it first), got {width}x{height}")
+
+
 def _check_overlap(node: str, overlap: int, video_frames: int, frames: int):
     if overlap >= video_frames:
         raise NodeInputError(node, "overlap_frames", f"must be smaller than video_frames ({video_frames}), got {overlap}")
@@ -171,6 +177,7 @@ def extend_clip(settings: SegmentSettings, clip, context, seed: int, overlap: in
     """The clip with one more segment (see the module docstring). Returns an IMAGE (tensor or frame file)."""
     stream = as_frame_stream(clip, settings.node, "images")
     total, height, width, channels = stream.shape
+    _check_size(settings.node, "images", height, width)
     _check_overlap(settings.node, overlap, settings.video_frames, total)
     tail = _tail(stream, overlap)
     head = _head(stream, max(overlap, settings.video_frames))
@@ -269,9 +276,7 @@ class SVDLongClip:
             raise NodeInputError(node, "init_image", "expected an IMAGE [1, H, W, 3]")
         _check_overlap(node, overlap, settings.video_frames, settings.video_frames)
         image = init_image[:1, ..., :3]
-        if image.shape[1] % 8 or image.shape[2] % 8:
-            raise NodeInputError(node, "init_image", f"width and height must be multiples of 8 (crop or scale "
-                                                     f"it first), got {image.shape[2]}x{image.shape[1]}")
+        _check_size(node, "init_image", image.shape[1], image.shape[2])
         frames = max(1, round(seconds * kwargs["fps"]))
         count = max(segments_for(frames, settings.video_frames, overlap), 2 if loop else 1)  # a loop closes on a segment
         made = settings.video_frames + (count - 1) * (settings.video_frames - overlap) - (overlap if loop else 0)

@@ -2,7 +2,7 @@
 
 A LATENT is `{"samples": [B, 4, H/8, W/8]}` in the VAE's raw space; `noise_mask` [B, 1, H, W] (or
 in latent cells) limits KSampler to the masked part. `common_upscale`'s methods and crop rule are
-`images.resize`'s; `bislerp` is ComfyUI's spherical interpolation of latent vectors.
+`resizing.resize`'s; `bislerp` is ComfyUI's spherical interpolation of latent vectors.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from .common import CONTEXT, MAX_RESOLUTION, NodeInputError, check_fits_in_memory, require_model
 from .image_io import check_rgb_batch
-from .images import center_crop_to_aspect, resize
-from .latents import encode_pixels
+from .resizing import center_crop_to_aspect, resize
+from .vae_coding import encode_pixels
 
 LATENT_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 

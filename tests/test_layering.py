@@ -92,3 +92,16 @@ def test_model_files_sit_below_the_node_modules():
             todo.extend(graph.get(current, (set(), False))[0])
     assert node_modules, "no node modules found: the check would pass vacuously"
     assert not offences, "model files reach up into the node modules:\n" + "\n".join(sorted(set(offences)))
+
+
+def test_node_modules_do_not_import_each_other():
+    """Node modules are peers: what two of them share lives in a helper module named for it
+    (resizing, vae_coding, sampling_run, image_conditioning, ...), never inside the first node
+    module that needed it. The pack's __init__ gathers them by name and is not one of them."""
+    nodes = ROOT / "nodes"
+    node_modules = {str(p.relative_to(nodes).with_suffix("")) for p in nodes.rglob("*.py") if _is_node_module(p)}
+    offences = [f"nodes/{name}.py imports the node module nodes/{other}.py"
+                for name in sorted(node_modules)
+                for other in sorted(_pack_imports(nodes / f"{name}.py")[0] & node_modules) if other != name]
+    assert len(node_modules) > 5, "too few node modules found: the check would pass vacuously"
+    assert not offences, "node modules import each other:\n" + "\n".join(offences)

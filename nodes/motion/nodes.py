@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common import CONTEXT, NodeInputError, require_model
+from ..common import NodeInputError, require_model
 from ..guidance import Guider, denoised_for_moved_latent
 from . import brush, camera, keyframes, masks, sgi2v
 from .layout import layout_post_cfg

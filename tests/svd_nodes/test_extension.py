@@ -8,6 +8,7 @@ from vidgraph.engine.nodecall import materialized
 from vidgraph.nodes import extension
 from vidgraph.nodes.common import NodeInputError
 from vidgraph.nodes.extension import (SVDExtendClip, SVDLongClip, colour_stats, match_colours, segments_for)
+from vidgraph.nodes.vae_coding import encode_pixels
 
 SEGMENT = dict(video_frames=5, overlap_frames=2, motion_bucket_id=127, fps=6, augmentation_level=0.0, seed=3,
                steps=2, cfg=2.0, sampler_name="euler", scheduler="karras", color_match=1.0, reanchor=0.5, loop=False)
@@ -56,7 +57,7 @@ def test_extension_pins_the_overlap_and_keeps_the_clip(tiny_models, monkeypatch)
     assert out.shape == (6 + 5 - 2, 64, 64, 3)
     assert torch.equal(out[:4], clip[:4])  # the clip before the overlap is untouched
     assert torch.isfinite(out).all() and float(out.min()) >= 0 and float(out.max()) <= 1
-    known = extension.encode_pixels(tiny_models.vae, clip[-2:], context)
+    known = encode_pixels(tiny_models.vae, clip[-2:], context)
     torch.testing.assert_close(sampled[0][:2], known, atol=1e-4, rtol=1e-4)  # pinned frames sampled to the clip's
 
 
@@ -69,7 +70,7 @@ def test_loop_ends_on_the_first_frames_and_drops_them(tiny_models, monkeypatch):
     (out,) = SVDExtendClip().extend(clip, context, model=tiny_models.model, clip_vision=tiny_models.clip_vision,
                                     vae=tiny_models.vae, **{**SEGMENT, "loop": True})
     assert materialized(out).shape[0] == 6 + 5 - 2 * 2
-    head = extension.encode_pixels(tiny_models.vae, clip[:2], context)
+    head = encode_pixels(tiny_models.vae, clip[:2], context)
     torch.testing.assert_close(sampled[0]["samples"][-2:], head, atol=1e-4, rtol=1e-4)
 
 
@@ -80,8 +81,10 @@ def test_bad_settings_name_the_input(tiny_models):
         SVDExtendClip().extend(clip_frames(), context, **models, **{**SEGMENT, "overlap_frames": 5})
     with pytest.raises(NodeInputError, match="^SVDExtendClip: input 'model'"):
         SVDExtendClip().extend(clip_frames(), context, **{**models, "model": "x"}, **SEGMENT)
-    with pytest.raises(NodeInputError, match="^SVDLongClip: input 'init_image'"):
+    with pytest.raises(NodeInputError, match="^SVDLongClip: input 'init_image'.*multiples of 8"):
         SVDLongClip().generate(torch.zeros(1, 60, 64, 3), 1.0, context, **models, **SEGMENT)
+    with pytest.raises(NodeInputError, match="^SVDExtendClip: input 'images'.*multiples of 8"):
+        SVDExtendClip().extend(torch.zeros(6, 60, 64, 3), context, **models, **SEGMENT)
 
 
 def test_a_clip_of_n_seconds(tiny_models, demo_image):

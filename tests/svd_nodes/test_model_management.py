@@ -157,20 +157,20 @@ def test_unet_loader_fp8_keeps_8_bit_weights_and_samples(svd_env, svd_conditioni
 
 
 def test_decode_chunk_is_the_whole_clip_when_it_fits_and_bounded_when_not(monkeypatch):
-    from vidgraph.nodes import latents, model_management
+    from vidgraph.nodes import model_management, vae_coding
     from vidgraph.nodes.svd.vae import VAE, VAEConfig
 
     with torch.device("meta"):
         vae = VAE(VAEConfig())  # SVD's full-size decoder: 128 base channels
     full_hd = torch.zeros(25, 4, 72, 128)  # 25 frames of 1024x576
     monkeypatch.setattr(model_management, "available_memory", lambda device: 1 << 50)
-    assert latents.decode_chunk(vae, full_hd, torch.device("cpu")) == 25
+    assert vae_coding.decode_chunk(vae, full_hd, torch.device("cpu")) == 25
     monkeypatch.setattr(model_management, "available_memory", lambda device: 16 << 30)
-    chunk = latents.decode_chunk(vae, full_hd, torch.device("cpu"))
+    chunk = vae_coding.decode_chunk(vae, full_hd, torch.device("cpu"))
     # ~2 GB of working memory per fp32 frame: a 16 GB machine decodes a handful at a time
     assert 1 <= chunk <= 6
     monkeypatch.setattr(model_management, "available_memory", lambda device: 1 << 20)
-    assert latents.decode_chunk(vae, full_hd, torch.device("cpu")) == 1
+    assert vae_coding.decode_chunk(vae, full_hd, torch.device("cpu")) == 1
 
 
 def test_make_room_offloads_least_recently_used_models_until_the_new_one_fits(monkeypatch):

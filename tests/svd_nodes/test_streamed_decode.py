@@ -6,15 +6,16 @@ import torch
 
 from svd_nodes_support import small_prompt
 from vidgraph.engine.nodecall import materialized
-from vidgraph.nodes import latents
+from vidgraph.nodes import vae_coding
 from vidgraph.nodes.frames import FrameFile
-from vidgraph.nodes.latents import VAEDecode, decode_latent
+from vidgraph.nodes.latents import VAEDecode
+from vidgraph.nodes.vae_coding import decode_latent
 
 
 def test_decode_past_the_threshold_streams_in_chunks(tiny_models, monkeypatch):
     latent = {"samples": torch.randn(5, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
     vae = tiny_models.vae
-    monkeypatch.setattr(latents, "STREAM_DECODE_FRAMES", 2)
+    monkeypatch.setattr(vae_coding, "STREAM_DECODE_FRAMES", 2)
     in_memory = VAEDecode().decode(latent, vae, tiny_models.env.context())[0]
     assert isinstance(in_memory, torch.Tensor)
     progress = []
