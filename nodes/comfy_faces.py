@@ -319,7 +319,7 @@ def unavailable_node(name: str, reason: str) -> type:
                            "__doc__": f"Stand-in for ComfyUI's {name}: {reason}."})
 
 
-SD_FAMILY = "vidgraph has no such node yet (LoRA, ControlNet, style models and GLIGEN are not implemented)"
+SD_FAMILY = "vidgraph has no such node yet (ControlNet, style models and GLIGEN are not implemented)"
 MISSING_CORE = {name: SD_FAMILY for name in (
     "CLIPTextEncode", "LoraLoader", "LoraLoaderModelOnly", "EmptyLatentImage", "ConditioningCombine",
     "ConditioningConcat", "ConditioningZeroOut", "ConditioningSetTimestepRange", "ConditioningSetArea",

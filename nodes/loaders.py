@@ -1,4 +1,5 @@
-"""Model loaders: SVD and SD 1.x / 2.x / SDXL checkpoints, standalone VAE / CLIP-vision / UNet / text-encoder files.
+"""Model loaders: SVD and SD 1.x / 2.x / SDXL checkpoints, standalone VAE / CLIP-vision / UNet / text-encoder
+files, and LoRA files (LoraLoader, LoraLoaderModelOnly: weight patches on clones, `lora.py`).
 
 File names are combo inputs listing the model folders (`models/checkpoints`, `models/vae`,
 `models/clip_vision`, `models/diffusion_models`, plus extra_model_paths.yaml). Loaded models stay
@@ -10,20 +11,27 @@ downstream of it, while an unchanged one is never re-read or hashed.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 from safetensors import safe_open
 
+from vidgraph.engine.context import current_context
+
 from .common import CONTEXT, NodeInputError, folders_in_scope
+from .lora import MODEL_PART, apply_lora
+from .model import Model
 from .model_management import (available_memory, compute_device, compute_dtype, file_identity, load_cached,
                                vae_compute_dtype)
 from .sd import checkpoint as sd_checkpoint
+from .sd.text_encoder import CLIP
 from .svd import checkpoint as ckpt
 from .svd.casting import cast_on_forward
 from .svd.denoiser import svd_model
-from .weights import CheckpointError, open_source
+from .weights import CheckpointError, open_source, read_all
 
+log = logging.getLogger(__name__)
 # Share of the free memory an fp32 copy of a checkpoint may take before it is kept in 16 bits.
 MEMORY_HEADROOM = 0.8
 FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
@@ -305,6 +313,101 @@ class UNETLoader:
         return (svd_model(unet, options["dtype"]),)
 
 
+# -- LoRA: weight patches on clones of the MODEL and the CLIP (formats and arithmetic in lora.py) --
+
+TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "text_encoder.", "text_encoder_2.", "clip_")
+STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
+
+
+def read_lora(context, node: str, lora_name: str) -> dict:
+    path = resolve_model(context, "loras", lora_name, node, "lora_name")
+    try:
+        return read_all(open_source(path, allow_pickle=bool(context.settings.get("allow_pickle"))))
+    except CheckpointError as error:
+        raise NodeInputError(node, "lora_name", str(error)) from None
+
+
+def load_lora(context, node: str, model, clip, lora_name: str, strength_model: float, strength_clip: float):
+    context = context or current_context()  # a pack's subclass calls without the hidden context
+    if not isinstance(model, Model):
+        raise NodeInputError(node, "model", f"expected a MODEL, got {type(model).__name__}")
+    if clip is not None and not isinstance(clip, CLIP):
+        raise NodeInputError(node, "clip", f"expected a CLIP, got {type(clip).__name__}")
+    sd = read_lora(context, node, lora_name)
+    patched_model, patched_clip, found = apply_lora(model, clip, sd, strength_model, strength_clip)
+    what = "the diffusion model" + ("" if clip is None else " or the text encoder")
+    if found.count(MODEL_PART if clip is None else None) == 0:
+        text_keys = [k for k in sd if k.startswith(TEXT_ENCODER_PREFIXES)]
+        if clip is None and text_keys:
+            hint = f"; {len(text_keys)} of its keys are for a text encoder, which LoraLoader applies"
+        elif sd:
+            hint = f"; its keys look like {', '.join(sorted(sd)[:3])}"
+        else:
+            hint = " (the file holds no tensors)"
+        raise NodeInputError(node, "lora_name", f"{lora_name!r} matches no weight of {what} "
+                                                f"(0 of {len(sd)} keys matched){hint}")
+    summary = f"LoRA {lora_name}: {found.summary()}"
+    if found.unmatched or found.unsupported:
+        log.warning("%s: %s", node, summary)
+    return patched_model, patched_clip, summary
+
+
+class LoraLoader:
+    DESCRIPTION = ("LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are "
+                   "denoised such as applying styles. Multiple LoRA nodes can be linked together.")
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("MODEL", "CLIP")
+    OUTPUT_TOOLTIPS = ("The modified diffusion model.", "The modified CLIP model.")
+    FUNCTION = "load_lora"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The diffusion model the LoRA will be applied to."}),
+            "clip": ("CLIP", {"tooltip": "The CLIP model the LoRA will be applied to."}),
+            "lora_name": (model_files("loras", folders), {"tooltip": "The name of the LoRA."}),
+            "strength_model": ("FLOAT", {**STRENGTH, "tooltip": "How strongly to modify the diffusion model. "
+                                                                "This value can be negative."}),
+            "strength_clip": ("FLOAT", {**STRENGTH, "tooltip": "How strongly to modify the CLIP model. "
+                                                               "This value can be negative."}),
+        }, "hidden": CONTEXT}
+
+    @classmethod
+    def IS_CHANGED(cls, lora_name, context=None, **_):
+        return model_file_changed("loras", lora_name, context)
+
+    def load_lora(self, model, clip, lora_name, strength_model, strength_clip, context=None):
+        if strength_model == 0 and strength_clip == 0:
+            return (model, clip)
+        model, clip, summary = load_lora(context, "LoraLoader", model, clip, lora_name, strength_model, strength_clip)
+        return {"ui": {"text": [summary]}, "result": (model, clip)}
+
+
+class LoraLoaderModelOnly:
+    DESCRIPTION = "Apply a LoRA to the diffusion model only (its text-encoder keys, if any, are ignored)."
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load_lora_model_only"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {
+            "model": ("MODEL",),
+            "lora_name": (model_files("loras", folders),),
+            "strength_model": ("FLOAT", dict(STRENGTH)),
+        }, "hidden": CONTEXT}
+
+    @classmethod
+    def IS_CHANGED(cls, lora_name, context=None, **_):
+        return model_file_changed("loras", lora_name, context)
+
+    def load_lora_model_only(self, model, lora_name, strength_model, context=None):
+        if strength_model == 0:
+            return (model,)
+        model, _, summary = load_lora(context, "LoraLoaderModelOnly", model, None, lora_name, strength_model, 0.0)
+        return {"ui": {"text": [summary]}, "result": (model,)}
+
+
 NODE_CLASS_MAPPINGS = {
     "ImageOnlyCheckpointLoader": ImageOnlyCheckpointLoader,
     "CheckpointLoaderSimple": CheckpointLoaderSimple,
@@ -313,6 +416,8 @@ NODE_CLASS_MAPPINGS = {
     "UNETLoader": UNETLoader,
     "CLIPLoader": CLIPLoader,
     "DualCLIPLoader": DualCLIPLoader,
+    "LoraLoader": LoraLoader,
+    "LoraLoaderModelOnly": LoraLoaderModelOnly,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ImageOnlyCheckpointLoader": "Image Only Checkpoint Loader (img2vid model)",
@@ -320,4 +425,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "VAELoader": "Load VAE",
     "CLIPVisionLoader": "Load CLIP Vision",
     "UNETLoader": "Load Diffusion Model",
+    "LoraLoader": "Load LoRA",
 }

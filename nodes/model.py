@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from .model_patcher_face import ComfyModelPatcher
+from .weight_patches import add_to_table, patched_weights
 
 ATTENTION_SITES = ("attn1", "attn2", "temporal_attn1", "temporal_attn2")
 ATTENTION_STAGES = ("input", "replace", "output")
@@ -222,6 +223,7 @@ class Model(ComfyModelPatcher):
         self.latent_format = latent_format
         self.patches = patches or Patches()
         self.transformer_options = transformer_options or {}
+        self.weight_patches: dict = {}   # parameter name -> (PatchEntry, ...): see weight_patches.py
 
     def __repr__(self):
         return f"Model({self.network.family}, {self.sampling.describe()})"
@@ -277,6 +279,14 @@ class Model(ComfyModelPatcher):
     def set_sampling(self, sampling):
         self.sampling = sampling
 
+    def add_weight_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:
+        """Add weight patches {parameter name: patch} (`weight_patches.as_patch` forms) on the network's
+        parameter names, or ComfyUI's (`diffusion_model.` + name); returns the keys that named a parameter."""
+        known = set(self.network.module.state_dict().keys())
+        self.weight_patches, matched = add_to_table(
+            self.weight_patches, patches, known, strength_patch, strength_model, rename=_network_name)
+        return matched
+
     # ---------------------------------------------------------------- use
 
     def apply(self, x, sigma, c: dict, cond_or_uncond=None, transformer_options=None):
@@ -310,9 +320,14 @@ class Model(ComfyModelPatcher):
     @contextmanager
     def active(self, residency):
         """The network ready to run for the duration: `residency(module)` is the caller's context
-        manager that puts the weights on the compute device (`model_management.resident`)."""
-        with residency(self.network.module):
+        manager that puts the weights on the compute device (`model_management.resident`). The MODEL's
+        weight patches are applied inside and the original weights are back afterwards."""
+        with residency(self.network.module), patched_weights(self.network.module, self.weight_patches):
             yield self
+
+
+def _network_name(key: str) -> str:
+    return key[len("diffusion_model."):] if key.startswith("diffusion_model.") else key
 
 
 def _wrapped(fn, inner, cond_or_uncond):

@@ -83,8 +83,8 @@ class ComfyModelPatcher:
             return self.latent_format
         raise AttributeError(f"ModelPatcher.get_model_object({name!r}) has no counterpart on vidgraph's MODEL")
 
-    def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0):
-        add = getattr(self, "add_weight_patches", None)
-        if add is None:
-            raise NotImplementedError("weight patches (LoRA) are not available on this MODEL yet")
-        return add(patches, strength_patch=strength_patch, strength_model=strength_model)
+    def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:
+        """ComfyUI's weight patches (LoRA): {key: patch} on `diffusion_model.*` keys (or the network's own
+        names); a patch is an object with `delta(weight)`, a tensor or ("diff", (tensor,)). Returns the
+        keys that named a weight, as ComfyUI does."""
+        return self.add_weight_patches(patches, strength_patch=strength_patch, strength_model=strength_model)

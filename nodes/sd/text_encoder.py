@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..weight_patches import add_to_table, patched_weights
 from ..weights import CheckpointError, open_source, read_all
 from .clip_text import CLIPTextModel
 from .tokenizer import END_TOKEN, START_TOKEN, Tokenizer
@@ -64,7 +66,10 @@ class TextTower:
 
 @dataclass
 class CLIP:
-    """ComfyUI's CLIP: `tokenize(text)` -> {tower: chunks}; `encode_from_tokens(tokens, return_pooled)`."""
+    """ComfyUI's CLIP: `tokenize(text)` -> {tower: chunks}; `encode_from_tokens(tokens, return_pooled)`.
+
+    `patches`: weight patches {"<tower>.<parameter>": (PatchEntry, ...)} (weight_patches.py), applied
+    while encoding; `add_patches` takes them on those names or ComfyUI's (`clip_l.transformer.text_model.*`)."""
     family: str
     towers: list
     layer_idx: int | None = None            # CLIPSetLastLayer's choice, for every tower
@@ -89,12 +94,25 @@ class CLIP:
     def tokenize(self, text: str) -> dict:
         return {tower.name: tower.tokenizer.tokenize(text) for tower in self.towers}
 
+    def parameter_names(self) -> set:
+        return {f"{tower.name}.{key}" for tower in self.towers for key in tower.model.state_dict()}
+
+    def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:
+        """Add weight patches (on a clone); returns the keys that named a weight of a tower."""
+        self.patches, matched = add_to_table(self.patches, patches, self.parameter_names(), strength_patch,
+                                             strength_model, rename=clip_parameter_name)
+        return matched
+
     def encode_from_tokens(self, tokens: dict, return_pooled: bool = False):
         outs = []
-        for tower in self.towers:
-            if tower.name not in tokens:
-                raise ValueError(f"tokens for the '{tower.name}' text encoder are missing (got {sorted(tokens)})")
-            outs.append(tower.encode(tokens[tower.name], self.layer_idx))
+        with ExitStack() as stack:
+            for tower in self.towers:
+                if tower.name not in tokens:
+                    raise ValueError(f"tokens for the '{tower.name}' text encoder are missing (got {sorted(tokens)})")
+                prefix = tower.name + "."
+                table = {k[len(prefix):]: v for k, v in self.patches.items() if k.startswith(prefix)}
+                stack.enter_context(patched_weights(tower.model, table))
+                outs.append(tower.encode(tokens[tower.name], self.layer_idx))
         if len(outs) == 1:
             cond, pooled = outs[0]
         else:  # SDXL: CLIP-L and bigG side by side, cut to the shorter
@@ -105,6 +123,16 @@ class CLIP:
 
     def encode(self, text: str):
         return self.encode_from_tokens(self.tokenize(text))
+
+
+def clip_parameter_name(key: str) -> str:
+    """ComfyUI's CLIP weight names (`clip_l.transformer.text_model.encoder...`) as "<tower>.<parameter>"."""
+    tower, _, rest = key.partition(".")
+    if tower.startswith("clip_") and rest.startswith("transformer."):
+        rest = rest[len("transformer."):]
+        rest = rest[len("text_model."):] if rest.startswith("text_model.") else rest
+        return f"{tower[len('clip_'):]}.{rest}"
+    return key
 
 
 class EmbeddingFolders:

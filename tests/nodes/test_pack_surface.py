@@ -21,7 +21,7 @@ def surface(tmp_path):
 
 def test_the_pack_loads_with_its_web_directory(surface):
     folders, registry = surface
-    assert {"SurfaceHalfSize", "SurfaceSamplers", "SurfacePreview", "SurfaceLora"} <= set(registry.classes)
+    assert {"SurfaceHalfSize", "SurfaceSamplers", "SurfacePreview", "SurfaceControlNet"} <= set(registry.classes)
     assert registry.web_directories["comfy_surface_pack"].name == "js"
     import comfy_surface_pack
     assert comfy_surface_pack.SURFACE_FACTS["root"] == str(folders.base_dir)
@@ -65,13 +65,14 @@ def test_a_save_image_subclass_runs_with_comfyui_helpers(surface):
 
 def test_a_core_node_vidgraph_lacks_loads_and_says_why_when_run(surface):
     folders, registry = surface
-    node = registry.classes["SurfaceLora"]()
-    with pytest.raises(NotImplementedError, match="LoraLoader.*vidgraph has no such node yet"):
+    node = registry.classes["SurfaceControlNet"]()
+    with pytest.raises(NotImplementedError, match="ControlNetApply.*vidgraph has no such node yet"):
         getattr(node, node.FUNCTION)()
     import nodes
     with pytest.raises(ImportError):
         from nodes import NoSuchCoreNode  # noqa: F401  (only ComfyUI's own names are answered)
     assert nodes.SaveImage is registry.classes["SaveImage"]
+    assert nodes.LoraLoader is registry.classes["LoraLoader"]  # a core node vidgraph has: its own class
     from comfy_extras.nodes_custom_sampler import BasicScheduler
     assert BasicScheduler is registry.classes.get("BasicScheduler", BasicScheduler)
     assert (BasicScheduler is registry.classes["BasicScheduler"]) == ("BasicScheduler" in registry.classes)

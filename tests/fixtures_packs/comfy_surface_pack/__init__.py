@@ -9,7 +9,7 @@ import latent_preview
 import node_helpers
 import server
 from comfy.k_diffusion.utils import FolderOfImages
-from nodes import MAX_RESOLUTION, LoraLoader, PreviewImage, SaveImage
+from nodes import MAX_RESOLUTION, ControlNetApply, PreviewImage, SaveImage
 from server import PromptServer
 
 web = server.web
@@ -69,12 +69,12 @@ class Samplers:
         return (f"{sampler}/{scheduler}/{width}/{node_helpers.pillow(len, 'abc')}",)
 
 
-class LoraWithPreview(LoraLoader):
+class ControlNetWithPreview(ControlNetApply):
     """Subclasses a core node vidgraph does not have: the pack loads, running it says why not."""
     CATEGORY = "surface"
 
 
 NODE_CLASS_MAPPINGS = {"SurfaceHalfSize": HalfSize, "SurfaceSamplers": Samplers,
-                       "SurfacePreview": PreviewImage, "SurfaceLora": LoraWithPreview}
+                       "SurfacePreview": PreviewImage, "SurfaceControlNet": ControlNetWithPreview}
 SURFACE_FACTS = {"root": COMFY_ROOT, "here": HERE, "folder_of_images": sorted(FolderOfImages.IMG_EXTENSIONS)}
 WEB_DIRECTORY = "./js"
