@@ -94,7 +94,12 @@ class NodeRegistry:
         """Register every node of one pack, or none of them (the reason goes to load_errors).
         V3 classes (`io.ComfyNode`) are registered as the V1 classes derived from their schema."""
         if isinstance(mappings, dict) and any(v3_io.is_v3(cls) for cls in mappings.values()):
-            v3_names = {name: cls.define_schema().display_name for name, cls in mappings.items() if v3_io.is_v3(cls)}
+            try:
+                v3_names = {name: cls.define_schema().display_name for name, cls in mappings.items()
+                            if v3_io.is_v3(cls)}
+            except Exception:   # a schema using what vidgraph lacks: the pack fails, with the reason
+                self.load_errors.append(PackLoadError(pack, path, _import_failure()))
+                return False
             mappings = {name: v3_io.as_v1(cls) if name in v3_names else cls for name, cls in mappings.items()}
             display_names = {**{n: d for n, d in v3_names.items() if d}, **(display_names or {})}
         problem = self._pack_problem(mappings, display_names)

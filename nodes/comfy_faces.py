@@ -15,9 +15,12 @@ import logging
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from vidgraph.engine.compat import stand_in_module
 from vidgraph.engine.context import current_context
 
 from . import model_management as vg_memory
+from .comfy_internals import VIDGRAPH_COMPAT_FACES as INTERNALS
+from .comfy_video_api import VIDGRAPH_COMPAT_FACES as VIDEO_API
 from .images import resize
 from .sampling import SAMPLER_NAMES, get_sampler
 from .sampling_noise import prepare_noise
@@ -299,14 +302,6 @@ def fill_sd(module, registry) -> None:
         NotImplementedError("LoRA loading is not available in vidgraph yet"))
 
 
-def fill_plain(names: tuple[str, ...]):
-    """A module whose names are unsupported ComfyUI classes (imported by packs for isinstance checks)."""
-    def fill(module, registry) -> None:
-        for name in names:
-            setattr(module, name, type(name, (_Unsupported,), {}))
-    return fill
-
-
 # -- core node classes on `nodes` and `comfy_extras.*` -------------------------------------------
 
 def unavailable_node(name: str, reason: str) -> type:
@@ -320,12 +315,11 @@ def unavailable_node(name: str, reason: str) -> type:
 
 
 SD_FAMILY = "vidgraph has no such node yet (ControlNet, style models and GLIGEN are not implemented)"
+# ComfyUI core nodes vidgraph lacks (the SD family's others are vidgraph's own nodes, handed out as such).
 MISSING_CORE = {name: SD_FAMILY for name in (
-    "CLIPTextEncode", "LoraLoader", "LoraLoaderModelOnly", "EmptyLatentImage", "ConditioningCombine",
-    "ConditioningConcat", "ConditioningZeroOut", "ConditioningSetTimestepRange", "ConditioningSetArea",
-    "ConditioningSetMask", "ControlNetApply", "ControlNetApplyAdvanced", "ControlNetLoader", "CLIPLoader",
-    "DualCLIPLoader", "CLIPSetLastLayer", "VAEEncodeForInpaint", "LatentUpscale", "LatentUpscaleBy",
-    "StyleModelApply", "unCLIPConditioning", "GLIGENTextBoxApply")}
+    "ControlNetApply", "ControlNetApplyAdvanced", "ControlNetLoader", "StyleModelApply", "unCLIPConditioning",
+    "GLIGENTextBoxApply")}
+# comfy_extras names packs import: vidgraph's node when it has one, else a stand-in node.
 MISSING_EXTRAS = {
     "nodes_latent": ("LatentBatch", "LatentAdd", "LatentSubtract", "LatentMultiply", "LatentInterpolate"),
     "nodes_clip_sdxl": ("CLIPTextEncodeSDXL", "CLIPTextEncodeSDXLRefiner"),
@@ -360,8 +354,10 @@ def _common_ksampler(*args, **kwargs):
 
 
 def fill_extras(module_name: str, names: tuple[str, ...]):
-    """A comfy_extras module: vidgraph's node of that name when the built-in pack has it, else a stand-in."""
+    """A comfy_extras module: vidgraph's node of that name when the built-in pack has it, else a stand-in
+    node; the module's other names (helper classes packs import) are stand-ins too."""
     def fill(module, registry) -> None:
+        stand_in_module(module)
         for name in names:
             if registry.node_packs.get(name) == "vidgraph.nodes":
                 setattr(module, name, registry.classes[name])
@@ -420,9 +416,17 @@ VIDGRAPH_COMPAT_FACES = {
     "comfy.samplers": fill_samplers,
     "comfy.sample": fill_sample,
     "comfy.sd": fill_sd,
-    "comfy.model_base": fill_plain(("BaseModel", "SD", "SDXL", "SVD_img2vid", "ModelType")),
-    "comfy.clip_vision": fill_plain(("ClipVisionModel",)),
-    "comfy.diffusers_convert": fill_plain(()),
     "nodes": fill_nodes,
     **{f"comfy_extras.{name}": fill_extras(name, names) for name, names in MISSING_EXTRAS.items()},
 }
+
+
+def _in_turn(*contributors):
+    def fill(module, registry) -> None:
+        for contribute in contributors:
+            contribute(module, registry)
+    return fill
+
+
+for _name, _fill in [*INTERNALS.items(), *VIDEO_API.items()]:   # nodes/comfy_internals.py, comfy_video_api.py
+    VIDGRAPH_COMPAT_FACES[_name] = _in_turn(VIDGRAPH_COMPAT_FACES[_name], _fill) if _name in VIDGRAPH_COMPAT_FACES else _fill

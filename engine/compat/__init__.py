@@ -23,13 +23,15 @@ from .comfy_core import cli_args_module, comfy_types_modules, model_management_m
 from .execution_api import api_modules, execution_module, graph_modules
 from .folder_paths import MAX_RESOLUTION, folder_paths_module
 from .prompt_server import server_module
+from .stand_ins import install_finder, offer_stand_ins, stand_in_module
 
 if TYPE_CHECKING:
     from ..registry import NodeRegistry
 
 Contribute = Callable[[ModuleType, "NodeRegistry"], None]
 
-__all__ = ["MAX_RESOLUTION", "install", "apply_faces", "compat_module", "Contribute"]
+__all__ = ["MAX_RESOLUTION", "install", "apply_faces", "compat_module", "Contribute", "offer_stand_ins",
+           "stand_in_module"]
 
 
 def install(registry: "NodeRegistry") -> None:
@@ -56,6 +58,7 @@ def install(registry: "NodeRegistry") -> None:
         parent, _, child = name.rpartition(".")
         if parent and parent in sys.modules:
             setattr(sys.modules[parent], child, sys.modules[name])
+    install_finder(lambda name: compat_module(name, root, package=True))
     apply_faces(registry, registry.compat_faces)
 
 

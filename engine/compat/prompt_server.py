@@ -84,12 +84,58 @@ class _PromptQueueFace:
         return self.get_current_queue()
 
 
+class PendingRouter:
+    """`app.router` before a server attaches: routes added to it are recorded like the decorators'."""
+    frozen = False
+
+    def __init__(self, recorder: RouteRecorder):
+        self._recorder = recorder
+
+    def add_route(self, method: str, path: str, handler, **options) -> None:
+        self._recorder._add((method.upper(), path, handler, options))
+
+    def add_static(self, prefix: str, path, **options) -> "_RecordedResource":
+        self._recorder._add(("STATIC", prefix, str(path), options))
+        return _RecordedResource()
+
+    def __getattr__(self, name: str):
+        """add_get, add_post, ... (what aiohttp's route definitions call)."""
+        method = name[4:] if name.startswith("add_") else ""
+        if method not in ("get", "post", "put", "patch", "delete", "head", "view"):
+            raise AttributeError(name)
+        return lambda path, handler, **options: self.add_route("*" if method == "view" else method, path,
+                                                               handler, **options)
+
+    def routes(self) -> list:
+        return []
+
+
+class _RecordedResource:
+    def get_info(self) -> dict:
+        return {}
+
+
+class PendingApp:
+    """`PromptServer.instance.app` until the server attaches its aiohttp app (packs add routes to it
+    at import time, as ComfyUI's app is built before packs load); under `vidgraph run` nothing serves
+    them. aiohttp's route definitions register themselves on the router (`RouteDef.register`)."""
+    frozen = False
+
+    def __init__(self, recorder: RouteRecorder):
+        self.router = PendingRouter(recorder)
+
+    def add_routes(self, definitions) -> list:
+        for definition in definitions:
+            definition.register(self.router)
+        return []
+
+
 class PromptServer:
     instance: "PromptServer | None" = None
 
     def __init__(self, root: Path):
         self.routes = RouteRecorder()
-        self.app = None            # the aiohttp application, once the server has attached
+        self.app = PendingApp(self.routes)   # the aiohttp application, once the server has attached
         self.loop = None
         self.client_id: str | None = None
         self.last_node_id: str | None = None

@@ -1,0 +1,104 @@
+"""A small pack of vidgraph's own using ComfyUI's model internals the way AnimateDiff-Evolved,
+Advanced-ControlNet, KJNodes and GGUF do: real faces (latent formats, ops, ModelType, key maps,
+video types) and stand-ins (ldm, controlnet, hooks, samplers' internals) imported at load time."""
+from fractions import Fraction
+
+import torch
+
+import comfy.hooks
+import comfy.latent_formats
+import comfy.ldm.modules.attention
+import comfy.model_base
+import comfy.ops
+import comfy.utils
+import comfy_extras.nodes_model_advanced
+from aiohttp import web
+from comfy.controlnet import ControlBase
+from comfy.model_patcher import ModelPatcher
+from comfy.samplers import CFGGuider
+from comfy.utils import TRANSFORMER_BLOCKS, UNET_MAP_BASIC
+from comfy_api.latest import InputImpl, Types, io
+from server import PromptServer
+
+# Packs add static routes straight onto the app at import time (KJNodes does).
+if not PromptServer.instance.app.router.frozen:
+    PromptServer.instance.app.add_routes([web.static("/internals_static", __path__[0])])
+
+TEMPORAL_BLOCKS = {"time_mixer.weight"}
+TEMPORAL_BLOCKS.update(UNET_MAP_BASIC)   # a stand-in behaves as an empty collection
+SAMPLING_TYPES = {"eps": comfy.model_base.ModelType.EPS, "lcm": comfy_extras.nodes_model_advanced.LCM}
+
+
+class MotionPatcher(ModelPatcher):
+    """Subclasses vidgraph's MODEL through ComfyUI's name (AnimateDiff-Evolved does)."""
+
+
+class AdvancedControl(ControlBase):
+    """Subclasses a ComfyUI class vidgraph lacks: loads, fails when made."""
+
+
+class ScaleIn:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "format": (["SD15", "SDXL", "Wan21"],)}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "run"
+    CATEGORY = "internals"
+
+    def run(self, samples, format):
+        latent_format = getattr(comfy.latent_formats, format)()
+        return ({"samples": latent_format.process_in(samples["samples"])},)
+
+
+class CastLinear:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "run"
+    CATEGORY = "internals"
+
+    def run(self, samples):
+        layer = comfy.ops.manual_cast.Linear(4, 4, dtype=torch.float16)
+        with torch.no_grad():
+            layer.weight.copy_(torch.eye(4))
+            layer.bias.zero_()
+            out = layer(samples["samples"].movedim(1, -1)).movedim(-1, 1)
+        return ({"samples": out},)
+
+
+class ApplyAdvancedControl:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"strength": ("FLOAT", {"default": 1.0})}}
+
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "run"
+    CATEGORY = "internals"
+    OUTPUT_NODE = True
+
+    def run(self, strength):
+        return (AdvancedControl(),)
+
+
+class VideoFromImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="InternalsVideo", category="internals",
+                         inputs=[io.Image.Input("images"),
+                                 io.Combo.Input("format", options=Types.VideoContainer.as_input())],
+                         outputs=[io.Video.Output()])
+
+    @classmethod
+    def execute(cls, images, format):
+        return io.NodeOutput(InputImpl.VideoFromComponents(
+            Types.VideoComponents(images=images, audio=None, frame_rate=Fraction(12))))
+
+
+NODE_CLASS_MAPPINGS = {"InternalsScaleIn": ScaleIn, "InternalsCastLinear": CastLinear,
+                       "InternalsAdvancedControl": ApplyAdvancedControl, "InternalsVideo": VideoFromImages}
+INTERNALS_FACTS = {"attention": comfy.ldm.modules.attention.optimized_attention, "hooks": comfy.hooks.HookGroup,
+                   "guider": CFGGuider, "temporal_blocks": TEMPORAL_BLOCKS, "blocks": TRANSFORMER_BLOCKS,
+                   "sampling_types": SAMPLING_TYPES, "patcher": MotionPatcher}

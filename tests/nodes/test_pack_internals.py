@@ -1,0 +1,127 @@
+"""ComfyUI's model internals for packs (nodes/comfy_internals.py, engine/compat/stand_ins.py),
+through a small pack of our own (tests/fixtures_packs/comfy_internals_pack)."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidgraph.engine.compat.stand_ins import is_stand_in
+from vidgraph.engine.executor import Executor
+from vidgraph.runtime import build_folders, build_registry
+
+PACKS = Path(__file__).resolve().parents[1] / "fixtures_packs"
+
+
+@pytest.fixture
+def internals(tmp_path):
+    folders = build_folders(tmp_path)
+    folders.ensure_dirs()
+    registry = build_registry(folders, ("vidgraph.nodes",), [], entry_points=False, report=None)
+    registry.load_pack_path(PACKS / "comfy_internals_pack")
+    assert not registry.load_errors, registry.load_errors
+    return registry
+
+
+def test_stand_ins_import_and_real_faces_are_real(internals):
+    import comfy_internals_pack as pack
+    from comfy.model_patcher import ModelPatcher
+    facts = pack.INTERNALS_FACTS
+    assert is_stand_in(facts["attention"]) and is_stand_in(facts["hooks"]) and is_stand_in(facts["guider"])
+    assert facts["temporal_blocks"] == {"time_mixer.weight"}
+    assert "attn1.to_q.weight" in facts["blocks"] and "ff.net.2.bias" in facts["blocks"] and len(facts["blocks"]) == 20
+    assert facts["sampling_types"]["eps"].value == 1 and is_stand_in(facts["sampling_types"]["lcm"])
+    assert issubclass(facts["patcher"], ModelPatcher) and not is_stand_in(facts["patcher"])
+    import comfy.model_management
+    import comfy.utils
+    assert not hasattr(comfy.utils, "no_such_comfy_name")   # only ComfyUI's names get stand-ins
+    assert not hasattr(comfy.model_management, "no_such_comfy_name")
+    with pytest.raises(ImportError):
+        import comfy_aimdo  # noqa: F401  (other distributions are never stood in for)
+
+
+def test_the_pack_routes_added_to_the_app_at_import_are_recorded(internals):
+    from server import PromptServer
+    statics = [entry for entry in PromptServer.instance.routes.routes if entry[0] == "STATIC"]
+    assert [entry[1] for entry in statics] == ["/internals_static"]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("SD15", lambda x: x * 0.18215),
+    ("SDXL", lambda x: x * 0.13025),
+])
+def test_latent_formats_scale_as_comfyui(internals, name, expected):
+    samples = torch.randn(1, 4, 3, 3)
+    scale_in, cast = internals.classes["InternalsScaleIn"](), internals.classes["InternalsCastLinear"]()
+    (scaled,) = scale_in.run({"samples": samples}, name)
+    assert torch.allclose(scaled["samples"], expected(samples))
+    (cast_back,) = cast.run(scaled)   # an identity fp16 layer run in the input's float32
+    assert cast_back["samples"].dtype == torch.float32
+    assert torch.allclose(cast_back["samples"], scaled["samples"], atol=1e-3)
+    import comfy.latent_formats
+    assert torch.allclose(getattr(comfy.latent_formats, name)().process_out(scaled["samples"]), samples, atol=1e-6)
+
+
+def test_wan21_normalises_each_channel_and_round_trips():
+    from vidgraph.nodes.comfy_internals import Wan21
+    latent = torch.randn(1, 16, 2, 3, 3)
+    fmt = Wan21()
+    assert torch.allclose(fmt.process_out(fmt.process_in(latent)), latent, atol=1e-5)
+    assert torch.allclose(fmt.process_in(torch.full_like(latent, -0.7571))[:, 0], torch.zeros(1, 2, 3, 3), atol=1e-6)
+
+
+def test_manual_cast_layers_compute_in_the_input_dtype():
+    from vidgraph.nodes.comfy_internals import disable_weight_init, manual_cast, pick_operations
+    layer = manual_cast.Linear(3, 2, dtype=torch.float16)
+    with torch.no_grad():   # ComfyUI's layers skip weight init: weights are always loaded
+        layer.weight.copy_(torch.randn(2, 3))
+        layer.bias.copy_(torch.randn(2))
+    x = torch.randn(5, 3, dtype=torch.float32)
+    out = layer(x)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, x @ layer.weight.float().T + layer.bias.float(), atol=1e-6)
+    assert pick_operations(torch.float16, torch.float32) is manual_cast
+    assert pick_operations(torch.float32, torch.float32) is disable_weight_init
+    conv = disable_weight_init.conv_nd(2, 1, 1, 1)
+    assert isinstance(conv, torch.nn.Conv2d) and not conv.comfy_cast_weights
+
+
+def test_a_stand_in_fails_when_the_node_runs_and_names_it(internals):
+    prompt = {"1": {"class_type": "InternalsAdvancedControl", "inputs": {"strength": 1.0}}}
+    result = Executor(internals).run(prompt)
+    assert result.status == "error"
+    message = str(result.error)
+    assert "comfy.controlnet.ControlBase is not available in vidgraph" in message
+    assert "AdvancedControl" in message
+
+
+def test_a_v3_node_makes_vidgraph_video_through_comfy_api_types(internals):
+    from vidgraph.nodes.video import Video
+    images = torch.rand(3, 8, 8, 3)
+    assert internals.classes["InternalsVideo"].INPUT_TYPES()["required"]["format"][0] == ["auto", "mp4"]
+    cls = internals.classes["InternalsVideo"]
+    answer = getattr(cls(), cls.FUNCTION)(images=images, format="mp4")
+    (video,) = answer["result"] if isinstance(answer, dict) else answer
+    assert isinstance(video, Video) and video.frame_rate == 12
+    assert torch.equal(video.get_components().images, images)
+
+
+def test_a_v3_schema_that_fails_fails_its_pack_with_the_reason(internals):
+    from comfy_api.latest import io
+
+    class Broken(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(node_id="Broken", inputs=[io.NoSuchV3Type.Input("x")])
+
+    assert internals.register_pack("broken_pack", {"Broken": Broken}) is False
+    (error,) = internals.load_errors
+    assert error.pack == "broken_pack" and "NoSuchV3Type" in error.reason and "Broken" not in internals.classes
+
+
+def test_whole_stand_in_modules_answer_public_names_only(internals):
+    import comfy_extras.nodes_hooks as hooks
+    assert is_stand_in(hooks) and is_stand_in(hooks.CreateHookLora)
+    with pytest.raises(AttributeError):
+        hooks._private
+    with pytest.raises(NotImplementedError, match="comfy_extras.nodes_hooks.CreateHookLora is not available"):
+        hooks.CreateHookLora()
