@@ -10,7 +10,9 @@ are known), three clips are made in-process through the real nodes:
 - corrected: SVDLongClip (`--overlap` frames pinned and cross-faded, Lab colour matching to the
   first segment, CLIP embedding half-way back to the start image), the same number of segments;
 - windows: one KSampler pass through ContextWindowsManual (standard_static, pyramid) over 4x the
-  segment length.
+  segment length, as ComfyUI 0.3.64 windows (no causal_window_fix);
+- windows+fix: the same with causal_window_fix (the newest ComfyUI's default: each window after the
+  first gets the frame before it in front, its output dropped).
 Printed per clip kind, over the seeds (median and spread): colour drift of the background (CIE76
 mean dE in Lab of the last segment against the first, background = pixels below the yardstick's
 object saturation), the seam ratio (largest mean Farneback flow magnitude between two frames near a
@@ -101,7 +103,7 @@ class Runner:
         seams = [self.video_frames + j * (self.video_frames - overlap) - overlap for j in range(segments - 1)]
         return materialized(images), seams
 
-    def windowed_clip(self, image, seed: int, length: int):
+    def windowed_clip(self, image, seed: int, length: int, causal_window_fix: bool):
         from vidgraph.engine.nodecall import materialized
         from vidgraph.nodes.conditioning import SVD_img2vid_Conditioning
         from vidgraph.nodes.ksampler import KSampler
@@ -112,7 +114,7 @@ class Runner:
             self.clip_vision, image, self.vae, width, height, length, 127, 6, 0.0, self.context)
         overlap = max(1, self.video_frames // 4)
         (model,) = ContextWindowsManual().apply(self.model, self.video_frames, overlap, "standard_static", 1,
-                                                False, "pyramid", 0)
+                                                False, "pyramid", 0, causal_window_fix=causal_window_fix)
         (out,) = KSampler().sample(model, seed, self.steps, 2.5, "euler", "karras", positive, negative, latent,
                                    1.0, self.context)
         (images,) = VAEDecode().decode(out, self.vae, self.context)
@@ -164,7 +166,8 @@ def main(argv=None) -> int:
     kinds = {
         "naive": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, 1, 0.0, 0.0),
         "corrected": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, args.overlap, 1.0, 0.5),
-        "windows": lambda seed: runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames),
+        "windows": lambda seed: runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames, False),
+        "windows+fix": lambda seed: runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames, True),
     }
     rows = {kind: [] for kind in kinds}
     for seed in range(args.seeds):
@@ -186,7 +189,7 @@ def main(argv=None) -> int:
         print(f"{'':10s} objects kept {summary([r['kept'] for r in rows[kind]])}")
         print(f"{'':10s} s/frame {summary([r['s_per_frame'] for r in rows[kind]])}")
     naive = statistics.median([r["drift"] for r in rows["naive"]])
-    for kind in ("corrected", "windows"):
+    for kind in ("corrected", "windows", "windows+fix"):
         drift = statistics.median([r["drift"] for r in rows[kind]])
         print(f"{kind}: drift / naive = {drift / max(naive, 1e-9):.3f} (target <= 0.333)")
     return 0

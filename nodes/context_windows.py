@@ -1,15 +1,24 @@
 """Context windows: denoise a clip longer than the model's in overlapping windows, fused every step.
 
-ComfyUI's `ContextWindowsManual` semantics (0.3.64, plus the later `freenoise` option), written
+ComfyUI's `ContextWindowsManual` semantics (0.3.64's, plus the inputs later versions added), written
 from its documentation and behaviour:
 - a schedule turns (frames, step) into lists of frame indices (`window_indices`);
 - each window is denoised on its own and its output blended back with per-position weights
   (`fuse_weights`); every frame's result is the weighted mean of the windows that hold it;
+- what one window's call sees (`WindowCall`, `plan_window`): with `causal_window_fix` the frame
+  before the window rides along in front as context and its output is dropped; the positions in
+  `cond_retain_index_list` take the conditioning of that absolute frame, those in
+  `latent_retain_index_list` the latent of that absolute frame (as reference: their outputs are
+  dropped, the frames they stand in for come from the windows overlapping them);
+- `split_conds_to_windows`: a branch with several conditioning entries (ConditioningCombine) gives
+  each window only the entry of its region of the clip;
 - FreeNoise (arXiv 2310.15169) makes each window's new frames start from a shuffle of the noise
   of the frames before them (`freenoise`), so neighbouring windows begin alike.
+`dim` is the latent dimension the windows run along: 0, the frames (SVD's latent is [frames, 4, h, w]),
+or 2 / 3, the height / width (spatial windows over a tall or wide latent).
 
-Pure functions on index lists and tensors: no model, no node. `nodes/context_window_nodes.py`
-plugs them into the sampler's model call.
+Functions on index lists and tensors, and `patch_model`, which plugs them into a MODEL's network calls;
+the node is `ContextWindowsManual` in `nodes/long_video.py`.
 """
 from __future__ import annotations
 
@@ -29,17 +38,25 @@ PYRAMID, RELATIVE, FLAT, OVERLAP_LINEAR = "pyramid", "relative", "flat", "overla
 FUSE_METHODS = (PYRAMID, RELATIVE, FLAT, OVERLAP_LINEAR)  # ComfyUI's order
 
 
+FRAMES_DIM = 0
+SPATIAL_DIMS = (2, 3)   # height, width of a [frames, channels, height, width] latent
+
+
 @dataclass(frozen=True)
 class ContextWindows:
-    """ContextWindowsManual's settings."""
+    """ContextWindowsManual's settings (ComfyUI's defaults)."""
     length: int = 16
     overlap: int = 4
     schedule: str = STANDARD_STATIC
     stride: int = 1
     closed_loop: bool = False
     fuse_method: str = PYRAMID
-    dim: int = 0
+    dim: int = FRAMES_DIM
     freenoise: bool = False
+    cond_retain: tuple[int, ...] = ()
+    split_conds: bool = False
+    latent_retain: tuple[int, ...] = ()
+    causal_window_fix: bool = True
 
     def __post_init__(self):
         if self.length < 1:
@@ -55,6 +72,12 @@ class ContextWindows:
             raise ValueError(f"unknown context_schedule {self.schedule!r}; one of {', '.join(SCHEDULES)}")
         if self.fuse_method not in FUSE_METHODS:
             raise ValueError(f"unknown fuse_method {self.fuse_method!r}; one of {', '.join(FUSE_METHODS)}")
+        if self.dim != FRAMES_DIM and self.dim not in SPATIAL_DIMS:
+            raise ValueError(f"dim must be {FRAMES_DIM} (frames) or one of {SPATIAL_DIMS} (height, width), got {self.dim}")
+        for name, positions in (("cond_retain_index_list", self.cond_retain),
+                                ("latent_retain_index_list", self.latent_retain)):
+            if any(p < 0 for p in positions):
+                raise ValueError(f"{name} holds window positions (0 = a window's first), got {list(positions)}")
 
     def applies_to(self, frames: int) -> bool:
         """Windows are used only for a clip longer than one window (ComfyUI's rule)."""
@@ -63,6 +86,51 @@ class ContextWindows:
     def windows(self, frames: int, step: int = 0) -> list[list[int]]:
         return window_indices(self.schedule, frames, self.length, self.overlap, self.stride,
                               self.closed_loop, step)
+
+    def calls(self, frames: int, step: int = 0) -> list[WindowCall]:
+        return [plan_window(window, self) for window in self.windows(frames, step)]
+
+
+@dataclass(frozen=True)
+class WindowCall:
+    """One window's model call. Position i of the call gets latent frame `latent[i]` and the
+    conditioning of frame `cond[i]`; `kept` pairs (position, frame of `window`) say which outputs
+    are fused into the clip, with the weight of that frame's place in the window."""
+    window: tuple[int, ...]
+    latent: tuple[int, ...]
+    cond: tuple[int, ...]
+    kept: tuple[tuple[int, int], ...]
+
+    @staticmethod
+    def plain(window) -> WindowCall:
+        """The window itself: every position its own frame, every output kept."""
+        window = tuple(window)
+        return WindowCall(window, window, window, tuple((i, i) for i in range(len(window))))
+
+    def region(self, regions: int, frames: int) -> int:
+        """Which of `regions` equal parts of the clip the window's centre falls in (ComfyUI's rule)."""
+        centre = (min(self.window) + max(self.window)) / (2 * frames)
+        return min(max(int(centre * regions), 0), regions - 1)
+
+
+def plan_window(window: Sequence[int], settings: ContextWindows) -> WindowCall:
+    """The call for one window under the settings' causal fix and retain lists (module docstring)."""
+    latent = list(window)
+    offset = 0
+    if settings.causal_window_fix and window[0] > 0:
+        latent.insert(0, window[0] - 1)
+        offset = 1
+    cond = list(latent)
+    for position in settings.cond_retain:
+        if position < len(cond):
+            cond[position] = position
+    dropped = set()
+    for position in settings.latent_retain:
+        if position < len(latent) and latent[position] != position:
+            latent[position] = position
+            dropped.add(position)
+    kept = tuple((i + offset, i) for i in range(len(window)) if i + offset not in dropped)
+    return WindowCall(tuple(window), tuple(latent), tuple(cond), kept)
 
 
 # -- schedules ----------------------------------------------------------------------------------------
@@ -196,67 +264,120 @@ def fuse_weights(method: str, window: Sequence[int], frames: int, overlap: int) 
 
 # -- the windowed call --------------------------------------------------------------------------------
 
-WindowCall = Callable[[torch.Tensor, list], "torch.Tensor | tuple[torch.Tensor, ...]"]
-
-
-def windowed(call: WindowCall, x: torch.Tensor, windows: list[list[int]], method: str, overlap: int,
+def windowed(call: Callable, x: torch.Tensor, windows: Sequence, method: str, overlap: int,
              dim: int = 0, check: Callable[[], None] | None = None):
-    """`call(x_window, indices)` on every window, fused by `method` along `dim`.
+    """`call(x_window, window_call)` on every window, fused by `method` along `dim`.
 
+    `windows` are `WindowCall`s or plain index lists; x_window holds the call's latent positions.
     `call` may return one tensor or a tuple (cond and uncond predictions, say); the result has the
     same form, each at full length along `dim`. Weights are normalised per frame before summing, so
     one window covering the clip returns the call's output exactly. `check()` runs between windows
     (interrupts)."""
     frames = x.shape[dim]
-    per_window = [torch.tensor(fuse_weights(method, w, frames, overlap), dtype=torch.float32) for w in windows]
+    calls = [w if isinstance(w, WindowCall) else WindowCall.plain(w) for w in windows]
+    shares = []
     totals = torch.zeros(frames, dtype=torch.float32)
-    for window, weights in zip(windows, per_window):
-        totals.index_add_(0, torch.tensor(window), weights)
+    for plan in calls:
+        weights = fuse_weights(method, plan.window, frames, overlap)
+        targets = [plan.window[i] for _, i in plan.kept]
+        kept_weights = torch.tensor([weights[i] for _, i in plan.kept], dtype=torch.float32)
+        totals.index_add_(0, torch.tensor(targets, dtype=torch.long), kept_weights)
+        shares.append((targets, kept_weights))
     if bool((totals <= 0).any()):
         missing = torch.nonzero(totals <= 0).flatten().tolist()
-        raise ValueError(f"context windows leave frames {missing[:10]} uncovered")
+        dropped = any(len(plan.kept) < len(plan.window) for plan in calls)
+        raise ValueError(f"context windows leave frames {missing[:10]} uncovered"
+                         + (" (latent_retain_index_list takes the place of frames no other window holds)"
+                            if dropped else ""))
     fused = None
     single = False
-    for window, weights in zip(windows, per_window):
+    for plan, (targets, weights) in zip(calls, shares):
         if check is not None:
             check()
-        index = torch.tensor(window, device=x.device)
-        out = call(x.index_select(dim, index), window)
+        out = call(x.index_select(dim, torch.tensor(plan.latent, device=x.device)), plan)
         if isinstance(out, torch.Tensor):
             out, single = (out,), True
-        share = (weights / totals[window]).to(x.device)
+        positions = torch.tensor([p for p, _ in plan.kept], device=x.device)
+        index = torch.tensor(targets, device=x.device)
+        share = (weights / totals[targets]).to(x.device)
         shape = [1] * out[0].ndim
-        shape[dim] = len(window)
+        shape[dim] = len(targets)
         if fused is None:
             fused = [o.new_zeros((*o.shape[:dim], frames, *o.shape[dim + 1:])) for o in out]
         for total, o in zip(fused, out):
-            total.index_add_(dim, index, o * share.to(o.dtype).reshape(shape))
+            total.index_add_(dim, index, o.index_select(dim, positions) * share.to(o.dtype).reshape(shape))
     return fused[0] if single else tuple(fused)
 
 
+def _entry_sources(plan: WindowCall, chunks: int, entries, frames: int) -> list[int]:
+    """Whose conditioning each chunk of a batched call takes in this window. With split_conds_to_windows
+    (`entries`: (branch, entry, entries in the branch) per chunk), a branch with several entries takes
+    the entry for the window's region in all its chunks, so they all predict that entry (entries batched
+    apart keep their own). Every chunk still runs, so the batch keeps its cond/uncond layout."""
+    sources = list(range(chunks))
+    for chunk, (branch, number, count) in enumerate(entries or ()):
+        if count > 1:
+            wanted = plan.region(count, frames)
+            sources[chunk] = next((c for c, e in enumerate(entries) if e[0] == branch and e[1] == wanted), chunk)
+    return sources
+
+
 def windowed_rows(run: Callable, x: torch.Tensor, sigma: torch.Tensor, row_args: dict, chunks: int,
-                  settings: ContextWindows, step: int = 0, check: Callable[[], None] | None = None):
+                  settings: ContextWindows, step: int = 0, check: Callable[[], None] | None = None,
+                  entries: list | None = None):
     """A batched video call through context windows: x holds `chunks` videos of T frames as rows
     [chunk, frame] (cond and uncond, say); `sigma` and every tensor in `row_args` have one row per
     row of x. Each window runs `run(x_rows, sigma_rows, args_rows, window_frames)` on the same
-    frames of every chunk, and the outputs are fused per frame. Other values pass through."""
+    positions of every chunk (its latent frames; the conditioning rows of its `cond` frames), and
+    the kept outputs are fused per frame. Other values pass through. `entries` (branch, entry,
+    entries in the branch) per chunk lets split_conds_to_windows pick each window's entry."""
     rows = x.shape[0]
     frames = rows // chunks
     sigma = sigma.reshape(-1).expand(rows)
+    entries = entries if settings.split_conds else None
 
-    def call(x_window, window):
-        picked = torch.tensor([c * frames + f for c in range(chunks) for f in window], device=x.device)
+    def call(x_window, plan: WindowCall):
+        sources = _entry_sources(plan, chunks, entries, frames)
+        picked = torch.tensor([sources[c] * frames + f for c in range(chunks) for f in plan.cond], device=x.device)
+        latent_rows = torch.tensor([c * frames + f for c in range(chunks) for f in plan.latent], device=x.device)
         args = {key: value.index_select(0, picked.to(value.device))
                 if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == rows else value
                 for key, value in row_args.items()}
-        out = run(x_window.reshape(-1, *x.shape[1:]), sigma.index_select(0, picked.to(sigma.device)), args,
-                  len(window))
-        return out.reshape(chunks, len(window), *out.shape[1:])
+        out = run(x.index_select(0, latent_rows), sigma.index_select(0, latent_rows.to(sigma.device)), args,
+                  len(plan.latent))
+        return out.reshape(chunks, len(plan.latent), *out.shape[1:])
 
     videos = x.reshape(chunks, frames, *x.shape[1:])
-    fused = windowed(call, videos, settings.windows(frames, step), settings.fuse_method, settings.overlap,
+    fused = windowed(call, videos, settings.calls(frames, step), settings.fuse_method, settings.overlap,
                      dim=1, check=check)
     return fused.reshape(rows, *fused.shape[2:])
+
+
+def windowed_spatial(run: Callable, x: torch.Tensor, sigma: torch.Tensor, row_args: dict, chunks: int,
+                     settings: ContextWindows, step: int = 0, check: Callable[[], None] | None = None,
+                     entries: list | None = None):
+    """The same along the latent's height (dim 2) or width (dim 3): each window is a strip of every
+    row of x; conditioning tensors as wide as x along that dim (SVD's concat latent) are cut alike."""
+    dim, rows = settings.dim, x.shape[0]
+    size, per_chunk = x.shape[dim], rows // chunks
+    sigma = sigma.reshape(-1).expand(rows)
+    entries = entries if settings.split_conds else None
+
+    def call(x_window, plan: WindowCall):
+        sources = _entry_sources(plan, chunks, entries, size)
+        picked = torch.tensor([sources[c] * per_chunk + r for c in range(chunks) for r in range(per_chunk)],
+                              device=x.device)
+        args = {}
+        for key, value in row_args.items():
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == rows:
+                value = value.index_select(0, picked.to(value.device))
+                if value.ndim > dim and value.shape[dim] == size:
+                    value = value.index_select(dim, torch.tensor(plan.cond, device=value.device))
+            args[key] = value
+        return run(x_window, sigma, args, None)
+
+    return windowed(call, x, settings.calls(size, step), settings.fuse_method, settings.overlap, dim=dim,
+                    check=check)
 
 
 def step_of(sigma: float, sample_sigmas) -> int:
@@ -303,22 +424,27 @@ def patch_model(model, settings: ContextWindows):
 
     def split_into_windows(apply, args):
         x, sigma, c, chunks = args["input"], args["timestep"], args["c"], len(args["cond_or_uncond"])
-        frames = x.shape[0] // chunks
-        if not settings.applies_to(frames):
+        spatial = settings.dim != FRAMES_DIM
+        if spatial and x.ndim <= settings.dim:
+            raise ValueError(f"ContextWindowsManual: dim {settings.dim} is past this latent's {x.ndim} dimensions")
+        if not settings.applies_to(x.shape[settings.dim] if spatial else x.shape[0] // chunks):
             return apply(x, sigma, **c)
+        entries = c.get("transformer_options", {}).get("cond_entries")
 
         def run(x_rows, sigma_rows, rows, window_frames):
-            if "num_video_frames" in rows:
+            if window_frames is not None and "num_video_frames" in rows:
                 rows = {**rows, "num_video_frames": window_frames}
             return apply(x_rows, sigma_rows, **rows)
 
-        return windowed_rows(run, x, sigma, c, chunks, settings, state["step"])
+        split = windowed_spatial if spatial else windowed_rows
+        return split(run, x, sigma, c, chunks, settings, state["step"], entries=entries)
 
     patched.add_denoise_wrapper(track_step)
     patched.add_model_wrapper(split_into_windows)
     if settings.freenoise:
         transforms = list(patched.transformer_options.get("noise_transforms", ()))
-        transforms.append(lambda noise, seed: freenoise(noise, settings.length, settings.overlap, seed or 0))
+        transforms.append(lambda noise, seed: freenoise(noise, settings.length, settings.overlap, seed or 0,
+                                                        settings.dim))
         patched.transformer_options["noise_transforms"] = transforms
     patched.transformer_options["context_windows"] = settings
     return patched

@@ -131,19 +131,21 @@ def predict_branches(model: Model, branches, x, sigma, batch_together: bool = Tr
                 if key not in network_args:
                     crop = _crop(x, entry.area)
                     network_args[key] = model.network.conditioning(entry.cross_attn, entry.extra, crop.shape, x.device)
-                jobs.append((index, entry, network_args[key]))
+                jobs.append((index, entry, network_args[key], (index, number, len(entries))))
     totals = [None if entries is None else torch.zeros_like(x) for entries in branches]
     counts = [None if entries is None else torch.full_like(x, 1e-37) for entries in branches]
     while jobs:
         first = jobs[0]
         group = [j for j in jobs if j[1].area == first[1].area and _concatenable(j[2], first[2])]
         group = group[::-1] if batch_together else group[-1:]   # ComfyUI runs the last-found first
-        for job in group:
-            jobs.remove(job)
+        jobs = [job for job in jobs if not any(job is taken for taken in group)]  # by identity: == compares tensors
         crop = _crop(x, first[1].area)
         rows = crop.shape[0]
+        args = _concat([j[2] for j in group])
+        # which entry of which branch each chunk is (context windows may give a window one entry only)
+        args["transformer_options"] = {**args.get("transformer_options", {}), "cond_entries": [j[3] for j in group]}
         out = model.apply(torch.cat([crop] * len(group)), sigma.reshape(-1)[:1].expand(rows * len(group)),
-                          _concat([j[2] for j in group]), cond_or_uncond=[j[0] for j in group])
+                          args, cond_or_uncond=[j[0] for j in group])
         for job, pred in zip(group, out.split(rows)):
             index, entry = job[0], job[1]
             weight = _weights(entry, crop, entry.area)

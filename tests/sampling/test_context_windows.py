@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from vidgraph.nodes.context_windows import (FUSE_METHODS, SCHEDULES, ContextWindows, freenoise, fuse_weights,
-                                            ordered_halving, step_of, window_indices, windowed,
-                                            windowed_rows)
+from vidgraph.nodes.context_windows import (FUSE_METHODS, SCHEDULES, ContextWindows, WindowCall, freenoise,
+                                            fuse_weights, ordered_halving, plan_window, step_of, window_indices,
+                                            windowed, windowed_rows, windowed_spatial)
 
 
 def span(a, b, step=1):
@@ -110,7 +110,7 @@ def test_one_window_as_long_as_the_clip_is_the_call_itself_exactly():
     x = torch.randn(12, 4, 3, 5, generator=torch.Generator().manual_seed(0))
     sigma = torch.linspace(1, 2, 12)
     for method in FUSE_METHODS:
-        fused = windowed(lambda xw, w: per_frame_model(xw, sigma[w]), x, [span(0, 12)], method, overlap=4)
+        fused = windowed(lambda xw, w: per_frame_model(xw, sigma[list(w.latent)]), x, [span(0, 12)], method, overlap=4)
         assert torch.equal(fused, per_frame_model(x, sigma))
 
 
@@ -120,14 +120,14 @@ def test_a_static_scene_fuses_to_the_unwindowed_result(schedule, method):
     x = torch.randn(30, 4, 2, 3, generator=torch.Generator().manual_seed(1))
     sigma = torch.full((30,), 3.0)
     windows = window_indices(schedule, 30, 8, 3, step=1)
-    fused = windowed(lambda xw, w: per_frame_model(xw, sigma[w]), x, windows, method, overlap=3)
+    fused = windowed(lambda xw, w: per_frame_model(xw, sigma[list(w.latent)]), x, windows, method, overlap=3)
     torch.testing.assert_close(fused, per_frame_model(x, sigma), rtol=1e-6, atol=1e-6)
 
 
 def test_overlapping_frames_get_the_weighted_mean_of_their_windows():
     x = torch.zeros(10, 1)
     windows = [span(0, 6), span(4, 10)]
-    fused = windowed(lambda x, w: torch.full_like(x, float(w[0])), x, windows, "pyramid", 2)
+    fused = windowed(lambda x, w: torch.full_like(x, float(w.window[0])), x, windows, "pyramid", 2)
     # frame 4: weight 2 in window 0 (value 0), weight 1 in window 4 (value 4) -> 4/3
     assert fused[:4].flatten().tolist() == [0.0] * 4 and fused[6:].flatten().tolist() == [4.0] * 4
     assert fused[4].item() == pytest.approx(4 / 3) and fused[5].item() == pytest.approx(4 * 2 / 3)
@@ -154,11 +154,83 @@ def test_windowed_rows_slices_every_chunk_sigma_and_row_arguments_alike():
     settings = ContextWindows(length=6, overlap=2)
     fused = windowed_rows(run, x, sigma, {"concat": concat, "keep": "x"}, chunks=2, settings=settings)
     torch.testing.assert_close(fused, x * 2)
-    first = seen[0]
+    first, second = seen
     assert first[0] == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
     assert first[1] == [v * 10 for v in first[0]] and first[2] == [v + 100 for v in first[0]]
     assert first[3] == "x" and first[4] == 6
-    assert [s[4] for s in seen] == [6, 6]
+    # causal_window_fix (ComfyUI's default): frame 3 rides in front of the window 4..9, its output dropped
+    assert second[0] == [3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 18, 19] and second[4] == 7
+    seen.clear()
+    windowed_rows(run, x, sigma, {"concat": concat, "keep": "x"}, 2, ContextWindows(6, 2, causal_window_fix=False))
+    assert [s[4] for s in seen] == [6, 6] and seen[1][0][0] == 4
+
+
+def test_a_window_call_plans_the_anchor_and_the_retained_positions():
+    plain = plan_window([0, 1, 2, 3], ContextWindows(4, 1, cond_retain=(0,), latent_retain=(0,)))
+    assert plain == WindowCall.plain([0, 1, 2, 3])  # the first window holds frame 0 at position 0 already
+    call = plan_window([6, 7, 8, 9], ContextWindows(4, 1, cond_retain=(0,), latent_retain=(1,)))
+    assert call.latent == (5, 1, 7, 8, 9)     # anchor 5 in front; position 1 shows frame 1
+    assert call.cond == (0, 6, 7, 8, 9)       # position 0 (the anchor's) takes frame 0's conditioning
+    assert call.kept == ((2, 1), (3, 2), (4, 3))  # frame 6's place went to the reference: not fused
+    no_fix = plan_window([6, 7, 8, 9], ContextWindows(4, 1, causal_window_fix=False, latent_retain=(0,)))
+    assert no_fix.latent == (0, 7, 8, 9) and no_fix.kept == ((1, 1), (2, 2), (3, 3))
+
+
+@pytest.mark.parametrize("extra", [dict(), dict(cond_retain=(0,)), dict(latent_retain=(0,)),
+                                   dict(latent_retain=(0, 1), causal_window_fix=False)])
+@pytest.mark.parametrize("schedule", ["standard_static", "standard_uniform", "looped_uniform"])
+def test_a_static_scene_fuses_to_the_unwindowed_result_with_anchors_and_references(schedule, extra):
+    x = torch.randn(30, 4, 2, 3, generator=torch.Generator().manual_seed(1))
+    sigma = torch.full((30,), 3.0)
+    settings = ContextWindows(8, 3, schedule, **extra)
+    fused = windowed(lambda xw, w: per_frame_model(xw, sigma[list(w.latent)]), x, settings.calls(30, step=1),
+                     "pyramid", overlap=3)
+    torch.testing.assert_close(fused, per_frame_model(x, sigma), rtol=1e-6, atol=1e-6)
+
+
+def test_references_that_leave_a_frame_to_no_window_are_refused():
+    settings = ContextWindows(4, 0, "batched", latent_retain=(0,), causal_window_fix=False)
+    with pytest.raises(ValueError, match=r"frames \[4, 8\] uncovered.*latent_retain_index_list"):
+        windowed(lambda xw, w: xw, torch.zeros(12, 1), settings.calls(12), "flat", 0)
+
+
+def test_split_conds_gives_each_window_the_entry_of_its_region():
+    """Chunks: cond entries 0 and 1 of a two-entry branch, then the uncond. The first window (centre in
+    the first half) gives both cond chunks entry 0's conditioning, the last window entry 1's."""
+    frames, chunks = 12, 3
+    x = torch.zeros(chunks * frames, 1)
+    tag = torch.tensor([10.0, 20.0, 30.0]).repeat_interleave(frames).reshape(-1, 1)
+    ran = []
+
+    def run(xr, sr, args, window_frames):
+        ran.append(len(xr) // window_frames)
+        return args["tag"]
+    settings = ContextWindows(6, 2, causal_window_fix=False, split_conds=True, fuse_method="flat")
+    entries = [(0, 0, 2), (0, 1, 2), (1, 0, 1)]
+    out = windowed_rows(run, x, torch.ones(chunks * frames), {"tag": tag}, chunks, settings, entries=entries)
+    out = out.reshape(chunks, frames)
+    assert out[0, :4].tolist() == out[1, :4].tolist() == [10.0] * 4      # only the first window holds them
+    assert out[0, -4:].tolist() == out[1, -4:].tolist() == [20.0] * 4    # only the last window
+    assert out[2].tolist() == [30.0] * frames and ran == [3, 3, 3]  # the batch keeps its cond/uncond layout
+    unsplit = windowed_rows(run, x, torch.ones(chunks * frames), {"tag": tag}, chunks,
+                            ContextWindows(6, 2, causal_window_fix=False), entries=entries)
+    torch.testing.assert_close(unsplit, tag)
+
+
+def test_spatial_windows_cut_the_latent_and_its_conditioning_along_width():
+    x = torch.randn(2 * 3, 4, 5, 10, generator=torch.Generator().manual_seed(2))
+    concat = torch.randn(6, 4, 5, 10, generator=torch.Generator().manual_seed(3))
+    widths = []
+
+    def run(xr, sr, args, window_frames):
+        widths.append((xr.shape[-1], args["concat"].shape[-1], window_frames))
+        return torch.tanh(xr) + args["concat"]
+    plain = torch.tanh(x) + concat
+    whole = windowed_spatial(run, x, torch.ones(6), {"concat": concat}, 2, ContextWindows(10, 2, dim=3))
+    assert torch.equal(whole, plain)
+    fused = windowed_spatial(run, x, torch.ones(6), {"concat": concat}, 2, ContextWindows(6, 2, dim=3))
+    torch.testing.assert_close(fused, plain)
+    assert widths[1:] == [(6, 6, None), (7, 7, None)]   # the second strip with its causal anchor column
 
 
 def test_step_of_finds_the_interval_of_a_sigma():
