@@ -5,6 +5,9 @@
    VHS_VideoCombine as FFV1; the output, decoded independently with PyAV, is compared with source
    frames 1, 3, 5, ...
 2. Custom-Scripts + rgthree + WAS: pack_workflows/packs_smoke.json, run with `vidgraph run --json`.
+3. LoRA through packs: pack_workflows/packs_lora.json, a tiny random-weight SD 1.5 checkpoint through
+   rgthree's Power Lora Loader and Custom-Scripts' LoraLoader|pysssss (both call the core LoraLoader),
+   with a one-layer LoRA file.
 
 Run:  .venv/bin/python bench/pack_workflows.py PACKS_DIR   (PACKS_DIR holds the pack checkouts)
 """
@@ -72,6 +75,25 @@ def main() -> None:
                  sorted(report["outputs"].items())}
         print(f"Custom-Scripts + rgthree + WAS workflow: {report['status']}; executed {len(report['executed'])} "
               f"nodes; outputs {shown}")
+        write_lora_models(work / "models")
+        report = run(HERE / "packs_lora.json", custom, work)
+        print(f"LoRA through rgthree and Custom-Scripts: {report['status']}; executed {len(report['executed'])} "
+              f"nodes; {report['outputs'].get('4', {}).get('text', report.get('error'))}")
+
+
+def write_lora_models(models: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+    from vidgraph.nodes.sd.tiny import write_tiny_sd_checkpoint
+
+    for folder in ("checkpoints", "loras"):
+        (models / folder).mkdir(parents=True, exist_ok=True)
+    write_tiny_sd_checkpoint(models / "checkpoints" / "tiny.safetensors", "sd1", dtype=torch.float32)
+    base = "lora_unet_input_blocks_1_1_proj_in"
+    generator = torch.Generator().manual_seed(0)
+    save_file({f"{base}.lora_up.weight": torch.randn(32, 2, generator=generator),
+               f"{base}.lora_down.weight": torch.randn(2, 32, generator=generator)},
+              str(models / "loras" / "one.safetensors"))
 
 
 if __name__ == "__main__":

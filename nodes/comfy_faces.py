@@ -298,8 +298,6 @@ def fill_sd(module, registry) -> None:
                                   "loader nodes (CheckpointLoaderSimple, ImageOnlyCheckpointLoader)")
 
     module.load_checkpoint_guess_config = load_checkpoint_guess_config
-    module.load_lora_for_models = lambda *args, **kwargs: (_ for _ in ()).throw(
-        NotImplementedError("LoRA loading is not available in vidgraph yet"))
 
 
 # -- core node classes on `nodes` and `comfy_extras.*` -------------------------------------------
@@ -331,13 +329,33 @@ MISSING_EXTRAS = {
 }
 
 
+# Core nodes whose FUNCTION answers ComfyUI's plain tuple where vidgraph's adds a UI summary: packs call
+# them directly (`model, clip = LoraLoader().load_lora(...)`, rgthree's Power Lora Loader).
+TUPLE_RESULT_NODES = ("LoraLoader", "LoraLoaderModelOnly")
+
+
+def with_tuple_result(cls: type) -> type:
+    """A subclass of vidgraph's node whose FUNCTION returns only the result tuple, as ComfyUI's does."""
+    function = cls.FUNCTION
+
+    def call(self, *args, **kwargs):
+        answer = getattr(super(face, self), function)(*args, **kwargs)
+        return tuple(answer["result"]) if isinstance(answer, dict) else answer
+
+    face = type(cls.__name__, (cls,), {function: call, "__module__": cls.__module__, "__doc__": cls.__doc__})
+    return face
+
+
 def fill_nodes(module, registry) -> None:
     classes = registry.classes
     stand_ins = {name: unavailable_node(name, reason) for name, reason in MISSING_CORE.items()}
+    tuple_faces: dict[str, type] = {}
 
     def lookup(name: str):
         cls = classes.get(name)
         if cls is not None and registry.node_packs.get(name) == "vidgraph.nodes":
+            if name in TUPLE_RESULT_NODES:
+                return tuple_faces.setdefault(name, with_tuple_result(cls))
             return cls
         if name in stand_ins:
             return stand_ins[name]

@@ -11,14 +11,17 @@ its sampler internals and its LoRA/ControlNet/hook machinery are stand-ins
 from __future__ import annotations
 
 import enum
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from vidgraph.engine.compat import offer_stand_ins, stand_in_module
 
+from .lora import MODEL_PART, apply_lora, lora_targets, match_lora
 from .model import SD15_LATENT, SDXL_LATENT
 
+log = logging.getLogger(__name__)
 
 # -- comfy.latent_formats ---------------------------------------------------------------------------
 
@@ -356,9 +359,51 @@ def fill_sample_internals(module, registry) -> None:
 
 def fill_sd_internals(module, registry) -> None:
     module.CLIPType = CLIPType
+    module.load_lora_for_models = load_lora_for_models
     offer_stand_ins(module, ("load_diffusion_model_state_dict", "load_text_encoder_state_dicts", "model_detection",
-                             "load_diffusion_model", "load_clip", "load_state_dict_guess_config", "TEModel",
-                             "load_lora_for_models"))
+                             "load_diffusion_model", "load_clip", "load_state_dict_guess_config", "TEModel"))
+
+
+# -- comfy.lora and comfy.sd.load_lora_for_models: faces over vidgraph's LoRA (nodes/lora.py) ---------
+
+def load_lora_for_models(model, clip, lora: dict, strength_model: float, strength_clip: float):
+    """(patched clone of model, patched clone of clip), as LoraLoader makes them."""
+    model, clip, _ = apply_lora(model, clip, lora, strength_model, strength_clip)
+    return model, clip
+
+
+def model_lora_keys_unet(model, key_map: dict | None = None) -> dict:
+    """{LoRA base name: weight key} for the MODEL; keys are ComfyUI's (`diffusion_model.<path>.weight`),
+    which the MODEL's `add_patches` takes."""
+    key_map = {} if key_map is None else key_map
+    for base, (part, path) in lora_targets(model=model).items():
+        if part == MODEL_PART:
+            key_map[base] = f"diffusion_model.{path}.weight"
+    return key_map
+
+
+def model_lora_keys_clip(clip, key_map: dict | None = None) -> dict:
+    """{LoRA base name: weight key} for the CLIP, in the keys the CLIP's `add_patches` takes."""
+    key_map = {} if key_map is None else key_map
+    for base, (part, path) in lora_targets(clip=clip).items():
+        key_map[base] = f"{part}.{path}.weight"
+    return key_map
+
+
+def load_lora(lora: dict, to_load: dict, log_missing: bool = True) -> dict:
+    """{weight key: patch} for the LoRA's layers named in `to_load` ({base name: weight key}); the
+    patches are vidgraph's (LoRA, LoHa, LoKr, diff), which `add_patches` applies."""
+    targets = {base: ("target", key[:-len(".weight")]) for base, key in to_load.items() if key.endswith(".weight")}
+    found = match_lora(lora, targets)
+    if log_missing and found.unmatched:
+        log.warning("lora key not loaded: %s", ", ".join(found.unmatched[:20]))
+    return found.patches.get("target", {})
+
+
+def fill_lora(module, registry) -> None:
+    for fn in (model_lora_keys_unet, model_lora_keys_clip, load_lora):
+        setattr(module, fn.__name__, fn)
+    offer_stand_ins(module, ("calculate_weight", "weight_decompose", "pad_tensor_to_shape", "LORA_CLIP_MAP"))
 
 
 def fill_model_patcher_internals(module, registry) -> None:
@@ -377,4 +422,5 @@ VIDGRAPH_COMPAT_FACES = {
     "comfy.sample": fill_sample_internals,
     "comfy.sd": fill_sd_internals,
     "comfy.model_patcher": fill_model_patcher_internals,
+    "comfy.lora": fill_lora,
 }

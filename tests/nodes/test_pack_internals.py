@@ -1,5 +1,6 @@
 """ComfyUI's model internals for packs (nodes/comfy_internals.py, engine/compat/stand_ins.py),
 through a small pack of our own (tests/fixtures_packs/comfy_internals_pack)."""
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,48 @@ def test_whole_stand_in_modules_answer_public_names_only(internals):
         hooks._private
     with pytest.raises(NotImplementedError, match="comfy_extras.nodes_hooks.CreateHookLora is not available"):
         hooks.CreateHookLora()
+
+
+def test_comfy_lora_faces_patch_as_vidgraph_lora_does(tmp_path, internals):
+    from vidgraph.engine.context import NodeContext, use_context
+    from vidgraph.engine.folders import Folders
+    from vidgraph.engine.resources import ResourceCache
+    from vidgraph.nodes.loaders import CheckpointLoaderSimple
+    from vidgraph.nodes.sd.tiny import write_tiny_sd_checkpoint
+    import comfy.lora
+    import comfy.sd
+
+    folders = Folders(base_dir=tmp_path / "lora")
+    folders.ensure_dirs()
+    (folders.models_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_tiny_sd_checkpoint(folders.models_dir / "checkpoints" / "tiny.safetensors", "sd1", dtype=torch.float32)
+    context = NodeContext("p", "1", "CheckpointLoaderSimple", folders, ResourceCache(), {"device": "cpu", "previews": False})
+    model, clip, _ = CheckpointLoaderSimple().load_checkpoint("tiny.safetensors", context)
+    path = "input_blocks.1.1.proj_in"
+    weight = model.network.module.state_dict()[path + ".weight"]
+    torch.manual_seed(0)
+    base = "lora_unet_" + path.replace(".", "_")
+    lora = {f"{base}.lora_up.weight": torch.randn(weight.shape[0], 2),
+            f"{base}.lora_down.weight": torch.randn(2, weight.shape[1])}
+
+    patched, same_clip = comfy.sd.load_lora_for_models(model, clip, lora, 0.5, 1.0)
+    assert patched is not model and same_clip is clip   # nothing matched the text encoder
+    keys = comfy.lora.model_lora_keys_unet(model)
+    assert keys[base] == f"diffusion_model.{path}.weight"
+    assert "clip_l.transformer.text_model.encoder.layers.0.mlp.fc1" in comfy.lora.model_lora_keys_clip(clip)
+    patches = comfy.lora.load_lora(lora, keys)
+    twin = model.clone()
+    assert twin.add_patches(patches, 0.5) == [f"diffusion_model.{path}.weight"]
+    expected = weight + 0.5 * (lora[f"{base}.lora_up.weight"] @ lora[f"{base}.lora_down.weight"]).reshape(weight.shape)
+    for candidate in (patched, twin):
+        with candidate.active(lambda module: contextlib.nullcontext()):
+            assert torch.allclose(model.network.module.state_dict()[path + ".weight"], expected, atol=1e-5)
+    assert torch.equal(model.network.module.state_dict()[path + ".weight"], weight)
+
+    from safetensors.torch import save_file
+    (folders.models_dir / "loras").mkdir(parents=True, exist_ok=True)
+    save_file(lora, str(folders.models_dir / "loras" / "one.safetensors"))
+    node = internals.classes["InternalsLoraThroughCore"]()
+    with use_context(context):
+        through_core, core_clip = node.run(model, clip, "one.safetensors")
+    assert core_clip is clip and set(through_core.weight_patches) == set(patched.weight_patches)

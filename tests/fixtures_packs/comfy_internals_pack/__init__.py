@@ -102,3 +102,23 @@ NODE_CLASS_MAPPINGS = {"InternalsScaleIn": ScaleIn, "InternalsCastLinear": CastL
 INTERNALS_FACTS = {"attention": comfy.ldm.modules.attention.optimized_attention, "hooks": comfy.hooks.HookGroup,
                    "guider": CFGGuider, "temporal_blocks": TEMPORAL_BLOCKS, "blocks": TRANSFORMER_BLOCKS,
                    "sampling_types": SAMPLING_TYPES, "patcher": MotionPatcher}
+
+
+class LoraThroughCore:
+    """Calls the core LoraLoader as rgthree's Power Lora Loader does, unpacking ComfyUI's tuple."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "clip": ("CLIP",), "lora_name": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("MODEL", "CLIP")
+    FUNCTION = "run"
+    CATEGORY = "internals"
+
+    def run(self, model, clip, lora_name):
+        from nodes import LoraLoader
+        model, clip = LoraLoader().load_lora(model, clip, lora_name, 0.5, 1.0)
+        return (model, clip)
+
+
+NODE_CLASS_MAPPINGS["InternalsLoraThroughCore"] = LoraThroughCore
