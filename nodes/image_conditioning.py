@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .common import check_fits_in_memory
+from .model import LATENT_SPACE_KEY, SD15_LATENT
 from .model_management import resident
 from .resizing import resize
 from .vae_coding import encode_pixels
@@ -41,4 +42,4 @@ def svd_image_conditioning(clip_vision, image: torch.Tensor, vae, width: int, he
     concat = encode_pixels(vae, pixels, context)
     positive = [[embedding, {**micro, "concat_latent_image": concat}]]
     negative = [[torch.zeros_like(embedding), {**micro, "concat_latent_image": torch.zeros_like(concat)}]]
-    return positive, negative, {"samples": torch.zeros(latent_shape)}
+    return positive, negative, {"samples": torch.zeros(latent_shape), LATENT_SPACE_KEY: SD15_LATENT.space}

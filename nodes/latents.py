@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .common import CONTEXT, SAVE_HIDDEN, NodeInputError, folders_in_scope, require_model
+from .model import LATENT_SPACE_KEY
 from .image_io import check_rgb_batch
 from .input_files import input_file_hash
 from .outputs import embedded_metadata, output_files
@@ -58,7 +59,10 @@ class VAEEncode:
         if pixels.shape[1] % 8 or pixels.shape[2] % 8:
             raise NodeInputError("VAEEncode", "pixels",
                                  f"width and height must be multiples of 8, got {pixels.shape[2]}x{pixels.shape[1]}")
-        return ({"samples": encode_pixels(vae, pixels, context)},)
+        latent = {"samples": encode_pixels(vae, pixels, context)}
+        if getattr(vae, "latent_space", None):  # SD checkpoints' VAEs know their latent space
+            latent[LATENT_SPACE_KEY] = vae.latent_space
+        return (latent,)
 
 
 class VAEDecode:

@@ -162,6 +162,7 @@ class CheckpointLoaderSimple:
         node = "CheckpointLoaderSimple"
         path = resolve_model(context, "checkpoints", ckpt_name, node, "ckpt_name")
         if not _is_sd_file(path):
+            _check_known_architecture(path, node)
             models = load_svd(context, ckpt_name, node)
             return models.model(), None, models.vae
         options = _checkpoint_options(context, path)
@@ -169,6 +170,20 @@ class CheckpointLoaderSimple:
         models = load_cached(context, "sd_checkpoint", path, lambda: _checked(node, "ckpt_name", lambda: (
             sd_checkpoint.load_sd_checkpoint(path, embedding_folders=embeddings, **options))), **options)
         return models.model, models.clip, models.vae
+
+
+def _check_known_architecture(path: str, node: str) -> None:
+    """A file that is neither SD nor SVD (no `model.diffusion_model.*` UNet at all) is named for what it holds."""
+    try:
+        source = open_source(path, allow_pickle=False)
+        keys = list(source.keys())
+    except CheckpointError:
+        return  # the SVD loader reports unreadable and pickle files itself
+    if not any(k.startswith(sd_checkpoint.UNET_PREFIX) for k in keys):
+        raise NodeInputError(node, "ckpt_name", f"{os.path.basename(path)!r} is not a checkpoint of an architecture "
+                                                f"vidgraph loads (SD 1.x / 2.x / SDXL / SVD single files hold "
+                                                f"{sd_checkpoint.UNET_PREFIX}* keys); found "
+                                                + sd_checkpoint.describe_keys(keys, source.shape))
 
 
 def _is_sd_file(path: str) -> bool:

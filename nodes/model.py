@@ -38,9 +38,17 @@ def softmax_attention(q, k, v, heads: int, mask=None):
     return out.transpose(1, 2).reshape(n, lq, inner)
 
 
+# A LATENT made by a sampler or a VAE that knows its latent space carries its name under this key, so a
+# latent of another space (an SDXL latent given to SVD, an SVD latent to SDXL) is refused by name.
+LATENT_SPACE_KEY = "vidgraph_latent_space"
+LATENT_SPACE_NAMES = {"sd": "SD's (SD 1.x / 2.x, SVD)", "sdxl": "SDXL's"}
+
+
 @dataclass(frozen=True)
 class LatentFormat:
-    """How the sampler's latent space relates to the VAE's: x_model = (x_vae - shift) * scale_factor."""
+    """How the sampler's latent space relates to the VAE's: x_model = (x_vae - shift) * scale_factor.
+    `space` names the VAE latent space (LATENT_SPACE_NAMES): models sharing a VAE share it."""
+    space: str = "sd"
     channels: int = 4
     scale_factor: float = 0.18215
     shift: float = 0.0
@@ -56,7 +64,7 @@ class LatentFormat:
 
 
 SD15_LATENT = LatentFormat()
-SDXL_LATENT = LatentFormat(scale_factor=0.13025, rgb_factors=(
+SDXL_LATENT = LatentFormat(space="sdxl", scale_factor=0.13025, rgb_factors=(
     (0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362), (-0.3165, -0.2492, -0.2188)))
 
 

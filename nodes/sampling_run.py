@@ -8,7 +8,7 @@ import torch
 
 from .common import NodeInputError
 from .guidance import Guider
-from .model import Model
+from .model import LATENT_SPACE_KEY, LATENT_SPACE_NAMES, Model
 from .model_management import compute_device, resident
 from .sampling import get_sampler
 from .sampling_noise import prepare_noise
@@ -23,6 +23,13 @@ def check_latent(node: str, model: Model, latent_image, input_name: str = "laten
     problem = model.network.check_latent(tuple(samples.shape))
     if problem:
         raise NodeInputError(node, input_name, problem)
+    space, wanted = latent_image.get(LATENT_SPACE_KEY), model.latent_format.space
+    if space is not None and space != wanted:
+        raise NodeInputError(node, input_name, (
+            f"this LATENT is in {LATENT_SPACE_NAMES.get(space, space)} latent space, but this {model.network.family} "
+            f"MODEL samples in {LATENT_SPACE_NAMES.get(wanted, wanted)}: decode it with the VAE that made it and "
+            "encode the image with this model's VAE (an SDXL still reaches SVD as an image, through "
+            "SVD_img2vid_Conditioning)"))
     return samples
 
 
@@ -83,6 +90,7 @@ def run_guider(context, guider: Guider, sampler, sigmas, noise, latent: dict, se
                             device=compute_device(settings))
     result = dict(latent)
     result["samples"] = out.float().cpu()
+    result[LATENT_SPACE_KEY] = model.latent_format.space
     return (result, seen.get("denoised")) if keep_denoised else result
 
 

@@ -146,11 +146,15 @@ def load_sd_checkpoint(path, *, dtype: torch.dtype = torch.float32, low_memory: 
     unet_keys = [k for k in keys if k.startswith(UNET_PREFIX)]
     if not unet_keys:
         raise CheckpointError(f"{source.path}: no {UNET_PREFIX}* keys: not a Stable Diffusion checkpoint "
-                              f"({describe_keys(keys)})")
-    unet = svd_checkpoint.build_unet(source, unet_keys, UNET_PREFIX, dtype, low_memory, device,
-                                     unet_class=UNet, detect_config=unet_config)
-    prefixes = text_prefixes(keys)
-    family = detect_family(unet.config, {name for _, name in prefixes.values()})
+                              f"({describe_keys(keys, source.shape)})")
+    try:
+        unet = svd_checkpoint.build_unet(source, unet_keys, UNET_PREFIX, dtype, low_memory, device,
+                                         unet_class=UNet, detect_config=unet_config)
+        prefixes = text_prefixes(keys)
+        family = detect_family(unet.config, {name for _, name in prefixes.values()})
+    except CheckpointError as error:  # say what the file holds, so an unknown architecture can be recognised
+        raise CheckpointError(f"{error} (found {describe_unet(unet_keys, source.shape)}; "
+                              f"{describe_keys(keys, guess=False)})") from None
     prediction, zsnr = prediction_of(source, family)
     embeddings = EmbeddingFolders(embedding_folders, allow_pickle=True) if embedding_folders else None
     towers = []
@@ -161,6 +165,8 @@ def load_sd_checkpoint(path, *, dtype: torch.dtype = torch.float32, low_memory: 
     towers.sort(key=lambda t: "lhg".index(t.name))  # SDXL: CLIP-L first, as ComfyUI concatenates
     vae_keys = [k for k in keys if k.startswith(VAE_PREFIX)]
     vae = svd_checkpoint.build_vae(source, vae_keys, VAE_PREFIX, vae_dtype or dtype, device) if vae_keys else None
+    if vae is not None:  # VAEEncode marks its latents with it (SDXL's VAE has a latent space of its own)
+        vae.latent_space = "sdxl" if family.startswith("sdxl") else "sd"
     known = set(unet_keys) | set(vae_keys) | {k for k in keys if any(k.startswith(p) for p in prefixes)}
     ignored = [k for k in keys if k not in known]
     unexpected = [k for k in ignored if not IGNORABLE.match(k)]
@@ -172,14 +178,43 @@ def load_sd_checkpoint(path, *, dtype: torch.dtype = torch.float32, low_memory: 
     return SDModels(model, clip, vae, family, prediction, ignored)
 
 
-def describe_keys(keys) -> str:
-    """What a file holds, for error messages: its key prefixes with counts."""
-    counts = {}
+# Key markers of architectures vidgraph does not load, so an error can say what a file is.
+OTHER_ARCHITECTURES = (("double_blocks.", "Flux"), ("joint_blocks.", "SD3"), ("model.diffusion_model.joint_blocks.", "SD3"),
+                       ("model.diffusion_model.double_blocks.", "Flux"), ("down_blocks.", "a diffusers UNet (load it with UNETLoader)"),
+                       ("blocks.0.self_attn.", "a DiT video model (Wan / LTX-style)"), ("encoder.down.", "a VAE (load it with VAELoader)"),
+                       ("first_stage_model.", "a VAE"), ("text_model.", "a text encoder (CLIPLoader)"))
+
+
+def describe_keys(keys, shape=None, guess: bool = True) -> str:
+    """What a file holds, for error messages: its key prefixes with counts and, given `shape(key)`, an
+    example key with its shape per prefix; the architecture when its markers are known."""
+    keys = list(keys)
+    if not keys:
+        return "no tensors"
+    counts, examples = {}, {}
     for key in keys:
-        head = ".".join(key.split(".")[:2])
+        parts = key.split(".")
+        head = ".".join(parts[:2]) + ".*" if len(parts) > 2 else key
         counts[head] = counts.get(head, 0) + 1
+        examples.setdefault(head, key)
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:6]
-    return f"{len(keys)} tensors; key prefixes: " + ", ".join(f"{p}.* ({n})" for p, n in top) if keys else "no tensors"
+    text = f"{len(keys)} tensors; key prefixes: " + ", ".join(f"{p} ({n})" for p, n in top)
+    if shape is not None:
+        text += "; e.g. " + ", ".join(f"{examples[p]} {list(shape(examples[p]))}" for p, _ in top[:4])
+    guess = guess and next((name for marker, name in OTHER_ARCHITECTURES if any(k.startswith(marker) for k in keys)), None)
+    return text + (f"; this looks like {guess}" if guess else "")
+
+
+def describe_unet(unet_keys, shape) -> str:
+    """The shapes that decide an SD UNet's family: input conv, first cross-attention key, vector
+    conditioning, output conv."""
+    wanted = [UNET_PREFIX + "input_blocks.0.0.weight",
+              next((k for k in unet_keys if k.endswith("attn2.to_k.weight")), None),
+              UNET_PREFIX + "label_emb.0.0.weight", UNET_PREFIX + "out.2.weight"]
+    present = [k for k in wanted if k in set(unet_keys)]
+    if not present:
+        return f"{len(unet_keys)} UNet tensors, none of the usual layers"
+    return ", ".join(f"{k[len(UNET_PREFIX):]} {list(shape(k))}" for k in present)
 
 
 def is_sd_checkpoint(keys) -> bool:
@@ -223,5 +258,5 @@ def _text_file_layout(source, keys) -> tuple[str, str]:
     for prefix in ("model.", ""):
         if prefix + "token_embedding.weight" in keys and prefix + "transformer.resblocks.0.ln_1.weight" in keys:
             return prefix, "openclip"
-    raise CheckpointError(f"{source.path}: not a CLIP text encoder ({describe_keys(keys)})")
+    raise CheckpointError(f"{source.path}: not a CLIP text encoder ({describe_keys(keys, source.shape)})")
 
