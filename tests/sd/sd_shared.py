@@ -27,3 +27,13 @@ def read_layout(relative: str) -> dict:
             key, shape = line.split("\t")
             layout[key] = tuple(int(s) for s in shape.strip("[]").split(",") if s.strip())
     return layout
+
+
+def model_folders(base) -> "Folders":
+    """Folders under `base` with empty checkpoints/ and loras/ model folders."""
+    from vidgraph.engine.folders import Folders
+    folders = Folders(base_dir=base)
+    folders.ensure_dirs()
+    for folder in ("checkpoints", "loras"):
+        (folders.models_dir / folder).mkdir(parents=True, exist_ok=True)
+    return folders

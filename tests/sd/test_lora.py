@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import save_file
 
 from vidgraph.engine.context import NodeContext
-from vidgraph.engine.folders import Folders
 from vidgraph.engine.resources import ResourceCache
 from vidgraph.nodes.common import NodeInputError
 from vidgraph.nodes.lora import LoHa, LoKr, LoRA, apply_lora, lora_targets, match_lora, unet_diffusers_names
@@ -19,15 +18,14 @@ from vidgraph.nodes.sd.tiny import TINY_L, TINY_SD1_UNET, TINY_SDXL_UNET, write_
 from vidgraph.nodes.svd.convert import unet_key_map
 from vidgraph.nodes.text_conditioning import CLIPTextEncode
 
+from sd_shared import model_folders
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    folders = Folders(base_dir=tmp_path_factory.mktemp("lora"))
-    folders.ensure_dirs()
-    for folder in ("checkpoints", "loras"):
-        (folders.models_dir / folder).mkdir(parents=True, exist_ok=True)
+    folders = model_folders(tmp_path_factory.mktemp("lora"))
     for family in ("sd1", "sdxl"):
         write_tiny_sd_checkpoint(folders.models_dir / "checkpoints" / f"tiny_{family}.safetensors", family,
                                  dtype=torch.float32)

@@ -7,20 +7,19 @@ import torch
 from safetensors.torch import save_file
 
 from vidgraph.engine.executor import Executor
-from vidgraph.engine.folders import Folders
 from vidgraph.nodes.sd.tiny import tiny_sd_state_dict, write_tiny_sd_checkpoint
 from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
 from vidgraph.runtime import build_registry
+
+from sd_shared import model_folders
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    folders = Folders(base_dir=tmp_path_factory.mktemp("sd-bad"))
-    folders.ensure_dirs()
+    folders = model_folders(tmp_path_factory.mktemp("sd-bad"))
     checkpoints = folders.models_dir / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
     write_tiny_sd_checkpoint(checkpoints / "tiny_sdxl.safetensors", "sdxl")
     write_tiny_sd_checkpoint(checkpoints / "tiny_sd1.safetensors", "sd1")
     write_tiny_checkpoint(checkpoints / "tiny_svd.safetensors")

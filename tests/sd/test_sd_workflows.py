@@ -7,12 +7,13 @@ import pytest
 
 from vidgraph import data_path
 from vidgraph.engine.executor import Executor
-from vidgraph.engine.folders import Folders
 from vidgraph.engine.validation import validate_prompt
 from vidgraph.engine.workflow import load_workflow
 from vidgraph.nodes.sd.tiny import write_tiny_sd_checkpoint
 from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
 from vidgraph.runtime import build_registry
+
+from sd_shared import model_folders
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,10 +28,7 @@ CHECKPOINTS = {
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    folders = Folders(base_dir=tmp_path_factory.mktemp("sd-workflows"))
-    folders.ensure_dirs()
-    (folders.models_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return folders
+    return model_folders(tmp_path_factory.mktemp("sd-workflows"))
 
 
 def put_checkpoints(folders, name):
