@@ -1,8 +1,12 @@
 """CLIP's byte-level BPE tokenizer and ComfyUI's prompt syntax.
 
-The vocabulary is OpenAI's `bpe_simple_vocab_16e6.txt.gz`, read from the `openai-clip` package that
-ships it (its own code, which needs torchvision, is never imported): 256 byte symbols, the same with
-an end-of-word mark, 48,894 merges, then <|startoftext|> (49406) and <|endoftext|> (49407).
+The vocabulary is OpenAI's `bpe_simple_vocab_16e6.txt.gz`, read as a data file from a package that ships
+it, never importing the package's code: open-clip-torch (`open_clip`) when it is installed, else the `clip`
+module of `openai-clip` (vidgraph's dependency) or `clip-anytorch`. The maintained ones, open-clip-torch and
+clip-anytorch, both require torchvision, which the CPU build of torch cannot use from PyPI, so vidgraph
+depends on `openai-clip` (ftfy / regex / tqdm only); all three ship the same file (its SHA-256 is checked).
+256 byte symbols, the same with an end-of-word mark, 48,894 merges, then <|startoftext|> (49406) and
+<|endoftext|> (49407).
 
 Text is cleaned as Hugging Face's CLIPTokenizer does without ftfy (ComfyUI's setting): NFC, control
 characters dropped, CJK ideographs spaced, whitespace collapsed, lower case; then split by CLIP's
@@ -20,6 +24,7 @@ Prompt syntax (ComfyUI's `tokenize_with_weights`):
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import logging
 import re as std_re
@@ -35,7 +40,8 @@ CHUNK_LENGTH = 77
 MAX_WORD_LENGTH = 8  # groups at least this long may be split across chunks
 EMBEDDING_PREFIX = "embedding:"
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
-VOCAB_PACKAGE = "clip"  # the `openai-clip` distribution
+VOCAB_PACKAGES = ("open_clip", "clip")  # open-clip-torch; openai-clip or clip-anytorch (both install `clip`)
+VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 log = logging.getLogger(__name__)
 PIECES = regex.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
                        regex.IGNORECASE)
@@ -49,15 +55,22 @@ class PromptSyntaxError(ValueError):
         self.position = position
 
 
-def vocab_path() -> Path:
-    spec = importlib.util.find_spec(VOCAB_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"CLIP's BPE vocabulary comes from the 'openai-clip' package ({VOCAB_FILE}); "
-                           f"install vidgraph's dependencies")
-    path = Path(list(spec.submodule_search_locations)[0]) / VOCAB_FILE
-    if not path.is_file():
-        raise RuntimeError(f"{path} is missing: reinstall the 'openai-clip' package")
-    return path
+def vocab_path(packages=VOCAB_PACKAGES) -> Path:
+    """The BPE file inside the first installed package of `packages` that holds an intact copy."""
+    for name in packages:
+        spec = importlib.util.find_spec(name)  # finds the package without running its __init__
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        path = Path(list(spec.submodule_search_locations)[0]) / VOCAB_FILE
+        if path.is_file() and _sha256(path) == VOCAB_SHA256:
+            return path
+        log.warning("%s: not CLIP's BPE vocabulary (missing or altered); trying the next package", path)
+    raise RuntimeError(f"CLIP's BPE vocabulary ({VOCAB_FILE}) comes from the 'openai-clip' package (or "
+                       "open-clip-torch / clip-anytorch): install vidgraph's dependencies")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def bytes_to_unicode() -> dict[int, str]:

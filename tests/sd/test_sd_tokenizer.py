@@ -82,3 +82,28 @@ def test_embeddings_are_inserted_by_name_and_unknown_ones_ignored():
     # without an embeddings folder the words are plain text
     plain = shared_bpe().encode("embedding:x")
     assert ids(Tokenizer().tokenize("embedding:x")[0])[1:1 + len(plain)] == plain
+
+
+def test_the_vocabulary_is_read_from_the_first_package_with_an_intact_copy(tmp_path, monkeypatch, caplog):
+    """open-clip-torch's copy is preferred when installed; a damaged copy is skipped with a warning;
+    the packages' code is never imported (find_spec only)."""
+    import importlib
+    import shutil
+    import sys
+
+    from vidgraph.nodes.sd.tokenizer import VOCAB_FILE, VOCAB_SHA256, _sha256, vocab_path
+
+    shipped = vocab_path()
+    assert _sha256(shipped) == VOCAB_SHA256
+    fake = tmp_path / "fake_open_clip"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    (fake / VOCAB_FILE).write_bytes(b"not the vocabulary")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    with caplog.at_level("WARNING"):
+        assert vocab_path(("fake_open_clip", "clip")) == shipped
+    assert "not CLIP's BPE vocabulary" in caplog.text
+    shutil.copyfile(shipped, fake / VOCAB_FILE)
+    assert vocab_path(("fake_open_clip", "clip")) == fake / VOCAB_FILE
+    assert "fake_open_clip" not in sys.modules
