@@ -7,7 +7,11 @@
 2. Custom-Scripts + rgthree + WAS: pack_workflows/packs_smoke.json, run with `vidgraph run --json`.
 3. LoRA through packs: pack_workflows/packs_lora.json, a tiny random-weight SD 1.5 checkpoint through
    rgthree's Power Lora Loader and Custom-Scripts' LoraLoader|pysssss (both call the core LoraLoader),
-   with a one-layer LoRA file.
+   with a one-layer LoRA file; a probe node of the bench's own reads back each MODEL's weight patches.
+4. Model-free nodes of the packs that load through the packs environment: pack_workflows/packs_tools.json
+   (essentials' ImageResize+ and ImageFlip+, KJNodes' ImageSharpenKJ (V3 MatchType + DynamicCombo) and
+   SimpleCalculatorKJ (V3 Autogrow), AnimateDiff-Evolved's context options, Advanced-ControlNet's
+   TimestepKeyframe (V3)).
 
 Run:  .venv/bin/python bench/pack_workflows.py PACKS_DIR   (PACKS_DIR holds the pack checkouts)
 """
@@ -76,9 +80,36 @@ def main() -> None:
         print(f"Custom-Scripts + rgthree + WAS workflow: {report['status']}; executed {len(report['executed'])} "
               f"nodes; outputs {shown}")
         write_lora_models(work / "models")
+        (custom / "vidgraph_bench_probe.py").write_text(PROBE)
         report = run(HERE / "packs_lora.json", custom, work)
-        print(f"LoRA through rgthree and Custom-Scripts: {report['status']}; executed {len(report['executed'])} "
-              f"nodes; {report['outputs'].get('4', {}).get('text', report.get('error'))}")
+        patched = {name: report["outputs"].get(node, {}).get("text", report.get("error"))
+                   for node, name in (("4", "rgthree"), ("5", "pysssss"))}
+        print(f"LoRA through rgthree and Custom-Scripts: {report['status']}; weight patches {patched}")
+        for name in ("ComfyUI-KJNodes", "ComfyUI_essentials", "ComfyUI-AnimateDiff-Evolved", "ComfyUI-Advanced-ControlNet"):
+            (custom / name).symlink_to(packs / name)
+        report = run(HERE / "packs_tools.json", custom, work)
+        shown = {k: [t.split(" object at ")[0].rsplit(".", 1)[-1] for t in v["text"]] if "text" in v else
+                 f"{len(v.get('images', []))} image(s)" for k, v in sorted(report["outputs"].items())}
+        print(f"essentials + KJNodes + AnimateDiff-Evolved + Advanced-ControlNet tools: {report['status']}; "
+              f"executed {len(report['executed'])} nodes; outputs {shown}")
+
+
+PROBE = '''
+class BenchWeightPatches:
+    RETURN_TYPES = ()
+    FUNCTION = "probe"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    def probe(self, model):
+        return {"ui": {"text": sorted(model.weight_patches)}}
+
+
+NODE_CLASS_MAPPINGS = {"BenchWeightPatches": BenchWeightPatches}
+'''
 
 
 def write_lora_models(models: Path) -> None:

@@ -41,7 +41,8 @@ def gather_inputs(node: Node, defs: dict[str, InputDef], results: dict, hidden: 
     """The node's inputs as lists; unevaluated lazy links come as [None].
 
     Links under names INPUT_TYPES does not declare are passed on too (ComfyUI's rule, which
-    nodes with dynamic inputs rely on); undeclared constants are not. Deferred values reach only
+    nodes with dynamic inputs rely on); undeclared constants only when the optional section claims
+    every name (`defs.takes_undeclared`). Deferred values reach only
     the inputs that declare `"stream": True`; every other input gets them materialised.
     """
     inputs: dict[str, list] = {}
@@ -61,9 +62,12 @@ def gather_inputs(node: Node, defs: dict[str, InputDef], results: dict, hidden: 
                 if value is not None:
                     inputs[name] = [value]
     if not defs.keys() >= node.inputs.keys():
+        takes_undeclared = getattr(defs, "takes_undeclared", False)
         for name, value in node.inputs.items():
             if name not in defs and isinstance(value, Link):
                 inputs[name] = _linked(value, results, False)
+            elif name not in defs and takes_undeclared:
+                inputs[name] = [value]
     return inputs
 
 

@@ -84,12 +84,21 @@ def declared_inputs(cls: type, folders: Any = None) -> Any:
         leave_context(token)
 
 
+class InputDefs(dict):
+    """{input name: InputDef}, in declaration order; `takes_undeclared`: undeclared inputs are passed on."""
+    takes_undeclared = False
+
+
 def parse_input_types(cls: type, folders: Any = None) -> dict[str, InputDef]:
     """INPUT_TYPES() as ordered InputDefs; hidden entries may be "PROMPT" or ["PROMPT"]."""
     declared = declared_inputs(cls, folders)
     if not isinstance(declared, dict):
         raise InvalidNodeClass(f"{cls.__name__}.INPUT_TYPES() must return a dict, got {type(declared).__name__}")
-    inputs: dict[str, InputDef] = {}
+    inputs = InputDefs()
+    optional = declared.get("optional")
+    # A pack's optional section may claim every name (rgthree's FlexibleOptionalInputType, V3's
+    # accept_all_inputs): ComfyUI then passes undeclared constants on too, not only links.
+    inputs.takes_undeclared = optional is not None and type(optional).__contains__ is not dict.__contains__
     for section in INPUT_SECTIONS:
         for name, entry in (declared.get(section) or {}).items():
             if isinstance(entry, (list, tuple)) and entry:

@@ -343,6 +343,7 @@ def fill_model_management_internals(module, registry) -> None:
         None if weight_dtype in (None, torch.float32) or getattr(inference_device, "type", "cpu") != "cpu"
         else torch.float32)
     module.loaded_models = lambda only_currently_used=False: []
+    module.intermediate_dtype = lambda: torch.float32   # what vidgraph's nodes hand each other
     module.supports_cast = lambda device, dtype: True
     offer_stand_ins(module, ("LoadedModel", "load_models_gpu_orig"))
 

@@ -25,13 +25,20 @@ from typing import Iterable
 
 STAND_IN_PACKAGES = ("comfy", "comfy_extras")
 REASON = "ComfyUI's model internals are not part of vidgraph"
+# What the engine reads to tell a node class (V1 or V3) from anything else: a stand-in has none of it,
+# so a pack's subclass of a stand-in is judged by what the pack itself declares.
+NODE_PROTOCOL = frozenset({
+    "INPUT_TYPES", "RETURN_TYPES", "RETURN_NAMES", "FUNCTION", "OUTPUT_NODE", "CATEGORY", "DESCRIPTION",
+    "INPUT_IS_LIST", "OUTPUT_IS_LIST", "OUTPUT_TOOLTIPS", "VALIDATE_INPUTS", "IS_CHANGED", "NOT_IDEMPOTENT",
+    "DEPRECATED", "EXPERIMENTAL", "API_NODE", "SEARCH_ALIASES", "check_lazy_status", "define_schema",
+    "execute", "validate_inputs", "fingerprint_inputs", "hidden"})
 
 
 class StandIn(type):
     """Metaclass of stand-in classes; `__comfy_name__` is the ComfyUI object's dotted name."""
 
     def __getattr__(cls, name: str):
-        if name.startswith("_"):   # only ComfyUI's public names have stand-ins
+        if name.startswith("_") or name in NODE_PROTOCOL:   # only ComfyUI's public, non-node names
             raise AttributeError(name)
         child = stand_in(f"{cls.__comfy_name__}.{name}")
         type.__setattr__(cls, name, child)

@@ -28,6 +28,12 @@ class Hidden(str, enum.Enum):
     api_key_comfy_org = "API_KEY_COMFY_ORG"
 
 
+class FolderType(str, enum.Enum):
+    input = "input"
+    output = "output"
+    temp = "temp"
+
+
 class _Input:
     """One input of a schema; `options` becomes the V1 input's options dict."""
     io_type: Any = "*"
@@ -92,6 +98,7 @@ TYPES = {
     "LatentOperation": "LATENT_OPERATION", "FlowControl": "FLOW_CONTROL", "Accumulation": "ACCUMULATION",
     "Mesh": "MESH", "Voxel": "VOXEL", "Photomaker": "PHOTOMAKER", "ModelPatch": "MODEL_PATCH",
     "AudioEncoder": "AUDIO_ENCODER", "AudioEncoderOutput": "AUDIO_ENCODER_OUTPUT", "Color": "COLOR",
+    "BoundingBox": "BOUNDING_BOX", "Tracks": "TRACKS", "LatentUpscaleModel": "LATENT_UPSCALE_MODEL",
 }
 
 
@@ -117,6 +124,8 @@ class Schema:
     enable_expand: bool = False
     search_aliases: list = field(default_factory=list)
     price_badge: Any = None
+    accept_all_inputs: bool = False   # the node also receives inputs its schema does not declare
+    is_dev_only: bool = False
 
 
 class NodeOutput:
@@ -138,6 +147,16 @@ class ComfyNode:
     @classmethod
     def execute(cls, **kwargs) -> NodeOutput:
         raise NotImplementedError
+
+
+class AnyOptional(dict):
+    """Optional inputs that also take any undeclared input (as "*"), for `accept_all_inputs`."""
+
+    def __contains__(self, key) -> bool:
+        return True
+
+    def __getitem__(self, key):
+        return super().__getitem__(key) if dict.__contains__(self, key) else ("*",)
 
 
 def is_v3(cls: Any) -> bool:
@@ -162,6 +181,7 @@ def _answer(result, blocker, slots: int):
 def as_v1(cls: type) -> type:
     """The V1 class the engine runs for V3 class `cls` (a subclass: classmethods and state stay)."""
     from ..nodecall import ExecutionBlocker
+    from .v3_dynamic import nest_dynamic, v1_entries
 
     schema = cls.define_schema()
     hidden_names = {member.name: member.value for member in schema.hidden}
@@ -170,14 +190,17 @@ def as_v1(cls: type) -> type:
         current = cls.define_schema()
         declared: dict = {"required": {}, "optional": {}}
         for entry in current.inputs:
-            declared["optional" if entry.optional else "required"][entry.id] = entry.v1()
+            for section, name, spec in v1_entries(entry):
+                declared[section][name] = spec
         if current.hidden:
             declared["hidden"] = {member.name: member.value for member in current.hidden}
+        if current.accept_all_inputs:
+            declared["optional"] = AnyOptional(declared["optional"])
         return declared
 
     def run(self, **kwargs):
         cls.hidden = SimpleNamespace(**{name: kwargs.pop(name, None) for name in hidden_names})
-        result = cls.execute(**kwargs)
+        result = cls.execute(**nest_dynamic(schema.inputs, kwargs))
         if inspect.isawaitable(result):
             async def finish():
                 return _answer(await result, ExecutionBlocker, len(schema.outputs))
@@ -219,6 +242,10 @@ def io_module(root: Path, name: str) -> ModuleType:
     module.NodeOutput = NodeOutput
     module.ComfyNode = ComfyNode
     module.Hidden = Hidden
+    module.FolderType = FolderType
+    from .v3_dynamic import DYNAMIC_TYPES   # (it builds on this module's input classes)
+    for type_name, holder in DYNAMIC_TYPES.items():
+        setattr(module, type_name, holder)
     module.Input = _Input
     module.Output = _Output
     return module

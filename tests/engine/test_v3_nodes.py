@@ -51,16 +51,19 @@ async def comfy_entrypoint():
 '''
 
 
-@pytest.fixture
-def v3(folders, tmp_path):
-    pack = tmp_path / "packs"
-    pack.mkdir()
-    (pack / "v3_pack.py").write_text(V3_PACK)
+def registry_with(folders, pack_dir, name: str, source: str) -> NodeRegistry:
+    pack_dir.mkdir()
+    (pack_dir / f"{name}.py").write_text(source)
     registry = NodeRegistry(folders)
     registry.load_module_pack("vidgraph.nodes.core")
-    registry.load_custom_node_dirs([pack])
+    registry.load_custom_node_dirs([pack_dir])
     assert not registry.load_errors, registry.load_errors
     return registry
+
+
+@pytest.fixture
+def v3(folders, tmp_path):
+    return registry_with(folders, tmp_path / "packs", "v3_pack", V3_PACK)
 
 
 def test_a_v3_pack_loads_through_its_entrypoint_and_describes_its_nodes(v3):
@@ -92,3 +95,58 @@ def test_a_v3_node_validates_runs_and_blocks_like_a_v1_node(v3):
     # validate_inputs names `times`, so it owns that input's range (ComfyUI's rule); `sep` is still checked
     assert executor.run({"1": {"class_type": "V3Repeat", "inputs": {"text": "ab", "times": 9, "sep": "-"}}}).status == "success"
     assert executor.run({"1": {"class_type": "V3Repeat", "inputs": {"text": "ab", "times": 2, "sep": "*"}}}).invalid
+
+
+DYNAMIC_PACK = '''
+from comfy_api.latest import io
+
+
+class Dynamic(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        numbers = io.MatchType.Template("numbers", [io.Int, io.Float])
+        grow = io.Autogrow.TemplateNames(input=io.MultiType.Input("var", [io.Int, io.Float], optional=True),
+                                         names=["a", "b", "c"], min=2)
+        return io.Schema(node_id="V3Dynamic", category="v3", is_output_node=True, accept_all_inputs=True,
+                         inputs=[io.MatchType.Input("value", numbers),
+                                 io.Autogrow.Input("terms", template=grow),
+                                 io.DynamicCombo.Input("op", options=[
+                                     io.DynamicCombo.Option("scale", [io.Float.Input("factor", default=2.0, max=10.0)]),
+                                     io.DynamicCombo.Option("shift", [io.Float.Input("factor", default=1.0, min=-5.0),
+                                                                      io.Int.Input("times", default=1)])])],
+                         outputs=[io.MatchType.Output(numbers, display_name="result")])
+
+    @classmethod
+    def execute(cls, value, terms, op, **rest):
+        total = value + sum(terms.values())
+        if op["op"] == "scale":
+            total = total * op["factor"]
+        else:
+            total = total + op["factor"] * op["times"]
+        return io.NodeOutput(total, ui={"text": [repr((sorted(terms), op, sorted(rest)))]})
+
+
+NODE_CLASS_MAPPINGS = {"V3Dynamic": Dynamic}
+'''
+
+
+def test_dynamic_v3_inputs_declare_flat_v1_inputs_and_nest_for_execute(folders, tmp_path):
+    registry = registry_with(folders, tmp_path / "dynamic", "dynamic_pack", DYNAMIC_PACK)
+    info = registry.object_info("V3Dynamic")["V3Dynamic"]
+    required, optional = info["input"]["required"], info["input"]["optional"]
+    assert required["value"] == ["INT,FLOAT"] and info["output"] == ["INT,FLOAT"]
+    assert required["terms.a"] == required["terms.b"] == ["INT,FLOAT"] and optional["terms.c"] == ["INT,FLOAT"]
+    assert required["op"] == [["scale", "shift"]]
+    assert optional["op.factor"] == ["FLOAT", {"default": 2.0}]   # the widest range: each bound unset in one option
+    assert optional["op.times"] == ["INT", {"default": 1}]
+
+    executor = Executor(registry)
+    scaled = executor.run({"1": {"class_type": "V3Dynamic", "inputs": {
+        "value": 1, "terms.a": 2, "terms.b": 3, "op": "scale", "extra": "kept"}}})
+    assert scaled.status == "success", scaled.error
+    assert scaled.outputs["1"]["text"] == [repr((["a", "b"], {"op": "scale", "factor": 2.0}, ["extra"]))]
+    shifted = executor.run({"1": {"class_type": "V3Dynamic", "inputs": {
+        "value": 1, "terms.a": 2, "terms.b": 3, "terms.c": 4, "op": "shift", "op.factor": -1.5, "op.times": 2}}})
+    assert shifted.status == "success", shifted.error
+    assert shifted.outputs["1"]["text"] == [repr((["a", "b", "c"], {"op": "shift", "factor": -1.5, "times": 2}, []))]
+    assert executor.run({"1": {"class_type": "V3Dynamic", "inputs": {"value": 1, "terms.a": 2, "op": "scale"}}}).invalid

@@ -171,3 +171,13 @@ def test_comfy_lora_faces_patch_as_vidgraph_lora_does(tmp_path, internals):
     with use_context(context):
         through_core, core_clip = node.run(model, clip, "one.safetensors")
     assert core_clip is clip and set(through_core.weight_patches) == set(patched.weight_patches)
+
+
+def test_an_optional_section_claiming_every_name_gets_undeclared_constants(internals):
+    prompt = {"1": {"class_type": "InternalsFlexible",
+                    "inputs": {"base": 3, "lora_1": {"on": True, "lora": "x.safetensors", "strength": 0.5}}}}
+    result = Executor(internals).run(prompt)
+    assert result.status == "success", result.error
+    assert result.outputs["1"]["text"] == [repr((3, [("lora_1", {"on": True, "lora": "x.safetensors", "strength": 0.5})]))]
+    plain = {"1": {"class_type": "PreviewAny", "inputs": {"source": "a", "undeclared": 5}}}
+    assert Executor(internals).run(plain).status == "success"   # elsewhere undeclared constants are dropped

@@ -122,3 +122,31 @@ class LoraThroughCore:
 
 
 NODE_CLASS_MAPPINGS["InternalsLoraThroughCore"] = LoraThroughCore
+
+
+class FlexibleOptional(dict):
+    """rgthree's trick: an optional section that claims every name, so the frontend's dynamic
+    widgets (`lora_1`, `lora_2`, ...) reach the node as keyword arguments."""
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return super().__getitem__(key) if dict.__contains__(self, key) else ("*",)
+
+
+class Flexible:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}, "optional": FlexibleOptional({"base": ("INT", {"default": 0})})}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    CATEGORY = "internals"
+
+    def run(self, base=0, **rest):
+        return {"ui": {"text": [repr((base, sorted(rest.items())))]}}
+
+
+NODE_CLASS_MAPPINGS["InternalsFlexible"] = Flexible
