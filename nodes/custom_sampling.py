@@ -235,7 +235,7 @@ class DualGuider(Guider):
         self.middle, self.cfg2 = cond2, float(cfg_cond2_negative)
 
     def guided(self, x, sigma):
-        branches = [prepare_entries(self.model, c, x.shape) for c in (self.positive, self.middle, self.negative)]
+        branches = [prepare_entries(self.model, c, x.shape, self._sample_inputs) for c in (self.positive, self.middle, self.negative)]
         cond1, cond2, negative = predict_branches(self.model, branches, x, sigma, self.batch_cond_uncond)
         return cond2 + (cond1 - cond2) * self.cfg + (cond2 - negative) * self.cfg2
 

@@ -38,10 +38,13 @@ class Entry:
         return low <= sigma <= high
 
 
-def prepare_entries(model: Model, conditioning, latent_shape) -> list[Entry]:
-    """CONDITIONING -> entries with their sigma range and area resolved for this latent."""
+def prepare_entries(model: Model, conditioning, latent_shape, sample_inputs: dict | None = None) -> list[Entry]:
+    """CONDITIONING -> entries with their sigma range and area resolved for this latent; `sample_inputs`
+    (the run's latent_image / denoise_mask, for networks that ask for them) join each entry's dict."""
     entries = []
     for cross_attn, extra in conditioning:
+        if sample_inputs:
+            extra = {**extra, **sample_inputs}
         sigma_range = None
         if "start_percent" in extra or "end_percent" in extra:
             sigma_range = model.percent_range(extra.get("start_percent", 0.0), extra.get("end_percent", 1.0))
@@ -181,6 +184,7 @@ class Guider:
         self.sample_sigmas = None
         self.seed = None
         self._inpaint = None
+        self._sample_inputs = {}   # what the network asks of the run (network.sample_inputs), by ComfyUI's names
         self._entries = {}
         self._network_args = {}
 
@@ -190,8 +194,9 @@ class Guider:
         key = tuple(x.shape)
         if key not in self._entries:
             self._network_args.clear()
-            self._entries = {key: (prepare_entries(self.model, self.positive, x.shape),
-                                   None if self.negative is None else prepare_entries(self.model, self.negative, x.shape))}
+            self._entries = {key: (prepare_entries(self.model, self.positive, x.shape, self._sample_inputs),
+                                   None if self.negative is None else
+                                   prepare_entries(self.model, self.negative, x.shape, self._sample_inputs))}
         return self._entries[key]
 
     def guided(self, x, sigma):
@@ -275,12 +280,17 @@ class Guider:
         self.sample_sigmas, self.seed = sigmas, seed
         if denoise_mask is not None:
             self._inpaint = (prepare_mask(denoise_mask, latent.shape, device), latent, noise)
+        wanted = getattr(model.network, "sample_inputs", ())
+        self._sample_inputs = {name: value for name, value in (
+            ("latent_image", latent), ("denoise_mask", self._inpaint[0] if self._inpaint else None)) if name in wanted}
+        self._entries.clear()
         x = noise_latent(noise, latent, sigmas, model.sampling.sigma_max)
         try:
             with torch.no_grad():  # not inference_mode: a patch may take gradients through the model
                 out = sampler(self.predict, x, sigmas, extra_args={"seed": seed}, callback=callback)
         finally:
             self._inpaint = None
+            self._sample_inputs = {}
             self._entries.clear()
             self._network_args.clear()
         return model.latent_format.process_out(out.float())

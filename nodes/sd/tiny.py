@@ -1,13 +1,17 @@
-"""Tiny random-weight SD 1.x and SDXL checkpoints in the real single-file key layout (tests, demos).
+"""Tiny random-weight SD checkpoints in the real single-file key layouts (tests, demos).
 
-The prefixes and key patterns are those of v1-5-pruned-emaonly / sd_xl_base_1.0 (UNet, VAE with
-quant convs, CLIP-L in Hugging Face names, bigG in OpenCLIP names with packed q/k/v), so a tiny file
-takes exactly the loading path a real one takes. Widths are small; the vocabulary is the real one,
-so prompts really change the conditioning.
+Families: "sd1" (v1-5-pruned-emaonly: CLIP-L in Hugging Face names), "sd2" (v2-1_768-ema-pruned: OpenCLIP-H
+under `cond_stage_model.model.` in OpenCLIP names, linear projections, a `v_pred` marker key since a tiny
+UNet has no output block 11 for the v-prediction rule), "sdxl" (sd_xl_base_1.0: CLIP-L and bigG), "sdxl_refiner"
+(sd_xl_refiner_1.0: bigG alone under `conditioner.embedders.0.model.`, aesthetic-score vector), and
+`inpaint=True` for a 9-channel inpainting UNet (sd-v1-5-inpainting). UNet, VAE with quant convs, OpenCLIP
+towers with packed q/k/v, so a tiny file takes exactly the loading path a real one takes. Widths are small;
+the vocabulary is the real one, so prompts really change the conditioning.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,12 +28,23 @@ TINY_SD1_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_d
 TINY_SDXL_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(0, 2), transformer_depth_middle=1,
                             num_heads=-1, num_head_channels=32, context_dim=TINY_L.width + TINY_G.width,
                             use_linear_in_transformer=True, adm_in_channels=TINY_G.width + 6 * 256)
+TINY_H = CLIPTextConfig(width=80, layers=2, heads=1, mlp_dim=128, activation="gelu", projection=True)
+TINY_SD2_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(1, 0), transformer_depth_middle=1,
+                           num_heads=-1, num_head_channels=64, context_dim=TINY_H.width, use_linear_in_transformer=True)
+TINY_REFINER_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(0, 2), transformer_depth_middle=1,
+                               num_heads=-1, num_head_channels=32, context_dim=TINY_G.width,
+                               use_linear_in_transformer=True, adm_in_channels=TINY_G.width + 5 * 256)
 TINY_SD_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, temporal=False, quant_conv=True,
                         post_quant_conv=True)
 PREFIXES = {"sd1": {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
                     "l": "cond_stage_model.transformer.text_model."},
+            "sd2": {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "h": "cond_stage_model.model."},
             "sdxl": {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
-                     "l": "conditioner.embedders.0.transformer.text_model.", "g": "conditioner.embedders.1.model."}}
+                     "l": "conditioner.embedders.0.transformer.text_model.", "g": "conditioner.embedders.1.model."},
+            "sdxl_refiner": {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
+                             "g": "conditioner.embedders.0.model."}}
+UNETS = {"sd1": TINY_SD1_UNET, "sd2": TINY_SD2_UNET, "sdxl": TINY_SDXL_UNET, "sdxl_refiner": TINY_REFINER_UNET}
+TOWERS = {"l": TINY_L, "h": TINY_H, "g": TINY_G}
 
 
 def hf_to_openclip(sd: dict) -> dict:
@@ -60,18 +75,20 @@ def hf_to_openclip(sd: dict) -> dict:
     return out
 
 
-def tiny_sd_state_dict(family: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float16) -> dict:
+def tiny_sd_state_dict(family: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float16,
+                       inpaint: bool = False) -> dict:
     if family not in PREFIXES:
         raise ValueError(f"tiny checkpoints exist for {sorted(PREFIXES)}, not {family!r}")
     prefixes = PREFIXES[family]
+    unet_cfg = replace(UNETS[family], in_channels=9) if inpaint else UNETS[family]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        parts = {"unet": UNet(TINY_SDXL_UNET if family == "sdxl" else TINY_SD1_UNET), "vae": VAE(TINY_SD_VAE),
-                 "l": CLIPTextModel(TINY_L)}
-        if family == "sdxl":
-            parts["g"] = CLIPTextModel(TINY_G)
+        parts = {"unet": UNet(unet_cfg), "vae": VAE(TINY_SD_VAE)}
+        for name in ("l", "h", "g"):
+            if name in prefixes:
+                parts[name] = CLIPTextModel(TOWERS[name])
         with torch.no_grad():
-            for name in ("l", "g"):
+            for name in ("l", "h", "g"):
                 if name in parts:
                     for key, p in parts[name].named_parameters():
                         if "embedding" in key:
@@ -79,18 +96,21 @@ def tiny_sd_state_dict(family: str = "sd1", seed: int = 0, dtype: torch.dtype = 
         sd = {}
         for name, module in parts.items():
             tensors = module.state_dict()
-            if name == "g":
+            if name in ("h", "g"):
                 tensors = hf_to_openclip(tensors)
             sd.update({prefixes[name] + k: v.to(dtype).contiguous() for k, v in tensors.items()})
+    if family == "sd2":
+        sd["v_pred"] = torch.tensor([])
     return sd
 
 
-def write_tiny_sd_checkpoint(path, family: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float16) -> str:
-    """Write a tiny SD 1.x or SDXL checkpoint (a few MB) to `path` atomically; returns the path."""
+def write_tiny_sd_checkpoint(path, family: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float16,
+                             inpaint: bool = False) -> str:
+    """Write a tiny SD checkpoint of `family` (a few MB) to `path` atomically; returns the path."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(tiny_sd_state_dict(family, seed, dtype), str(tmp), metadata={"format": "pt"})
+        save_file(tiny_sd_state_dict(family, seed, dtype, inpaint), str(tmp), metadata={"format": "pt"})
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
