@@ -8,7 +8,10 @@
 3. LoRA through packs: pack_workflows/packs_lora.json, a tiny random-weight SD 1.5 checkpoint through
    rgthree's Power Lora Loader and Custom-Scripts' LoraLoader|pysssss (both call the core LoraLoader),
    with a one-layer LoRA file; a probe node of the bench's own reads back each MODEL's weight patches.
-4. Model-free nodes of the packs that load through the packs environment: pack_workflows/packs_tools.json
+4. A pack's sampler: WAS's `KSampler (WAS)` (it calls `nodes.common_ksampler`) against vidgraph's
+   KSampler on the same tiny checkpoint, seed and settings (pack_workflows/packs_sampling.json); a
+   probe node reads the largest difference between the two latents.
+5. Model-free nodes of the packs that load through the packs environment: pack_workflows/packs_tools.json
    (essentials' ImageResize+ and ImageFlip+, KJNodes' ImageSharpenKJ (V3 MatchType + DynamicCombo) and
    SimpleCalculatorKJ (V3 Autogrow), AnimateDiff-Evolved's context options, Advanced-ControlNet's
    TimestepKeyframe (V3)).
@@ -85,6 +88,9 @@ def main() -> None:
         patched = {name: report["outputs"].get(node, {}).get("text", report.get("error"))
                    for node, name in (("4", "rgthree"), ("5", "pysssss"))}
         print(f"LoRA through rgthree and Custom-Scripts: {report['status']}; weight patches {patched}")
+        report = run(HERE / "packs_sampling.json", custom, work)
+        difference = report["outputs"].get("8", {}).get("text", report.get("error"))
+        print(f"KSampler (WAS) vs KSampler: {report['status']}; largest latent difference {difference}")
         for name in ("ComfyUI-KJNodes", "ComfyUI_essentials", "ComfyUI-AnimateDiff-Evolved", "ComfyUI-Advanced-ControlNet"):
             (custom / name).symlink_to(packs / name)
         report = run(HERE / "packs_tools.json", custom, work)
@@ -108,7 +114,20 @@ class BenchWeightPatches:
         return {"ui": {"text": sorted(model.weight_patches)}}
 
 
-NODE_CLASS_MAPPINGS = {"BenchWeightPatches": BenchWeightPatches}
+class BenchLatentDifference:
+    RETURN_TYPES = ()
+    FUNCTION = "probe"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"a": ("LATENT",), "b": ("LATENT",)}}
+
+    def probe(self, a, b):
+        return {"ui": {"text": [float((a["samples"] - b["samples"]).abs().max())]}}
+
+
+NODE_CLASS_MAPPINGS = {"BenchWeightPatches": BenchWeightPatches, "BenchLatentDifference": BenchLatentDifference}
 '''
 
 

@@ -22,6 +22,7 @@ from . import model_management as vg_memory
 from .comfy_internals import VIDGRAPH_COMPAT_FACES as INTERNALS
 from .comfy_video_api import VIDGRAPH_COMPAT_FACES as VIDEO_API
 from .images import resize
+from .ksampler import common_ksampler
 from .sampling import SAMPLER_NAMES, get_sampler
 from .sampling_noise import prepare_noise
 from .schedules import SCHEDULER_NAMES, calculate_sigmas
@@ -362,13 +363,9 @@ def fill_nodes(module, registry) -> None:
         raise AttributeError(f"module 'nodes' has no attribute {name!r}")
 
     module.__getattr__ = lookup
-    module.common_ksampler = _common_ksampler
+    module.common_ksampler = common_ksampler
     module.before_node_execution = lambda: current_context() and current_context().check_interrupt()
     module.interrupt_processing = lambda value=True: None
-
-
-def _common_ksampler(*args, **kwargs):
-    raise NotImplementedError("nodes.common_ksampler: vidgraph samples with its KSampler node (MODEL contract)")
 
 
 def fill_extras(module_name: str, names: tuple[str, ...]):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from vidgraph.engine.context import current_context
+
 from .common import SEED_MAX, NodeInputError, check_model
 from .model import Model
 from .sampling import SAMPLER_NAMES
@@ -96,6 +98,18 @@ class KSamplerAdvanced:
                             force_full_denoise=return_with_leftover_noise != "enable")
         return (sample(context, model, noise_seed, cfg, sampler_name, sigmas, positive, negative,
                        latent_image, add_noise=add_noise == "enable", node="KSamplerAdvanced"),)
+
+
+def common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=1.0,
+                    disable_noise=False, start_step=None, last_step=None, force_full_denoise=False):
+    """ComfyUI's `nodes.common_ksampler`, which packs call from their own sampler nodes: KSampler's
+    schedule (with `denoise`), cut to [start_step, last_step] as KSamplerAdvanced cuts it."""
+    node = "common_ksampler"
+    _check_inputs(node, model, positive, negative, latent)
+    sigmas = step_range(_schedule(node, model, scheduler, steps, denoise, sampler_name), start_step, last_step,
+                        force_full_denoise)
+    return (sample(current_context(), model, seed, cfg, sampler_name, sigmas, positive, negative, latent,
+                   add_noise=not disable_noise, node=node),)
 
 
 NODE_CLASS_MAPPINGS = {"KSampler": KSampler, "KSamplerAdvanced": KSamplerAdvanced}

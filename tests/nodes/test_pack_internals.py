@@ -128,21 +128,30 @@ def test_whole_stand_in_modules_answer_public_names_only(internals):
         hooks.CreateHookLora()
 
 
-def test_comfy_lora_faces_patch_as_vidgraph_lora_does(tmp_path, internals):
-    from vidgraph.engine.context import NodeContext, use_context
+@pytest.fixture
+def tiny_sd(tmp_path):
+    """A tiny random-weight SD 1.5 checkpoint, loaded: (folders, context, model, clip)."""
+    from vidgraph.engine.context import NodeContext
     from vidgraph.engine.folders import Folders
     from vidgraph.engine.resources import ResourceCache
     from vidgraph.nodes.loaders import CheckpointLoaderSimple
     from vidgraph.nodes.sd.tiny import write_tiny_sd_checkpoint
-    import comfy.lora
-    import comfy.sd
 
-    folders = Folders(base_dir=tmp_path / "lora")
+    folders = Folders(base_dir=tmp_path / "tiny")
     folders.ensure_dirs()
     (folders.models_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_tiny_sd_checkpoint(folders.models_dir / "checkpoints" / "tiny.safetensors", "sd1", dtype=torch.float32)
     context = NodeContext("p", "1", "CheckpointLoaderSimple", folders, ResourceCache(), {"device": "cpu", "previews": False})
     model, clip, _ = CheckpointLoaderSimple().load_checkpoint("tiny.safetensors", context)
+    return folders, context, model, clip
+
+
+def test_comfy_lora_faces_patch_as_vidgraph_lora_does(tiny_sd, internals):
+    from vidgraph.engine.context import use_context
+    import comfy.lora
+    import comfy.sd
+
+    folders, context, model, clip = tiny_sd
     path = "input_blocks.1.1.proj_in"
     weight = model.network.module.state_dict()[path + ".weight"]
     torch.manual_seed(0)
@@ -181,3 +190,25 @@ def test_an_optional_section_claiming_every_name_gets_undeclared_constants(inter
     assert result.outputs["1"]["text"] == [repr((3, [("lora_1", {"on": True, "lora": "x.safetensors", "strength": 0.5})]))]
     plain = {"1": {"class_type": "PreviewAny", "inputs": {"source": "a", "undeclared": 5}}}
     assert Executor(internals).run(plain).status == "success"   # elsewhere undeclared constants are dropped
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_common_ksampler_is_ksampler_and_ksampler_advanced(tiny_sd, internals):
+    from vidgraph.engine.context import use_context
+    from vidgraph.nodes.ksampler import KSampler, KSamplerAdvanced
+    from vidgraph.nodes.text_conditioning import CLIPTextEncode
+    import nodes
+
+    _, context, model, clip = tiny_sd
+    positive, negative = (CLIPTextEncode().encode(text, clip, context)[0] for text in ("a cat", ""))
+    latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))}
+    args = (model, 3, 3, 5.0, "euler", "normal", positive, negative, latent)
+    with use_context(context):
+        (plain,) = nodes.common_ksampler(*args, denoise=0.7)
+        (partial,) = nodes.common_ksampler(*args, disable_noise=True, start_step=1, last_step=2, force_full_denoise=True)
+    (expected_plain,) = KSampler().sample(*args, denoise=0.7, context=context)
+    (expected_partial,) = KSamplerAdvanced().sample(model, "disable", 3, 3, 5.0, "euler", "normal", positive, negative,
+                                                    latent, 1, 2, "disable", context=context)
+    assert torch.equal(plain["samples"], expected_plain["samples"])
+    assert torch.equal(partial["samples"], expected_partial["samples"])
+    assert not torch.equal(plain["samples"], partial["samples"])
