@@ -20,6 +20,7 @@ from vidgraph.engine.context import current_context
 
 from . import model_management as vg_memory
 from .comfy_internals import VIDGRAPH_COMPAT_FACES as INTERNALS
+from .comfy_api_ui import VIDGRAPH_COMPAT_FACES as API_UI
 from .comfy_video_api import VIDGRAPH_COMPAT_FACES as VIDEO_API
 from .images import resize
 from .ksampler import common_ksampler
@@ -443,5 +444,5 @@ def _in_turn(*contributors):
     return fill
 
 
-for _name, _fill in [*INTERNALS.items(), *VIDEO_API.items()]:   # nodes/comfy_internals.py, comfy_video_api.py
+for _name, _fill in [*INTERNALS.items(), *VIDEO_API.items(), *API_UI.items()]:   # comfy_internals, comfy_*api*
     VIDGRAPH_COMPAT_FACES[_name] = _in_turn(VIDGRAPH_COMPAT_FACES[_name], _fill) if _name in VIDGRAPH_COMPAT_FACES else _fill

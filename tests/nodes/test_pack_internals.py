@@ -212,3 +212,13 @@ def test_common_ksampler_is_ksampler_and_ksampler_advanced(tiny_sd, internals):
     assert torch.equal(plain["samples"], expected_plain["samples"])
     assert torch.equal(partial["samples"], expected_partial["samples"])
     assert not torch.equal(plain["samples"], partial["samples"])
+
+
+def test_comfy_api_ui_previews_write_temp_images(internals):
+    from PIL import Image
+    result = Executor(internals).run({"1": {"class_type": "InternalsMaskPreview", "inputs": {"size": 6}}})
+    assert result.status == "success", result.error
+    (saved,) = result.outputs["1"]["images"]
+    assert saved["type"] == "temp" and list(result.outputs["1"]["animated"]) == [False]
+    with Image.open(internals.folders.temp_dir / saved["subfolder"] / saved["filename"]) as image:
+        assert image.size == (6, 6) and image.getpixel((0, 0))[0] == 0 and image.getpixel((5, 5))[0] == 255

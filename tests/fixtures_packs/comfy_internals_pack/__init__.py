@@ -150,3 +150,21 @@ class Flexible:
 
 
 NODE_CLASS_MAPPINGS["InternalsFlexible"] = Flexible
+
+
+class MaskPreview(io.ComfyNode):
+    """A V3 node previewing through comfy_api's ui helpers (KJNodes' preview nodes do)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="InternalsMaskPreview", category="internals", is_output_node=True,
+                         inputs=[io.Int.Input("size", default=8)], outputs=[])
+
+    @classmethod
+    def execute(cls, size):
+        from comfy_api.latest import ui
+        mask = torch.linspace(0, 1, size * size).reshape(1, size, size)
+        return io.NodeOutput(ui=ui.PreviewMask(mask, cls=cls))
+
+
+NODE_CLASS_MAPPINGS["InternalsMaskPreview"] = MaskPreview
