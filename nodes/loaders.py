@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -107,6 +108,11 @@ def load_part_file(context, folder: str, name: str, node: str, input_name: str, 
         path, dtype=options["dtype"], allow_pickle=options["allow_pickle"])), **options)
 
 
+def _embedding_folders(context) -> tuple:
+    """The embeddings folders (textual inversions for `embedding:name` in prompts)."""
+    return tuple(context.folders.folder_names_and_paths.get("embeddings", ([], set()))[0])
+
+
 def _checked(node: str, input_name: str, load):
     try:
         return load()
@@ -166,7 +172,7 @@ class CheckpointLoaderSimple:
             models = load_svd(context, ckpt_name, node)
             return models.model(), None, models.vae
         options = _checkpoint_options(context, path)
-        embeddings = tuple(context.folders.folder_names_and_paths.get("embeddings", ([], set()))[0])
+        embeddings = _embedding_folders(context)
         models = load_cached(context, "sd_checkpoint", path, lambda: _checked(node, "ckpt_name", lambda: (
             sd_checkpoint.load_sd_checkpoint(path, embedding_folders=embeddings, **options))), **options)
         return models.model, models.clip, models.vae
@@ -207,7 +213,7 @@ def load_text_encoder_files(context, files: dict, kind: str, node: str) -> objec
                                            f"supported: {', '.join(sorted(SUPPORTED_CLIP_TYPES))}")
     paths = [resolve_model(context, "text_encoders", name, node, input_name) for input_name, name in files.items()]
     options = _load_options(context)
-    embeddings = tuple(context.folders.folder_names_and_paths.get("embeddings", ([], set()))[0])
+    embeddings = _embedding_folders(context)
 
     def load():
         return sd_checkpoint.load_text_encoders(paths, kind=kind, dtype=options["dtype"],
@@ -328,6 +334,51 @@ class UNETLoader:
         return (svd_model(unet, options["dtype"]),)
 
 
+def diffusers_folders(folders=None) -> list[str]:
+    """The folders under models/diffusers that hold a model_index.json (ComfyUI's DiffusersLoader list)."""
+    folders = folders or folders_in_scope()
+    roots = folders.folder_names_and_paths.get("diffusers", ([], set()))[0] if folders is not None else []
+    names = set()
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            if "model_index.json" in filenames:
+                names.add(os.path.relpath(dirpath, root).replace(os.sep, "/"))
+    return sorted(names)
+
+
+class DiffusersLoader:
+    DESCRIPTION = ("Load a diffusers pipeline folder (SD 1.x / 2.x / SDXL / refiner / inpainting, or SVD) from "
+                   "models/diffusers: the same models as the single file with those weights.")
+    CATEGORY = "advanced/loaders/deprecated"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load_checkpoint"
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {"model_path": (diffusers_folders(folders),)}, "hidden": CONTEXT}
+
+    @classmethod
+    def IS_CHANGED(cls, model_path, context=None):
+        return model_file_changed("diffusers", model_path, context)
+
+    def load_checkpoint(self, model_path, context):
+        node = "DiffusersLoader"
+        path = resolve_model(context, "diffusers", model_path, node, "model_path")
+        if not sd_checkpoint.is_diffusers_folder(path):
+            raise NodeInputError(node, "model_path", f"{model_path!r} has no model_index.json: not a diffusers folder")
+        options = dict(_load_options(context), vae_dtype=vae_compute_dtype(context.settings, compute_device(context.settings)))
+        if "StableVideoDiffusion" in Path(path, "model_index.json").read_text():
+            svd_options = {k: options[k] for k in ("dtype", "low_memory")}
+            models = load_cached(context, "svd_diffusers", path, lambda: _checked(node, "model_path", lambda: (
+                ckpt.load_diffusers_folder(path, **svd_options))), **svd_options)
+            return models.model(), None, models.vae
+        embeddings = _embedding_folders(context)
+        models = load_cached(context, "sd_diffusers", path, lambda: _checked(node, "model_path", lambda: (
+            sd_checkpoint.load_diffusers_folder(path, embedding_folders=embeddings, **options))), **options)
+        return models.model, models.clip, models.vae
+
+
 # -- LoRA: weight patches on clones of the MODEL and the CLIP (formats and arithmetic in lora.py) --
 
 TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "text_encoder.", "text_encoder_2.", "clip_")
@@ -433,6 +484,7 @@ NODE_CLASS_MAPPINGS = {
     "DualCLIPLoader": DualCLIPLoader,
     "LoraLoader": LoraLoader,
     "LoraLoaderModelOnly": LoraLoaderModelOnly,
+    "DiffusersLoader": DiffusersLoader,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ImageOnlyCheckpointLoader": "Image Only Checkpoint Loader (img2vid model)",

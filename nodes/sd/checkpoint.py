@@ -9,8 +9,10 @@ weights in 16 bits and compute in fp32.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -96,7 +98,7 @@ def prediction_of(source, family: str) -> tuple[str, bool]:
 
 
 def build_text_tower(source, keys, prefix: str, layout: str, name: str, family: str, dtype, device,
-                     embeddings=None) -> TextTower:
+                     embeddings=None, activation: str | None = None) -> TextTower:
     local = {k[len(prefix):]: k for k in keys}
     if layout == "openclip":
         shapes = clip_text.openclip_to_hf({k: source.shape(v) for k, v in local.items()})
@@ -104,7 +106,7 @@ def build_text_tower(source, keys, prefix: str, layout: str, name: str, family: 
         shapes = {k: source.shape(v) for k, v in local.items()}
     shapes = {k: v for k, v in shapes.items() if not IGNORABLE.match(k)}
     try:
-        cfg = clip_text.config_from_state_dict(shapes, activation="quick_gelu" if layout == "hf" else "gelu")
+        cfg = clip_text.config_from_state_dict(shapes, activation=activation or ("quick_gelu" if layout == "hf" else "gelu"))
     except (KeyError, ValueError, StopIteration) as error:
         raise CheckpointError(f"{source.path}: cannot read the text encoder under {prefix}: {error}") from None
     with torch.device("meta"):
@@ -260,3 +262,84 @@ def _text_file_layout(source, keys) -> tuple[str, str]:
             return prefix, "openclip"
     raise CheckpointError(f"{source.path}: not a CLIP text encoder ({describe_keys(keys, source.shape)})")
 
+
+# -- diffusers folders: model_index.json, unet/, vae/, text_encoder/ (CLIP-L or OpenCLIP-H), text_encoder_2/ (bigG)
+
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
+TEXT_WEIGHTS = ("model.safetensors", "model.fp16.safetensors")
+TOWER_BY_WIDTH = {768: "l", 1024: "h", 1280: "g"}
+
+
+def is_diffusers_folder(path) -> bool:
+    return (Path(path) / "model_index.json").is_file()
+
+
+def _weights_file(folder: Path, names) -> Path:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: none of {', '.join(names)} found")
+
+
+def _diffusers_tower(folder: Path, dtype, device, embeddings, allow_pickle):
+    """(name, loader) of a transformers CLIPTextModel(WithProjection) folder; loaded once the family is known."""
+    source = open_source(_weights_file(folder, TEXT_WEIGHTS), allow_pickle)
+    keys = [k for k in source.keys() if not IGNORABLE.match(k)]
+    # transformers 4 writes `text_model.` before the tower's names, transformers 5 leaves it out
+    width_key = next((k for k in ("text_model.embeddings.token_embedding.weight", "embeddings.token_embedding.weight")
+                      if k in keys), None)
+    if width_key is None:
+        raise CheckpointError(f"{folder}: not a CLIP text model ({describe_keys(keys, source.shape)})")
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    # text_encoder_2 is SDXL's bigG; text_encoder is OpenAI's CLIP-L (quick_gelu) or OpenCLIP-H (gelu)
+    if folder.name == "text_encoder_2":
+        name = "g"
+    elif "hidden_act" in config:
+        name = "l" if config["hidden_act"] == "quick_gelu" else "h"
+    else:
+        name = TOWER_BY_WIDTH.get(source.shape(width_key)[1])
+    if name is None:
+        raise CheckpointError(f"{folder}: a text model of width {source.shape(width_key)[1]} without a config.json "
+                              "(SD's are 768, 1024, 1280 wide)")
+
+    def load(family):
+        with source.open() as f:  # the projection sits outside text_model.: rename in memory, then load
+            sd = {k.removeprefix("text_model."): source.read(k, f) for k in keys}
+        return build_text_tower(DictSource(sd, str(folder)), list(sd), "", "hf", name, family, dtype, device,
+                                embeddings, activation=config.get("hidden_act"))
+    return name, load
+
+
+def load_diffusers_folder(folder, *, dtype: torch.dtype = torch.float32, low_memory: bool = False, device="cpu",
+                          allow_pickle: bool = False, vae_dtype: torch.dtype | None = None,
+                          embedding_folders=()) -> SDModels:
+    """A diffusers StableDiffusion(XL) pipeline folder (SD 1.x / 2.x / SDXL base / refiner, inpainting):
+    the same MODEL, CLIP and VAE as the single file holding those weights. v-prediction and zero terminal
+    SNR come from scheduler/scheduler_config.json, as diffusers reads them."""
+    folder = Path(folder)
+    if not (folder / "unet").is_dir():
+        raise CheckpointError(f"{folder}: not a diffusers pipeline folder with a UNet (no unet/ subfolder)")
+    source = open_source(_weights_file(folder / "unet", DIFFUSERS_WEIGHTS), allow_pickle)
+    keys = list(source.keys())
+    if not any(k.startswith("down_blocks.") for k in keys):
+        raise CheckpointError(f"{folder}/unet: not a diffusers UNet ({describe_keys(keys, source.shape)})")
+    embeddings = EmbeddingFolders(embedding_folders, allow_pickle=True) if embedding_folders else None
+    towers = [_diffusers_tower(folder / sub, dtype, device, embeddings, allow_pickle)
+              for sub in ("text_encoder", "text_encoder_2") if (folder / sub).is_dir()]
+    try:
+        unet = svd_checkpoint.build_unet(source, keys, "", dtype, low_memory, device, diffusers=True,
+                                         unet_class=UNet, detect_config=unet_config)
+        family = detect_family(unet.config, {name for name, _ in towers})
+    except (CheckpointError, ValueError) as error:
+        raise CheckpointError(f"{error} (found {describe_keys(keys, source.shape)})") from None
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    schedule = json.loads(scheduler.read_text()) if scheduler.is_file() else {}
+    prediction = "v" if schedule.get("prediction_type") == "v_prediction" else "eps"
+    loaded = sorted((load(family) for _, load in towers), key=lambda t: "lhg".index(t.name))
+    vae = None
+    if (folder / "vae").is_dir():
+        vae = svd_checkpoint.load_vae(_weights_file(folder / "vae", DIFFUSERS_WEIGHTS), dtype=vae_dtype or dtype,
+                                      device=device)
+        vae.latent_space = "sdxl" if family.startswith("sdxl") else "sd"
+    model = sd_model(unet, family, prediction, dtype, bool(schedule.get("rescale_betas_zero_snr")))
+    return SDModels(model, CLIP(family, loaded) if loaded else None, vae, family, prediction)

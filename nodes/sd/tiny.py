@@ -25,13 +25,13 @@ TINY_L = CLIPTextConfig(width=64, layers=2, heads=1, mlp_dim=128)
 TINY_G = CLIPTextConfig(width=96, layers=2, heads=1, mlp_dim=128, activation="gelu", projection=True)
 TINY_SD1_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(1, 0), transformer_depth_middle=1,
                            num_heads=2, context_dim=TINY_L.width)
-TINY_SDXL_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(0, 2), transformer_depth_middle=1,
+TINY_SDXL_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(0, 2), transformer_depth_middle=2,
                             num_heads=-1, num_head_channels=32, context_dim=TINY_L.width + TINY_G.width,
                             use_linear_in_transformer=True, adm_in_channels=TINY_G.width + 6 * 256)
 TINY_H = CLIPTextConfig(width=80, layers=2, heads=1, mlp_dim=128, activation="gelu", projection=True)
 TINY_SD2_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(1, 0), transformer_depth_middle=1,
                            num_heads=-1, num_head_channels=64, context_dim=TINY_H.width, use_linear_in_transformer=True)
-TINY_REFINER_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(0, 2), transformer_depth_middle=1,
+TINY_REFINER_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(0, 2), transformer_depth_middle=2,
                                num_heads=-1, num_head_channels=32, context_dim=TINY_G.width,
                                use_linear_in_transformer=True, adm_in_channels=TINY_G.width + 5 * 256)
 TINY_SD_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, temporal=False, quant_conv=True,
