@@ -10,7 +10,9 @@ w <- w * strength_model, then w <- w + strength_patch * delta(w).
 `patched_weights(module, table)` puts the patched weights in place for the duration of a `with` and
 puts the originals back afterwards: the original tensors are kept (never written to), the patched ones
 are new tensors swapped in with `param.data`, so every clone that shares the module and carries
-other patches (or none) sees its own weights. This module is part of the bottom layer (model.py and the
+other patches (or none) sees its own weights. A layer that caches something computed from its weights
+defines `clear_weight_caches()`; it is called after every swap (a freed patched tensor's address may come
+back for the next patch, so a cache keyed by address could not tell them apart). This module is part of the bottom layer (model.py and the
 text encoders use it): it imports nothing else from the node pack.
 """
 from __future__ import annotations
@@ -121,8 +123,17 @@ def patched_weights(module: torch.nn.Module, table: dict):
                 originals[name] = tensor.data
                 tensor.data = patched(tensor.data, entries)
         module.__dict__[_STATE] = (signature, 1)
+        _clear_weight_caches(module)
         yield module
     finally:
         module.__dict__.pop(_STATE, None)
         for name, original in originals.items():
             tensors[name].data = original
+        _clear_weight_caches(module)
+
+
+def _clear_weight_caches(module: torch.nn.Module) -> None:
+    for layer in module.modules():
+        clear = getattr(layer, "clear_weight_caches", None)
+        if clear is not None:
+            clear()

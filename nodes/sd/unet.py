@@ -75,6 +75,10 @@ class Conv2d(nn.Conv2d):
             return F.linear(x.flatten(1), widened(self.centre_tap(), x.dtype), b)[:, :, None, None]
         return self._conv_forward(x, widened(self.weight, x.dtype), b)
 
+    def clear_weight_caches(self):
+        """The weights were swapped (weight patches): forget the centre tap taken from the old ones."""
+        self.__dict__.pop("_centre", None)
+
     def centre_tap(self):
         w = self.weight
         try:

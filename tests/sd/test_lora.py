@@ -319,3 +319,23 @@ def test_model_patcher_add_patches_face_uses_the_same_mechanism(env):
         assert torch.allclose(model.network.module.state_dict()[key[16:]], weight * 2.0 + 0.5)
     assert torch.equal(model.network.module.state_dict()[key[16:]], weight)
     assert not model.weight_patches
+
+
+def test_a_cached_centre_tap_follows_each_patch():
+    """The UNet's 3x3 conv on a 1x1 map caches its centre tap; a second patch whose tensor lands at the freed
+    address of the first must not reuse it."""
+    from vidgraph.nodes.sd.unet import Conv2d
+    from vidgraph.nodes.weight_patches import Diff, PatchEntry, patched_weights
+    conv = Conv2d(4, 4, 3, padding=1).requires_grad_(False)
+    x = torch.randn(1, 4, 1, 1)
+    plain = conv(x)
+    outputs = []
+    for scale in (1.0, 2.0, 3.0):
+        with patched_weights(conv, {"weight": (PatchEntry(Diff(torch.ones(4, 4, 3, 3)), scale),)}):
+            assert "_centre" not in conv.__dict__  # the swap forgot the old tap (addresses may be reused)
+            outputs.append(conv(x))
+            assert "_centre" in conv.__dict__
+        assert "_centre" not in conv.__dict__
+        assert torch.equal(conv(x), plain)
+    expected = [plain + s * x.sum(dim=1, keepdim=True) for s in (1.0, 2.0, 3.0)]  # the centre taps of the ones
+    assert all(torch.allclose(o, e, atol=1e-5) for o, e in zip(outputs, expected))
