@@ -154,6 +154,7 @@ def unet_diffusers_names(unet_keys, num_res_blocks: int) -> dict[str, str]:
     no diffusers counterpart (SVD's temporal layers) are left out."""
     keys = set(unet_keys)
     per_level = num_res_blocks + 1
+    with_attention = {int(m.group(1)) for k in keys if (m := re.match(r"output_blocks\.(\d+)\.1\.transformer_blocks\.", k))}
     names = {}
     for key in keys:
         path = key.rsplit(".", 1)[0]
@@ -180,7 +181,7 @@ def unet_diffusers_names(unet_keys, num_res_blocks: int) -> dict[str, str]:
                     names[path] = f"down_blocks.{level}.attentions.{index}." + rest
             else:
                 level, index = divmod(number, per_level)
-                attention = any(k.startswith(f"output_blocks.{number}.1.transformer_blocks.") for k in keys)
+                attention = number in with_attention
                 if layer == 0:
                     names[path] = f"up_blocks.{level}.resnets.{index}." + _resnet(rest)
                 elif layer == 1 and attention:
