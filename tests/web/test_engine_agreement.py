@@ -40,7 +40,7 @@ def test_bundled_workflows_round_trip_between_editor_and_engine(editor, registry
 
 def test_bypass_and_mute_mean_the_same_in_editor_and_engine(editor, registry):
     page = editor.page
-    prompt = json.loads((WORKFLOWS[0]).read_text())
+    prompt = json.loads(next(p for p in WORKFLOWS if p.name == "svd_img2vid.json").read_text())
     page.evaluate("(wf) => vidgraph.loadWorkflow(wf, { name: 'engine export' })", api_to_ui(prompt, registry.classes))
     # svd.safetensors is not on the test server: the missing-models dialog says so; close it
     page.locator("dialog.missing-models button[data-value=close]").click()

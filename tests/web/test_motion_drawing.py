@@ -95,7 +95,8 @@ def test_camera_preview_plays_the_nodes_own_path(editor):
     ids = load_directed(editor)
     dialog = open_drawer(editor, "CameraPath")
     assert dialog.get_attribute("data-frames") == "25"
-    editor.page.wait_for_timeout(400)
+    # the preview plays at 6 fps: shoot it a few poses into the move
+    editor.page.wait_for_function("parseInt(document.querySelector('.motion-draw-frame').textContent.split(' ')[1]) >= 3")
     editor.shot("motion-camera-preview", dialog)
     dialog.locator("[data-action=save]").click()
     # the preview's poses equal nodes/motion/camera.py's, for a preset and for keyframes

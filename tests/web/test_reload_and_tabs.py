@@ -50,7 +50,7 @@ def test_links_land_on_their_sockets_after_a_reload_at_any_zoom(editor):
     scale = page.evaluate("vidgraph.view.scale")
     assert abs(scale - 1) > 0.1, scale  # fitted: not 100%
     assert_links_touch_sockets(editor)
-    page.wait_for_timeout(400)  # autosave
+    page.wait_for_function("vidgraph.autosaveTimer === null")  # the last change is saved
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert abs(page.evaluate("vidgraph.view.scale") - scale) < 1e-6
@@ -58,8 +58,9 @@ def test_links_land_on_their_sockets_after_a_reload_at_any_zoom(editor):
     editor.shot("reload-at-63pct-links-on-sockets")
     # and they stay right after zooming and after a node moves
     page.mouse.move(700, 400)
+    before = page.evaluate("vidgraph.view.scale")
     page.mouse.wheel(0, -200)
-    page.wait_for_timeout(100)
+    page.wait_for_function("(before) => vidgraph.view.scale !== before", arg=before)
     assert_links_touch_sockets(editor)
     title = editor.node("KSampler").locator(".node-title")
     box = title.bounding_box()
@@ -132,7 +133,7 @@ def test_tabs_come_back_after_a_reload_each_with_its_own_undo(editor):
     set_widget(image, "width", 96)
     page.click("#new-button")
     editor.add_node("PreviewImage", "preview image", 300, 300)
-    page.wait_for_timeout(400)  # autosave
+    page.wait_for_function("vidgraph.autosaveTimer === null")  # the last change is saved
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert len(tab_names(page)) == 2
