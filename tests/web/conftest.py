@@ -122,14 +122,3 @@ def editor(browser, server):
         yield Editor(page, server).open()
     finally:
         context.close()
-
-
-def pytest_collection_modifyitems(config, items):
-    """Browser tests race a live server and a real browser on a busy 2-core machine: one that fails
-    is run again once (pytest-rerunfailures), and a rerun shows in the summary as 'rerun', so a
-    flaky test stays visible instead of failing the whole CI run."""
-    if not config.pluginmanager.hasplugin("rerunfailures"):
-        return
-    for item in items:
-        if "/tests/web/" in str(item.fspath):
-            item.add_marker(pytest.mark.flaky(reruns=1))

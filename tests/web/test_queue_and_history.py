@@ -5,13 +5,19 @@ from browser_support import build_image_preview, set_widget
 from test_progress_and_results import open_demo
 
 
-SUCCESSES = "document.querySelectorAll('#history-list li.history-success').length"
+def listed_success(page, prompt_id, timeout=60000):
+    """The history item of a finished run, once the panel lists it (the panel shows the newest runs
+    of a server the whole session shares, so a count of items would stop growing once it is full)."""
+    item = page.locator(f"#history-list li.history-success[data-prompt-id='{prompt_id}']")
+    item.wait_for(timeout=timeout)
+    return item
 
 
-def successes(page):
-    """Finished runs listed so far (the server is shared by the whole session)."""
-    page.wait_for_function("document.querySelector('#history-list').dataset.rendered")
-    return page.evaluate(SUCCESSES)
+def run_now(page):
+    """Queue the graph with Ctrl+Enter; its prompt id."""
+    with page.expect_response(lambda r: r.url.endswith("/api/prompt")) as sent:
+        page.keyboard.press("Control+Enter")
+    return sent.value.json()["prompt_id"]
 
 
 def pending_ids(page):
@@ -56,9 +62,9 @@ def test_pause_reorder_and_cancel_jobs_from_the_panel(editor):
     page.wait_for_function("document.querySelectorAll('#queue-pending li').length === 2")
     assert pending_ids(page) == [ids[2], ids[1]]
     # resume: the two left run, in the new order
-    before = successes(page)
     page.click("#queue-panel [data-action=pause]")
-    page.wait_for_function(f"{SUCCESSES} === {before + 2}", timeout=60000)
+    for prompt_id in (ids[2], ids[1]):
+        listed_success(page, prompt_id)
     order = page.evaluate("vidgraph.api.getHistory(2).then(h => Object.keys(h))")
     assert order == [ids[2], ids[1]]
 
@@ -67,10 +73,7 @@ def test_history_names_times_durations_thumbnails_and_refused_prompts(editor):
     page = editor.page
     image, _ = build_image_preview(editor)
     page.click("#panel-button")
-    before = successes(page)
-    page.keyboard.press("Control+Enter")
-    page.wait_for_function(f"{SUCCESSES} === {before + 1}", timeout=60000)
-    item = page.locator("#history-list li.history-success").first
+    item = listed_success(page, run_now(page))
     assert item.locator(".run-name").inner_text() == "Untitled"
     facts = item.locator(".run-facts").inner_text()
     assert ":" in facts and " s · #" in facts, facts  # clock time · duration · id
@@ -92,15 +95,14 @@ def test_two_runs_compare_side_by_side_frame_by_frame(editor):
     page = editor.page
     open_demo(editor, steps=2)
     page.click("#panel-button")
-    before = successes(page)
-    page.keyboard.press("Control+Enter")
-    page.wait_for_function(f"{SUCCESSES} === {before + 1}", timeout=180000)
+    first = run_now(page)
+    listed_success(page, first, timeout=180000)
     set_widget(editor.node("KSampler"), "seed", 7)
-    page.keyboard.press("Control+Enter")
-    page.wait_for_function(f"{SUCCESSES} === {before + 2}", timeout=180000)
+    second = run_now(page)
+    listed_success(page, second, timeout=180000)
     assert page.locator("#queue-panel [data-action=compare]").is_disabled()
-    for i in (0, 1):  # the two newest
-        page.locator("#history-list li.history-success .compare-pick").nth(i).check()
+    for prompt_id in (second, first):  # newest first, as the panel lists them
+        listed_success(page, prompt_id).locator(".compare-pick").check()
     page.click("#queue-panel [data-action=compare]")
     page.wait_for_selector("#player[data-ready=true]")
     labels = page.locator("#player .player-label").all_inner_texts()
