@@ -39,11 +39,10 @@ def model_folders(base) -> "Folders":
     return folders
 
 
-def write_diffusers_folder(models, folder, prediction_type: str = "epsilon", pipeline: str = "StableDiffusionPipeline"):
-    """The weights of vidgraph's loaded SD models (`SDModels`) saved by diffusers / transformers themselves as
-    a pipeline folder: model_index.json, unet/, vae/, text_encoder/ (and text_encoder_2/), scheduler/."""
-    import json
-
+def diffusers_modules(models) -> dict:
+    """diffusers / transformers modules holding the weights of vidgraph's loaded SD models (`SDModels`):
+    {"unet", "vae", "text_encoder" and/or "text_encoder_2"}; the UNet's GroupNorms take ldm's eps (1e-5 but in the
+    transformers' input norm)."""
     import torch
     diffusers = pytest.importorskip("diffusers")
     transformers = pytest.importorskip("transformers")
@@ -66,9 +65,12 @@ def write_diffusers_folder(models, folder, prediction_type: str = "epsilon", pip
         transformer_layers_per_block=tuple(max(1, cfg.depth_down(i)) for i in range(levels)),
         cross_attention_dim=cfg.context_dim, use_linear_projection=cfg.use_linear_in_transformer,
         norm_num_groups=32, **extra)
+    for name, module in ref.named_modules():
+        if isinstance(module, torch.nn.GroupNorm) and not name.endswith(".norm"):
+            module.eps = 1e-5
     mine = unet.state_dict()
     ref.load_state_dict({d: mine[o].float() for d, o in unet_key_map(ref.state_dict().keys()).items()})
-    ref.save_pretrained(folder / "unet")
+    out = {"unet": ref.eval()}
     vcfg = models.vae.config
     vae = diffusers.AutoencoderKL(block_out_channels=tuple(vcfg.ch * m for m in vcfg.ch_mult),
                                   layers_per_block=vcfg.num_res_blocks, latent_channels=vcfg.z_channels,
@@ -78,7 +80,7 @@ def write_diffusers_folder(models, folder, prediction_type: str = "epsilon", pip
     vae.load_state_dict({k: original[k if k.startswith(("quant_conv.", "post_quant_conv."))
                                      else vae_mod._diffusers_key(k, len(vcfg.ch_mult))].reshape(v.shape).float()
                          for k, v in vae.state_dict().items()})
-    vae.save_pretrained(folder / "vae")
+    out["vae"] = vae.eval()
     for sub, tower in zip(("text_encoder", "text_encoder_2") if len(models.clip.towers) == 2 else ("text_encoder_2",)
                           if models.clip.towers[0].name == "g" else ("text_encoder",), models.clip.towers):
         tcfg = tower.model.config
@@ -91,7 +93,17 @@ def write_diffusers_folder(models, folder, prediction_type: str = "epsilon", pip
         state = tower.model.state_dict()
         hf.load_state_dict({k: state[k.removeprefix("text_model.")].float() for k in hf.state_dict()
                             if not k.endswith("position_ids")}, strict=False)
-        hf.save_pretrained(folder / sub)
+        out[sub] = hf.eval()
+    return out
+
+
+def write_diffusers_folder(models, folder, prediction_type: str = "epsilon", pipeline: str = "StableDiffusionPipeline"):
+    """`diffusers_modules(models)` saved by diffusers / transformers themselves as a pipeline folder:
+    model_index.json, unet/, vae/, text_encoder/ (and text_encoder_2/), scheduler/."""
+    import json
+    diffusers = pytest.importorskip("diffusers")
+    for sub, module in diffusers_modules(models).items():
+        module.save_pretrained(folder / sub)
     diffusers.EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                      prediction_type=prediction_type).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline, "_diffusers_version": "0.30.0"}))

@@ -339,3 +339,57 @@ def test_a_cached_centre_tap_follows_each_patch():
         assert torch.equal(conv(x), plain)
     expected = [plain + s * x.sum(dim=1, keepdim=True) for s in (1.0, 2.0, 3.0)]  # the centre taps of the ones
     assert all(torch.allclose(o, e, atol=1e-5) for o, e in zip(outputs, expected))
+
+
+def test_sdxl_kohya_lora_matches_diffusers_load_lora_weights(env):
+    """kohya's SDXL file: UNet on the original ldm names (input_blocks / middle_block / output_blocks, LoCon
+    on the resnets), CLIP-L as lora_te1_ and bigG as lora_te2_; diffusers' StableDiffusionXLPipeline loads it."""
+    diffusers = pytest.importorskip("diffusers")
+    pytest.importorskip("peft")
+    from sd_shared import diffusers_modules
+    from vidgraph.nodes.sd.unet import timestep_embedding
+    from vidgraph.nodes.sd.checkpoint import load_sd_checkpoint
+    folders, context = env
+    models = load_sd_checkpoint(folders.models_dir / "checkpoints" / "tiny_sdxl.safetensors")
+    model, clip = models.model, models.clip
+    refs = diffusers_modules(models)
+    g = torch.Generator().manual_seed(6)
+    lora = {}
+    for name, module in model.network.module.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and (
+                ".transformer_blocks." in name or name.endswith(("in_layers.2", "out_layers.3"))):
+            shape_down = (2, module.in_features) if isinstance(module, torch.nn.Linear) else (2, module.in_channels, *module.kernel_size)
+            shape_up = (module.out_features, 2) if isinstance(module, torch.nn.Linear) else (module.out_channels, 2, 1, 1)
+            base = "lora_unet_" + name.replace(".", "_")
+            lora.update({f"{base}.lora_down.weight": torch.randn(shape_down, generator=g) * 0.3,
+                         f"{base}.lora_up.weight": torch.randn(shape_up, generator=g) * 0.3, f"{base}.alpha": torch.tensor(1.0)})
+    for prefix, tower in (("lora_te1_", clip.towers[0]), ("lora_te2_", clip.towers[1])):
+        for name, module in tower.model.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.startswith("encoder.layers.0."):
+                base = prefix + ("text_model." + name).replace(".", "_")
+                lora.update({f"{base}.lora_down.weight": torch.randn(2, module.in_features, generator=g) * 0.3,
+                             f"{base}.lora_up.weight": torch.randn(module.out_features, 2, generator=g) * 0.3})
+    pipe = diffusers.StableDiffusionXLPipeline(vae=refs["vae"], text_encoder=refs["text_encoder"],
+                                               text_encoder_2=refs["text_encoder_2"], tokenizer=None, tokenizer_2=None,
+                                               unet=refs["unet"], scheduler=diffusers.EulerDiscreteScheduler())
+    pipe.load_lora_weights({k: v.clone() for k, v in lora.items()})
+    patched_model, patched_clip, found = apply_lora(model, clip, lora)
+    assert not found.unmatched and found.count("l") == found.count("g") == 6 and found.count("model") > 40
+    x, context_ = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 7, 160, generator=g)
+    pooled, time_ids, t = torch.randn(1, 96, generator=g), torch.tensor([[128.0, 128, 0, 0, 128, 128]]), torch.tensor([400.0])
+    y = torch.cat([pooled, timestep_embedding(time_ids.flatten(), 256).reshape(1, -1)], dim=1)
+    with torch.no_grad():
+        theirs = pipe.unet(x, t, context_, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        with patched_model.active(lambda module: _nothing()):
+            ours = patched_model.network.module(x, t, context_, y)
+        plain = model.network.module(x, t, context_, y)
+    assert (theirs - plain).abs().max() > 0.05
+    assert (ours - theirs).abs().max() <= 1e-4, (ours - theirs).abs().max()
+    from vidgraph.nodes.weight_patches import patched_weights
+    tokens = torch.tensor([[49406, 320, 1125, 49407] + [49407] * 73])
+    for index, (sub, tower) in enumerate((("text_encoder", "l"), ("text_encoder_2", "g"))):
+        table = {k[2:]: v for k, v in patched_clip.patches.items() if k.startswith(tower + ".")}
+        with torch.no_grad(), patched_weights(patched_clip.towers[index].model, table):
+            mine = patched_clip.towers[index].model(tokens).last
+        reference = getattr(pipe, sub)(tokens).last_hidden_state
+        assert (mine - reference).abs().max() <= 1e-4, sub
