@@ -49,9 +49,15 @@ from vidgraph.nodes.svd.trained import training_record
 from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet
 from vidgraph.nodes.svd.vae import SCALE_FACTOR, VAE, VAEConfig
 
-TINY_TRAINED_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_vae_init import SMALL, init_pooled_colour_codec, small_stream_parameters  # noqa: E402  (tools/ is not a package)
+
+# GroupNorm keeps SD's 32 groups: at 32 channels each group is one channel, and a norm over one channel
+# removes that channel's mean image by image, which is where flat colours live. 64 channels (two a group)
+# is the narrowest width that leaves colour a way through.
+TINY_TRAINED_UNET = UNetConfig(model_channels=64, channel_mult=(1, 1, 1), num_res_blocks=1,
                                attention_resolutions=(2, 4), context_dim=64)
-TINY_TRAINED_VAE = VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1)          # 4x downscale
+TINY_TRAINED_VAE = VAEConfig(ch=64, ch_mult=(1, 2, 2), num_res_blocks=1)          # 4x downscale
 TINY_TRAINED_CLIP = CLIPVisionConfig(width=64, layers=2, heads=1, mlp_dim=256, patch_size=8, image_size=32,
                                      output_dim=64)
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "nodes" / "svd" / "weights" / "vidgraph_tiny_svd_shapes.safetensors"
@@ -86,7 +92,7 @@ def set_lr(opt, lr: float, step: int, steps: int, warmup: int, floor: float):
     """Linear warm-up, then a cosine down to `floor` x lr."""
     scale = min(1.0, (step + 1) / warmup) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / steps)))
     for group in opt.param_groups:
-        group["lr"] = lr * scale
+        group["lr"] = lr * scale * group.get("lr_scale", 1.0)
 
 
 def sample_windows(pool: ClipPool, batch: int, window: int, gen: torch.Generator):
@@ -123,22 +129,25 @@ def reconstruction_terms(out, x):
     return rec, sum((torch.diff(out, dim=d) - torch.diff(x, dim=d)).abs().mean() for d in (-1, -2))
 
 
+MSE_WEIGHT = 1.0
+
+
+def vae_optimiser(vae: VAE, trained: torch.nn.Module, lr: float):
+    """AdamW over `trained`'s parameters; those writing into the decoder's small stream (tiny_vae_init)
+    at lr x SMALL."""
+    small = {id(p) for p in small_stream_parameters(vae)}
+    params = list(trained.parameters())
+    return torch.optim.AdamW([{"params": [p for p in params if id(p) not in small]},
+                              {"params": [p for p in params if id(p) in small], "lr_scale": SMALL}],
+                             lr=lr, weight_decay=0.0)
+
+
 def train_vae(vae: VAE, pool: ClipPool, steps: int, gen: torch.Generator, crop: int, batch: int, lr: float,
               window: int = 4, log_every: int = 50):
     """Crops of short windows (cheap steps, more of them); every 4th step whole frames, so the norms
     and the mid attention also see the real latent size."""
-    z = vae.config.z_channels
-    with torch.no_grad():
-        # start with a near-deterministic posterior: unit noise would drown the young latent
-        vae.encoder.conv_out.weight[z:] *= 0.01
-        vae.encoder.conv_out.bias[z:] = -8.0
-        # residual branches start at zero (each block the identity): the short path learns first,
-        # which a few hundred CPU steps need
-        for name, module in vae.named_modules():
-            if name.endswith(("conv2", "out_layers.3", "attn_1.proj_out")):
-                module.weight.zero_()
-                module.bias.zero_()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    init_pooled_colour_codec(vae)
+    opt = vae_optimiser(vae, vae, lr)
     t, h = pool.frames.shape[1:3]
     window = min(window, t)
     vae.train()
@@ -157,7 +166,7 @@ def train_vae(vae: VAE, pool: ClipPool, steps: int, gen: torch.Generator, crop: 
         out = vae.decoder(z, num_frames=window)
         rec, grad = reconstruction_terms(out, x)
         kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
-        loss = rec + 0.5 * grad + 1e-5 * kl
+        loss = rec + 0.5 * grad + MSE_WEIGHT * (out - x).square().mean() + 1e-5 * kl
         optimiser_step(opt, loss)
         progress("vae", step, steps, start, log_every, loss=loss.item(), rec=rec.item(), kl=kl.item(), clips=b)
     vae.eval()
@@ -199,7 +208,7 @@ def refine_decoder(vae: VAE, pool: ClipPool, steps: int, gen: torch.Generator, b
     stays exactly as it was, so this stage may run after (or beside) the UNet's."""
     vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
-    opt = torch.optim.AdamW(vae.decoder.parameters(), lr=lr, weight_decay=0.0)
+    opt = vae_optimiser(vae, vae.decoder, lr)
     window = min(window, pool.frames.shape[1])
     vae.decoder.train()
     start = time.perf_counter()
@@ -320,7 +329,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="1 on a shared machine: two threads on two busy cores wait on each other")
     p.add_argument("--pool", type=int, default=400, help="clips rendered and encoded once")
-    p.add_argument("--vae-steps", type=int, default=320)
+    p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--vae-from", type=Path, help="skip the VAE stage: take the VAE stage's file of an earlier run")
     p.add_argument("--unet-from", type=Path, help="skip the UNet stage: take the UNet (and its record) of this file")
     p.add_argument("--decoder-steps", type=int, default=0, help="decoder-only refinement after the UNet stage (off in the shipped run)")
@@ -328,8 +337,8 @@ def parse_args(argv=None):
     p.add_argument("--decoder-lr", type=float, default=1e-3)
     p.add_argument("--vae-batch", type=int, default=4)
     p.add_argument("--vae-crop", type=int, default=32)
-    p.add_argument("--vae-lr", type=float, default=2e-3)
-    p.add_argument("--unet-steps", type=int, default=800)
+    p.add_argument("--vae-lr", type=float, default=2e-4)
+    p.add_argument("--unet-steps", type=int, default=1800)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=100)
