@@ -1,11 +1,13 @@
-"""`vidgraph demo`: the whole image-to-video path on a tiny random-weight SVD, with no downloads.
+"""`vidgraph demo`: the whole image-to-video path on the tiny trained SVD that ships with vidgraph.
 
-It writes a small checkpoint in the real SVD single-file layout into models/checkpoints, puts the
-bundled demo image into the input folder, and runs the bundled `tiny_svd_demo.json` workflow (the
-SVD image-to-video graph, smaller and shorter, so it takes seconds on a CPU; the editor offers it
-too). The frames are noise-like — the weights are
-random — but every stage a real checkpoint goes through runs: loading, CLIP vision, the VAE, the
-spatio-temporal UNet under the EDM sampler, the temporal decoder, WEBP and MP4 writing.
+It copies that checkpoint (`nodes/svd/weights/`, trained here on clips of moving shapes by
+`tools/train_tiny_svd.py`, in the real SVD single-file layout) into models/checkpoints, puts the
+bundled first frame (three shapes on a soft background) into the input folder, and runs the bundled
+`tiny_svd_demo.json` workflow: SVD's image-to-video graph at the model's 48x48, 8 frames, enlarged 4x
+for watching (the editor offers the same workflow). The shapes glide in straight lines, each its own
+way, faster at a higher motion_bucket_id; which way is up to the seed. Every stage a real checkpoint
+goes through runs: loading, CLIP vision, the VAE, the spatio-temporal UNet under the EDM sampler, the
+temporal decoder, WEBP and MP4 writing.
 """
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ from vidgraph.engine.executor import Executor
 from vidgraph.engine.folders import Folders
 from vidgraph.runtime import build_folders, build_registry
 
-from .svd.tiny import write_tiny_checkpoint
+from .svd.trained import CHECKPOINT_NAME as CHECKPOINT
+from .svd.trained import trained_checkpoint_path
 
-CHECKPOINT = "vidgraph_tiny_svd.safetensors"
-IMAGE = "vidgraph_demo.png"
-WORKFLOW = "tiny_svd_demo.json"  # svd_img2vid.json on the tiny checkpoint, smaller and shorter
+IMAGE = "vidgraph_shapes.png"
+WORKFLOW = "tiny_svd_demo.json"  # svd_img2vid.json on the tiny trained checkpoint, at its size
 
 
 def bundled(name: str) -> Path:
@@ -36,15 +38,18 @@ def demo_prompt(width: int, height: int, frames: int, steps: int, seed: int) -> 
     prompt = json.loads(bundled(WORKFLOW).read_text())
     prompt["3"]["inputs"].update(width=width, height=height, video_frames=frames)
     prompt["5"]["inputs"].update(steps=steps, seed=seed)
+    prompt["10"]["inputs"].update(width=4 * width, height=4 * height)
     return prompt
 
 
 def prepare(folders: Folders) -> None:
     folders.ensure_dirs()
     checkpoint = folders.models_dir / "checkpoints" / CHECKPOINT
-    if not checkpoint.exists():
+    shipped = trained_checkpoint_path()
+    # a copy, not a link (the folders refuse links leading outside them); renewed when vidgraph ships new weights
+    if not checkpoint.exists() or checkpoint.stat().st_size != shipped.stat().st_size:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_checkpoint(checkpoint)
+        shutil.copyfile(shipped, checkpoint)
     image = folders.input_dir / IMAGE
     if not image.exists():
         shutil.copyfile(bundled(IMAGE), image)
@@ -52,11 +57,11 @@ def prepare(folders: Folders) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-dir", default=".", help="folder holding models/, input/, output/ (default: .)")
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--height", type=int, default=144)
+    parser.add_argument("--width", type=int, default=48, help="the model's training size (default 48)")
+    parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=58)
 
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
@@ -75,7 +80,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
             print(f"  running {node} {prompt[node]['class_type']}", flush=True)
 
     prompt = demo_prompt(args.width, args.height, args.frames, args.steps, args.seed)
-    print(f"vidgraph demo: {args.frames} frames at {args.width}x{args.height} on a tiny random-weight SVD "
+    print(f"vidgraph demo: {args.frames} frames at {args.width}x{args.height} on the tiny trained SVD "
           f"(models in {folders.models_dir})", flush=True)
     start = time.perf_counter()
     result = executor.run(prompt, on_event=show)

@@ -326,9 +326,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="1 on a shared machine: two threads on two busy cores wait on each other")
-    p.add_argument("--pool", type=int, default=400, help="clips rendered and encoded once")
+    p.add_argument("--threads", type=int, default=2,
+                   help="the shipped run used 2 (an idle 2-core machine); 1 on a busy machine, where two threads wait on each other")
+    p.add_argument("--pool", type=int, default=1600, help="clips rendered and encoded once")
     p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--vae-from", type=Path, help="skip the VAE stage: take the VAE stage's file of an earlier run")
     p.add_argument("--unet-from", type=Path, help="skip the UNet stage: take the UNet (and its record) of this file")
@@ -338,7 +338,7 @@ def parse_args(argv=None):
     p.add_argument("--vae-batch", type=int, default=4)
     p.add_argument("--vae-crop", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=2e-4)
-    p.add_argument("--unet-steps", type=int, default=1800)
+    p.add_argument("--unet-steps", type=int, default=6000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=100)

@@ -3,7 +3,7 @@
     vidgraph run WORKFLOW [WORKFLOW ...]   run workflows headless (API/UI JSON, or a PNG/WEBP/MP4)
     vidgraph nodes [--json]                list the registered nodes
     vidgraph serve [...]                   the HTTP/websocket server and editor (vidgraph.server.serve)
-    vidgraph demo [...]                    a demo video on a tiny random model (vidgraph.nodes.demo)
+    vidgraph demo [...]                    a demo video on the tiny trained SVD (vidgraph.nodes.demo)
     vidgraph worker --queue URL [...]      run prompts from a Redis queue (vidgraph.server.redis_worker)
 
 The runtime (folders, the built-in pack ``vidgraph.nodes`` loaded by name like any other pack,
@@ -23,7 +23,7 @@ from .runtime import UsageError, add_pack_options, add_runtime_options, build_ru
 # Commands whose implementation lives elsewhere: module, and what it does (for --help).
 DELEGATED = {
     "serve": ("vidgraph.server.serve", "start the HTTP/websocket server and the editor"),
-    "demo": ("vidgraph.nodes.demo", "make a demo video on a tiny random-weight model (no downloads)"),
+    "demo": ("vidgraph.nodes.demo", "make a demo video on the tiny trained SVD that ships with vidgraph (no downloads)"),
     "worker": ("vidgraph.server.redis_worker", "run prompts from a Redis queue (one per GPU; needs vidgraph[redis])"),
 }
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2

@@ -3,8 +3,9 @@ under `nodes/svd/weights/` (the training script's default output; `pyproject.tom
 
 One file in the original single-file SVD layout: ImageOnlyCheckpointLoader loads it like any SVD
 checkpoint (UNet with temporal layers, VAE with temporal decoder and a 4x latent, CLIP vision tower),
-for 48x48 clips of 8 frames (`moving_shapes.SceneConfig()`). No weights ship yet (README, "Training
-the tiny SVD"): `trained_checkpoint_path()` names the file whether or not it is there.
+for 48x48 clips of 8 frames (`moving_shapes.SceneConfig()`). It is the demo's model and what
+`bench/motion.py` measures motion control and long clips with; its figures are in the README
+("Training the tiny SVD and measuring motion").
 """
 from __future__ import annotations
 

@@ -62,11 +62,13 @@ def server_dirs(tmp_path_factory):
     from vidgraph.nodes.svd.tiny import write_tiny_checkpoint
 
     write_tiny_checkpoint(base / "models" / "checkpoints" / "svd_tiny.safetensors")
-    # The bundled demo workflow's own file names, so that it loads clean and runs as `./dev demo` does.
-    os.link(base / "models" / "checkpoints" / "svd_tiny.safetensors",
-            base / "models" / "checkpoints" / "vidgraph_tiny_svd.safetensors")
-    shutil.copyfile(Path(__file__).resolve().parents[2] / "workflows" / "vidgraph_demo.png",
-                    base / "input" / "vidgraph_demo.png")
+    # The bundled demo workflow's own files (the tiny trained SVD, its first frame), so that it loads
+    # clean and runs as `./dev demo` does.
+    from vidgraph.nodes.svd.trained import CHECKPOINT_NAME, trained_checkpoint_path
+
+    shutil.copyfile(trained_checkpoint_path(), base / "models" / "checkpoints" / CHECKPOINT_NAME)
+    for image in ("vidgraph_demo.png", "vidgraph_shapes.png"):
+        shutil.copyfile(Path(__file__).resolve().parents[2] / "workflows" / image, base / "input" / image)
     pack = base / "custom_nodes" / "vg_test_extension"
     (pack / "js").mkdir(parents=True)
     (pack / "__init__.py").write_text('NODE_CLASS_MAPPINGS = {}\nWEB_DIRECTORY = "./js"\n')
