@@ -51,7 +51,8 @@ def svd_env(tmp_path, tiny_checkpoint) -> SvdEnv:
         os.link(tiny_checkpoint, checkpoints / CHECKPOINT)
     except OSError:
         shutil.copyfile(tiny_checkpoint, checkpoints / CHECKPOINT)
-    shutil.copyfile(WORKFLOWS / DEMO_IMAGE, folders.input_dir / DEMO_IMAGE)
+    for image in (DEMO_IMAGE, "vidgraph_shapes.png"):  # the SVD workflows' image, the tiny demo's
+        shutil.copyfile(WORKFLOWS / image, folders.input_dir / image)
     registry = build_registry(folders)
     return SvdEnv(folders=folders, registry=registry, resources=ResourceCache(),
                   tiny_checkpoint=tiny_checkpoint)

@@ -27,7 +27,7 @@ def pending_ids(page):
 def test_opening_the_panel_keeps_the_whole_graph_in_view(editor):
     page = editor.page
     page.select_option("#workflows-menu", "tiny_svd_demo")
-    page.wait_for_function("vidgraph.graph.nodes.size === 9")
+    page.wait_for_function("vidgraph.graph.nodes.size === 10")  # the demo: 9 nodes and its 4x enlargement
     assert page.evaluate("vidgraph.view.allNodesVisible()")
     page.click("#panel-button")
     assert page.evaluate("vidgraph.view.allNodesVisible()")
@@ -106,7 +106,7 @@ def test_two_runs_compare_side_by_side_frame_by_frame(editor):
     page.click("#queue-panel [data-action=compare]")
     page.wait_for_selector("#player[data-ready=true]")
     labels = page.locator("#player .player-label").all_inner_texts()
-    assert labels == ["seed 42", "seed 7"]
+    assert labels == ["seed 58", "seed 7"]
     page.keyboard.press("ArrowRight")
     frames = page.eval_on_selector_all("#player .player-pane", "els => els.map(e => e.dataset.frame)")
     assert frames == ["1", "1"]

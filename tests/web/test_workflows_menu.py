@@ -62,7 +62,7 @@ def test_cut_titles_and_labels_have_tooltips_and_the_fps_inputs_say_what_they_se
     loader = editor.node("ImageOnlyCheckpointLoader")
     title = loader.locator(".title-text")
     assert title.evaluate("el => el.scrollWidth > el.clientWidth")  # cut short on screen...
-    assert "random weights" in title.get_attribute("title")  # ...whole in its tooltip
+    assert "ships with vidgraph" in title.get_attribute("title")  # ...whole in its tooltip
     cut = editor.node("SVD_img2vid_Conditioning").locator(".widget[data-widget='augmentation_level'] label")
     assert cut.get_attribute("title").startswith("augmentation_level")
     tips = {t: editor.node(t).locator(".widget[data-widget='fps'] label").get_attribute("title")
