@@ -15,6 +15,13 @@
    (essentials' ImageResize+ and ImageFlip+, KJNodes' ImageSharpenKJ (V3 MatchType + DynamicCombo) and
    SimpleCalculatorKJ (V3 Autogrow), AnimateDiff-Evolved's context options, Advanced-ControlNet's
    TimestepKeyframe (V3)).
+6. ComfyUI's model and sampling API through packs: pack_workflows/packs_model_api.json. WAS's
+   `Checkpoint Loader (Simple)` (comfy.sd.load_checkpoint_guess_config) loads the tiny checkpoint;
+   KJNodes' `ScheduledCFGGuidance` (a comfy.samplers.CFGGuider subclass whose predict_noise reads the
+   run's sigmas and calls sampling_function) over the whole run against vidgraph's CFGGuider, and
+   over the first 40% of it; Frame-Interpolation's `KSampler Gradually Adding More Denoise`
+   (comfy.sample.sample with comfy.sample.prepare_noise) at denoise 0.5 and 0.6, its second latent
+   against vidgraph's KSampler at 0.6. Probe nodes read the largest latent differences.
 
 Run:  .venv/bin/python bench/pack_workflows.py PACKS_DIR   (PACKS_DIR holds the pack checkouts)
 """
@@ -98,6 +105,14 @@ def main() -> None:
                  f"{len(v.get('images', []))} image(s)" for k, v in sorted(report["outputs"].items())}
         print(f"essentials + KJNodes + AnimateDiff-Evolved + Advanced-ControlNet tools: {report['status']}; "
               f"executed {len(report['executed'])} nodes; outputs {shown}")
+        (custom / "ComfyUI-Frame-Interpolation").symlink_to(packs / "ComfyUI-Frame-Interpolation")
+        report = run(HERE / "packs_model_api.json", custom, work)
+        difference = {name: report["outputs"].get(node, {}).get("text", report.get("error"))
+                      for node, name in (("12", "ScheduledCFGGuidance 0-100% vs CFGGuider"),
+                                         ("15", "ScheduledCFGGuidance 0-40% vs CFGGuider"),
+                                         ("19", "Gradually More Denoise 2nd vs KSampler 0.6"))}
+        print(f"WAS checkpoint loader + KJNodes scheduled CFG + Frame-Interpolation sampler: {report['status']}; "
+              f"largest latent differences {difference}")
 
 
 PROBE = '''

@@ -20,6 +20,7 @@ from vidgraph.engine.context import current_context
 
 from . import model_management as vg_memory
 from .comfy_internals import VIDGRAPH_COMPAT_FACES as INTERNALS
+from .comfy_sampling_faces import VIDGRAPH_COMPAT_FACES as SAMPLING
 from .comfy_api_ui import VIDGRAPH_COMPAT_FACES as API_UI
 from .comfy_video_api import VIDGRAPH_COMPAT_FACES as VIDEO_API
 from .images import resize
@@ -284,22 +285,59 @@ def fill_sample(module, registry) -> None:
     module.fix_empty_latent_channels = lambda model, latent_image, downscale_ratio_spacial=None: latent_image
 
 
-class _Unsupported:
-    """A ComfyUI model class vidgraph has no counterpart for: packs may import and test against it."""
+class _FaceOf(type):
+    """A ComfyUI class name that vidgraph's own objects of that kind are instances of."""
 
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError(f"ComfyUI's {type(self).__name__} is not available in vidgraph")
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, cls.vidgraph_class())
+
+
+class VAE(metaclass=_FaceOf):
+    """comfy.sd.VAE: every vidgraph VAE is one; `VAE(sd=state_dict)` builds one from weights in any
+    layout vidgraph's VAE loader reads (original, bare or diffusers keys)."""
+
+    @staticmethod
+    def vidgraph_class():
+        from .svd.vae import VAE as VidgraphVAE
+        return VidgraphVAE
+
+    def __new__(cls, sd=None, device=None, config=None, dtype=None, metadata=None):
+        if sd is None:
+            raise NotImplementedError("comfy.sd.VAE without a state dict (a config alone) is not available in vidgraph")
+        return cls.vidgraph_class().from_state_dict(sd, dtype or torch.float32)
+
+
+class CLIP(metaclass=_FaceOf):
+    """comfy.sd.CLIP: every vidgraph text encoder is one (made by the loaders, not by packs)."""
+
+    @staticmethod
+    def vidgraph_class():
+        from .sd.text_encoder import CLIP as VidgraphCLIP
+        return VidgraphCLIP
+
+    def __new__(cls, *args, **kwargs):
+        raise NotImplementedError("comfy.sd.CLIP(...) is not available in vidgraph: load text encoders with "
+                                  "CheckpointLoaderSimple, CLIPLoader or DualCLIPLoader")
 
 
 def fill_sd(module, registry) -> None:
-    module.VAE = type("VAE", (_Unsupported,), {})
-    module.CLIP = type("CLIP", (_Unsupported,), {})
-
-    def load_checkpoint_guess_config(*args, **kwargs):
-        raise NotImplementedError("comfy.sd.load_checkpoint_guess_config: load checkpoints with vidgraph's "
-                                  "loader nodes (CheckpointLoaderSimple, ImageOnlyCheckpointLoader)")
+    module.VAE = VAE
+    module.CLIP = CLIP
 
     module.load_checkpoint_guess_config = load_checkpoint_guess_config
+
+
+def load_checkpoint_guess_config(ckpt_path, output_vae=True, output_clip=True, output_clipvision=False,
+                                 embedding_directory=None, output_model=True, **_):
+    """comfy.sd's checkpoint loader by path: (MODEL, CLIP, VAE, CLIP_VISION), None for what is not
+    asked for or not in the file (an SVD file has no CLIP; an SD file no CLIP vision). Textual
+    inversions come from vidgraph's embeddings folders."""
+    from .loaders import load_checkpoint_file
+
+    model, clip, vae, clip_vision = load_checkpoint_file(current_context(), str(ckpt_path),
+                                                         "comfy.sd.load_checkpoint_guess_config", "ckpt_path")
+    return (model if output_model else None, clip if output_clip else None, vae if output_vae else None,
+            clip_vision if output_clipvision else None)
 
 
 # -- core node classes on `nodes` and `comfy_extras.*` -------------------------------------------
@@ -444,5 +482,5 @@ def _in_turn(*contributors):
     return fill
 
 
-for _name, _fill in [*INTERNALS.items(), *VIDEO_API.items(), *API_UI.items()]:   # comfy_internals, comfy_*api*
+for _name, _fill in [*INTERNALS.items(), *SAMPLING.items(), *VIDEO_API.items(), *API_UI.items()]:   # the other faces modules
     VIDGRAPH_COMPAT_FACES[_name] = _in_turn(VIDGRAPH_COMPAT_FACES[_name], _fill) if _name in VIDGRAPH_COMPAT_FACES else _fill

@@ -349,13 +349,12 @@ def fill_model_management_internals(module, registry) -> None:
 
 
 def fill_samplers_internals(module, registry) -> None:
-    offer_stand_ins(module, ("sampling_function", "CFGGuider", "KSAMPLER", "Sampler", "calc_cond_batch",
-                             "cfg_function", "cast_transformer_options", "sample", "KSampler_Advanced",
+    offer_stand_ins(module, ("calc_cond_batch", "cfg_function", "cast_transformer_options", "sample", "KSampler_Advanced",
                              "get_area_and_mult", "encode_model_conds", "process_conds"))
 
 
 def fill_sample_internals(module, registry) -> None:
-    offer_stand_ins(module, ("sample", "sample_custom", "prepare_mask", "get_models_from_cond", "convert_cond"))
+    offer_stand_ins(module, ("prepare_mask", "get_models_from_cond", "convert_cond"))
 
 
 def fill_sd_internals(module, registry) -> None:

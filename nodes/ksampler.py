@@ -20,7 +20,7 @@ from .sampling_run import check_conditioning, check_latent, sample
 from .schedules import SCHEDULER_NAMES, ksampler_sigmas, step_range
 
 
-def _check_inputs(node, model, positive, negative, latent_image):
+def check_sampling_inputs(node, model, positive, negative, latent_image):
     check_model(node, model)
     samples = check_latent(node, model, latent_image)
     for name, cond in (("positive", positive), ("negative", negative)):
@@ -28,7 +28,7 @@ def _check_inputs(node, model, positive, negative, latent_image):
     return samples
 
 
-def _schedule(node, model: Model, scheduler, steps, denoise, sampler_name) -> torch.Tensor:
+def ksampler_schedule(node, model: Model, scheduler, steps, denoise, sampler_name) -> torch.Tensor:
     """KSampler's sigmas for this model, or an error naming the input at fault."""
     if scheduler not in SCHEDULER_NAMES:
         raise NodeInputError(node, "scheduler", f"unknown scheduler {scheduler!r}; expected one of {SCHEDULER_NAMES}")
@@ -66,8 +66,8 @@ class KSampler:
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, denoise=1.0, context=None):
-        _check_inputs("KSampler", model, positive, negative, latent_image)
-        sigmas = _schedule("KSampler", model, scheduler, steps, denoise, sampler_name)
+        check_sampling_inputs("KSampler", model, positive, negative, latent_image)
+        sigmas = ksampler_schedule("KSampler", model, scheduler, steps, denoise, sampler_name)
         return (sample(context, model, seed, cfg, sampler_name, sigmas, positive, negative, latent_image),)
 
 
@@ -92,8 +92,8 @@ class KSamplerAdvanced:
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
                negative, latent_image, start_at_step, end_at_step, return_with_leftover_noise,
                context=None):
-        _check_inputs("KSamplerAdvanced", model, positive, negative, latent_image)
-        sigmas = _schedule("KSamplerAdvanced", model, scheduler, steps, 1.0, sampler_name)
+        check_sampling_inputs("KSamplerAdvanced", model, positive, negative, latent_image)
+        sigmas = ksampler_schedule("KSamplerAdvanced", model, scheduler, steps, 1.0, sampler_name)
         sigmas = step_range(sigmas, start_at_step, end_at_step,
                             force_full_denoise=return_with_leftover_noise != "enable")
         return (sample(context, model, noise_seed, cfg, sampler_name, sigmas, positive, negative,
@@ -105,8 +105,8 @@ def common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, 
     """ComfyUI's `nodes.common_ksampler`, which packs call from their own sampler nodes: KSampler's
     schedule (with `denoise`), cut to [start_step, last_step] as KSamplerAdvanced cuts it."""
     node = "common_ksampler"
-    _check_inputs(node, model, positive, negative, latent)
-    sigmas = step_range(_schedule(node, model, scheduler, steps, denoise, sampler_name), start_step, last_step,
+    check_sampling_inputs(node, model, positive, negative, latent)
+    sigmas = step_range(ksampler_schedule(node, model, scheduler, steps, denoise, sampler_name), start_step, last_step,
                         force_full_denoise)
     return (sample(current_context(), model, seed, cfg, sampler_name, sigmas, positive, negative, latent,
                    add_noise=not disable_noise, node=node),)

@@ -121,7 +121,10 @@ def _checked(node: str, input_name: str, load):
 
 
 def load_svd(context, name: str, node: str, input_name: str = "ckpt_name") -> ckpt.SVDModels:
-    path = resolve_model(context, "checkpoints", name, node, input_name)
+    return _load_svd_file(context, resolve_model(context, "checkpoints", name, node, input_name), node, input_name)
+
+
+def _load_svd_file(context, path: str, node: str, input_name: str) -> ckpt.SVDModels:
     options = _checkpoint_options(context, path)
     return load_cached(context, "svd_checkpoint", path,
                        lambda: _checked(node, input_name, lambda: ckpt.load_checkpoint(path, **options)),
@@ -167,15 +170,20 @@ class CheckpointLoaderSimple:
     def load_checkpoint(self, ckpt_name, context):
         node = "CheckpointLoaderSimple"
         path = resolve_model(context, "checkpoints", ckpt_name, node, "ckpt_name")
-        if not _is_sd_file(path):
-            _check_known_architecture(path, node)
-            models = load_svd(context, ckpt_name, node)
-            return models.model(), None, models.vae
-        options = _checkpoint_options(context, path)
-        embeddings = _embedding_folders(context)
-        models = load_cached(context, "sd_checkpoint", path, lambda: _checked(node, "ckpt_name", lambda: (
-            sd_checkpoint.load_sd_checkpoint(path, embedding_folders=embeddings, **options))), **options)
-        return models.model, models.clip, models.vae
+        return load_checkpoint_file(context, path, node)[:3]
+
+
+def load_checkpoint_file(context, path: str, node: str, input_name: str = "ckpt_name"):
+    """(MODEL, CLIP or None, VAE, CLIP_VISION or None) of an SD-family or SVD checkpoint file, cached."""
+    if not _is_sd_file(path):
+        _check_known_architecture(path, node)
+        models = _load_svd_file(context, path, node, input_name)
+        return models.model(), None, models.vae, models.clip_vision
+    options = _checkpoint_options(context, path)
+    embeddings = _embedding_folders(context)
+    models = load_cached(context, "sd_checkpoint", path, lambda: _checked(node, input_name, lambda: (
+        sd_checkpoint.load_sd_checkpoint(path, embedding_folders=embeddings, **options))), **options)
+    return models.model, models.clip, models.vae, None
 
 
 def _check_known_architecture(path: str, node: str) -> None:

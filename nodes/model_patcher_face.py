@@ -25,11 +25,17 @@ class ComfyModelPatcher:
         import torch
         return torch.device("cpu")
 
+    @property
+    def model(self) -> "BaseModelView":
+        """ComfyUI's `ModelPatcher.model` (its BaseModel), as far as packs read it."""
+        return BaseModelView(self)
+
     def is_clone(self, other) -> bool:
         return getattr(other, "network", None) is self.network
 
     def model_dtype(self):
-        return next(iter(self.network.parameters())).dtype if hasattr(self.network, "parameters") else None
+        weights = getattr(self.network, "module", self.network)
+        return next(iter(weights.parameters())).dtype if hasattr(weights, "parameters") else None
 
     def set_model_unet_function_wrapper(self, fn):
         self.add_model_wrapper(fn)
@@ -88,3 +94,17 @@ class ComfyModelPatcher:
         names); a patch is an object with `delta(weight)`, a tensor or ("diff", (tensor,)). Returns the
         keys that named a weight, as ComfyUI does."""
         return self.add_weight_patches(patches, strength_patch=strength_patch, strength_model=strength_model)
+
+
+class BaseModelView:
+    """What packs read off ComfyUI's BaseModel: the latent format, the sigma table (`model_sampling`),
+    the network module (`diffusion_model`) and its dtype."""
+
+    def __init__(self, model):
+        self.latent_format = model.latent_format
+        self.model_sampling = model.sampling
+        self.diffusion_model = getattr(model.network, "module", model.network)
+        self._dtype = model.model_dtype()
+
+    def get_dtype(self):
+        return self._dtype

@@ -27,7 +27,8 @@ def test_stand_ins_import_and_real_faces_are_real(internals):
     import comfy_internals_pack as pack
     from comfy.model_patcher import ModelPatcher
     facts = pack.INTERNALS_FACTS
-    assert is_stand_in(facts["attention"]) and is_stand_in(facts["hooks"]) and is_stand_in(facts["guider"])
+    assert is_stand_in(facts["attention"]) and is_stand_in(facts["hooks"]) and is_stand_in(facts["cond_batch"])
+    assert not is_stand_in(facts["guider"])
     assert facts["temporal_blocks"] == {"time_mixer.weight"}
     assert "attn1.to_q.weight" in facts["blocks"] and "ff.net.2.bias" in facts["blocks"] and len(facts["blocks"]) == 20
     assert facts["sampling_types"]["eps"].value == 1 and is_stand_in(facts["sampling_types"]["lcm"])
@@ -222,3 +223,125 @@ def test_comfy_api_ui_previews_write_temp_images(internals):
     assert saved["type"] == "temp" and list(result.outputs["1"]["animated"]) == [False]
     with Image.open(internals.folders.temp_dir / saved["subfolder"] / saved["filename"]) as image:
         assert image.size == (6, 6) and image.getpixel((0, 0))[0] == 0 and image.getpixel((5, 5))[0] == 255
+
+
+# -- the sampling API packs call (nodes/comfy_sampling_faces.py) and comfy.sd's loader ----------------
+
+def _prompts(tiny_sd):
+    from vidgraph.nodes.text_conditioning import CLIPTextEncode
+    _, context, model, clip = tiny_sd
+    return [CLIPTextEncode().encode(text, clip, context)[0] for text in ("a cat", "")]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_comfy_sample_is_ksampler_with_the_packs_noise_and_reports_each_step(tiny_sd, internals):
+    import comfy.sample
+    from vidgraph.engine.context import use_context
+    from vidgraph.nodes.ksampler import KSampler
+
+    _, context, model, _ = tiny_sd
+    positive, negative = _prompts(tiny_sd)
+    latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))}
+    noise = comfy.sample.prepare_noise(latent["samples"], 3)
+    seen = []
+    with use_context(context):
+        out = comfy.sample.sample(model, noise, 3, 5.0, "euler", "normal", positive, negative, latent["samples"],
+                                  denoise=0.7, callback=lambda step, x0, x, total: seen.append((step, total)), seed=3)
+        unchanged = comfy.sample.sample(model, noise, 3, 5.0, "euler", "normal", positive, negative,
+                                        latent["samples"], start_step=3)
+    (expected,) = KSampler().sample(model, 3, 3, 5.0, "euler", "normal", positive, negative, latent, denoise=0.7,
+                                    context=context)
+    assert torch.equal(out, expected["samples"])
+    assert seen == [(0, 3), (1, 3), (2, 3)]
+    assert torch.equal(unchanged, latent["samples"])   # nothing left to sample
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_packs_k_diffusion_sampler_runs_through_ksampler_face(tiny_sd, internals):
+    import comfy.sample
+    from comfy.samplers import KSAMPLER
+    from vidgraph.engine.context import use_context
+
+    def pack_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, stretch=1.0):
+        for i in range(len(sigmas) - 1):
+            denoised = model(x, sigmas[i] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i]) * stretch
+        return x
+
+    _, context, model, _ = tiny_sd
+    positive, negative = _prompts(tiny_sd)
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    noise = comfy.sample.prepare_noise(latent, 5)
+    sigmas = torch.tensor([14.6, 3.0, 0.6, 0.0])
+    with use_context(context):
+        ours = comfy.sample.sample(model, noise, 3, 4.0, "euler", "normal", positive, negative, latent, sigmas=sigmas)
+        theirs = comfy.sample.sample_custom(model, noise, 4.0, KSAMPLER(pack_euler), sigmas, positive, negative, latent)
+        stretched = comfy.sample.sample_custom(model, noise, 4.0, KSAMPLER(pack_euler, {"stretch": 0.5}), sigmas,
+                                               positive, negative, latent)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert not torch.allclose(theirs, stretched, atol=1e-2)   # the pack's options reach its function
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_packs_cfg_guider_subclass_steers_each_step(tiny_sd, internals):
+    from vidgraph.nodes.custom_sampling import RandomNoiseSource, Sampler, SamplerCustomAdvanced
+    from vidgraph.nodes.guidance import Guider
+
+    _, context, model, _ = tiny_sd
+    positive, negative = _prompts(tiny_sd)
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    sigmas = torch.tensor([14.6, 3.0, 0.6, 0.0])
+    scheduled = internals.classes["InternalsScheduledGuidance"]()
+
+    def run(guider):
+        return SamplerCustomAdvanced().sample(RandomNoiseSource(7), guider, Sampler("euler"), sigmas, latent,
+                                              context=context)[0]["samples"]
+
+    everywhere, = scheduled.run(model, positive, negative, 5.0, 0.0, 1.0)
+    nowhere, = scheduled.run(model, positive, negative, 5.0, 2.0, 2.0)
+    assert torch.equal(run(everywhere), run(Guider(model, positive, negative, 5.0)))
+    assert everywhere.steps_seen == [0, 1, 2]   # predict_noise saw the run's schedule
+    assert torch.equal(run(nowhere), run(Guider(model, positive, negative, 1.0)))
+    assert not torch.allclose(run(everywhere), run(nowhere), atol=1e-3)
+
+
+def test_load_checkpoint_guess_config_is_the_checkpoint_loader(tiny_sd, internals):
+    import comfy.sd
+    from vidgraph.engine.context import use_context
+    from vidgraph.nodes.common import NodeInputError
+
+    folders, context, model, clip = tiny_sd
+    path = folders.models_dir / "checkpoints" / "tiny.safetensors"
+    with use_context(context):
+        loaded = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True,
+                                                       embedding_directory=[])
+        bare = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False, output_clip=False, output_model=False)
+        (folders.models_dir / "checkpoints" / "junk.safetensors").write_bytes(b"not a checkpoint")
+        with pytest.raises(NodeInputError) as error:
+            comfy.sd.load_checkpoint_guess_config(str(folders.models_dir / "checkpoints" / "junk.safetensors"))
+    assert loaded[0] is model and loaded[1] is clip and loaded[2] is not None and loaded[3] is None
+    assert bare == (None, None, None, None)
+    assert "ckpt_path" in str(error.value)
+
+
+def test_comfy_sd_vae_and_clip_are_vidgraphs_own(tiny_sd, internals):
+    import comfy.sd
+    from vidgraph.nodes.loaders import CheckpointLoaderSimple
+
+    folders, context, model, clip = tiny_sd
+    _, _, vae = CheckpointLoaderSimple().load_checkpoint("tiny.safetensors", context)
+    assert isinstance(vae, comfy.sd.VAE) and isinstance(clip, comfy.sd.CLIP)
+    assert not isinstance(clip, comfy.sd.VAE) and not isinstance(model, comfy.sd.CLIP)
+    rebuilt = comfy.sd.VAE(sd=vae.state_dict())
+    assert isinstance(rebuilt, comfy.sd.VAE) and rebuilt is not vae
+    pixels = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert torch.allclose(rebuilt.encode(pixels), vae.encode(pixels), atol=1e-5)
+    with pytest.raises(NotImplementedError, match="CLIPLoader"):
+        comfy.sd.CLIP()
+
+
+def test_model_patcher_model_is_what_packs_read_off_comfyuis_base_model(tiny_sd, internals):
+    _, _, model, _ = tiny_sd
+    base = model.model
+    assert base.latent_format is model.latent_format and base.model_sampling is model.sampling
+    assert base.diffusion_model is model.network.module and base.get_dtype() == torch.float32

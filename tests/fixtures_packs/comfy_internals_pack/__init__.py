@@ -1,6 +1,7 @@
 """A small pack of vidgraph's own using ComfyUI's model internals the way AnimateDiff-Evolved,
 Advanced-ControlNet, KJNodes and GGUF do: real faces (latent formats, ops, ModelType, key maps,
-video types) and stand-ins (ldm, controlnet, hooks, samplers' internals) imported at load time."""
+video types, the sampling API: CFGGuider subclassed as KJNodes' scheduled CFG does) and stand-ins
+(ldm, controlnet, hooks, samplers' internals) imported at load time."""
 from fractions import Fraction
 
 import torch
@@ -15,7 +16,7 @@ import comfy_extras.nodes_model_advanced
 from aiohttp import web
 from comfy.controlnet import ControlBase
 from comfy.model_patcher import ModelPatcher
-from comfy.samplers import CFGGuider
+from comfy.samplers import CFGGuider, calc_cond_batch, sampling_function
 from comfy.utils import TRANSFORMER_BLOCKS, UNET_MAP_BASIC
 from comfy_api.latest import InputImpl, Types, io
 from server import PromptServer
@@ -100,7 +101,7 @@ class VideoFromImages(io.ComfyNode):
 NODE_CLASS_MAPPINGS = {"InternalsScaleIn": ScaleIn, "InternalsCastLinear": CastLinear,
                        "InternalsAdvancedControl": ApplyAdvancedControl, "InternalsVideo": VideoFromImages}
 INTERNALS_FACTS = {"attention": comfy.ldm.modules.attention.optimized_attention, "hooks": comfy.hooks.HookGroup,
-                   "guider": CFGGuider, "temporal_blocks": TEMPORAL_BLOCKS, "blocks": TRANSFORMER_BLOCKS,
+                   "cond_batch": calc_cond_batch, "guider": CFGGuider, "temporal_blocks": TEMPORAL_BLOCKS, "blocks": TRANSFORMER_BLOCKS,
                    "sampling_types": SAMPLING_TYPES, "patcher": MotionPatcher}
 
 
@@ -168,3 +169,42 @@ class MaskPreview(io.ComfyNode):
 
 
 NODE_CLASS_MAPPINGS["InternalsMaskPreview"] = MaskPreview
+
+
+class ScheduledGuider(CFGGuider):
+    """CFG only within [start, end] of the run's steps (as a fraction of them), the cond branch alone
+    elsewhere: a subclass that overrides predict_noise and reads the run's schedule."""
+
+    def set_cfg(self, cfg, start=0.0, end=1.0):
+        self.cfg, self.start, self.end = cfg, start, end
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        sigmas = model_options["transformer_options"]["sample_sigmas"]
+        sigma = float(torch.as_tensor(timestep).reshape(-1)[0])
+        step = int(torch.argmin((sigmas[:-1] - sigma).abs()))
+        self.steps_seen = getattr(self, "steps_seen", []) + [step]
+        inside = self.start <= step / (len(sigmas) - 1) <= self.end
+        uncond = self.conds.get("negative") if inside else None
+        return sampling_function(self.inner_model, x, timestep, uncond, self.conds.get("positive"),
+                                 self.cfg if inside else 1.0, model_options=model_options, seed=seed)
+
+
+class ScheduledGuidance:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+                             "cfg": ("FLOAT", {"default": 5.0}), "start": ("FLOAT", {"default": 0.0}),
+                             "end": ("FLOAT", {"default": 1.0})}}
+
+    RETURN_TYPES = ("GUIDER",)
+    FUNCTION = "run"
+    CATEGORY = "internals"
+
+    def run(self, model, positive, negative, cfg, start, end):
+        guider = ScheduledGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg, start, end)
+        return (guider,)
+
+
+NODE_CLASS_MAPPINGS["InternalsScheduledGuidance"] = ScheduledGuidance
