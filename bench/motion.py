@@ -165,12 +165,25 @@ def flows(frames: np.ndarray) -> list[np.ndarray]:
     return [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 5, 7, 1.5, 0) for a, b in zip(grey, grey[1:])]
 
 
+def affine_divergence(flow: np.ndarray, frame: np.ndarray) -> float:
+    """du/dx + dv/dy of the affine flow field fitted to `flow` by least squares, each pixel weighted by
+    the image gradient of `frame` (flow is only measured where there is structure: on the smooth
+    backgrounds of these scenes a plain mean of the field's derivatives is mostly noise)."""
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    weight = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)).ravel()
+    ys, xs = np.mgrid[0:grey.shape[0], 0:grey.shape[1]].astype(np.float64)
+    design = np.stack([np.ones(weight.size), xs.ravel() - xs.mean(), ys.ravel() - ys.mean()], axis=1) * weight[:, None]
+    du = np.linalg.lstsq(design, flow[..., 0].ravel() * weight, rcond=None)[0]
+    dv = np.linalg.lstsq(design, flow[..., 1].ravel() * weight, rcond=None)[0]
+    return float(du[1] + dv[2])
+
+
 def global_flow(frames: np.ndarray) -> dict:
     """Mean Farneback flow over the clip: direction (degrees), magnitude (pixels/frame), and divergence
-    (mean du/dx + dv/dy per frame: > 0 zooming in, < 0 zooming out)."""
+    (of the affine fit, per frame: > 0 zooming in, < 0 zooming out)."""
     fields = flows(frames)
     mean = np.mean([f.reshape(-1, 2).mean(axis=0) for f in fields], axis=0)
-    divergence = np.mean([np.gradient(f[..., 0], axis=1).mean() + np.gradient(f[..., 1], axis=0).mean() for f in fields])
+    divergence = np.mean([affine_divergence(f, a) for f, a in zip(fields, frames)])
     magnitude = np.mean([np.hypot(f[..., 0], f[..., 1]).mean() for f in fields])
     return {"direction_deg": float(math.degrees(math.atan2(mean[1], mean[0]))), "mean_vector_px": float(np.hypot(*mean)),
             "magnitude_px": float(magnitude), "divergence": float(divergence)}
@@ -506,6 +519,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fps", type=int, default=6)
     parser.add_argument("--steps", type=int, default=Sampling.steps)
     parser.add_argument("--cfg", type=float, default=Sampling.cfg)
+    parser.add_argument("--min-cfg", type=float, default=Sampling.min_cfg, help="VideoLinearCFGGuidance's cfg at frame 1")
+    parser.add_argument("--sampler", default=Sampling.sampler)
+    parser.add_argument("--scheduler", default=Sampling.scheduler)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -514,7 +530,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    runner = MotionRunner(args.checkpoint, Sampling(steps=args.steps, cfg=args.cfg))
+    runner = MotionRunner(args.checkpoint, Sampling(steps=args.steps, cfg=args.cfg, min_cfg=args.min_cfg,
+                                                    sampler=args.sampler, scheduler=args.scheduler))
     seeds = [EVAL_SEED_BASE + i for i in range(args.seeds)]
     figures = {"checkpoint": str(runner.checkpoint), "sampling": vars(runner.sampling), "bucket": args.bucket,
                "fps": args.fps, "variants": {}}

@@ -4,8 +4,9 @@ trained SVD and the reference the motion bench measures generated clips against.
 A clip is a smooth background (a two-colour gradient with a faint low-frequency texture) and 1-3
 shapes (disc, square, triangle) of distinct saturated colours, each moving with its own constant
 velocity; a fifth of the clips add a camera pan or zoom over the whole frame. Every shape stays
-inside the frame for the whole clip, so "the objects of the first frame are still there" is the
-truth the model should learn.
+inside the frame and apart from the others for the whole clip (no shape ever touches or hides
+another), so "the objects of the first frame are still there, in their colours" is the truth the
+model should learn, and a colour always names one object.
 
 SVD's micro-conditioning keeps its meaning:
 - `motion_bucket_id` (1..255) is the mean object speed in frame widths per second
@@ -28,6 +29,8 @@ MAX_SPEED = 0.4          # frame widths per second at motion_bucket_id 255
 MAX_BUCKET = 255
 FPS_RANGE = (5, 8)       # frame rates drawn for training clips
 SHAPES = ("disc", "square", "triangle")
+SHAPE_EXTENT = 1.2     # the farthest point of any shape from its centre, in radii (square corner, triangle tip)
+SHAPE_GAP = 4.0        # pixels kept between shapes in every frame: one latent cell of the 4x VAE
 # Six hues 60 degrees apart, fully saturated: a tracker tells them apart by hue alone, and the
 # backgrounds (saturation <= 0.25) never pass for one.
 PALETTE = {name: hue for name, hue in (("red", 0), ("yellow", 60), ("green", 120), ("cyan", 180),
@@ -154,8 +157,16 @@ def _camera(rng, cfg: SceneConfig, step: float) -> CameraMotion:
     return CameraMotion(np.zeros((cfg.frames, 2)), (1.0 + rate) ** t)
 
 
+def _closest_approach(offset: np.ndarray, relative_velocity: np.ndarray, frames: int) -> float:
+    """The least distance between two shapes over frames 0..frames-1, from their start offset and
+    relative velocity (world pixels; the camera moves both alike, and zoom only scales the gap)."""
+    t = np.arange(frames, dtype=np.float64)[:, None]
+    return float(np.hypot(*(offset[None] + relative_velocity[None] * t).T).min())
+
+
 def _place(rng, cfg, radius, velocity, camera, others) -> np.ndarray | None:
-    """A world start position keeping the whole track inside the frame, or None."""
+    """A world start position keeping the whole track inside the frame and clear of every other
+    shape's track (`others`: (start, radius, velocity) in world pixels) in every frame, or None."""
     t = np.arange(cfg.frames, dtype=np.float64)
     centre = np.array([cfg.width / 2, cfg.height / 2])
     limits = []
@@ -170,7 +181,8 @@ def _place(rng, cfg, radius, velocity, camera, others) -> np.ndarray | None:
         return None
     for _ in range(30):
         p0 = np.array([rng.uniform(*limits[0]), rng.uniform(*limits[1])])
-        if all(np.hypot(*(p0 - q)) > radius + r + 2 for q, r in others):
+        if all(_closest_approach(p0 - q, np.subtract(velocity, w), cfg.frames) > (radius + r) * SHAPE_EXTENT + SHAPE_GAP
+               for q, r, w in others):
             return p0
     return None
 
@@ -205,7 +217,7 @@ def make_clip(seed: int, config: SceneConfig = SceneConfig(), motion_bucket_id: 
                 break
         else:
             continue  # no room for another shape: fewer objects
-        placed.append((p0, radius))
+        placed.append((p0, radius, velocity))
         t = np.arange(cfg.frames, dtype=np.float64)[:, None]
         world = p0[None] + np.array(velocity)[None] * t
         centre = np.array([cfg.width / 2, cfg.height / 2])

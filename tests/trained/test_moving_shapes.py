@@ -3,8 +3,8 @@ and SVD's knobs (motion bucket, fps) meaning what they say."""
 import numpy as np
 import pytest
 
-from vidgraph.nodes.svd.moving_shapes import (MAX_BUCKET, PALETTE, SceneConfig, bucket_for_speed, make_clip,
-                                              speed_for_bucket)
+from vidgraph.nodes.svd.moving_shapes import (MAX_BUCKET, PALETTE, SHAPE_EXTENT, SHAPE_GAP, SceneConfig,
+                                              bucket_for_speed, make_clip, speed_for_bucket)
 
 
 def test_same_seed_same_clip_other_seed_other_clip():
@@ -30,6 +30,20 @@ def test_objects_stay_inside_the_frame(seed):
         assert (obj.centres - obj.radii[:, None] >= 0).all()
         assert (obj.centres[:, 0] + obj.radii <= cfg.width).all()
         assert (obj.centres[:, 1] + obj.radii <= cfg.height).all()
+
+
+def test_shapes_never_touch_in_any_frame():
+    """Kept apart by more than their extents plus SHAPE_GAP in every frame, whatever the speed or
+    camera, so no shape hides another and each colour is one whole object in every frame."""
+    closest = []
+    for seed in range(150):
+        clip = make_clip(seed, SceneConfig(), motion_bucket_id=255 if seed % 2 else None)
+        for i, a in enumerate(clip.objects):
+            for b in clip.objects[i + 1:]:
+                gap = np.hypot(*(a.centres - b.centres).T) - (a.radii + b.radii) * SHAPE_EXTENT
+                closest.append(gap.min())
+    assert len(closest) > 100
+    assert min(closest) >= SHAPE_GAP * 0.9  # zooming out shrinks gaps a little
 
 
 def test_the_ground_truth_is_where_the_colours_are(motion):
