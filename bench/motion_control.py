@@ -12,9 +12,14 @@ each over the seeds, with the issue's targets:
   against that path: ratio <= 1/3 and <= 3 px (at the model's 48 px size).
 - brush (MotionBrush on the region the objects may reach): the largest per-frame mean change outside
   the mask <= 2/255, and the objects' displacement inside >= 80% of the plain run's.
-- camera (CameraPath + CameraWarpImage + VAEEncode + LayoutGuide): pan right/left, tilt, zoom in/out;
-  the global flow direction within 15 degrees of the pan in >= 90% of seeds; the divergence has the
-  zoom's sign in >= 90%.
+- camera (CameraPath + CameraWarpImage + VAEEncode + LayoutGuide): pan right/left, tilt, zoom in/out
+  of a still scene (motion_bucket_id CAMERA_BUCKET: the objects hardly move by themselves, so the
+  camera is the motion asked for; at bucket 127 the objects' own motion, in random directions,
+  outweighs the mean flow of the smooth backgrounds, and even the generator's own camera clips
+  miss the 15 degrees in three seeds of four); the global flow direction within 15 degrees of the
+  pan in >= 90% of seeds; the divergence has the zoom's sign in >= 90%. Printed beside it: the same
+  figures for the plan itself (the first frame warped along the path: the ceiling of the metric on
+  these scenes) and for the plain run (the baseline).
 - keyframes (KeyframeEnd with the clip's true last frame): objects of the last frame within 3 px of
   their place in the given end frame; loop (end = start): the last frame within 2 levels (mean) of the first.
 - cost: seconds per clip of each method over the plain run.
@@ -36,7 +41,8 @@ import motion as yard  # noqa: E402  (bench/motion.py: runner, metrics, generate
 from vidgraph.nodes.motion.masks import rasterize  # noqa: E402
 
 SEED_BASE = yard.EVAL_SEED_BASE + 7_000
-CAMERA_PAN = 0.12        # fraction of the width the camera moves over the clip
+CAMERA_PAN = 0.2         # fraction of the width the camera moves over the clip
+CAMERA_BUCKET = 20       # a still scene: the objects' own motion stays small beside the camera's
 CAMERA_ZOOM = 1.25
 
 
@@ -123,6 +129,30 @@ def camera_edit(move: str):
                                                            "start_percent": 0.0, "end_percent": 0.3, "valid": ["31", 1]}},
         }, "33")
     return edit
+
+
+def camera_poses(move: str, frames: int):
+    from vidgraph.nodes.motion import camera
+    pose = {"pan_x": 0.0, "pan_y": 0.0, "zoom": 1.0, "roll": 0.0, **CAMERA_MOVES[move][0]}
+    return camera.path_to(camera.Pose(**pose), frames)
+
+
+def planned_frames(case, move: str) -> np.ndarray:
+    """The first frame warped along the move's path: what LayoutGuide is asked to follow."""
+    import torch
+    from vidgraph.nodes.motion import camera
+    first = torch.from_numpy(case.clip.frames[0].astype(np.float32) / 255.0)[None]
+    frames, _ = camera.warp_image(first, camera_poses(move, case.clip.frames.shape[0]))
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def camera_hit(frames: np.ndarray, direction, sign) -> tuple[bool, float]:
+    """(whether the clip's global flow follows the move, the direction error in degrees or the divergence)."""
+    flow = yard.global_flow(frames)
+    if direction is not None:
+        error = yard.angle_error(flow["direction_deg"], direction)
+        return error <= 15.0, error
+    return bool(np.sign(flow["divergence"]) == sign), flow["divergence"]
 
 
 def keyframe_edit(runner, loop: bool):
@@ -218,22 +248,26 @@ def bench(runner, seeds, only) -> dict:
                             "motion_inside_vs_plain": yard.spread(kept_motion),
                             "targets": "outside <= 2 levels every frame; inside motion >= 0.8 of plain"}
     if "camera" in only:
+        still = [runner.case(seed, motion_bucket_id=CAMERA_BUCKET) for seed in seeds]
+        still_plain = {}
+        for case in still:
+            still_plain[case.seed], seconds = timed_run(runner, case, plain)
         out = {}
         for move, (_, direction, sign) in CAMERA_MOVES.items():
             variant = yard.Variant(f"camera {move}", edit=camera_edit(move))
-            hits, values = [], []
-            for case, frames, _ in each(f"camera {move}", variant):
-                flow = yard.global_flow(frames)
-                if direction is not None:
-                    error = yard.angle_error(flow["direction_deg"], direction)
-                    values.append(error)
-                    hits.append(error <= 15.0)
-                else:
-                    values.append(flow["divergence"])
-                    hits.append(np.sign(flow["divergence"]) == sign)
-            out[move] = {"hit_share": float(np.mean(hits)),
-                         ("direction_error_deg" if direction is not None else "divergence"): yard.spread(values)}
-        figures["camera"] = {**out, "targets": "direction within 15 deg / divergence sign right in >= 90% of seeds"}
+            judged = {"controlled": [], "plan": [], "plain": []}
+            costs[f"camera {move}"] = []
+            for case in still:
+                frames, seconds = timed_run(runner, case, variant)
+                costs[f"camera {move}"].append(seconds)
+                for kind, clip in (("controlled", frames), ("plan", planned_frames(case, move)),
+                                   ("plain", still_plain[case.seed])):
+                    judged[kind].append(camera_hit(clip, direction, sign))
+            out[move] = {f"{kind}_hit_share": float(np.mean([hit for hit, _ in rows])) for kind, rows in judged.items()}
+            out[move]["direction_error_deg" if direction is not None else "divergence"] = yard.spread(
+                [value for _, value in judged["controlled"]])
+        figures["camera"] = {**out, "motion_bucket_id": CAMERA_BUCKET, "pan_fraction": CAMERA_PAN, "zoom": CAMERA_ZOOM,
+                             "targets": "direction within 15 deg / divergence sign right in >= 90% of seeds"}
     if "keyframes" in only:
         runner_end = keyframe_edit(runner, loop=False)
         errors, plain_errors = [], []

@@ -15,6 +15,10 @@ One step from x at sigma to sigma_next, as the paper does it, in EDM form:
   3. flip the frame order, x0' = D(flip(z'), sigma | end image), flip back.
 The sampler then steps from z' with denoised flip(x0') (`guidance.denoised_for_moved_latent`: exact
 for first-order samplers). CFG++ and DDS, which the paper adds on top, are not applied.
+
+A loop (the end conditioning is the start's own: same image, same embedding) also ties the two end
+frames: both take the mean of their x0 at every step, so the clip ends on the frame it starts on
+rather than on a second rendering of the same image, which a small model draws a few levels apart.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ def bidirectional_wrapper(end_positive, end_negative, guider_class, moved_latent
         s = float(torch.as_tensor(sigma).reshape(-1)[0])
         if sigmas is None or step is None or step >= len(sigmas) - 1 or s <= 0:
             return predict(x, sigma)
+        loop = same_conditioning(getattr(args.get("guider"), "positive", None), end_positive)
         s_next = float(sigmas[step + 1])
         x0 = predict(x, sigma)
         z = x0 + (x - x0) * (s_next / s)
@@ -53,5 +58,29 @@ def bidirectional_wrapper(end_positive, end_negative, guider_class, moved_latent
         end = guider_class(args["model"], end_positive, end_negative, args.get("cond_scale", 1.0),
                            batch_cond_uncond=batched)
         x0_end = flip_frames(end.guided(flip_frames(z), sigma))
+        if loop and x0_end.shape[0] > 1:
+            x0_end = tie_ends(x0_end)
         return moved_latent(x, z, x0_end, s, s_next)
     return bidirectional
+
+
+def tie_ends(x0: torch.Tensor) -> torch.Tensor:
+    """x0 [T, ...] with its first and last frames replaced by their mean."""
+    x0 = x0.clone()
+    x0[0] = x0[-1] = (x0[0] + x0[-1]) / 2
+    return x0
+
+
+def same_conditioning(a, b) -> bool:
+    """Whether two CONDITIONINGs hold the same tensors (a loop's end conditioning is its start's)."""
+    if not (isinstance(a, list) and isinstance(b, list)) or len(a) != len(b):
+        return False
+    for (emb_a, extra_a), (emb_b, extra_b) in zip(a, b):
+        if not torch.equal(emb_a, emb_b) or extra_a.keys() != extra_b.keys():
+            return False
+        for key, value in extra_a.items():
+            other = extra_b[key]
+            same = torch.equal(value, other) if torch.is_tensor(value) and torch.is_tensor(other) else value == other
+            if not same:
+                return False
+    return True

@@ -201,3 +201,35 @@ def test_brush_following_a_plan_pins_each_frame_to_the_plans_frame():
     out = brush.motion_brush_post_cfg(post_cfg_args(x0, model))
     assert torch.equal(out[0], x0[0]) and torch.equal(out[:, :, :, :2], x0[:, :, :, :2])
     assert torch.equal(out[1:, :, :, 2:], plan[1:, :, :, 2:])
+
+
+def test_a_loop_ties_the_end_frames_and_keyframes_do_not():
+    """The end conditioning equal to the start's (a loop): frames 1 and N share their x0 at every step."""
+    from vidgraph.nodes.motion.keyframes import bidirectional_wrapper, same_conditioning
+
+    start = [[torch.ones(1, 1, 4), {"concat_latent_image": torch.zeros(1, 2, 3, 3), "fps": 6}]]
+    twin = [[torch.ones(1, 1, 4), {"concat_latent_image": torch.zeros(1, 2, 3, 3), "fps": 6}]]
+    other = [[torch.ones(1, 1, 4), {"concat_latent_image": torch.ones(1, 2, 3, 3), "fps": 6}]]
+    assert same_conditioning(start, twin) and not same_conditioning(start, other)
+    assert not same_conditioning(start, [[torch.ones(1, 1, 4), {"concat_latent_image": torch.zeros(1, 2, 3, 3), "fps": 7}]])
+
+    class EndGuider:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def guided(self, x_in, sigma):
+            return torch.arange(4.0).reshape(4, 1, 1, 1).expand(4, 2, 3, 3)
+
+    class StartGuider:
+        def __init__(self, positive):
+            self.positive = positive
+
+    sigmas = torch.tensor([3.0, 1.0, 0.0])
+
+    def run(end):
+        wrapper = bidirectional_wrapper(end, "END-", EndGuider, lambda x, z, d, s, s_next: d)
+        return wrapper(lambda x, sigma: torch.zeros_like(x), torch.zeros(4, 2, 3, 3), torch.tensor([3.0]),
+                       {"model": None, "sample_sigmas": sigmas, "step": 0, "seed": 1, "guider": StartGuider(start)})
+
+    assert run(twin)[:, 0, 0, 0].tolist() == [1.5, 2.0, 1.0, 1.5]    # flipped: [3, 2, 1, 0], ends tied
+    assert run(other)[:, 0, 0, 0].tolist() == [3.0, 2.0, 1.0, 0.0]
