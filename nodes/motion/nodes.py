@@ -306,10 +306,14 @@ class TrajectoryGuidance(_PatchNode):
                                      "tooltip": "Low-pass cut-off of the fusion with the original latent; 0 = off."}),
             "feature_blocks": ("STRING", {"default": "auto", "tooltip": "Output-block indices whose spatial "
                                           "self-attention gives the features, e.g. '7,8' (SVD), or 'auto'."}),
+        }, optional={
+            "learning_rate_scale": (["constant", "noise"], {"default": "constant", "tooltip": "constant: the "
+                                    "paper's step on the latent; noise: the rate times the step's noise level, "
+                                    "for guidance that reaches the low-noise steps of a short schedule."}),
         })
 
     def patch(self, model, trajectories, iterations, learning_rate, start_at, end_at, heatmap_sigma, fft_cutoff,
-              feature_blocks="auto"):
+              feature_blocks="auto", learning_rate_scale="constant"):
         node = "TrajectoryGuidance"
         _patchable(model, node)
         tracks = _checked(node, "trajectories", check_tracks, trajectories)
@@ -324,8 +328,10 @@ class TrajectoryGuidance(_PatchNode):
                                                              f"got {feature_blocks!r}") from None
             if not blocks:
                 raise NodeInputError(node, "feature_blocks", "name at least one output block")
+        if learning_rate_scale not in ("constant", "noise"):
+            raise NodeInputError(node, "learning_rate_scale", f"expected 'constant' or 'noise', got {learning_rate_scale!r}")
         settings = sgi2v.TrajectorySettings(tuple(tracks), blocks, iterations, learning_rate, heatmap_sigma,
-                                            fft_cutoff, start_at, end_at)
+                                            fft_cutoff, start_at, end_at, lr_per_noise=learning_rate_scale == "noise")
         m = model.clone()
         if tracks and iterations > 0:
             m.add_denoise_wrapper(sgi2v.trajectory_wrapper(settings, _basic_guider, denoised_for_moved_latent))

@@ -17,8 +17,12 @@ At a few mid-schedule steps, before the step's prediction:
 Sampling then continues from the fused latent (`guidance.denoised_for_moved_latent`).
 
 Defaults are the paper's for 50 steps: optimise at steps 5..20 (10%-40% of the schedule),
-5 iterations, learning rate 0.21, Gaussian sigma 0.4, cut-off 0.5 (Butterworth order 4), features
-of the 2nd and 3rd self-attention of the second-finest up-block level (SVD: output blocks 7, 8).
+5 iterations, learning rate 0.21 on the unscaled latent, Gaussian sigma 0.4, cut-off 0.5
+(Butterworth order 4), features of the 2nd and 3rd self-attention of the second-finest up-block
+level (SVD: output blocks 7, 8). AdamW moves each element by about the learning rate per
+iteration whatever the noise level, which is small against the sigmas of those steps; a short
+schedule with guidance into lower sigmas needs a step in proportion to the noise instead
+(`lr_per_noise`: the rate times sqrt(sigma^2 + 1)), or low-sigma steps tear the objects apart.
 """
 from __future__ import annotations
 
@@ -45,18 +49,20 @@ class TrajectorySettings:
     fft_cutoff: float = 0.5            # 0 = no low-pass fusion (keep the optimised latent as is)
     start: float = 0.1                 # fraction of the sampler's steps
     end: float = 0.4
+    lr_per_noise: bool = False         # learning rate x sqrt(sigma^2 + 1): the same relative step at every sigma
 
 
 def default_feature_blocks(config) -> tuple[tuple[str, int], ...]:
-    """SG-I2V's layers for a UNet config: the second and third transformer of the second-finest
-    up-block level that has attention (the finest when only one has it)."""
+    """SG-I2V's layers for a UNet config: the last two transformers of an up-block level with
+    attention, the second-finest when three or more levels have it (SVD: output blocks 7, 8, the
+    paper's), else the finest (a small network's second-finest is too coarse to place a box)."""
     levels = [level for level in range(len(config.channel_mult)) if 2 ** level in config.attention_resolutions]
     if not levels:
         raise ValueError("the network has no spatial attention layers to take features from")
-    level = levels[1] if len(levels) > 1 else levels[0]
+    level = levels[1] if len(levels) >= 3 else levels[0]
     per_level = config.num_res_blocks + 1
     first = (len(config.channel_mult) - 1 - level) * per_level  # output blocks run coarse to fine
-    return tuple(("output", first + i) for i in range(1, per_level) if i <= 2)
+    return tuple(("output", first + i) for i in range(max(0, per_level - 2), per_level))
 
 
 def aligned_attention(q, k, v, info):
@@ -173,7 +179,10 @@ def optimise_latent(model, positive, x, sigma, settings: TrajectorySettings, bas
     capture = capture_patches(model, blocks, store)
     guider = basic_guider(capture, positive)
     z = x.detach().clone().requires_grad_(True)
-    optimiser = torch.optim.AdamW([z], lr=settings.learning_rate)
+    rate = settings.learning_rate
+    if settings.lr_per_noise:
+        rate *= math.sqrt(float(torch.as_tensor(sigma).reshape(-1)[0]) ** 2 + 1.0)
+    optimiser = torch.optim.AdamW([z], lr=rate)
     frames, _, height, width = x.shape
     with torch.enable_grad():
         for _ in range(settings.iterations):
