@@ -192,6 +192,28 @@ def test_trajectory_optimisation_lowers_the_loss_touches_only_the_latent_and_sto
     assert ran and max(b[1] for b in ran) <= last          # the blocks after the last captured one never ran
 
 
+def test_a_learning_rate_per_noise_level_scales_the_first_step_with_sigma(model):
+    """AdamW's first step moves each element by about the rate: with lr_per_noise, by the rate times
+    sqrt(sigma^2 + 1), so the same relative change at every noise level."""
+    positive, _ = image_conds(1)
+    tracks = tuple(tracks_from_json('[{"box": [0, 0, 32, 32], "path": [[16, 16], [48, 48]]}]', 64, 64))
+    blocks = sgi2v.default_feature_blocks(CONFIG)
+    x = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(6)) * 3
+
+    def moved(sigma, per_noise):
+        settings = sgi2v.TrajectorySettings(tracks, blocks, iterations=1, learning_rate=0.01, fft_cutoff=0.0,
+                                            lr_per_noise=per_noise)
+        with torch.no_grad():
+            z = sgi2v.optimise_latent(model, positive, x, torch.full((FRAMES,), sigma), settings,
+                                      lambda m, pos: Guider(m, pos, None, 1.0), blocks)
+        return float((z - x).abs().max())
+
+    constant = moved(3.0, False)
+    assert constant == pytest.approx(0.01, rel=0.15)        # (AdamW's weight decay adds a little)
+    assert moved(3.0, True) / constant == pytest.approx(10 ** 0.5, rel=0.01)
+    assert moved(0.5, True) / constant == pytest.approx(1.25 ** 0.5, rel=0.01)
+
+
 def test_trajectory_guidance_changes_only_the_chosen_steps(model):
     tracks = tracks_from_json('[{"box": [0, 0, 32, 32], "path": [[16, 16], [48, 48]]}]', 64, 64)
     seen = []
