@@ -4,8 +4,10 @@ Chaining SVD segments by their last frame (ComfyUI's way) drifts: colours wander
 segment, the seam jumps, and the picture loses the original image. `SVDExtendClip` continues a
 clip from its last `overlap` frames instead:
 - the new segment starts from the first of those frames (SVD's start image) and its first
-  `overlap` frames are pinned to the clip's (their predicted clean latent replaced at every step,
-  so the motion carries over the seam), then cross-faded into the clip across the overlap;
+  `overlap` frames are pinned to the clip's (their predicted clean latent replaced over the
+  high-noise part of the schedule, PIN_UNTIL, so the layout and motion carry over the seam; the
+  last steps are left to the model, which then joins the pinned frames to its own without the jump
+  that pinning to the end leaves), then cross-faded into the clip across the overlap;
 - its colours are matched to a reference (the clip's first segment): per-channel mean and spread
   in CIE Lab, one transform for the whole segment, so nothing flickers inside it;
 - its CLIP embedding can be pulled back towards the original image's (`reanchor`), which keeps
@@ -31,6 +33,12 @@ from .sampling_run import sample
 from .schedules import SCHEDULER_NAMES, ksampler_sigmas
 from .svd.vae import SCALE_FACTOR
 from .vae_coding import decode_latent, encode_pixels
+
+
+# The fraction of the schedule over which the overlap frames are pinned. Pinned to the end, the tiny
+# trained SVD's seams jumped 2.7x the flow inside segments (8 seeds x 6 segments); released after 40%,
+# 1.65x, with the same colour drift (bench/long_clip_drift.py's figures, README).
+PIN_UNTIL = 0.4
 
 
 # -- colour ---------------------------------------------------------------------------------------------
@@ -110,7 +118,8 @@ class SegmentSettings:
         model = self.model
         if pinned:
             model = model.clone()
-            model.add_post_cfg(pin)
+            model.add_post_cfg(pin, sigma_range=(model.sampling.percent_to_sigma(0.0),
+                                                 model.sampling.percent_to_sigma(PIN_UNTIL)))
         out = sample(context, model, seed, self.cfg, self.sampler_name, sigmas, positive, negative, latent,
                      node=self.node)
         return decode_latent(self.vae, out["samples"], context, stream=False)

@@ -41,6 +41,7 @@ def clip_frames(count=6, size=64):
 
 
 def test_extension_pins_the_overlap_and_keeps_the_clip(tiny_models, monkeypatch):
+    monkeypatch.setattr(extension, "PIN_UNTIL", 1.0)   # pinned to the end: the overlap lands on the clip's latents
     context = tiny_models.env.context()
     sampled = []
     real_sample = extension.sample
@@ -62,6 +63,7 @@ def test_extension_pins_the_overlap_and_keeps_the_clip(tiny_models, monkeypatch)
 
 
 def test_loop_ends_on_the_first_frames_and_drops_them(tiny_models, monkeypatch):
+    monkeypatch.setattr(extension, "PIN_UNTIL", 1.0)
     context = tiny_models.env.context()
     sampled = []
     real_sample = extension.sample
@@ -72,6 +74,24 @@ def test_loop_ends_on_the_first_frames_and_drops_them(tiny_models, monkeypatch):
     assert materialized(out).shape[0] == 6 + 5 - 2 * 2
     head = encode_pixels(tiny_models.vae, clip[:2], context)
     torch.testing.assert_close(sampled[0]["samples"][-2:], head, atol=1e-4, rtol=1e-4)
+
+
+def test_the_overlap_is_pinned_over_the_high_noise_steps_only(tiny_models, monkeypatch):
+    """By default the pins act down to PIN_UNTIL of the schedule; the model finishes the seam itself."""
+    from vidgraph.nodes.model import Model
+    scopes = []
+    real_add = Model.add_post_cfg
+
+    def spy(self, fn, sigma_range=None, **kwargs):
+        scopes.append(sigma_range)
+        return real_add(self, fn, sigma_range, **kwargs)
+    monkeypatch.setattr(Model, "add_post_cfg", spy)
+    context = tiny_models.env.context()
+    SVDExtendClip().extend(clip_frames(), context, model=tiny_models.model, clip_vision=tiny_models.clip_vision,
+                           vae=tiny_models.vae, **SEGMENT)
+    sampling = tiny_models.model.sampling
+    assert 0 < extension.PIN_UNTIL < 1
+    assert scopes == [(sampling.percent_to_sigma(0.0), sampling.percent_to_sigma(extension.PIN_UNTIL))]
 
 
 def test_bad_settings_name_the_input(tiny_models):
