@@ -123,8 +123,13 @@ CAMERA_MOVES = {   # name: (end pose, expected flow direction in degrees or None
 }
 
 
+def camera_pose(move: str) -> dict:
+    """The move's end pose, as CameraPath's custom-preset inputs."""
+    return {"pan_x": 0.0, "pan_y": 0.0, "zoom": 1.0, "roll": 0.0, **CAMERA_MOVES[move][0]}
+
+
 def camera_edit(move: str):
-    pose = {"pan_x": 0.0, "pan_y": 0.0, "zoom": 1.0, "roll": 0.0, **CAMERA_MOVES[move][0]}
+    pose = camera_pose(move)
 
     def edit(prompt, case):
         frames = case.clip.frames.shape[0]
@@ -139,18 +144,13 @@ def camera_edit(move: str):
     return edit
 
 
-def camera_poses(move: str, frames: int):
-    from vidgraph.nodes.motion import camera
-    pose = {"pan_x": 0.0, "pan_y": 0.0, "zoom": 1.0, "roll": 0.0, **CAMERA_MOVES[move][0]}
-    return camera.path_to(camera.Pose(**pose), frames)
-
-
 def planned_frames(case, move: str) -> np.ndarray:
     """The first frame warped along the move's path: what LayoutGuide is asked to follow."""
     import torch
     from vidgraph.nodes.motion import camera
     first = torch.from_numpy(case.clip.frames[0].astype(np.float32) / 255.0)[None]
-    frames, _ = camera.warp_image(first, camera_poses(move, case.clip.frames.shape[0]))
+    poses = camera.path_to(camera.Pose(**camera_pose(move)), case.clip.frames.shape[0])
+    frames, _ = camera.warp_image(first, poses)
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
@@ -257,9 +257,7 @@ def bench(runner, seeds, only) -> dict:
                             "targets": "outside <= 2 levels every frame; inside motion >= 0.8 of plain"}
     if "camera" in only:
         still = [runner.case(seed, motion_bucket_id=CAMERA_BUCKET) for seed in seeds]
-        still_plain = {}
-        for case in still:
-            still_plain[case.seed], seconds = timed_run(runner, case, plain)
+        still_plain = {case.seed: timed_run(runner, case, plain)[0] for case in still}
         out = {}
         for move, (_, direction, sign) in CAMERA_MOVES.items():
             variant = yard.Variant(f"camera {move}", edit=camera_edit(move))

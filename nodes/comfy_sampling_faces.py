@@ -21,12 +21,11 @@ import torch
 
 from vidgraph.engine.context import current_context
 
-from .common import NodeInputError
 from .custom_sampling import Sampler
 from .guidance import Guider
 from .ksampler import check_sampling_inputs, ksampler_schedule
-from .sampling import get_sampler
-from .sampling_run import run_guider
+from .model_patcher_face import BaseModelView
+from .sampling_run import run_guider, sampler_for
 from .schedules import step_range
 
 
@@ -65,10 +64,7 @@ def sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative
     if sigmas is None:
         sigmas = step_range(ksampler_schedule(node, model, scheduler, steps, denoise, sampler_name), start_step, last_step,
                             force_full_denoise)
-    try:
-        sampler = get_sampler(sampler_name)
-    except (KeyError, ValueError) as error:
-        raise NodeInputError(node, "sampler_name", str(error)) from None
+    sampler = sampler_for(node, sampler_name)
     noise = torch.zeros_like(latent_image) if disable_noise else noise
     return _run(Guider(model, positive, negative, cfg), sampler, sigmas, noise, latent_image, noise_mask, callback,
                 seed)
@@ -82,14 +78,13 @@ def sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent
                 seed)
 
 
-class InnerModel:
-    """What `CFGGuider.inner_model` is to `sampling_function`: the MODEL, and guiders per conditioning
-    pair so that each keeps its prepared conditioning across the run's steps."""
+class InnerModel(BaseModelView):
+    """`CFGGuider.inner_model`: ComfyUI's BaseModel as packs read it, which `sampling_function` runs
+    through guiders kept per conditioning pair (each keeps its prepared conditioning across the steps)."""
 
     def __init__(self, model):
+        super().__init__(model)
         self.model_patcher = model
-        self.latent_format = model.latent_format
-        self.model_sampling = model.sampling
         self._guiders: dict = {}
 
     def guided(self, x, sigma, cond, uncond, cond_scale):
@@ -146,7 +141,7 @@ class CFGGuider(Guider):
                seed=None, **kwargs):
         """ComfyUI's argument order (noise, latent_image, sampler, sigmas, ...) when a pack calls it
         itself; vidgraph's own order (sampler, noise, latent_image, sigmas, ...) when a sampler node does."""
-        if isinstance(noise, Sampler) or callable(noise) and not isinstance(noise, torch.Tensor):
+        if not isinstance(noise, torch.Tensor):   # vidgraph's order: a sampler comes first
             return super().sample(noise, latent_image, sampler, sigmas, denoise_mask=denoise_mask, callback=callback,
                                   seed=seed, **kwargs)
         return _run(self, sampler, sigmas, noise, latent_image, denoise_mask, callback, seed)

@@ -15,7 +15,7 @@ from .common import CONTEXT, SEED_MAX, NodeInputError, check_model
 from .guidance import Guider, predict_branches, prepare_entries
 from .sampling import SAMPLER_NAMES, get_sampler
 from .sampling_noise import prepare_noise
-from .sampling_run import check_conditioning, check_latent, run_guider
+from .sampling_run import check_conditioning, check_latent, run_guider, sampler_for
 from .schedules import SCHEDULER_NAMES, exponential, karras, ksampler_sigmas
 
 
@@ -63,10 +63,7 @@ class KSamplerSelect:
         return {"required": {"sampler_name": (SAMPLER_NAMES,)}}
 
     def get_sampler(self, sampler_name):
-        try:
-            get_sampler(sampler_name)
-        except (KeyError, ValueError) as error:
-            raise NodeInputError("KSamplerSelect", "sampler_name", str(error)) from None
+        sampler_for("KSamplerSelect", sampler_name)   # an unknown name fails here, naming the input
         return (Sampler(sampler_name),)
 
 

@@ -12,6 +12,7 @@ temporal decoder, WEBP and MP4 writing.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import shutil
 import sys
@@ -47,7 +48,7 @@ def prepare(folders: Folders) -> None:
     checkpoint = folders.models_dir / "checkpoints" / CHECKPOINT
     shipped = trained_checkpoint_path()
     # a copy, not a link (the folders refuse links leading outside them); renewed when vidgraph ships new weights
-    if not checkpoint.exists() or checkpoint.stat().st_size != shipped.stat().st_size:
+    if not checkpoint.exists() or not filecmp.cmp(checkpoint, shipped, shallow=False):
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shipped, checkpoint)
     image = folders.input_dir / IMAGE

@@ -118,8 +118,7 @@ class SegmentSettings:
         model = self.model
         if pinned:
             model = model.clone()
-            model.add_post_cfg(pin, sigma_range=(model.sampling.percent_to_sigma(0.0),
-                                                 model.sampling.percent_to_sigma(PIN_UNTIL)))
+            model.add_post_cfg(pin, sigma_range=model.percent_range(0.0, PIN_UNTIL))
         out = sample(context, model, seed, self.cfg, self.sampler_name, sigmas, positive, negative, latent,
                      node=self.node)
         return decode_latent(self.vae, out["samples"], context, stream=False)

@@ -94,13 +94,18 @@ def run_guider(context, guider: Guider, sampler, sigmas, noise, latent: dict, se
     return (result, seen.get("denoised")) if keep_denoised else result
 
 
+def sampler_for(node: str, sampler_name: str):
+    """The sampler function for a sampler_name, or an error naming the node's `sampler_name` input."""
+    try:
+        return get_sampler(sampler_name)
+    except (KeyError, ValueError) as error:
+        raise NodeInputError(node, "sampler_name", str(error)) from None
+
+
 def sample(context, model: Model, seed: int, cfg: float, sampler_name: str, sigmas: torch.Tensor,
            positive, negative, latent: dict, add_noise: bool = True, node: str = "KSampler") -> dict:
     """Run one sampler over `sigmas`; returns the new LATENT dict (raw VAE space)."""
-    try:
-        sampler = get_sampler(sampler_name)
-    except (KeyError, ValueError) as error:
-        raise NodeInputError(node, "sampler_name", str(error)) from None
+    sampler = sampler_for(node, sampler_name)
     samples = latent["samples"].to("cpu", torch.float32)  # noise is made on the CPU (ComfyUI's seeds)
     noise = prepare_noise(samples.shape, seed, latent.get("batch_index")) if add_noise else torch.zeros_like(samples)
     guider = Guider(model, positive, negative, cfg, batch_cond_uncond=not context.settings.get("lowvram", False))

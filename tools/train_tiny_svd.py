@@ -327,7 +327,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2,
-                   help="the shipped run used 2 (an idle 2-core machine); 1 on a busy machine, where two threads wait on each other")
+                   help="the shipped run used 2 on a 2-core machine; 1 on a busy machine, where two threads wait on each other")
     p.add_argument("--pool", type=int, default=1600, help="clips rendered and encoded once")
     p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--vae-from", type=Path, help="skip the VAE stage: take the VAE stage's file of an earlier run")
