@@ -9,7 +9,9 @@ tracks); its first frame starts both runs, through the real node graph, with the
 each over the seeds, with the issue's targets:
 - trajectory (TrajectoryGuidance): every object is asked to go somewhere it would not go by itself (a
   straight path towards the far side of the frame); ObjMC of the controlled run vs the plain run
-  against that path: ratio <= 1/3 and <= 3 px (at the model's 48 px size).
+  against that path: ratio <= 1/3 and <= 3 px (at the model's 48 px size). trajectory+layout adds the
+  path layout (TrajectoryWarpImage -> VAEEncode -> LayoutGuide: the boxes moved along their paths hold
+  the high-noise steps), as the bundled trajectory workflow does.
 - brush (MotionBrush on the region the objects may reach): the largest per-frame mean change outside
   the mask <= 2/255, and the objects' displacement inside >= 80% of the plain run's.
 - camera (CameraPath + CameraWarpImage + VAEEncode + LayoutGuide): pan right/left, tilt, zoom in/out
@@ -36,7 +38,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import motion as yard  # noqa: E402  (bench/motion.py: runner, metrics, generated clips)
+import motion as yard  # noqa: E402  (bench/motion.py: runner, generated clips)
+import motion_metrics as metrics  # noqa: E402
 
 from vidgraph.nodes.motion.masks import rasterize  # noqa: E402
 
@@ -50,6 +53,8 @@ TRAJECTORY_SETTINGS = {"iterations": 5, "learning_rate": 0.1, "learning_rate_sca
 # a 576x1024 latent settles its layout; a 12x12 latent settles it far lower, and released at 30% the
 # still scene snaps back (pans hit 0-10% of seeds). To 50% (sigma ~1.2) the model keeps the last steps.
 CAMERA_LAYOUT = {"strength": 0.9, "start_percent": 0.0, "end_percent": 0.5}
+# The path layout with it: the camera's hold (the tiny model settles its layout low in the schedule).
+TRAJECTORY_LAYOUT = {"strength": 0.9, "start_percent": 0.0, "end_percent": 0.5}
 CAMERA_PAN = 0.2         # fraction of the width the camera moves over the clip
 CAMERA_BUCKET = 20       # a still scene: the objects' own motion stays small beside the camera's
 CAMERA_ZOOM = 1.25
@@ -80,22 +85,42 @@ def requested_paths(case) -> dict[str, np.ndarray]:
     return out
 
 
-def trajectory_edit(prompt, case):
+def trajectory_tracks(case) -> list[dict]:
+    """A box a little larger than each object, with its requested path (TrajectoriesFromJSON's input)."""
     tracks = []
     for obj in case.clip.objects:
         path = requested_paths(case)[obj.colour]
         (x, y), r = obj.centres[0], obj.radius * 1.2
         tracks.append({"box": [x - r, y - r, x + r, y + r], "path": path.tolist()})
-    h, w = case.clip.frames.shape[1:3]
-    return insert_model_patch(prompt, {
-        "30": {"class_type": "TrajectoriesFromJSON", "inputs": {"tracks": json.dumps(tracks), "width": w, "height": h}},
-        "31": {"class_type": "TrajectoryGuidance", "inputs": {
-            "model": ["4", 0], "trajectories": ["30", 0], **TRAJECTORY_SETTINGS}},
-    }, "31")
+    return tracks
+
+
+def trajectory_edit(layout: bool):
+    """TrajectoryGuidance (SG-I2V); with `layout`, also the start image's boxes moved along their paths
+    (TrajectoryWarpImage -> VAEEncode -> LayoutGuide over the high-noise steps)."""
+    def edit(prompt, case):
+        frames, h, w = case.clip.frames.shape[:3]
+        nodes = {
+            "30": {"class_type": "TrajectoriesFromJSON", "inputs": {
+                "tracks": json.dumps(trajectory_tracks(case)), "width": w, "height": h}},
+            "31": {"class_type": "TrajectoryGuidance", "inputs": {
+                "model": ["4", 0], "trajectories": ["30", 0], **TRAJECTORY_SETTINGS}},
+        }
+        if not layout:
+            return insert_model_patch(prompt, nodes, "31")
+        nodes.update({
+            "32": {"class_type": "TrajectoryWarpImage", "inputs": {
+                "image": ["2", 0], "trajectories": ["30", 0], "frames": frames, "feather": 2}},
+            "33": {"class_type": "VAEEncode", "inputs": {"pixels": ["32", 0], "vae": ["1", 2]}},
+            "34": {"class_type": "LayoutGuide", "inputs": {"model": ["31", 0], "layout": ["33", 0],
+                                                           **TRAJECTORY_LAYOUT, "valid": ["32", 1]}},
+        })
+        return insert_model_patch(prompt, nodes, "34")
+    return edit
 
 
 def region_shapes(case) -> list[dict]:
-    """The objects' reach (bench/motion.py's object_mask) as ellipses for MaskFromShapes."""
+    """The objects' reach (bench/motion_metrics.py's object_mask) as ellipses for MaskFromShapes."""
     shapes = []
     for obj in case.clip.objects:
         (x, y) = obj.centres[0]
@@ -156,9 +181,9 @@ def planned_frames(case, move: str) -> np.ndarray:
 
 def camera_hit(frames: np.ndarray, direction, sign) -> tuple[bool, float]:
     """(whether the clip's global flow follows the move, the direction error in degrees or the divergence)."""
-    flow = yard.global_flow(frames)
+    flow = metrics.global_flow(frames)
     if direction is not None:
-        error = yard.angle_error(flow["direction_deg"], direction)
+        error = metrics.angle_error(flow["direction_deg"], direction)
         return error <= 15.0, error
     return bool(np.sign(flow["divergence"]) == sign), flow["divergence"]
 
@@ -200,10 +225,10 @@ def outside_change_per_frame(frames: np.ndarray, mask: np.ndarray) -> float:
 
 def object_positions(frames_or_frame: np.ndarray, colours) -> dict:
     frame = frames_or_frame if frames_or_frame.ndim == 3 else frames_or_frame[-1]
-    min_area = yard.default_min_area(frame[None])
+    min_area = metrics.default_min_area(frame[None])
     out = {}
     for colour in colours:
-        hit = yard.find_object(frame, colour, min_area)
+        hit = metrics.find_object(frame, colour, min_area)
         out[colour] = None if hit is None else np.asarray(hit[0])
     return out
 
@@ -226,19 +251,20 @@ def bench(runner, seeds, only) -> dict:
             rows.append((case, frames, base[case.seed][0]))
         return rows
 
-    if "trajectory" in only:
-        variant = yard.Variant("trajectory", edit=trajectory_edit, requested=requested_paths)
-        ratios, controlled, uncontrolled = [], [], []
-        for case, frames, plain_frames in each("trajectory", variant):
+    for name, layout in (("trajectory", False), ("trajectory+layout", True)):
+        if name not in only:
+            continue
+        variant = yard.Variant(name, edit=trajectory_edit(layout), requested=requested_paths)
+        controlled, uncontrolled = [], []
+        for case, frames, plain_frames in each(name, variant):
             paths = requested_paths(case)
-            tracks = yard.track_objects(frames, colours=list(paths))
-            plain_tracks = yard.track_objects(plain_frames, colours=list(paths))
-            a = np.mean([yard.objmc(tracks[c], p) for c, p in paths.items()])
-            b = np.mean([yard.objmc(plain_tracks[c], p) for c, p in paths.items()])
-            controlled.append(a), uncontrolled.append(b), ratios.append(a / max(b, 1e-6))
-        figures["trajectory"] = {"objmc": yard.spread(controlled), "objmc_plain": yard.spread(uncontrolled),
-                                 "ratio_of_means": float(np.mean(controlled) / max(np.mean(uncontrolled), 1e-6)),
-                                 "targets": "ratio <= 0.333 and objmc <= 3 px"}
+            tracks = metrics.track_objects(frames, colours=list(paths))
+            plain_tracks = metrics.track_objects(plain_frames, colours=list(paths))
+            controlled.append(np.mean([metrics.objmc(tracks[c], p) for c, p in paths.items()]))
+            uncontrolled.append(np.mean([metrics.objmc(plain_tracks[c], p) for c, p in paths.items()]))
+        figures[name] = {"objmc": metrics.spread(controlled), "objmc_plain": metrics.spread(uncontrolled),
+                         "ratio_of_means": float(np.mean(controlled) / max(np.mean(uncontrolled), 1e-6)),
+                         "targets": "ratio <= 0.333 and objmc <= 3 px"}
     if "brush" in only:
         variant = yard.Variant("brush", edit=brush_edit)
         outside, kept_motion = [], []
@@ -246,14 +272,14 @@ def bench(runner, seeds, only) -> dict:
             mask = rasterize(region_shapes(case), frames.shape[2], frames.shape[1])[0].numpy() > 0.5
             outside.append(outside_change_per_frame(frames, mask))
             colours = [o.colour for o in case.clip.objects]
-            moved = [yard.displacement(t) for t in yard.track_objects(frames, colours).values() if yard.object_kept(t)]
-            plain_moved = [yard.displacement(t) for t in yard.track_objects(plain_frames, colours).values()
-                           if yard.object_kept(t)]
+            moved = [metrics.displacement(t) for t in metrics.track_objects(frames, colours).values() if metrics.object_kept(t)]
+            plain_moved = [metrics.displacement(t) for t in metrics.track_objects(plain_frames, colours).values()
+                           if metrics.object_kept(t)]
             if plain_moved and np.median(plain_moved) > 0.5:
                 kept_motion.append((np.median(moved) if moved else 0.0) / np.median(plain_moved))
-        figures["brush"] = {"max_frame_change_outside_levels": yard.spread(outside),
+        figures["brush"] = {"max_frame_change_outside_levels": metrics.spread(outside),
                             "share_within_2_levels": float(np.mean(np.asarray(outside) <= 2.0)),
-                            "motion_inside_vs_plain": yard.spread(kept_motion),
+                            "motion_inside_vs_plain": metrics.spread(kept_motion),
                             "targets": "outside <= 2 levels every frame; inside motion >= 0.8 of plain"}
     if "camera" in only:
         still = [runner.case(seed, motion_bucket_id=CAMERA_BUCKET) for seed in seeds]
@@ -270,7 +296,7 @@ def bench(runner, seeds, only) -> dict:
                                    ("plain", still_plain[case.seed])):
                     judged[kind].append(camera_hit(clip, direction, sign))
             out[move] = {f"{kind}_hit_share": float(np.mean([hit for hit, _ in rows])) for kind, rows in judged.items()}
-            out[move]["direction_error_deg" if direction is not None else "divergence"] = yard.spread(
+            out[move]["direction_error_deg" if direction is not None else "divergence"] = metrics.spread(
                 [value for _, value in judged["controlled"]])
         figures["camera"] = {**out, "motion_bucket_id": CAMERA_BUCKET, "pan_fraction": CAMERA_PAN, "zoom": CAMERA_ZOOM,
                              "targets": "direction within 15 deg / divergence sign right in >= 90% of seeds"}
@@ -290,8 +316,8 @@ def bench(runner, seeds, only) -> dict:
         loops = []
         for case, frames, _ in each("loop", yard.Variant("loop", edit=keyframe_edit(runner, loop=True))):
             loops.append(float(np.abs(frames[-1].astype(np.float32) - frames[0].astype(np.float32)).mean()))
-        figures["keyframes"] = {"end_object_error_px": yard.spread(errors), "plain_end_object_error_px": yard.spread(plain_errors),
-                                "loop_last_vs_first_levels": yard.spread(loops),
+        figures["keyframes"] = {"end_object_error_px": metrics.spread(errors), "plain_end_object_error_px": metrics.spread(plain_errors),
+                                "loop_last_vs_first_levels": metrics.spread(loops),
                                 "targets": "end objects within 3 px; loop last frame within 2 levels of the first"}
     figures["seconds_per_clip"] = {name: float(np.mean(v)) for name, v in costs.items()}
     figures["cost_vs_plain"] = {name: float(np.mean(v) / np.mean(costs["plain"])) for name, v in costs.items()}
@@ -301,7 +327,7 @@ def bench(runner, seeds, only) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=30)
-    parser.add_argument("--only", nargs="*", default=["trajectory", "brush", "camera", "keyframes"])
+    parser.add_argument("--only", nargs="*", default=["trajectory", "trajectory+layout", "brush", "camera", "keyframes"])
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (more than the free cores is far slower)")

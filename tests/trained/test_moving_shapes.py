@@ -46,10 +46,10 @@ def test_shapes_never_touch_in_any_frame():
     assert min(closest) >= SHAPE_GAP * 0.9  # zooming out shrinks gaps a little
 
 
-def test_the_ground_truth_is_where_the_colours_are(motion):
+def test_the_ground_truth_is_where_the_colours_are(metrics):
     for seed in range(12):
         clip = make_clip(seed, SceneConfig(width=64, height=64), camera=False)
-        tracks = motion.track_objects(clip.frames, colours=[o.colour for o in clip.objects])
+        tracks = metrics.track_objects(clip.frames, colours=[o.colour for o in clip.objects])
         for obj in clip.objects:
             found = tracks[obj.colour].found
             # overlapping shapes may hide one another in some frames; where seen, it is where the truth says
@@ -77,7 +77,7 @@ def test_bucket_sets_the_speed_and_fps_divides_it_per_frame():
     assert per_frame(200, 6) == pytest.approx(speed_for_bucket(200) / 6 * 64, rel=0.1)
 
 
-def test_camera_moves_are_recorded_and_move_the_background(motion):
+def test_camera_moves_are_recorded_and_move_the_background(metrics):
     moved = [make_clip(seed, camera=True, motion_bucket_id=200) for seed in range(6)]
     assert all(c.camera.moves for c in moved)
     still = make_clip(1, camera=False)
@@ -92,8 +92,8 @@ def test_camera_moves_are_recorded_and_move_the_background(motion):
         assert background_change > 0.5
 
 
-def test_backgrounds_never_pass_for_an_object_colour(motion):
+def test_backgrounds_never_pass_for_an_object_colour(metrics):
     for seed in range(30):
         clip = make_clip(seed, SceneConfig(min_objects=1, max_objects=1))
-        present = [c for c in PALETTE if motion.find_object(clip.frames[0], c, 5) is not None]
+        present = [c for c in PALETTE if metrics.find_object(clip.frames[0], c, 5) is not None]
         assert present == [clip.objects[0].colour]

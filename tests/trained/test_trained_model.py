@@ -45,9 +45,9 @@ def test_objects_of_the_first_frame_stay_and_move(runner, motion):
     assert moving >= 5 / 6, rows
 
 
-def test_a_higher_motion_bucket_moves_objects_faster_on_average(runner, motion):
+def test_a_higher_motion_bucket_moves_objects_faster_on_average(runner, metrics):
     def mean_flow(bucket):
-        return np.mean([motion.global_flow(runner.run(runner.case(seed, motion_bucket_id=bucket)))["magnitude_px"]
+        return np.mean([metrics.global_flow(runner.run(runner.case(seed, motion_bucket_id=bucket)))["magnitude_px"]
                         for seed in SEEDS])
 
     slow, fast = mean_flow(20), mean_flow(240)
