@@ -10,7 +10,7 @@ import torch
 
 from ..common import NodeInputError, require_model
 from ..guidance import Guider, denoised_for_moved_latent
-from . import brush, camera, keyframes, masks, sgi2v
+from . import brush, camera, keyframes, masks, sgi2v, trajectory_plan
 from .layout import layout_post_cfg
 from .overlay import draw_tracks
 from .trajectories import check_tracks, parse_json_text, tracks_from_json, tracks_from_spline
@@ -338,6 +338,31 @@ class TrajectoryGuidance(_PatchNode):
         return (m,)
 
 
+class TrajectoryWarpImage:
+    DESCRIPTION = ("The start image with each box moved along its path, one frame per frame of the clip (a preview of "
+                   "the plan, and, VAE-encoded, the layout for LayoutGuide), and a mask of where the plan holds: the "
+                   "boxes where they go and where they started (filled in from around them).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("frames", "valid")
+    FUNCTION = "warp"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE",), "trajectories": ("TRAJECTORIES",),
+            "frames": ("INT", {"default": 14, "min": 1, "max": MAX_FRAMES, "tooltip": "The clip's length (video_frames)."}),
+            "feather": ("INT", {"default": 2, "min": 0, "max": 64, "tooltip": "Soft edge of the moved boxes, pixels."}),
+        }}
+
+    def warp(self, image, trajectories, frames, feather):
+        node = "TrajectoryWarpImage"
+        if not isinstance(image, torch.Tensor) or image.ndim != 4:
+            raise NodeInputError(node, "image", "expected an IMAGE [frames, height, width, channels]")
+        tracks = _checked(node, "trajectories", check_tracks, trajectories)
+        return trajectory_plan.plan_frames(image[:1], tracks, frames, feather)
+
+
 class DrawTrajectories:
     DESCRIPTION = ("Draw the trajectories over frames: on the start image (frames = the clip length) it previews the "
                    "planned motion; over a result it shows whether objects kept to their paths.")
@@ -376,6 +401,7 @@ NODE_CLASS_MAPPINGS = {
     "SplineToTrajectories": SplineToTrajectories,
     "TrajectoriesFromJSON": TrajectoriesFromJSON,
     "TrajectoryGuidance": TrajectoryGuidance,
+    "TrajectoryWarpImage": TrajectoryWarpImage,
     "DrawTrajectories": DrawTrajectories,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -388,5 +414,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SplineToTrajectories": "Spline to Trajectories (KJNodes)",
     "TrajectoriesFromJSON": "Trajectories from JSON",
     "TrajectoryGuidance": "Trajectory Guidance (SG-I2V)",
+    "TrajectoryWarpImage": "Trajectory Warp Image (path layout)",
     "DrawTrajectories": "Draw Trajectories (overlay)",
 }

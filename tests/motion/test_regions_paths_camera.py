@@ -213,3 +213,57 @@ def test_depth_gives_parallax_near_pixels_pan_further_and_flat_depth_changes_not
     # near pixels zoom by 2 ** 1.5, far ones by 2 ** 0.5: near content grows more
     assert float(zoomed[-1, 0, 0]) == pytest.approx(16 - 15.5 / 2 ** 1.5)
     assert float(zoomed[0, 0, 0]) == pytest.approx(16 - 15.5 / 2 ** 0.5)
+
+
+# ---------------------------------------------------------------- trajectory plan (TrajectoryWarpImage)
+
+def _square_on_grey(h=32, w=48, box=(8, 8, 16, 16)):
+    """A flat grey image with a red square at box (x0, y0, x1, y1) pixels."""
+    image = torch.full((1, h, w, 3), 0.5)
+    x0, y0, x1, y1 = box
+    image[0, y0:y1, x0:x1] = torch.tensor([1.0, 0.0, 0.0])
+    return image
+
+
+def test_plan_moves_the_box_content_along_its_path_by_whole_pixels_exactly():
+    from vidgraph.nodes.motion import trajectory_plan
+    h, w = 32, 48
+    image = _square_on_grey(h, w)
+    track = trajectories.Track((8 / w, 8 / h, 16 / w, 16 / h), ((12 / w, 12 / h), (32 / w, 20 / h)))
+    frames, valid = trajectory_plan.plan_frames(image, [track], 5, feather=0)
+    assert frames.shape == (5, h, w, 3) and valid.shape == (5, h, w)
+    assert torch.allclose(frames[0], image[0], atol=1e-5)          # frame 1 is the start image
+    last = frames[-1]
+    assert torch.allclose(last[16:24, 28:36], torch.tensor([1.0, 0.0, 0.0]).expand(8, 8, 3), atol=1e-5)
+    # where the square was, the grey around it is filled in; the rest of the frame is untouched
+    assert torch.allclose(last[8:16, 8:16], torch.full((8, 8, 3), 0.5), atol=2 / 255)
+    assert torch.allclose(last[:, 40:], image[0, :, 40:], atol=1e-5)
+    # valid: where it went and where it left, nothing else
+    assert valid[-1, 16:24, 28:36].min() > 1 - 1e-5 and valid[-1, 8:16, 8:16].min() == 1
+    assert abs(float(valid[-1].sum()) - 2 * 64) < 1e-3
+    mid = frames[2]                                               # half-way: (22, 16) -> box x 18..26, y 12..20
+    assert torch.allclose(mid[12:20, 18:26], torch.tensor([1.0, 0.0, 0.0]).expand(8, 8, 3), atol=1e-5)
+
+
+def test_plan_feathers_the_box_edge_and_a_still_path_changes_nothing():
+    from vidgraph.nodes.motion import trajectory_plan
+    h, w = 32, 48
+    mask = trajectory_plan.box_mask((8 / w, 8 / h, 16 / w, 16 / h), h, w, feather=4)
+    assert mask[12, 8] == 1 and mask[12, 15] == 1 and mask[12, 3] == 0
+    assert 0 < mask[12, 5] < mask[12, 6] < mask[12, 7] < 1      # a ramp outside the edge
+    image = _square_on_grey(h, w)
+    still = trajectories.Track((8 / w, 8 / h, 16 / w, 16 / h), ((12 / w, 12 / h),))
+    frames, _ = trajectory_plan.plan_frames(image, [still], 3, feather=2)
+    assert torch.allclose(frames, image.expand(3, -1, -1, -1), atol=1e-5)
+
+
+def test_trajectory_warp_node_checks_its_inputs():
+    from vidgraph.nodes.common import NodeInputError
+    from vidgraph.nodes.motion import nodes
+    (tracks,) = nodes.TrajectoriesFromJSON().convert('[{"box": [8, 8, 16, 16], "path": [[12, 12], [30, 12]]}]', 48, 32)
+    frames, valid = nodes.TrajectoryWarpImage().warp(_square_on_grey(), tracks, 4, 2)
+    assert frames.shape == (4, 32, 48, 3) and valid.shape == (4, 32, 48)
+    with pytest.raises(NodeInputError, match="TrajectoryWarpImage: input 'trajectories'"):
+        nodes.TrajectoryWarpImage().warp(_square_on_grey(), "nope", 4, 2)
+    with pytest.raises(NodeInputError, match="TrajectoryWarpImage: input 'image'"):
+        nodes.TrajectoryWarpImage().warp(torch.rand(8, 8), tracks, 4, 2)

@@ -20,7 +20,7 @@ def shrunk(name: str) -> dict:
             inputs["steps"] = 3
         elif kind == "ImageScale":
             inputs.update(width=SIZE, height=SIZE)
-        elif kind == "CameraPath":
+        elif kind in ("CameraPath", "TrajectoryWarpImage"):
             inputs["frames"] = FRAMES
         elif kind == "TrajectoryGuidance":
             inputs.update(iterations=1, start_at=0.0, end_at=0.5)
