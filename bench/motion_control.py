@@ -53,8 +53,10 @@ TRAJECTORY_SETTINGS = {"iterations": 5, "learning_rate": 0.1, "learning_rate_sca
 # a 576x1024 latent settles its layout; a 12x12 latent settles it far lower, and released at 30% the
 # still scene snaps back (pans hit 0-10% of seeds). To 50% (sigma ~1.2) the model keeps the last steps.
 CAMERA_LAYOUT = {"strength": 0.9, "start_percent": 0.0, "end_percent": 0.5}
-# The path layout with it: the camera's hold (the tiny model settles its layout low in the schedule).
-TRAJECTORY_LAYOUT = {"strength": 0.9, "start_percent": 0.0, "end_percent": 0.5}
+# The path layout with it, held to 70% of the schedule: the tiny model settles its layout low in the
+# schedule. On 12 tuning seeds (SEED_BASE + 500.., not the bench's) ObjMC was 5.1 px held to 50% (the
+# camera's), 1.2 px to 70%, 1.0 px to 85%; 70% leaves the model more of the schedule for the same result.
+TRAJECTORY_LAYOUT = {"strength": 0.9, "start_percent": 0.0, "end_percent": 0.7}
 CAMERA_PAN = 0.2         # fraction of the width the camera moves over the clip
 CAMERA_BUCKET = 20       # a still scene: the objects' own motion stays small beside the camera's
 CAMERA_ZOOM = 1.25

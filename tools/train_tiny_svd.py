@@ -1,6 +1,6 @@
 """Train the tiny SVD that ships with vidgraph, from a seed, on procedurally generated clips.
 
-    .venv/bin/python tools/train_tiny_svd.py                       # the shipped weights (~45-60 min, 2 CPU cores)
+    .venv/bin/python tools/train_tiny_svd.py                       # the shipped weights (2 CPU cores: ~55 min with AMX, 80 min without)
     .venv/bin/python tools/train_tiny_svd.py --smoke --out /tmp/x.safetensors   # seconds: the test's run
 
 vidgraph's own SVD classes in a small configuration (`TINY_TRAINED_*` below): the VideoUNet with its
