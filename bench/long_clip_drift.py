@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--segments", type=int, default=10)
     parser.add_argument("--video-frames", type=int, default=8, help="frames per segment (the trained model's 8)")
-    parser.add_argument("--overlap", type=int, default=2, help="overlap frames of the corrected chain")
+    parser.add_argument("--overlap", type=int, default=3, help="overlap frames of the corrected chain (2 of 8: the seam jumps)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", default="48x48", help="the trained model's 48x48")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
