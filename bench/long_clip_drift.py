@@ -16,9 +16,9 @@ are known), three clips are made in-process through the real nodes:
 Printed per clip kind, over the seeds (median and spread): colour drift of the background (CIE76
 mean dE in Lab of the last segment against the first, background = pixels below the yardstick's
 object saturation), the seam ratio (per seam, the largest mean Farneback flow magnitude between two
-frames near it, over the median within segments; the clip's median seam, and its worst), the share of the first frame's objects still in the last
-frame (bench/motion_metrics.py's tracks), and seconds per output frame. Then the
-targets: drift <= 1/3 of naive, seam ratio <= 1.5, objects kept >= 90%. Nothing is asserted.
+frames near it, over the median within segments; the clip's median seam, and its worst), the share
+of the first frame's objects still in the last frame (bench/motion_metrics.py's tracks), and seconds
+per output frame. Then the targets: drift <= 1/3 of naive, seam ratio <= 1.5, objects kept >= 90%. Nothing is asserted.
 On random weights the frames are noise and the figures mean nothing; use the trained model.
 """
 import argparse

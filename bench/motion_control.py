@@ -89,11 +89,10 @@ def requested_paths(case) -> dict[str, np.ndarray]:
 
 def trajectory_tracks(case) -> list[dict]:
     """A box a little larger than each object, with its requested path (TrajectoriesFromJSON's input)."""
-    tracks = []
+    paths, tracks = requested_paths(case), []
     for obj in case.clip.objects:
-        path = requested_paths(case)[obj.colour]
         (x, y), r = obj.centres[0], obj.radius * 1.2
-        tracks.append({"box": [x - r, y - r, x + r, y + r], "path": path.tolist()})
+        tracks.append({"box": [x - r, y - r, x + r, y + r], "path": paths[obj.colour].tolist()})
     return tracks
 
 

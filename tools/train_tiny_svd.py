@@ -22,8 +22,8 @@ Data: `vidgraph.nodes.svd.moving_shapes` (64x64, 8 frames, the bucket and fps of
    of the clips (the zeroed negative CFG uses). Clips are also used time-reversed (a reversed
    constant-velocity clip is another valid clip, with another first frame). EMA weights are saved.
    The forward pass runs under bf16 autocast where the hardware has bf16 (AMX / AVX512-BF16 CPUs,
-   GPUs), with fp32 weights and optimiser: on this machine's CPU it is what lets batches of 16 fit
-   the hour.
+   GPUs), with fp32 weights and optimiser: on an AMX CPU it is what lets batches of 16 fit the hour
+   (without AMX, AVX512-BF16 alone, the run takes about 80 minutes).
 
 Saved as one fp16 file in the original single-file SVD layout, loadable by ImageOnlyCheckpointLoader.
 Deterministic per seed on a given machine, thread count and precision.

@@ -43,6 +43,13 @@ def _checked(node: str, input_name: str, fn, *args):
         raise NodeInputError(node, input_name, str(error)) from None
 
 
+def _image(node: str, input_name: str, value) -> torch.Tensor:
+    """An IMAGE input [frames, height, width, channels], else this node's input error."""
+    if not isinstance(value, torch.Tensor) or value.ndim != 4:
+        raise NodeInputError(node, input_name, "expected an IMAGE [frames, height, width, channels]")
+    return value
+
+
 def _planned_latent(model, latent, node: str, input_name: str) -> torch.Tensor:
     """A planned video given as a LATENT input, in the model's own latent scale."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
@@ -181,8 +188,7 @@ class CameraWarpImage:
 
     def warp(self, image, camera_path, depth=None, parallax=1.0):
         node = "CameraWarpImage"
-        if not isinstance(image, torch.Tensor) or image.ndim != 4:
-            raise NodeInputError(node, "image", "expected an IMAGE [frames, height, width, channels]")
+        _image(node, "image", image)
         if not isinstance(camera_path, list) or not all(isinstance(p, camera.Pose) for p in camera_path):
             raise NodeInputError(node, "camera_path", "expected a CAMERA_PATH from CameraPath")
         nearness = None
@@ -357,8 +363,7 @@ class TrajectoryWarpImage:
 
     def warp(self, image, trajectories, frames, feather):
         node = "TrajectoryWarpImage"
-        if not isinstance(image, torch.Tensor) or image.ndim != 4:
-            raise NodeInputError(node, "image", "expected an IMAGE [frames, height, width, channels]")
+        _image(node, "image", image)
         tracks = _checked(node, "trajectories", check_tracks, trajectories)
         return trajectory_plan.plan_frames(image[:1], tracks, frames, feather)
 
@@ -381,8 +386,7 @@ class DrawTrajectories:
 
     def draw(self, images, trajectories, frames=0):
         node = "DrawTrajectories"
-        if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise NodeInputError(node, "images", "expected an IMAGE [frames, height, width, channels]")
+        _image(node, "images", images)
         tracks = _checked(node, "trajectories", check_tracks, trajectories)
         return (draw_tracks(images, tracks, frames or None),)
 

@@ -59,11 +59,13 @@ def plan_frames(image: torch.Tensor, tracks: list[Track], frames: int, feather: 
         raise ValueError(f"frames must be at least 1, got {frames}")
     h, w = image.shape[1:3]
     start = image[0].float()
+    if not tracks:
+        return start[None].repeat(frames, 1, 1, 1), torch.zeros(frames, h, w)
     origins = [box_mask(t.box, h, w, feather) for t in tracks]
-    left = torch.stack(origins).amax(0) if origins else torch.zeros(h, w)
-    # Only the boxes themselves are filled in: their feathered rims blend the start image with itself,
-    # so a box that stays put gives back the start image.
-    hole = torch.stack([box_mask(t.box, h, w, 0) for t in tracks]).amax(0).numpy() > 0 if tracks else left.numpy() > 0
+    left = torch.stack(origins).amax(0)
+    # Only the pixels the boxes hold are filled in: their feathered rims blend the start image with
+    # itself, so a box that stays put gives back the start image.
+    hole = (torch.stack([box_mask(t.box, h, w, 0) for t in tracks]).amax(0) > 0).numpy()
     rgb = start[..., :3].numpy()
     background = torch.from_numpy(without_boxes(rgb, hole)).float()
     if start.shape[-1] > 3:

@@ -255,6 +255,8 @@ def test_plan_feathers_the_box_edge_and_a_still_path_changes_nothing():
     still = trajectories.Track((8 / w, 8 / h, 16 / w, 16 / h), ((12 / w, 12 / h),))
     frames, _ = trajectory_plan.plan_frames(image, [still], 3, feather=2)
     assert torch.allclose(frames, image.expand(3, -1, -1, -1), atol=1e-5)
+    frames, valid = trajectory_plan.plan_frames(image, [], 3)
+    assert torch.equal(frames, image.expand(3, -1, -1, -1)) and not valid.any()
 
 
 def test_trajectory_warp_node_checks_its_inputs():
