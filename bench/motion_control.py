@@ -13,7 +13,9 @@ each over the seeds, with the issue's targets:
   path layout (TrajectoryWarpImage -> VAEEncode -> LayoutGuide: the boxes moved along their paths hold
   the high-noise steps), as the bundled trajectory workflow does.
 - brush (MotionBrush on the region the objects may reach): the largest per-frame mean change outside
-  the mask <= 2/255, and the objects' displacement inside >= 80% of the plain run's.
+  the mask <= 2/255, and the objects' displacement inside >= 80% of the plain run's. brush+composite
+  adds MotionBrushComposite on the decoded frames, as the bundled brush workflow does (the latent pin
+  alone leaves the decoder free to shift the still part where much of a small frame moves).
 - camera (CameraPath + CameraWarpImage + VAEEncode + LayoutGuide): pan right/left, tilt, zoom in/out
   of a still scene (motion_bucket_id CAMERA_BUCKET: the objects hardly move by themselves, so the
   camera is the motion asked for; at bucket 127 the objects' own motion, in random directions,
@@ -138,6 +140,16 @@ def brush_edit(prompt, case):
         "31": {"class_type": "MotionBrush", "inputs": {"model": ["4", 0], "mask": ["30", 0], "strength": 1.0,
                                                        "feather": 0, "start_percent": 0.0, "end_percent": 1.0}},
     }, "31")
+
+
+def brush_composite_edit(prompt, case):
+    """The brush, and MotionBrushComposite on the decoded frames (the bundled brush workflow's finish): the
+    decoder's output node "6" becomes the composite of the VAEDecode (moved to "60")."""
+    prompt = brush_edit(prompt, case)
+    prompt["60"] = prompt["6"]
+    prompt["6"] = {"class_type": "MotionBrushComposite", "inputs": {"images": ["60", 0], "mask": ["30", 0],
+                                                                   "strength": 1.0, "feather": 0}}
+    return prompt
 
 
 CAMERA_MOVES = {   # name: (end pose, expected flow direction in degrees or None, expected divergence sign)
@@ -266,10 +278,11 @@ def bench(runner, seeds, only) -> dict:
         figures[name] = {"objmc": metrics.spread(controlled), "objmc_plain": metrics.spread(uncontrolled),
                          "ratio_of_means": float(np.mean(controlled) / max(np.mean(uncontrolled), 1e-6)),
                          "targets": "ratio <= 0.333 and objmc <= 3 px"}
-    if "brush" in only:
-        variant = yard.Variant("brush", edit=brush_edit)
+    for name, edit in (("brush", brush_edit), ("brush+composite", brush_composite_edit)):
+        if name not in only:
+            continue
         outside, kept_motion = [], []
-        for case, frames, plain_frames in each("brush", variant):
+        for case, frames, plain_frames in each(name, yard.Variant(name, edit=edit)):
             mask = rasterize(region_shapes(case), frames.shape[2], frames.shape[1])[0].numpy() > 0.5
             outside.append(outside_change_per_frame(frames, mask))
             colours = [o.colour for o in case.clip.objects]
@@ -278,10 +291,12 @@ def bench(runner, seeds, only) -> dict:
                            if metrics.object_kept(t)]
             if plain_moved and np.median(plain_moved) > 0.5:
                 kept_motion.append((np.median(moved) if moved else 0.0) / np.median(plain_moved))
-        figures["brush"] = {"max_frame_change_outside_levels": metrics.spread(outside),
-                            "share_within_2_levels": float(np.mean(np.asarray(outside) <= 2.0)),
-                            "motion_inside_vs_plain": metrics.spread(kept_motion),
-                            "targets": "outside <= 2 levels every frame; inside motion >= 0.8 of plain"}
+        figures[name] = {"max_frame_change_outside_levels": metrics.spread(outside),
+                         "share_within_2_levels": float(np.mean(np.asarray(outside) <= 2.0)),
+                         "motion_inside_vs_plain": metrics.spread(kept_motion),
+                         "targets": "outside <= 2 levels every frame; inside motion >= 0.8 of plain"}
+    if "brush" in costs and "brush+composite" in costs:   # the executor reused the brush's sampling
+        costs["brush+composite"] = [a + b for a, b in zip(costs["brush"], costs["brush+composite"])]
     if "camera" in only:
         still = [runner.case(seed, motion_bucket_id=CAMERA_BUCKET) for seed in seeds]
         still_plain = {case.seed: timed_run(runner, case, plain)[0] for case in still}
@@ -328,7 +343,7 @@ def bench(runner, seeds, only) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=30)
-    parser.add_argument("--only", nargs="*", default=["trajectory", "trajectory+layout", "brush", "camera", "keyframes"])
+    parser.add_argument("--only", nargs="*", default=["trajectory", "trajectory+layout", "brush", "brush+composite", "camera", "keyframes"])
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (more than the free cores is far slower)")

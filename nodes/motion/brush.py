@@ -13,6 +13,12 @@ regions instead of pinning each other's.
 With a planned video to follow (`follow`: e.g. the start image warped along a camera path), frames
 are pinned to the plan's frame t instead of frame 1: the background then moves exactly with the
 camera and nothing else moves in it.
+
+The latent pin leaves the still part's latent identical to frame 1's, but the VAE decoder reads the
+whole frame (its convolutions reach across the mask's edge, its normalisation spans the frame), so
+the decoded still part can shift by a level or two where much of the frame moves. `hold_pixels`
+(the MotionBrushComposite node) finishes the job on the decoded frames: outside the same feathered
+regions they take the reference frame's pixels exactly.
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ def pin_weight(regions, frames: int, height: int, width: int, sigma: float) -> t
         return None
     free = torch.zeros(frames, height, width)
     for region in active:
-        cells = masks.frame_weights(masks.to_latent(region.mask, height, width), frames)
+        cells = masks.frame_weights(masks.resample(region.mask, height, width), frames)
         free = torch.maximum(free, cells * region.strength)
     return (1.0 - free.clamp(0.0, 1.0))[:, None]
 
@@ -72,6 +78,24 @@ def motion_brush_post_cfg(args: dict) -> torch.Tensor:
         return denoised
     follow = args["model"].transformer_options.get(FOLLOW_KEY)
     return pin_to_first_frame(denoised, weight, None if follow is None else fit_frames(follow, frames, h, w))
+
+
+def hold_pixels(images: torch.Tensor, mask: torch.Tensor, strength: float, feather_pixels: int,
+                reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoded frames [T, H, W, C] held to `reference` (default: frame 1) outside the feathered mask:
+    `out = images * free + reference * (1 - free)`, free = strength * feathered mask (the brush's pin
+    weight at pixel resolution). A mask batch is matched to frames in order; a reference batch gives
+    frame t its own held frame (e.g. the start image warped along a camera path)."""
+    frames, height, width = images.shape[:3]
+    reference = images[:1] if reference is None else reference
+    if reference.shape[1:] != images.shape[1:]:
+        raise ValueError(f"reference is {list(reference.shape[1:3])} pixels, the frames {[height, width]}")
+    free = masks.feather(mask, feather_pixels)
+    if free.shape[-2:] != (height, width):
+        free = masks.resample(free, height, width)
+    free = (masks.frame_weights(free, frames) * float(strength)).clamp(0.0, 1.0)[..., None].to(images.dtype)
+    held = reference[torch.arange(frames).clamp(max=reference.shape[0] - 1)]
+    return images * free + held.to(images.dtype) * (1 - free)
 
 
 def add_region(model, mask, strength: float, feather_pixels: int, sigma_range=None, follow=None):

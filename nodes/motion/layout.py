@@ -27,7 +27,7 @@ def layout_post_cfg(layout: torch.Tensor, strength: float, valid: torch.Tensor |
             plan = fit_frames(layout, frames, h, w)
             weight = torch.full((frames, 1, h, w), float(strength))
             if valid is not None:
-                weight = weight * masks.frame_weights(masks.to_latent(valid, h, w), frames)[:, None]
+                weight = weight * masks.frame_weights(masks.resample(valid, h, w), frames)[:, None]
             cache.clear()
             cache[key] = (plan, weight)
         plan, weight = cache[key]

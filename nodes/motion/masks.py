@@ -65,9 +65,9 @@ def _box_filter(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return total / width
 
 
-def to_latent(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """A mask [B, H, W] at the latent's size [B, height, width], each cell the mean of its pixels
-    (area resampling; bilinear when the latent is larger than the mask)."""
+def resample(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A mask [B, H, W] at another size [B, height, width] (a latent's: each cell the mean of its
+    pixels), by area resampling when shrinking, bilinear when growing."""
     mask = as_mask_batch(mask)[:, None]
     if mask.shape[-2] >= height and mask.shape[-1] >= width:
         out = F.adaptive_avg_pool2d(mask, (height, width))

@@ -78,6 +78,13 @@ def _step_range_inputs(start: float, end: float) -> dict:
 
 # ---------------------------------------------------------------- regions
 
+def _region_inputs() -> dict:
+    """strength / feather of a brushed region: MotionBrush's, and MotionBrushComposite's to match it."""
+    return {"strength": ("FLOAT", {"default": 1.0, **PERCENT, "tooltip": "How freely the region moves: 1 = not "
+                                   "pinned at all, 0.5 = half-way pinned to the first frame."}),
+            "feather": ("INT", {"default": 16, "min": 0, "max": 1024, "tooltip": "Soft edge width in pixels."})}
+
+
 class MotionBrush(_PatchNode):
     DESCRIPTION = ("Paint what may move. Outside the mask every frame keeps the first frame's content (the predicted "
                    "clean latent of frames 2..N is pinned to frame 1's at each step); chain several brushes for several "
@@ -87,9 +94,7 @@ class MotionBrush(_PatchNode):
     def INPUT_TYPES(cls):
         return cls.inputs({
             "mask": ("MASK", {"tooltip": "1 where things may move, at the image's resolution."}),
-            "strength": ("FLOAT", {"default": 1.0, **PERCENT, "tooltip": "How freely the region moves: 1 = not "
-                                   "pinned at all, 0.5 = half-way pinned to the first frame."}),
-            "feather": ("INT", {"default": 16, "min": 0, "max": 1024, "tooltip": "Soft edge width in pixels."}),
+            **_region_inputs(),
             **_step_range_inputs(0.0, 1.0),
         }, optional={
             "follow": ("LATENT", {"tooltip": "A planned video (e.g. the start image warped along a camera path, "
@@ -103,6 +108,34 @@ class MotionBrush(_PatchNode):
         sigma_range = _sigma_range(model, node, start_percent, end_percent)
         planned = None if follow is None else _planned_latent(model, follow, node, "follow")
         return (brush.add_region(model, mask, strength, feather, sigma_range, planned),)
+
+
+class MotionBrushComposite:
+    DESCRIPTION = ("Hold the still part exactly, after decoding: outside the brush's mask each frame takes the first "
+                   "frame's pixels (or the reference's), with the same feathered edge. The brush pins the latent; the "
+                   "VAE decoder still lets a large moving region shift the rest by a level or two.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "hold"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE", {"tooltip": "The decoded clip."}),
+            "mask": ("MASK", {"tooltip": "What may move: the MotionBrush's mask."}),
+            **_region_inputs(),
+        }, "optional": {
+            "reference": ("IMAGE", {"tooltip": "What to hold instead of the first frame: one image, or one per "
+                                    "frame (e.g. CameraWarpImage's frames)."}),
+        }}
+
+    def hold(self, images, mask, strength, feather, reference=None):
+        node = "MotionBrushComposite"
+        images = _image(node, "images", images)
+        mask = _checked(node, "mask", masks.as_mask_batch, mask)
+        if reference is not None:
+            _image(node, "reference", reference)
+        return (_checked(node, "reference", brush.hold_pixels, images, mask, strength, feather, reference),)
 
 
 class MaskFromShapes:
@@ -397,6 +430,7 @@ def _basic_guider(model, positive):
 
 NODE_CLASS_MAPPINGS = {
     "MotionBrush": MotionBrush,
+    "MotionBrushComposite": MotionBrushComposite,
     "MaskFromShapes": MaskFromShapes,
     "CameraPath": CameraPath,
     "CameraWarpImage": CameraWarpImage,
@@ -410,6 +444,7 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "MotionBrush": "Motion Brush (regions that move)",
+    "MotionBrushComposite": "Motion Brush Composite (hold the rest exactly)",
     "MaskFromShapes": "Mask from Shapes",
     "CameraPath": "Camera Path",
     "CameraWarpImage": "Camera Warp Image (path preview)",

@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from vidgraph.nodes.motion import camera, masks, trajectories
+from vidgraph.nodes.common import NodeInputError
+from vidgraph.nodes.motion import brush, camera, masks, trajectories
+from vidgraph.nodes.motion.nodes import MotionBrushComposite
 from vidgraph.nodes.motion.camera import Pose
 
 
@@ -30,16 +32,62 @@ def test_feather_zero_is_the_mask_and_border_regions_do_not_fade():
     assert soft.shape == mask.shape and soft.min() >= 0 and soft.max() <= 1
 
 
-def test_mask_to_latent_is_the_mean_of_each_cell_and_frames_are_matched_in_order():
+def test_mask_resampled_to_a_latent_is_the_mean_of_each_cell_and_frames_are_matched_in_order():
     mask = torch.zeros(1, 16, 16)
     mask[:, :, :4] = 1.0                      # half of the first column of 8x8 cells
-    cells = masks.to_latent(mask, 2, 2)
+    cells = masks.resample(mask, 2, 2)
     assert torch.allclose(cells, torch.tensor([[[0.5, 0.0], [0.5, 0.0]]]))
     batch = torch.arange(3.0)[:, None, None].expand(3, 2, 2)
     assert masks.frame_weights(batch, 5)[:, 0, 0].tolist() == [0, 1, 2, 2, 2]
     assert masks.frame_weights(batch[:1], 4).shape == (4, 2, 2)
     with pytest.raises(ValueError, match="MASK"):
         masks.as_mask_batch(torch.zeros(2, 2, 2, 2))
+
+
+def moving_frames(frames=4, size=16):
+    return torch.rand(frames, size, size, 3, generator=torch.Generator().manual_seed(5))
+
+
+def test_composite_holds_the_first_frame_exactly_outside_the_mask_and_leaves_the_inside():
+    images = moving_frames()
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :, :8] = 1.0
+    (out,) = MotionBrushComposite().hold(images, mask, 1.0, 0)
+    assert torch.equal(out[:, :, 8:], images[:1, :, 8:].expand(4, -1, -1, -1))
+    assert torch.equal(out[:, :, :8], images[:, :, :8])
+    assert torch.equal(out[0], images[0])
+
+
+def test_composite_feathers_like_the_brush_and_strength_holds_part_way():
+    images = moving_frames()
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :, :8] = 1.0
+    free = masks.feather(mask, 4)[0, 0]                # the brush's ramp: 0.5 on the edge
+    out = brush.hold_pixels(images, mask, 1.0, 4)
+    expected = images[2, 0] * free[:, None] + images[0, 0] * (1 - free[:, None])
+    assert torch.allclose(out[2, 0], expected, atol=1e-6)
+    half = brush.hold_pixels(images, mask, 0.5, 0)
+    assert torch.allclose(half[3, :, :8], (images[3, :, :8] + images[0, :, :8]) / 2, atol=1e-6)
+
+
+def test_composite_holds_frame_t_to_a_reference_batch_and_resamples_a_mask_of_another_size():
+    images, plan = moving_frames(), moving_frames(frames=4, size=16).flip(0)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, :16] = 1.0                                 # top half, drawn at twice the frames' size
+    out = brush.hold_pixels(images, mask, 1.0, 0, plan)
+    assert torch.equal(out[:, 8:], plan[:, 8:]) and torch.equal(out[:, :8], images[:, :8])
+    one = brush.hold_pixels(images, mask, 1.0, 0, plan[:1])   # one reference image serves every frame
+    assert torch.equal(one[3, 8:], plan[0, 8:])
+
+
+def test_composite_names_the_input_it_cannot_use():
+    images = moving_frames()
+    with pytest.raises(NodeInputError, match="MotionBrushComposite: input 'reference'.*pixels"):
+        MotionBrushComposite().hold(images, torch.ones(1, 16, 16), 1.0, 0, torch.zeros(1, 8, 8, 3))
+    with pytest.raises(NodeInputError, match="MotionBrushComposite: input 'images'"):
+        MotionBrushComposite().hold(torch.zeros(16, 16, 3), torch.ones(1, 16, 16), 1.0, 0)
+    with pytest.raises(NodeInputError, match="MotionBrushComposite: input 'mask'"):
+        MotionBrushComposite().hold(images, torch.ones(1, 1, 16, 16), 1.0, 0)
 
 
 # ---------------------------------------------------------------- trajectories
