@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import Model
+from .model import RUN_KEPT, Model
 from .sampling_noise import noise_latent
 
 COND, UNCOND = 0, 1
@@ -134,7 +134,7 @@ def predict_branches(model: Model, branches, x, sigma, batch_together: bool = Tr
                 if key not in network_args:
                     crop = _crop(x, entry.area)
                     network_args[key] = model.network.conditioning(entry.cross_attn, entry.extra, crop.shape, x.device)
-                jobs.append((index, entry, network_args[key], (index, number, len(entries))))
+                jobs.append((index, entry, network_args[key], (index, number, len(entries)), key))
     totals = [None if entries is None else torch.zeros_like(x) for entries in branches]
     counts = [None if entries is None else torch.full_like(x, 1e-37) for entries in branches]
     while jobs:
@@ -144,9 +144,15 @@ def predict_branches(model: Model, branches, x, sigma, batch_together: bool = Tr
         jobs = [job for job in jobs if not any(job is taken for taken in group)]  # by identity: == compares tensors
         crop = _crop(x, first[1].area)
         rows = crop.shape[0]
-        args = _concat([j[2] for j in group])
+        # The same batch at every step of a run is the same tensors: layers may keep what they derive
+        # from them for the run (the prompt's attention keys and values, nodes/svd/attention.py).
+        batch_key = ("batch",) + tuple(j[4] for j in group)
+        if batch_key not in network_args:
+            network_args[batch_key] = _concat([j[2] for j in group])
+        args = dict(network_args[batch_key])
         # which entry of which branch each chunk is (context windows may give a window one entry only)
-        args["transformer_options"] = {**args.get("transformer_options", {}), "cond_entries": [j[3] for j in group]}
+        args["transformer_options"] = {**args.get("transformer_options", {}), "cond_entries": [j[3] for j in group],
+                                       RUN_KEPT: network_args.setdefault(RUN_KEPT, {})}
         out = model.apply(torch.cat([crop] * len(group)), sigma.reshape(-1)[:1].expand(rows * len(group)),
                           args, cond_or_uncond=[j[0] for j in group])
         for job, pred in zip(group, out.split(rows)):

@@ -25,6 +25,9 @@ from .model_patcher_face import ComfyModelPatcher
 from .weight_patches import add_to_table, patched_weights
 
 ATTENTION_SITES = ("attn1", "attn2", "temporal_attn1", "temporal_attn2")
+# transformer_options key: a dict that lives for one sampling run (the Guider's), where layers keep what
+# they derive from the run's unchanging inputs (the prompt's attention keys and values).
+RUN_KEPT = "vidgraph.run_kept"
 ATTENTION_STAGES = ("input", "replace", "output")
 BLOCK_STAGES = ("input_block", "input_block_after_skip", "middle_block", "output_block")
 
@@ -133,6 +136,11 @@ class CallOptions:
     @property
     def sigma_value(self) -> float:
         return float(self.sigma.reshape(-1)[0])
+
+    @property
+    def run_kept(self) -> dict | None:
+        """The sampling run's dict for derived values (RUN_KEPT), None outside a Guider's run."""
+        return self.transformer_options.get(RUN_KEPT)
 
     def _info(self, **facts) -> dict:
         info = dict(self.transformer_options)

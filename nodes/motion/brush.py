@@ -89,7 +89,8 @@ def hold_pixels(images: torch.Tensor, mask: torch.Tensor, strength: float, feath
     frames, height, width = images.shape[:3]
     reference = images[:1] if reference is None else reference
     if reference.shape[1:] != images.shape[1:]:
-        raise ValueError(f"reference is {list(reference.shape[1:3])} pixels, the frames {[height, width]}")
+        raise ValueError(f"reference is {list(reference.shape[1:])} (height, width, channels), the frames "
+                         f"{list(images.shape[1:])}")
     free = masks.feather(mask, feather_pixels)
     if free.shape[-2:] != (height, width):
         free = masks.resample(free, height, width)

@@ -140,7 +140,8 @@ class BasicTransformerBlock(nn.Module):
     def forward(self, x, context, options=None, block=None, index=0):
         """options: the call's `model.CallOptions` (patches), block / index: where this block sits."""
         x = self.attn1(self.norm1(x), hooks=attention_hooks(options, "attn1", block, index, self.attn1, x)) + x
-        x = self.attn2(self.norm2(x), context, hooks=attention_hooks(options, "attn2", block, index, self.attn2, x)) + x
+        x = self.attn2(self.norm2(x), context, hooks=attention_hooks(options, "attn2", block, index, self.attn2, x),
+                       run_kept=None if options is None else options.run_kept) + x
         return self.ff(self.norm3(x)) + x
 
 

@@ -21,17 +21,32 @@ class CrossAttention(nn.Module):
         self.to_v = nn.Linear(context_dim or query_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
 
-    def forward(self, x, context=None, hooks=None):
+    def forward(self, x, context=None, hooks=None, run_kept=None):
         """Returns the attention output; with a one-token context the result is [N, 1, C] and
         broadcasts over the queries (see `single_token`). `hooks`: this layer's patches for this call
-        (`model.CallOptions.attention_hooks`), None when no patch runs here."""
+        (`model.CallOptions.attention_hooks`), None when no patch runs here; `run_kept`: the sampling
+        run's dict (`CallOptions.run_kept`), where the context's keys and values are kept."""
         if hooks is not None:
             return run_attention(self, x, context, hooks)
         if context is None:
             context = x
         elif context.shape[1] == 1:
             return self.single_token(context)
-        return self.to_out(attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads))
+        k, v = self.context_keys_values(context, run_kept)
+        return self.to_out(attention(self.to_q(x), k, v, self.heads))
+
+    def context_keys_values(self, context, run_kept=None):
+        """to_k / to_v of a cross-attention context. A sampler gives the same context tensor (the Guider's
+        batch of prompts) at every step of a run, so within a run (`run_kept`) they are computed once: the
+        prompt's keys and values are ~5% of an SDXL step at 512x512. Kept only outside autograd, and only
+        while the context is that same, unmodified tensor (the weights do not change within a run)."""
+        if run_kept is None or torch.is_grad_enabled():
+            return self.to_k(context), self.to_v(context)
+        version = None if context.is_inference() else context._version   # inference tensors have no counter
+        kept = run_kept.get(self)
+        if kept is None or kept[0] is not context or kept[1] != version:
+            kept = run_kept[self] = (context, version, self.to_k(context), self.to_v(context))
+        return kept[2], kept[3]
 
     def single_token(self, context):
         # Softmax over a single key is exactly 1, so every query receives that key's value:

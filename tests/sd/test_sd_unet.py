@@ -75,3 +75,62 @@ def test_forward_matches_diffusers_within_1e_4(xl, load_into_diffusers_unet):
     diff = (out - expected).abs().max().item()
     print("max abs diff vs diffusers", diff)
     assert diff <= 1e-4, diff
+
+
+def keys_counted(unet):
+    """The number of to_k calls of the cross-attention layers, counted as they run."""
+    calls = [0]
+    for name, module in unet.named_modules():
+        if name.endswith("attn2.to_k"):
+            module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_a_sampling_run_computes_the_prompts_keys_once_and_samples_the_same():
+    from vidgraph.nodes.guidance import Guider
+    from vidgraph.nodes.sampling import get_sampler
+    from vidgraph.nodes.sd.network import sd_model
+    from vidgraph.nodes.svd.attention import CrossAttention
+
+    model = sd_model(randomize(UNet(SD1_TINY), seed=3).eval(), "sd1")
+    layers = sum(1 for name, _ in model.network.module.named_modules() if name.endswith("attn2"))
+    calls = keys_counted(model.network.module)
+    g = torch.Generator().manual_seed(2)
+    positive, negative = [[torch.randn(1, 7, 24, generator=g), {}]], [[torch.randn(1, 7, 24, generator=g), {}]]
+    noise, sigmas = torch.randn(1, 4, 8, 8, generator=g), torch.tensor([14.6, 6.0, 2.0, 0.5, 0.0])
+
+    def run():
+        return Guider(model, positive, negative, 5.0).sample(get_sampler("euler"), noise, torch.zeros(1, 4, 8, 8),
+                                                             sigmas, seed=1)
+    kept = run()
+    assert calls[0] == layers                       # 4 steps, cond and uncond batched: once per layer
+    calls[0] = 0
+    recompute = CrossAttention.context_keys_values
+    try:
+        CrossAttention.context_keys_values = lambda self, context, run_kept=None: recompute(self, context, None)
+        fresh = run()
+    finally:
+        CrossAttention.context_keys_values = recompute
+    assert calls[0] == 4 * layers
+    assert torch.equal(kept, fresh)
+
+
+def test_kept_keys_are_recomputed_for_another_or_modified_context_and_under_autograd():
+    from vidgraph.nodes.svd.attention import CrossAttention
+
+    attn = CrossAttention(8, 2, 4, context_dim=6)
+    calls = keys_counted(torch.nn.ModuleDict({"attn2": attn}))
+    x, context, kept = torch.randn(1, 5, 8), torch.randn(1, 3, 6), {}
+    with torch.no_grad():
+        first = attn(x, context, run_kept=kept)
+        assert torch.equal(attn(x, context, run_kept=kept), first) and calls[0] == 1
+        attn(x, context.clone(), run_kept=kept)           # another tensor, same values: computed again
+        assert calls[0] == 2
+        other = context.clone()
+        before = attn(x, other, run_kept=kept)
+        other.mul_(2.0)                                   # changed in place: its kept keys are stale
+        after = attn(x, other, run_kept=kept)
+        assert calls[0] == 4 and not torch.equal(after, before)
+        assert torch.equal(after, attn(x, other))         # what a call without a run computes
+    attn(x, other, run_kept=kept)                         # under autograd: computed, never kept
+    assert calls[0] == 6 and len(kept) == 1 and kept[attn][0] is other
