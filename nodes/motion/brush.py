@@ -51,7 +51,7 @@ def pin_weight(regions, frames: int, height: int, width: int, sigma: float) -> t
         return None
     free = torch.zeros(frames, height, width)
     for region in active:
-        cells = masks.frame_weights(masks.resample(region.mask, height, width), frames)
+        cells = masks.per_frame(masks.resample(region.mask, height, width), frames)
         free = torch.maximum(free, cells * region.strength)
     return (1.0 - free.clamp(0.0, 1.0))[:, None]
 
@@ -94,9 +94,8 @@ def hold_pixels(images: torch.Tensor, mask: torch.Tensor, strength: float, feath
     free = masks.feather(mask, feather_pixels)
     if free.shape[-2:] != (height, width):
         free = masks.resample(free, height, width)
-    free = (masks.frame_weights(free, frames) * float(strength)).clamp(0.0, 1.0)[..., None].to(images.dtype)
-    held = reference[torch.arange(frames).clamp(max=reference.shape[0] - 1)]
-    return images * free + held.to(images.dtype) * (1 - free)
+    free = (masks.per_frame(free, frames) * float(strength)).clamp(0.0, 1.0)[..., None].to(images.dtype)
+    return images * free + masks.per_frame(reference, frames).to(images.dtype) * (1 - free)
 
 
 def add_region(model, mask, strength: float, feather_pixels: int, sigma_range=None, follow=None):

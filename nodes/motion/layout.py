@@ -27,7 +27,7 @@ def layout_post_cfg(layout: torch.Tensor, strength: float, valid: torch.Tensor |
             plan = fit_frames(layout, frames, h, w)
             weight = torch.full((frames, 1, h, w), float(strength))
             if valid is not None:
-                weight = weight * masks.frame_weights(masks.resample(valid, h, w), frames)[:, None]
+                weight = weight * masks.per_frame(masks.resample(valid, h, w), frames)[:, None]
             cache.clear()
             cache[key] = (plan, weight)
         plan, weight = cache[key]
@@ -41,5 +41,4 @@ def fit_frames(latent: torch.Tensor, frames: int, h: int, w: int) -> torch.Tenso
     latent = latent.float()
     if tuple(latent.shape[-2:]) != (h, w):
         latent = torch.nn.functional.interpolate(latent, size=(h, w), mode="bilinear", align_corners=False)
-    index = torch.arange(frames).clamp(max=latent.shape[0] - 1)
-    return latent[index]
+    return masks.per_frame(latent, frames)

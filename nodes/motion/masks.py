@@ -76,13 +76,13 @@ def resample(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out[:, 0]
 
 
-def frame_weights(mask: torch.Tensor, frames: int) -> torch.Tensor:
-    """A mask batch [B, h, w] as one map per frame [frames, h, w]: a single mask serves every frame,
-    a batch of masks is matched to frames in order (the last one repeated if the batch is short)."""
-    if mask.shape[0] == 1:
-        return mask.expand(frames, -1, -1)
-    index = torch.arange(frames).clamp(max=mask.shape[0] - 1)
-    return mask[index]
+def per_frame(batch: torch.Tensor, frames: int) -> torch.Tensor:
+    """A batch [B, ...] (masks, images, latents) as one row per frame [frames, ...]: a single row serves
+    every frame, a batch is matched to frames in order (the last row repeated if the batch is short)."""
+    if batch.shape[0] == 1:
+        return batch.expand(frames, *batch.shape[1:])
+    index = torch.arange(frames).clamp(max=batch.shape[0] - 1)
+    return batch[index]
 
 
 SHAPE_KINDS = ("rect", "ellipse", "polygon", "stroke")

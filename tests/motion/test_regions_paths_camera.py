@@ -38,8 +38,8 @@ def test_mask_resampled_to_a_latent_is_the_mean_of_each_cell_and_frames_are_matc
     cells = masks.resample(mask, 2, 2)
     assert torch.allclose(cells, torch.tensor([[[0.5, 0.0], [0.5, 0.0]]]))
     batch = torch.arange(3.0)[:, None, None].expand(3, 2, 2)
-    assert masks.frame_weights(batch, 5)[:, 0, 0].tolist() == [0, 1, 2, 2, 2]
-    assert masks.frame_weights(batch[:1], 4).shape == (4, 2, 2)
+    assert masks.per_frame(batch, 5)[:, 0, 0].tolist() == [0, 1, 2, 2, 2]
+    assert masks.per_frame(batch[:1], 4).shape == (4, 2, 2)
     with pytest.raises(ValueError, match="MASK"):
         masks.as_mask_batch(torch.zeros(2, 2, 2, 2))
 
