@@ -9,10 +9,12 @@ are known), three clips are made in-process through the real nodes:
   ComfyUI's chained workflow does), `--segments` segments;
 - corrected: SVDLongClip (`--overlap` frames pinned and cross-faded, Lab colour matching to the
   first segment, CLIP embedding half-way back to the start image), the same number of segments;
-- windows: one KSampler pass through ContextWindowsManual (standard_static, pyramid) over 4x the
-  segment length, as ComfyUI 0.3.64 windows (no causal_window_fix);
+- windows: one KSampler pass through ContextWindowsManual (standard_static, pyramid, windows of the
+  segment length overlapping by `--window-overlap`) over 4x the segment length, as ComfyUI 0.3.64
+  windows (no causal_window_fix);
 - windows+fix: the same with causal_window_fix (the newest ComfyUI's default: each window after the
-  first gets the frame before it in front, its output dropped).
+  first gets the frame before it in front, its output dropped);
+- windows+freenoise (only with --only): windows+fix with FreeNoise's noise rescheduling.
 Printed per clip kind, over the seeds (median and spread): colour drift of the background (CIE76
 mean dE in Lab of the last segment against the first, background = pixels below the yardstick's
 object saturation), the seam ratio (per seam, the largest mean Farneback flow magnitude between two
@@ -106,7 +108,8 @@ class Runner:
         seams = [self.video_frames + j * (self.video_frames - overlap) - overlap for j in range(segments - 1)]
         return materialized(images), seams
 
-    def windowed_clip(self, image, seed: int, length: int, causal_window_fix: bool):
+    def windowed_clip(self, image, seed: int, length: int, overlap: int, causal_window_fix: bool,
+                      freenoise: bool = False):
         from vidgraph.engine.nodecall import materialized
         from vidgraph.nodes.conditioning import SVD_img2vid_Conditioning
         from vidgraph.nodes.ksampler import KSampler
@@ -115,9 +118,9 @@ class Runner:
         width, height = self.size
         positive, negative, latent = SVD_img2vid_Conditioning().encode(
             self.clip_vision, image, self.vae, width, height, length, 127, 6, 0.0, self.context)
-        overlap = max(1, self.video_frames // 4)
         (model,) = ContextWindowsManual().apply(self.model, self.video_frames, overlap, "standard_static", 1,
-                                                False, "pyramid", 0, causal_window_fix=causal_window_fix)
+                                                False, "pyramid", 0, freenoise=freenoise,
+                                                causal_window_fix=causal_window_fix)
         (out,) = KSampler().sample(model, seed, self.steps, 2.5, "euler", "karras", positive, negative, latent,
                                    1.0, self.context)
         (images,) = VAEDecode().decode(out, self.vae, self.context)
@@ -145,6 +148,11 @@ def main(argv=None) -> int:
     parser.add_argument("--segments", type=int, default=10)
     parser.add_argument("--video-frames", type=int, default=8, help="frames per segment (the trained model's 8)")
     parser.add_argument("--overlap", type=int, default=3, help="overlap frames of the corrected chain (2 of 8: the seam jumps)")
+    parser.add_argument("--window-overlap", type=int, default=3,
+                        help="overlap frames of the context windows (3 of 8; with 2 the windows' seams jump)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="KIND",
+                        help="clip kinds to run (naive, corrected, windows, windows+fix, windows+freenoise; "
+                             "default: all but windows+freenoise)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", default="48x48", help="the trained model's 48x48")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
@@ -166,12 +174,20 @@ def main(argv=None) -> int:
     def start_image(seed):  # a yardstick scene's first frame: its objects are known
         first = make_clip(motion.EVAL_SEED_BASE + seed, scene, motion_bucket_id=127, fps=6).first_frame
         return torch.from_numpy(first.astype(np.float32) / 255.0)[None]
+
+    def windows(seed, fix, freenoise=False):
+        return runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames, args.window_overlap, fix, freenoise)
     kinds = {
         "naive": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, 1, 0.0, 0.0),
         "corrected": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, args.overlap, 1.0, 0.5),
-        "windows": lambda seed: runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames, False),
-        "windows+fix": lambda seed: runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames, True),
+        "windows": lambda seed: windows(seed, False),
+        "windows+fix": lambda seed: windows(seed, True),
+        "windows+freenoise": lambda seed: windows(seed, True, freenoise=True),
     }
+    unknown = set(args.only or ()) - set(kinds)
+    if unknown:
+        parser.error(f"--only: unknown kinds {sorted(unknown)}; known: {list(kinds)}")
+    kinds = {k: v for k, v in kinds.items() if k in (args.only or set(kinds) - {"windows+freenoise"})}
     rows = {kind: [] for kind in kinds}
     for seed in range(args.seeds):
         for kind, make in kinds.items():
@@ -197,8 +213,10 @@ def main(argv=None) -> int:
         print(f"{'':10s} objects kept {summary([r['kept'] for r in rows[kind]])}; "
               f"of all objects {kept}/{objects} = {kept / max(objects, 1):.3f}")
         print(f"{'':10s} s/frame {summary([r['s_per_frame'] for r in rows[kind]])}")
+    if "naive" not in rows:
+        return 0
     naive = statistics.median([r["drift"] for r in rows["naive"]])
-    for kind in ("corrected", "windows", "windows+fix"):
+    for kind in [k for k in rows if k != "naive"]:
         drift = statistics.median([r["drift"] for r in rows[kind]])
         print(f"{kind}: drift / naive = {drift / max(naive, 1e-9):.3f} (target <= 0.333)")
     return 0

@@ -77,3 +77,26 @@ def test_training_step_lowers_the_loss_on_a_fixed_batch(train):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_the_training_attention_kernel_computes_the_same_loss_and_gradients(train):
+    """The UNet stage swaps SDPA's kernel for speed (attention_kernel): the objective must not change."""
+    torch.manual_seed(0)
+    unet = train.VideoUNet(train.TINY_TRAINED_UNET)
+    x0 = torch.randn(2, 3, 4, 6, 6)
+    concat, context, y = x0[:, 0] / 0.18215, torch.randn(2, 1, 64), torch.randn(2, 768)
+    sigma = torch.tensor([0.5, 20.0])
+
+    def loss_and_grads():
+        unet.zero_grad()
+        loss = train.unet_loss(unet, x0, concat, context, y, sigma, torch.Generator().manual_seed(1))
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in unet.parameters() if p.grad is not None]
+
+    default_loss, default_grads = loss_and_grads()
+    with train.attention_kernel():
+        loss, grads = loss_and_grads()
+    assert loss == pytest.approx(default_loss, rel=1e-5)
+    assert len(grads) == len(default_grads) > 0
+    assert all(torch.allclose(g, d, rtol=1e-3, atol=1e-6) for g, d in zip(grads, default_grads))
+    assert any(g.abs().sum() > 0 for g in grads[-4:])  # the comparison is not between zeros
