@@ -51,14 +51,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from vidgraph.nodes.svd.checkpoint import load_checkpoint
 from vidgraph.nodes.svd.clip_vision import CLIPVision, CLIPVisionConfig, clip_preprocess
 from vidgraph.nodes.svd.denoiser import SIGMA_MAX, SIGMA_MIN, edm_v_scalings, micro_conditioning
-from vidgraph.nodes.svd.moving_shapes import SceneConfig, make_clip
+from vidgraph.nodes.svd.moving_shapes import SceneConfig
 from vidgraph.nodes.svd.tiny import random_clip_vision, save_single_file, svd_state_dict
 from vidgraph.nodes.svd.trained import training_record
 from vidgraph.nodes.svd.unet import UNetConfig, VideoUNet
 from vidgraph.nodes.svd.vae import SCALE_FACTOR, VAE, VAEConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_vae_init import SMALL, init_pooled_colour_codec, small_stream_parameters  # noqa: E402  (tools/ is not a package)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
+from tiny_training import ClipPool, Stages, log, optimiser_step, set_lr, to_pixels  # noqa: E402
+from tiny_vae_stage import normalise_latent, refine_decoder, train_vae, vae_psnr  # noqa: E402
 
 # GroupNorm keeps SD's 32 groups: at 32 channels each group is one channel, and a norm over one channel
 # removes that channel's mean image by image, which is where flat colours live. 64 channels (two a group)
@@ -69,169 +70,6 @@ TINY_TRAINED_VAE = VAEConfig(ch=64, ch_mult=(1, 2, 2), num_res_blocks=1)        
 TINY_TRAINED_CLIP = CLIPVisionConfig(width=64, layers=2, heads=1, mlp_dim=256, patch_size=8, image_size=32,
                                      output_dim=64)
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "nodes" / "svd" / "weights" / "vidgraph_tiny_svd_shapes.safetensors"
-
-
-def log(*args):
-    print(f"[{time.strftime('%H:%M:%S')}]", *args, flush=True)
-
-
-# ----------------------------------------------------------------------------- data
-
-class ClipPool:
-    """Clips rendered once: frames [N,T,H,W,3] uint8, fps [N], buckets [N]."""
-
-    def __init__(self, seed: int, count: int, scene: SceneConfig):
-        clips = [make_clip(seed * 1_000_003 + i, scene) for i in range(count)]
-        self.frames = torch.from_numpy(np.stack([c.frames for c in clips]))
-        self.fps = torch.tensor([c.fps for c in clips])
-        self.buckets = torch.tensor([c.motion_bucket_id for c in clips])
-
-    def __len__(self):
-        return self.frames.shape[0]
-
-
-def to_pixels(frames_uint8):  # [..., H, W, 3] uint8 -> [..., 3, H, W] in [-1, 1]
-    return frames_uint8.movedim(-1, -3).float() / 127.5 - 1.0
-
-
-# ----------------------------------------------------------------------------- VAE
-
-def set_lr(opt, lr: float, step: int, steps: int, warmup: int, floor: float):
-    """Linear warm-up, then a cosine down to `floor` x lr."""
-    scale = min(1.0, (step + 1) / warmup) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / steps)))
-    for group in opt.param_groups:
-        group["lr"] = lr * scale * group.get("lr_scale", 1.0)
-
-
-def sample_windows(pool: ClipPool, batch: int, window: int, gen: torch.Generator):
-    """`batch` clips of the pool, `window` consecutive frames each: uint8 [B, window, H, W, 3]."""
-    idx = torch.randint(len(pool), (batch,), generator=gen)
-    first = int(torch.randint(0, pool.frames.shape[1] - window + 1, (1,), generator=gen))
-    return pool.frames[idx, first:first + window]
-
-
-def optimiser_step(opt, loss, clip_norm: float | None = None):
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip_norm is not None:
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_norm)
-    opt.step()
-
-
-def progress(stage: str, step: int, steps: int, start: float, every: int, **figures):
-    if step % every == 0 or step == steps - 1:
-        shown = " ".join(f"{k} {v:.4g}" for k, v in figures.items())
-        log(f"{stage} step {step}/{steps} {shown} ({time.perf_counter() - start:.0f} s, load {os.getloadavg()[0]:.1f})")
-
-
-def sample_posterior(moments, gen):
-    """(mean, log-variance, a sample) of the encoder's diagonal Gaussian."""
-    mean, logvar = moments.chunk(2, dim=1)
-    logvar = logvar.clamp(-30, 20)
-    return mean, logvar, mean + torch.randn(mean.shape, generator=gen) * (0.5 * logvar).exp()
-
-
-def reconstruction_terms(out, x):
-    """L1, and L1 of the image gradients (edges: what a plain L1 blurs first)."""
-    rec = (out - x).abs().mean()
-    return rec, sum((torch.diff(out, dim=d) - torch.diff(x, dim=d)).abs().mean() for d in (-1, -2))
-
-
-MSE_WEIGHT = 1.0
-
-
-def vae_optimiser(vae: VAE, trained: torch.nn.Module, lr: float):
-    """AdamW over `trained`'s parameters; those writing into the decoder's small stream (tiny_vae_init)
-    at lr x SMALL."""
-    small = {id(p) for p in small_stream_parameters(vae)}
-    params = list(trained.parameters())
-    return torch.optim.AdamW([{"params": [p for p in params if id(p) not in small]},
-                              {"params": [p for p in params if id(p) in small], "lr_scale": SMALL}],
-                             lr=lr, weight_decay=0.0)
-
-
-def train_vae(vae: VAE, pool: ClipPool, steps: int, gen: torch.Generator, crop: int, batch: int, lr: float,
-              window: int = 4, log_every: int = 50):
-    """Crops of short windows (cheap steps, more of them); every 4th step whole frames, so the norms
-    and the mid attention also see the real latent size."""
-    init_pooled_colour_codec(vae)
-    opt = vae_optimiser(vae, vae, lr)
-    t, h = pool.frames.shape[1:3]
-    window = min(window, t)
-    vae.train()
-    start = time.perf_counter()
-    for step in range(steps):
-        set_lr(opt, lr, step, steps, warmup=50, floor=0.05)
-        clips = sample_windows(pool, batch, window, gen)
-        if step % 4 == 3:
-            x = to_pixels(clips[: max(1, batch // 4)])
-        else:
-            top, left = (int(v) for v in torch.randint(0, h - crop + 1, (2,), generator=gen))
-            x = to_pixels(clips[:, :, top:top + crop, left:left + crop])
-        b = x.shape[0]
-        x = x.flatten(0, 1)                                      # [(B T), 3, h, w]
-        mean, logvar, z = sample_posterior(vae.encoder(x), gen)
-        out = vae.decoder(z, num_frames=window)
-        rec, grad = reconstruction_terms(out, x)
-        kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
-        loss = rec + 0.5 * grad + MSE_WEIGHT * (out - x).square().mean() + 1e-5 * kl
-        optimiser_step(opt, loss)
-        progress("vae", step, steps, start, log_every, loss=loss.item(), rec=rec.item(), kl=kl.item(), clips=b)
-    vae.eval()
-    return vae
-
-
-@torch.no_grad()
-def normalise_latent(vae: VAE, pool: ClipPool, sample: int = 64) -> float:
-    """Rescale the latent so that latent * SCALE_FACTOR has unit standard deviation (exact: the
-    decoder's first conv absorbs the inverse factor). Returns the factor applied."""
-    frames = to_pixels(pool.frames[:sample, 0])
-    std = vae.encode(frames).std().item()
-    k = (1.0 / SCALE_FACTOR) / std
-    z = vae.config.z_channels
-    conv_out, conv_in = vae.encoder.conv_out, vae.decoder.conv_in
-    conv_out.weight[:z] *= k
-    conv_out.bias[:z] *= k
-    conv_out.bias[z:] += 2 * math.log(k)   # the log-variance follows the mean's scale
-    conv_in.weight /= k
-    return k
-
-
-@torch.no_grad()
-def vae_psnr(vae: VAE, clips: torch.Tensor) -> float:
-    """Mean PSNR (dB, 8-bit) of encode -> decode over clips [N,T,H,W,3] uint8."""
-    values = []
-    for clip in clips:
-        x = to_pixels(clip)
-        out = vae.decode(vae.encode(x), num_frames=x.shape[0], chunk=None)
-        rec = ((out.clamp(-1, 1) + 1) * 127.5).round()
-        mse = (rec - clip.movedim(-1, -3).float()).square().mean().item()
-        values.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
-    return float(np.mean(values))
-
-
-def refine_decoder(vae: VAE, pool: ClipPool, steps: int, gen: torch.Generator, batch: int, lr: float,
-                   window: int = 4, log_every: int = 50):
-    """The decoder alone, on whole frames, with the encoder frozen: the latent space the UNet learnt
-    stays exactly as it was, so this stage may run after (or beside) the UNet's."""
-    vae.requires_grad_(False)
-    vae.decoder.requires_grad_(True)
-    opt = vae_optimiser(vae, vae.decoder, lr)
-    window = min(window, pool.frames.shape[1])
-    vae.decoder.train()
-    start = time.perf_counter()
-    for step in range(steps):
-        set_lr(opt, lr, step, steps, warmup=20, floor=0.05)
-        x = to_pixels(sample_windows(pool, batch, window, gen)).flatten(0, 1)
-        with torch.no_grad():
-            z = sample_posterior(vae.encoder(x), gen)[2]
-        out = vae.decoder(z, num_frames=window)
-        rec, grad = reconstruction_terms(out, x)
-        loss = rec + 0.5 * grad + (out - x).square().mean()
-        optimiser_step(opt, loss)
-        progress("decoder", step, steps, start, log_every, loss=loss.item(), rec=rec.item())
-    vae.eval().requires_grad_(False)
-    return vae
 
 
 # ----------------------------------------------------------------------------- UNet
@@ -417,20 +255,6 @@ def parse_args(argv=None):
         args.size, args.frames, args.warmup = 32, 4, 1
     return args
 
-
-class Stages:
-    """Wall and CPU seconds and the load average of each stage, for the file's record."""
-
-    def __init__(self, previous: dict | None = None):
-        self.record = dict(previous or {})
-
-    def run(self, name: str, fn):
-        wall, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
-        result = fn()
-        self.record[name] = {"wall_s": round(time.perf_counter() - wall), "cpu_s": round(time.process_time() - cpu),
-                             "load_average": round((load + os.getloadavg()[0]) / 2, 1)}
-        log(f"stage {name}: {self.record[name]}")
-        return result
 
 
 def main(argv=None) -> int:
