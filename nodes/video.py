@@ -237,6 +237,9 @@ class VideoFileFrames(FrameStream):
             raise
         except VIDEO_DECODE_ERRORS as e:
             raise NodeInputError(self._node, self._input, f"video {self.path.name!r} is corrupt ({e})") from None
+        if done + len(batch) < total:  # damaged packets: the decoder drops their frames without an error
+            raise NodeInputError(self._node, self._input, f"video {self.path.name!r} is damaged: {total} frames "
+                                 f"stored, {done + len(batch)} decodable")
         if batch:
             yield torch.stack(batch).to(torch.float32) / 255.0
 

@@ -204,6 +204,18 @@ def test_interrupt_stops_encoding_and_leaves_no_file(folders, context):
     assert list(folders.output_dir.rglob("*")) == []
 
 
+def test_a_video_that_decodes_fewer_frames_than_it_stores_is_a_node_error(folders, context):
+    """Damaged packets are counted at load but the decoder drops their frames silently: reading the
+    clip then names LoadVideo's file, not a shape mismatch deep in materializing."""
+    Video(frames(2, 16, 16), 8).save_to(folders.input_dir / "short.mp4")
+    (video,) = LoadVideo().load_video("short.mp4", context)
+    images = GetVideoComponents().get_components(video)[0]
+    assert images.shape[0] == 2
+    images.shape = (4, *images.shape[1:])   # as if two of its packets had been damaged
+    with pytest.raises(NodeInputError, match=r"LoadVideo: input 'file': .*damaged: 4 frames stored, 2 decodable"):
+        materialized(images)
+
+
 def test_damaged_videos_give_node_errors_only(folders, context):
     Video(frames(4, 16, 16), 8).save_to(folders.input_dir / "good.mp4")
     original = (folders.input_dir / "good.mp4").read_bytes()
