@@ -4,7 +4,7 @@
     .venv/bin/python bench/long_clip_drift.py --seeds 2 --segments 3   # a quick look
 
 For each seed, from the first frame of a yardstick scene (nodes/svd/moving_shapes.py: its objects
-are known), three clips are made in-process through the real nodes:
+are known), these clips are made in-process through the real nodes:
 - naive: last-frame chaining (SVDLongClip with overlap 1, no colour matching, no re-anchoring: what
   ComfyUI's chained workflow does), `--segments` segments;
 - corrected: SVDLongClip (`--overlap` frames pinned and cross-faded, Lab colour matching to the

@@ -256,7 +256,6 @@ def parse_args(argv=None):
     return args
 
 
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
