@@ -303,6 +303,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, help="default: the tiny trained SVD (nodes/svd/weights/)")
     parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--seed-base", type=int, default=EVAL_SEED_BASE,
+                        help="the first seed (another set, e.g. 930000, checks a choice made on the default set)")
     parser.add_argument("--bucket-seeds", type=int, default=8, help="seeds per motion bucket in the sweep")
     parser.add_argument("--bucket", type=int, default=127)
     parser.add_argument("--fps", type=int, default=6)
@@ -321,14 +323,14 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     runner = MotionRunner(args.checkpoint, Sampling(steps=args.steps, cfg=args.cfg, min_cfg=args.min_cfg,
                                                     sampler=args.sampler, scheduler=args.scheduler))
-    seeds = [EVAL_SEED_BASE + i for i in range(args.seeds)]
+    seeds = [args.seed_base + i for i in range(args.seeds)]
     figures = {"checkpoint": str(runner.checkpoint), "sampling": vars(runner.sampling), "bucket": args.bucket,
                "fps": args.fps, "variants": {}}
     figures["vae_psnr_db"] = vae_psnr(runner.checkpoint)
     for variant in [BASELINE, *VARIANTS] if seeds else []:
         figures["variants"][variant.name] = summarise(run_seeds(runner, variant, seeds, args.bucket, args.fps))
     if args.bucket_seeds:
-        sweep_seeds = [EVAL_SEED_BASE + i for i in range(args.bucket_seeds)]
+        sweep_seeds = [args.seed_base + i for i in range(args.bucket_seeds)]
         figures["bucket_sweep"] = bucket_sweep(runner, BASELINE, sweep_seeds, args.fps)
         figures["bucket_sweep"]["seeds"] = args.bucket_seeds
     figures["seconds"] = time.perf_counter() - started

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from vidgraph.nodes.svd.moving_shapes import SceneConfig, make_clip
+from vidgraph.nodes.svd.moving_shapes import SceneConfig, make_clip, object_coverage
 
 
 def log(*args):
@@ -17,11 +17,13 @@ def log(*args):
 
 
 class ClipPool:
-    """Clips rendered once: frames [N,T,H,W,3] uint8, fps [N], buckets [N]."""
+    """Clips rendered once: frames [N,T,H,W,3] uint8, fps [N], buckets [N], and where the shapes are,
+    coverage [N,T,H,W] uint8 (0..255)."""
 
     def __init__(self, seed: int, count: int, scene: SceneConfig):
         clips = [make_clip(seed * 1_000_003 + i, scene) for i in range(count)]
         self.frames = torch.from_numpy(np.stack([c.frames for c in clips]))
+        self.coverage = torch.from_numpy(np.stack([np.round(object_coverage(c) * 255).astype(np.uint8) for c in clips]))
         self.fps = torch.tensor([c.fps for c in clips])
         self.buckets = torch.tensor([c.motion_bucket_id for c in clips])
 
@@ -31,7 +33,6 @@ class ClipPool:
 
 def to_pixels(frames_uint8):  # [..., H, W, 3] uint8 -> [..., 3, H, W] in [-1, 1]
     return frames_uint8.movedim(-1, -3).float() / 127.5 - 1.0
-
 
 
 def set_lr(opt, lr: float, step: int, steps: int, warmup: int, floor: float):

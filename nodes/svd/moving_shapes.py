@@ -237,11 +237,27 @@ def render(cfg: SceneConfig, background, tracks: list[ObjectTrack], camera: Came
         wy = (ys - centre[1]) / z + centre[1] + camera.pan[f, 1]
         img = background(wx, wy, cfg.width)
         for track in tracks:
-            cx, cy = track.centres[f]
-            d = _shape_distance(track.shape, xs - cx, ys - cy, track.radii[f])
-            alpha = np.clip(0.5 - d, 0, 1)[..., None]  # one-pixel antialiased edge
+            alpha = _coverage(track, f, xs, ys)[..., None]
             img = img * (1 - alpha) + np.array(colour_rgb(track.colour)) * alpha
         out[f] = np.round(img * 255).astype(np.uint8)
+    return out
+
+
+def _coverage(track: ObjectTrack, f: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    cx, cy = track.centres[f]
+    d = _shape_distance(track.shape, xs - cx, ys - cy, track.radii[f])
+    return np.clip(0.5 - d, 0, 1)  # one-pixel antialiased edge
+
+
+def object_coverage(clip: Clip) -> np.ndarray:
+    """How much of each pixel the clip's shapes cover, frame by frame: float32 [T, H, W] in 0..1 (the
+    alpha they were drawn with)."""
+    t, h, w = clip.frames.shape[:3]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    out = np.zeros((t, h, w), np.float32)
+    for f in range(t):
+        for track in clip.objects:
+            np.maximum(out[f], _coverage(track, f, xs, ys), out=out[f])
     return out
 
 

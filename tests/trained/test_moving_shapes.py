@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vidgraph.nodes.svd.moving_shapes import (MAX_BUCKET, PALETTE, SHAPE_EXTENT, SHAPE_GAP, SceneConfig,
-                                              bucket_for_speed, make_clip, speed_for_bucket)
+                                              bucket_for_speed, make_clip, object_coverage, speed_for_bucket)
 
 
 def test_same_seed_same_clip_other_seed_other_clip():
@@ -56,6 +56,22 @@ def test_the_ground_truth_is_where_the_colours_are(metrics):
             assert found.mean() > 0.5
             err = np.hypot(*(tracks[obj.colour].centres[found] - obj.centres[found]).T)
             assert np.median(err) < 1.0, (seed, obj.colour, err)
+
+
+def test_object_coverage_is_where_the_shapes_were_drawn(metrics):
+    for seed in range(12):
+        clip = make_clip(seed, SceneConfig(), camera=bool(seed % 2))
+        coverage = object_coverage(clip)
+        assert coverage.shape == clip.frames.shape[:3] and 0 <= coverage.min() and coverage.max() <= 1
+        coloured = np.zeros_like(coverage, bool)
+        for f, frame in enumerate(clip.frames):
+            for obj in clip.objects:
+                x, y = np.round(obj.centres[f] - 0.5).astype(int)
+                assert coverage[f, y, x] == 1, (seed, f, obj.colour)
+                coloured[f] |= metrics.colour_mask(frame, obj.colour) > 0
+        # the shapes' colours are inside the covered pixels; the background (the rest) is not covered
+        assert coverage[coloured].min() > 0
+        assert (coverage > 0).mean() < 2 * coloured.mean()
 
 
 def test_bucket_sets_the_speed_and_fps_divides_it_per_frame():

@@ -100,3 +100,45 @@ def test_the_training_attention_kernel_computes_the_same_loss_and_gradients(trai
     assert len(grads) == len(default_grads) > 0
     assert all(torch.allclose(g, d, rtol=1e-3, atol=1e-6) for g, d in zip(grads, default_grads))
     assert any(g.abs().sum() > 0 for g in grads[-4:])  # the comparison is not between zeros
+
+
+def test_object_weights_raise_the_cells_the_shapes_cover(train):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from tiny_training import ClipPool
+    from vidgraph.nodes.svd.moving_shapes import SceneConfig
+
+    pool = ClipPool(3, 6, SceneConfig())
+    weights = train.object_weights(pool, (12, 12), 4.0)
+    assert weights.shape == (6, 8, 1, 12, 12)
+    covered = pool.coverage.reshape(6, 8, 1, 12, 4, 12, 4).amax((4, 6)) > 0
+    assert torch.all(weights[covered] > 1) and torch.all(weights[~covered] == 1)
+    assert torch.isclose(weights.max(), torch.tensor(4.0))
+    assert 0.03 < covered.float().mean() < 0.3  # the shapes are a minority of the cells
+
+
+def test_the_weighted_loss_is_the_even_loss_at_even_weights_and_follows_the_weights(train):
+    torch.manual_seed(0)
+    unet = train.VideoUNet(train.TINY_TRAINED_UNET)
+    x0 = torch.randn(2, 3, 4, 6, 6)
+    concat, context, y = x0[:, 0] / 0.18215, torch.randn(2, 1, 64), torch.randn(2, 768)
+    sigma = torch.tensor([0.5, 20.0])
+
+    def loss(weights):
+        with torch.no_grad():
+            return train.unet_loss(unet, x0, concat, context, y, sigma, torch.Generator().manual_seed(1),
+                                   weights=weights).item()
+
+    even = loss(None)
+    assert loss(torch.full((2, 3, 1, 6, 6), 3.0)) == pytest.approx(even, rel=1e-5)
+    # the per-cell error is not uniform, so moving the weight onto one half changes the loss both ways
+    left, right = torch.ones(2, 3, 1, 6, 6), torch.ones(2, 3, 1, 6, 6)
+    left[..., :3] = 5
+    right[..., 3:] = 5
+    a, b = loss(left), loss(right)
+    assert a != pytest.approx(b, rel=1e-3) and min(a, b) < even < max(a, b)
+
+
+def test_object_weights_apply_from_their_noise_level_up(train):
+    weights = torch.full((3, 2, 1, 4, 4), 5.0)
+    gated = train.weights_from(1.0, weights, torch.tensor([0.5, 1.0, 30.0]))
+    assert torch.all(gated[0] == 1) and torch.all(gated[1:] == 5)
