@@ -60,13 +60,17 @@ def test_a_rerun_of_the_last_stage_repeats_the_whole_run(train, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_training_step_lowers_the_loss_on_a_fixed_batch(train):
-    """The objective is wired the right way round: a few optimiser steps on one batch reduce it."""
+def tiny_unet_and_batch(train):
+    """A fresh tiny UNet and one fixed batch: x0 [2,3,4,6,6], its first frame as concat, context, y."""
     torch.manual_seed(0)
     unet = train.VideoUNet(train.TINY_TRAINED_UNET)
-    gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 3, 4, 6, 6)
-    concat, context, y = x0[:, 0] / 0.18215, torch.randn(2, 1, 64), torch.randn(2, 768)
+    return unet, x0, x0[:, 0] / 0.18215, torch.randn(2, 1, 64), torch.randn(2, 768)
+
+
+def test_training_step_lowers_the_loss_on_a_fixed_batch(train):
+    """The objective is wired the right way round: a few optimiser steps on one batch reduce it."""
+    unet, x0, concat, context, y = tiny_unet_and_batch(train)
     sigma = torch.tensor([0.5, 2.0])
     opt = torch.optim.Adam(unet.parameters(), lr=1e-3)
     losses = []
@@ -81,10 +85,7 @@ def test_training_step_lowers_the_loss_on_a_fixed_batch(train):
 
 def test_the_training_attention_kernel_computes_the_same_loss_and_gradients(train):
     """The UNet stage swaps SDPA's kernel for speed (attention_kernel): the objective must not change."""
-    torch.manual_seed(0)
-    unet = train.VideoUNet(train.TINY_TRAINED_UNET)
-    x0 = torch.randn(2, 3, 4, 6, 6)
-    concat, context, y = x0[:, 0] / 0.18215, torch.randn(2, 1, 64), torch.randn(2, 768)
+    unet, x0, concat, context, y = tiny_unet_and_batch(train)
     sigma = torch.tensor([0.5, 20.0])
 
     def loss_and_grads():
@@ -117,10 +118,7 @@ def test_object_weights_raise_the_cells_the_shapes_cover(train):
 
 
 def test_the_weighted_loss_is_the_even_loss_at_even_weights_and_follows_the_weights(train):
-    torch.manual_seed(0)
-    unet = train.VideoUNet(train.TINY_TRAINED_UNET)
-    x0 = torch.randn(2, 3, 4, 6, 6)
-    concat, context, y = x0[:, 0] / 0.18215, torch.randn(2, 1, 64), torch.randn(2, 768)
+    unet, x0, concat, context, y = tiny_unet_and_batch(train)
     sigma = torch.tensor([0.5, 20.0])
 
     def loss(weights):
