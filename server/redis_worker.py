@@ -277,6 +277,8 @@ class RedisWorker:
             flag.set()
         with self._lock:
             self._work, self._flag = work, flag
+            if self.stop_event.is_set():  # stopped between taking the job and here: hand it back
+                flag.set()
         self._publish(None, "vidgraph_queue", {})
         outputs = JobOutputs(self.base_folders.output_dir, job.prompt_id,
                              f"{self.id}-{work.entry}-{work.deliveries}")

@@ -320,3 +320,39 @@ def test_a_stopped_worker_hands_its_job_back_without_using_an_attempt(farm):
     status = request(f"{server.url}/vidgraph/jobs/{prompt_id}")
     assert (status["worker"], status["attempts"], status["interruptions"]) == ("next", 1, 0)
     assert len(output_files(server.base)) == 1 and staging_left(server.base) == []
+
+
+def test_a_worker_stopped_as_it_takes_a_job_hands_it_back_unrun(farm, tmp_path):
+    """The stop can land after the job is taken in Redis but before it starts running: the job
+    must still go back, not run to the end on a worker that was told to stop."""
+    import argparse
+
+    from redis_harness import PACK_DIR
+    from vidgraph.engine.executor import Executor
+    from vidgraph.runtime import build_runtime
+    from vidgraph.server import redis_worker
+
+    server, redis_server, _ = farm
+    parser = argparse.ArgumentParser()
+    redis_worker.add_arguments(parser)
+    args = parser.parse_args(["--queue", redis_server.url, "--worker-id", "in-process",
+                              "--no-builtin-nodes", "--custom-nodes", str(PACK_DIR),
+                              "--base-dir", str(tmp_path / "in-process")])
+    runtime = build_runtime(args, builtin_nodes=False)
+    runtime.folders.ensure_dirs()
+    worker = redis_worker.RedisWorker(args.queue, Executor(runtime.registry, runtime.folders),
+                                      args.worker_id, "cpu", redis_worker.WorkerOptions(lease=1.5))
+    take = worker._next
+
+    def take_then_stop():
+        work = take()
+        if work is not None:
+            worker.stop()  # as SIGTERM would, in the window between taking and running
+        return work
+
+    worker._next = take_then_stop
+    prompt_id = submit(server, job("stopped while taken", steps=20, delay=0.05))
+    worker.run()
+    status = request(f"{server.url}/vidgraph/jobs/{prompt_id}")
+    assert (status["state"], status["attempts"]) == ("pending", 0)
+    assert history(server).get(prompt_id) is None
