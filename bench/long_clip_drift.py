@@ -5,10 +5,14 @@
 
 For each seed, from the first frame of a yardstick scene (nodes/svd/moving_shapes.py: its objects
 are known), these clips are made in-process through the real nodes:
-- naive: last-frame chaining (SVDLongClip with overlap 1, no colour matching, no re-anchoring: what
-  ComfyUI's chained workflow does), `--segments` segments;
-- corrected: SVDLongClip (`--overlap` frames pinned and cross-faded, Lab colour matching to the
-  first segment, CLIP embedding half-way back to the start image), the same number of segments;
+- naive: last-frame chaining (SVDLongClip with overlap 1, each segment started from the clip's last
+  frame, no colour matching, no re-anchoring: what ComfyUI's chained workflow does), `--segments`
+  segments;
+- corrected: SVDLongClip as its defaults make it (`--overlap` frames pinned and cross-faded, every
+  segment started from the original image, Lab colour matching to the first segment), the same number
+  of segments;
+- from-frame: the same, but each segment started from the clip's own frame (condition_on "clip
+  frame"), its CLIP embedding half-way back to the original image's;
 - windows: one KSampler pass through ContextWindowsManual (standard_static, pyramid, windows of the
   segment length overlapping by `--window-overlap`) over 4x the segment length, as ComfyUI 0.3.64
   windows (no causal_window_fix);
@@ -20,8 +24,9 @@ mean dE in Lab of the last segment against the first, background = pixels below 
 object saturation), the seam ratio (per seam, the largest mean Farneback flow magnitude between two
 frames near it, over the median within segments; the clip's median seam, and its worst), the share
 of the first frame's objects still in the last frame (bench/motion_metrics.py's tracks; per clip, and
-of all the seeds' objects together), and seconds
-per output frame. Then the targets: drift <= 1/3 of naive, seam ratio <= 1.5, objects kept >= 90%. Nothing is asserted.
+of all the seeds' objects together), how far the objects get from where they started (per object the
+largest distance of its centroid from the first frame's, in frame widths; the clip's median), and
+seconds per output frame. Then the targets: drift <= 1/3 of naive, seam ratio <= 1.5, objects kept >= 90%. Nothing is asserted.
 On random weights the frames are noise and the figures mean nothing; use the trained model.
 """
 import argparse
@@ -79,6 +84,14 @@ def objects_kept(frames: np.ndarray) -> tuple[int, int]:
     return sum(metrics.object_kept(track) for track in tracks.values()), len(tracks)
 
 
+def reach(frames: np.ndarray) -> float:
+    """The median over the first frame's objects of the farthest their centroid gets from where it
+    started (frame widths): whether a long clip's objects travel or stay about the start's layout."""
+    farthest = [np.nanmax(np.hypot(*(track.centres - track.centres[0]).T)) / frames.shape[2]
+                for track in metrics.track_objects(frames).values() if track.found.sum() > 1]
+    return float(np.median(farthest)) if farthest else float("nan")
+
+
 # -- clips ----------------------------------------------------------------------------------------------
 
 class Runner:
@@ -96,7 +109,8 @@ class Runner:
         self.model, self.clip_vision, self.vae = ImageOnlyCheckpointLoader().load_checkpoint(checkpoint.name, self.context)
         self.size, self.video_frames, self.steps = size, video_frames, steps
 
-    def long_clip(self, image, seed: int, segments: int, overlap: int, color_match: float, reanchor: float):
+    def long_clip(self, image, seed: int, segments: int, overlap: int, color_match: float, reanchor: float,
+                  condition_on: str):
         from vidgraph.engine.nodecall import materialized
         from vidgraph.nodes.extension import SVDLongClip
         frames = self.video_frames + (segments - 1) * (self.video_frames - overlap)
@@ -104,7 +118,7 @@ class Runner:
             image, frames / 6, self.context, model=self.model, clip_vision=self.clip_vision, vae=self.vae,
             video_frames=self.video_frames, overlap_frames=overlap, motion_bucket_id=127, fps=6,
             augmentation_level=0.0, seed=seed, steps=self.steps, cfg=2.5, sampler_name="euler",
-            scheduler="karras", color_match=color_match, reanchor=reanchor, loop=False)
+            scheduler="karras", color_match=color_match, reanchor=reanchor, loop=False, condition_on=condition_on)
         seams = [self.video_frames + j * (self.video_frames - overlap) - overlap for j in range(segments - 1)]
         return materialized(images), seams
 
@@ -151,7 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--window-overlap", type=int, default=3,
                         help="overlap frames of the context windows (3 of 8; with 2 the windows' seams jump)")
     parser.add_argument("--only", nargs="+", default=None, metavar="KIND",
-                        help="clip kinds to run (naive, corrected, windows, windows+fix, windows+freenoise; "
+                        help="clip kinds to run (naive, corrected, from-frame, windows, windows+fix, windows+freenoise; "
                              "default: all but windows+freenoise)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", default="48x48", help="the trained model's 48x48")
@@ -178,8 +192,11 @@ def main(argv=None) -> int:
     def windows(seed, fix, freenoise=False):
         return runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames, args.window_overlap, fix, freenoise)
     kinds = {
-        "naive": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, 1, 0.0, 0.0),
-        "corrected": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, args.overlap, 1.0, 0.5),
+        "naive": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, 1, 0.0, 0.0, "clip frame"),
+        "corrected": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, args.overlap, 1.0, 0.5,
+                                                   "anchor image"),
+        "from-frame": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, args.overlap, 1.0, 0.5,
+                                                    "clip frame"),
         "windows": lambda seed: windows(seed, False),
         "windows+fix": lambda seed: windows(seed, True),
         "windows+freenoise": lambda seed: windows(seed, True, freenoise=True),
@@ -200,6 +217,7 @@ def main(argv=None) -> int:
             rows[kind].append({"drift": background_drift(frames, args.video_frames),
                                "seam": statistics.median(ratios), "worst_seam": max(ratios),
                                "kept": kept / objects if objects else float("nan"), "kept_count": (kept, objects),
+                               "reach": reach(frames),
                                "s_per_frame": seconds / len(frames)})
         print(f"seed {seed}: " + "  ".join(f"{k} drift {rows[k][-1]['drift']:.2f} seam {rows[k][-1]['seam']:.2f} "
                                             f"kept {rows[k][-1]['kept']:.2f}" for k in kinds), flush=True)
@@ -212,6 +230,7 @@ def main(argv=None) -> int:
         kept, objects = (sum(r["kept_count"][i] for r in rows[kind]) for i in (0, 1))
         print(f"{'':10s} objects kept {summary([r['kept'] for r in rows[kind]])}; "
               f"of all objects {kept}/{objects} = {kept / max(objects, 1):.3f}")
+        print(f"{'':10s} reach (widths) {summary([r['reach'] for r in rows[kind]])}")
         print(f"{'':10s} s/frame {summary([r['s_per_frame'] for r in rows[kind]])}")
     if "naive" not in rows:
         return 0

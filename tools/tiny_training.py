@@ -17,8 +17,8 @@ def log(*args):
 
 
 class ClipPool:
-    """Clips rendered once: frames [N,T,H,W,3] uint8, fps [N], buckets [N], and where the shapes are,
-    coverage [N,T,H,W] uint8 (0..255)."""
+    """Clips rendered once: frames [N,T,H,W,3] uint8, fps [N], buckets [N], object_counts [N], and where
+    the shapes are, coverage [N,T,H,W] uint8 (0..255)."""
 
     def __init__(self, seed: int, count: int, scene: SceneConfig):
         clips = [make_clip(seed * 1_000_003 + i, scene) for i in range(count)]
@@ -26,6 +26,7 @@ class ClipPool:
         self.coverage = torch.from_numpy(np.stack([np.round(object_coverage(c) * 255).astype(np.uint8) for c in clips]))
         self.fps = torch.tensor([c.fps for c in clips])
         self.buckets = torch.tensor([c.motion_bucket_id for c in clips])
+        self.object_counts = torch.tensor([len(c.objects) for c in clips])
 
     def __len__(self):
         return self.frames.shape[0]

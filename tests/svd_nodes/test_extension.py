@@ -11,7 +11,8 @@ from vidgraph.nodes.extension import (SVDExtendClip, SVDLongClip, colour_stats, 
 from vidgraph.nodes.vae_coding import encode_pixels
 
 SEGMENT = dict(video_frames=5, overlap_frames=2, motion_bucket_id=127, fps=6, augmentation_level=0.0, seed=3,
-               steps=2, cfg=2.0, sampler_name="euler", scheduler="karras", color_match=1.0, reanchor=0.5, loop=False)
+               steps=2, cfg=2.0, sampler_name="euler", scheduler="karras", color_match=1.0, reanchor=0.5, loop=False,
+               condition_on="anchor image")
 
 
 def test_colour_matching_moves_lab_statistics_to_the_reference():
@@ -121,3 +122,36 @@ def test_a_looping_clip_of_n_seconds_keeps_every_frame_of_its_chain(tiny_models,
     models = dict(model=tiny_models.model, clip_vision=tiny_models.clip_vision, vae=tiny_models.vae)
     images, _ = SVDLongClip().generate(demo_image, 0.5, context, **models, **{**SEGMENT, "loop": True})
     assert images.shape[0] == 5 + 3 - 2  # 3 frames asked for; a loop needs two segments, the last ends on the first
+
+
+@pytest.mark.parametrize("condition_on", ["anchor image", "clip frame"])
+def test_a_segment_starts_from_the_anchor_image_or_the_clip_frame(tiny_models, monkeypatch, condition_on):
+    """'anchor image': SVD's start image (concatenated latent and CLIP embedding) is the original image;
+    'clip frame': the first frame of the clip's overlap, its embedding pulled towards the original's."""
+    context = tiny_models.env.context()
+    starts, embeddings = [], []
+    real_conditioning = extension.svd_image_conditioning
+
+    def spy(clip_vision, image, *args, **kwargs):
+        starts.append(image.clone())
+        return real_conditioning(clip_vision, image, *args, **kwargs)
+    monkeypatch.setattr(extension, "svd_image_conditioning", spy)
+    real_generate = extension.SegmentSettings.generate
+    monkeypatch.setattr(extension.SegmentSettings, "generate",
+                        lambda self, start, seed, ctx, embedding=None, pins=(): embeddings.append(embedding)
+                        or real_generate(self, start, seed, ctx, embedding, pins))
+    clip = clip_frames()
+    anchor = torch.full((1, 64, 64, 3), 0.8)
+    SVDExtendClip().extend(clip, context, model=tiny_models.model, clip_vision=tiny_models.clip_vision,
+                           vae=tiny_models.vae, anchor_image=anchor, **{**SEGMENT, "condition_on": condition_on})
+    if condition_on == "anchor image":
+        assert torch.equal(starts[0], anchor) and embeddings == [None]
+    else:
+        assert torch.equal(starts[0], clip[-2:-1]) and embeddings[0] is not None
+
+
+def test_an_unknown_start_choice_names_the_input(tiny_models):
+    models = dict(model=tiny_models.model, clip_vision=tiny_models.clip_vision, vae=tiny_models.vae)
+    with pytest.raises(NodeInputError, match="^SVDExtendClip: input 'condition_on'"):
+        SVDExtendClip().extend(clip_frames(), tiny_models.env.context(), **models,
+                               **{**SEGMENT, "condition_on": "last frame"})

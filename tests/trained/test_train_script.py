@@ -140,3 +140,20 @@ def test_object_weights_apply_from_their_noise_level_up(train):
     weights = torch.full((3, 2, 1, 4, 4), 5.0)
     gated = train.weights_from(1.0, weights, torch.tensor([0.5, 1.0, 30.0]))
     assert torch.all(gated[0] == 1) and torch.all(gated[1:] == 5)
+
+
+def test_clips_are_drawn_evenly_or_more_often_with_more_shapes(train):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from tiny_training import ClipPool
+    from vidgraph.nodes.svd.moving_shapes import SceneConfig
+
+    pool = ClipPool(5, 30, SceneConfig(width=16, height=16, frames=2))
+    assert set(pool.object_counts.tolist()) == {1, 2, 3}
+
+    def mean_count(power):
+        idx = train.draw_clips(pool, 4000, torch.Generator().manual_seed(0), power)
+        return pool.object_counts[idx].double().mean().item()
+    even, squared = pool.object_counts.double().mean().item(), (pool.object_counts.double() ** 3).sum().item()
+    assert mean_count(0.0) == pytest.approx(even, abs=0.05)
+    assert mean_count(2.0) == pytest.approx(squared / (pool.object_counts.double() ** 2).sum().item(), abs=0.05)
+    assert mean_count(2.0) > even + 0.3
