@@ -269,7 +269,7 @@ def _segment_settings(node, kwargs) -> SegmentSettings:
 
 class SVDExtendClip:
     DESCRIPTION = ("Continue a clip with one more SVD segment from its last frames: overlap pinned and cross-faded, "
-                   "colours matched to the first segment, the CLIP embedding pulled back to the original image.")
+                   "colours matched to the first segment, conditioned on the original image (or the clip's frame).")
     CATEGORY = "video_models/long"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "extend"
