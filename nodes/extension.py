@@ -111,10 +111,11 @@ class SegmentSettings:
         if self.condition_on not in CONDITION_ON:
             raise NodeInputError(node, "condition_on", f"expected one of {CONDITION_ON}, got {self.condition_on!r}")
 
-    def generate(self, start: torch.Tensor, seed: int, context, embedding=None, pins=()) -> torch.Tensor:
-        """One segment [video_frames,H,W,3] from a start frame [1,H,W,3], its CLIP embedding replaced
-        by `embedding` when given; `pins` = ((frame indices, raw latent rows), ...) held in place."""
-        height, width = start.shape[1:3]
+    def generate(self, start: torch.Tensor, seed: int, context, embedding=None, pins=(), size=None) -> torch.Tensor:
+        """One segment [video_frames,H,W,3] from a start frame [1,H,W,3] (resized to `size` (H, W) when
+        given), its CLIP embedding replaced by `embedding` when given; `pins` = ((frame indices, raw
+        latent rows), ...) held in place."""
+        height, width = size or start.shape[1:3]
         micro = {"motion_bucket_id": self.motion_bucket_id, "fps": self.fps, "augmentation_level": self.augmentation_level}
         positive, negative, latent = svd_image_conditioning(self.clip_vision, start, self.vae, width, height,
                                                             self.video_frames, micro, context, self.node)
@@ -176,7 +177,7 @@ def next_segment(settings: SegmentSettings, tail: torch.Tensor, head: torch.Tens
     if loop:
         n = settings.video_frames
         pins.append((range(n - overlap, n), encode_pixels(settings.vae, head[:overlap, ..., :3], context)))
-    new = settings.generate(start, seed, context, embedding, pins)
+    new = settings.generate(start, seed, context, embedding, pins, size=tuple(tail.shape[1:3]))
     if color_match > 0:
         new = match_colours(new, reference, color_match, colour_stats(new[overlap:]))
     if tail.shape[-1] == 4:

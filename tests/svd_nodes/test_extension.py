@@ -138,8 +138,8 @@ def test_a_segment_starts_from_the_anchor_image_or_the_clip_frame(tiny_models, m
     monkeypatch.setattr(extension, "svd_image_conditioning", spy)
     real_generate = extension.SegmentSettings.generate
     monkeypatch.setattr(extension.SegmentSettings, "generate",
-                        lambda self, start, seed, ctx, embedding=None, pins=(): embeddings.append(embedding)
-                        or real_generate(self, start, seed, ctx, embedding, pins))
+                        lambda self, start, seed, ctx, embedding=None, pins=(), size=None: embeddings.append(embedding)
+                        or real_generate(self, start, seed, ctx, embedding, pins, size))
     clip = clip_frames()
     anchor = torch.full((1, 64, 64, 3), 0.8)
     SVDExtendClip().extend(clip, context, model=tiny_models.model, clip_vision=tiny_models.clip_vision,
@@ -155,3 +155,11 @@ def test_an_unknown_start_choice_names_the_input(tiny_models):
     with pytest.raises(NodeInputError, match="^SVDExtendClip: input 'condition_on'"):
         SVDExtendClip().extend(clip_frames(), tiny_models.env.context(), **models,
                                **{**SEGMENT, "condition_on": "last frame"})
+
+
+def test_an_anchor_image_of_another_size_is_fitted_to_the_clip(tiny_models):
+    context = tiny_models.env.context()
+    models = dict(model=tiny_models.model, clip_vision=tiny_models.clip_vision, vae=tiny_models.vae)
+    (out,) = SVDExtendClip().extend(clip_frames(), context, anchor_image=torch.full((1, 96, 128, 3), 0.5),
+                                    **models, **SEGMENT)
+    assert materialized(out).shape == (6 + 5 - 2, 64, 64, 3)
