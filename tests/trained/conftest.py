@@ -27,3 +27,9 @@ def motion():
 def metrics():
     """bench/motion_metrics.py: the yardstick's measurements on frames."""
     return bench_module("motion_metrics")
+
+
+@pytest.fixture(scope="session")
+def drift_bench():
+    """bench/long_clip_drift.py: long clips made through the real nodes, and their drift and objects."""
+    return bench_module("long_clip_drift")
