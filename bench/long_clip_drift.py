@@ -94,6 +94,12 @@ def reach(frames: np.ndarray) -> float:
 
 # -- clips ----------------------------------------------------------------------------------------------
 
+def yardstick_start(seed: int, scene: SceneConfig) -> torch.Tensor:
+    """The first frame [1,H,W,3] of yardstick scene `seed` (bench/motion.py's seeds): its objects are known."""
+    first = make_clip(motion.EVAL_SEED_BASE + seed, scene, motion_bucket_id=127, fps=6).first_frame
+    return torch.from_numpy(first.astype(np.float32) / 255.0)[None]
+
+
 class Runner:
     def __init__(self, checkpoint: Path, size: tuple[int, int], video_frames: int, steps: int):
         from vidgraph.engine.context import NodeContext
@@ -185,18 +191,17 @@ def main(argv=None) -> int:
     runner = Runner(args.checkpoint, (width, height), args.video_frames, args.steps)
     scene = SceneConfig(width=width, height=height)
 
-    def start_image(seed):  # a yardstick scene's first frame: its objects are known
-        first = make_clip(motion.EVAL_SEED_BASE + seed, scene, motion_bucket_id=127, fps=6).first_frame
-        return torch.from_numpy(first.astype(np.float32) / 255.0)[None]
-
     def windows(seed, fix, freenoise=False):
-        return runner.windowed_clip(start_image(seed), seed, 4 * args.video_frames, args.window_overlap, fix, freenoise)
+        return runner.windowed_clip(yardstick_start(seed, scene), seed, 4 * args.video_frames, args.window_overlap,
+                                    fix, freenoise)
+
+    def chain(seed, overlap, color_match, reanchor, condition_on):
+        return runner.long_clip(yardstick_start(seed, scene), seed, args.segments, overlap, color_match, reanchor,
+                                condition_on)
     kinds = {
-        "naive": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, 1, 0.0, 0.0, "clip frame"),
-        "corrected": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, args.overlap, 1.0, 0.5,
-                                                   "anchor image"),
-        "from-frame": lambda seed: runner.long_clip(start_image(seed), seed, args.segments, args.overlap, 1.0, 0.5,
-                                                    "clip frame"),
+        "naive": lambda seed: chain(seed, 1, 0.0, 0.0, "clip frame"),
+        "corrected": lambda seed: chain(seed, args.overlap, 1.0, 0.5, "anchor image"),
+        "from-frame": lambda seed: chain(seed, args.overlap, 1.0, 0.5, "clip frame"),
         "windows": lambda seed: windows(seed, False),
         "windows+fix": lambda seed: windows(seed, True),
         "windows+freenoise": lambda seed: windows(seed, True, freenoise=True),

@@ -103,12 +103,16 @@ def test_the_training_attention_kernel_computes_the_same_loss_and_gradients(trai
     assert any(g.abs().sum() > 0 for g in grads[-4:])  # the comparison is not between zeros
 
 
-def test_object_weights_raise_the_cells_the_shapes_cover(train):
+def clip_pool(seed: int, count: int, **scene):
+    """tools/tiny_training.py's ClipPool of `count` clips (SceneConfig's defaults, or `scene`)."""
     sys.path.insert(0, str(SCRIPT.parent))
     from tiny_training import ClipPool
     from vidgraph.nodes.svd.moving_shapes import SceneConfig
+    return ClipPool(seed, count, SceneConfig(**scene))
 
-    pool = ClipPool(3, 6, SceneConfig())
+
+def test_object_weights_raise_the_cells_the_shapes_cover(train):
+    pool = clip_pool(3, 6)
     weights = train.object_weights(pool, (12, 12), 4.0)
     assert weights.shape == (6, 8, 1, 12, 12)
     covered = pool.coverage.reshape(6, 8, 1, 12, 4, 12, 4).amax((4, 6)) > 0
@@ -143,17 +147,15 @@ def test_object_weights_apply_from_their_noise_level_up(train):
 
 
 def test_clips_are_drawn_evenly_or_more_often_with_more_shapes(train):
-    sys.path.insert(0, str(SCRIPT.parent))
-    from tiny_training import ClipPool
-    from vidgraph.nodes.svd.moving_shapes import SceneConfig
-
-    pool = ClipPool(5, 30, SceneConfig(width=16, height=16, frames=2))
-    assert set(pool.object_counts.tolist()) == {1, 2, 3}
+    pool = clip_pool(5, 30, width=16, height=16, frames=2)
+    counts = pool.object_counts.double()
+    assert set(counts.tolist()) == {1, 2, 3}
 
     def mean_count(power):
         idx = train.draw_clips(pool, 4000, torch.Generator().manual_seed(0), power)
-        return pool.object_counts[idx].double().mean().item()
-    even, squared = pool.object_counts.double().mean().item(), (pool.object_counts.double() ** 3).sum().item()
+        return counts[idx].mean().item()
+    even = counts.mean().item()
+    weighted_by_square = ((counts ** 2) * counts).sum().item() / (counts ** 2).sum().item()
     assert mean_count(0.0) == pytest.approx(even, abs=0.05)
-    assert mean_count(2.0) == pytest.approx(squared / (pool.object_counts.double() ** 2).sum().item(), abs=0.05)
+    assert mean_count(2.0) == pytest.approx(weighted_by_square, abs=0.05)
     assert mean_count(2.0) > even + 0.3

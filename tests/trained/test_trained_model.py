@@ -54,18 +54,15 @@ def test_a_higher_motion_bucket_moves_objects_faster_on_average(runner, metrics)
     assert fast > 1.5 * slow, (slow, fast)
 
 
-def test_a_long_clip_started_from_the_original_image_keeps_its_objects_and_colours(motion, drift_bench):
+def test_a_long_clip_started_from_the_original_image_keeps_its_objects_and_colours(drift_bench):
     """SVDLongClip, 5 segments: started from the original image (the default) every segment keeps the
     first frame's objects and background colour; bench/long_clip_drift.py has the 20-seed figures."""
-    import torch
-
-    from vidgraph.nodes.svd.moving_shapes import SceneConfig, make_clip
+    from vidgraph.nodes.svd.moving_shapes import SceneConfig
 
     runner = drift_bench.Runner(trained_checkpoint_path(), (FRAME_SIZE, FRAME_SIZE), FRAMES, steps=10)
     kept, objects, drifts = 0, 0, []
     for seed in range(3):
-        first = make_clip(motion.EVAL_SEED_BASE + seed, SceneConfig(), motion_bucket_id=127, fps=6).first_frame
-        image = torch.from_numpy(first.astype(np.float32) / 255.0)[None]
+        image = drift_bench.yardstick_start(seed, SceneConfig())
         images, _ = runner.long_clip(image, 1000 + seed, 5, 3, 1.0, 0.5, "anchor image")
         frames = drift_bench.to_uint8(images)
         assert len(frames) == FRAMES + 4 * (FRAMES - 3)
