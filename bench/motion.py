@@ -227,6 +227,11 @@ def summarise(rows: list[dict]) -> dict:
     summary = {
         "runs": len(rows),
         "objects_kept": float(np.mean([r["all_kept"] for r in rows])),
+        # where runs lose objects: the share of single objects kept, and runs keeping all by shape count
+        "objects_kept_per_object": float(sum(r["kept_share"] * r["found_first"] for r in rows)
+                                         / max(1, sum(r["objects"] for r in rows))),
+        "objects_kept_by_count": {n: float(np.mean([r["all_kept"] for r in rows if r["objects"] == n]))
+                                  for n in sorted({r["objects"] for r in rows})},
         "objects_move": float(np.mean([r["median_move"] >= TARGETS["move_fraction"] for r in rows])),
         "median_move": spread([r["median_move"] for r in rows]),
         "mean_speed": spread([r["mean_speed"] for r in rows]),
@@ -270,6 +275,8 @@ def report(figures: dict) -> None:
     for name, summary in figures["variants"].items():
         print(f"\n[{name}] {summary['runs']} seeds at motion_bucket_id {figures['bucket']}, fps {figures['fps']}")
         print(f"  objects of frame 1 kept in the last frame: {summary['objects_kept']:.0%} (target >= {TARGETS['objects_kept']:.0%})")
+        by_count = ", ".join(f"{n} shape{'s' if int(n) > 1 else ''} {k:.0%}" for n, k in summary["objects_kept_by_count"].items())
+        print(f"    runs keeping all by shape count: {by_count}; single objects kept: {summary['objects_kept_per_object']:.0%}")
         print(f"  objects move (median displacement >= {TARGETS['move_fraction']:.0%} width): "
               f"{summary['objects_move']:.0%} (target >= {TARGETS['objects_move']:.0%})")
         print(f"  median displacement (widths): {fmt(summary['median_move'])}")

@@ -92,3 +92,14 @@ def test_spearman_and_circular_spread(metrics):
     assert np.isnan(metrics.spearman([1, 2, 3, 4], [0, 0, 0, 0]))  # nothing measured: no ordering
     assert metrics.circular_spread([10, 10, 10])["R"] == pytest.approx(1.0)
     assert metrics.circular_spread([0, 90, 180, 270])["R"] < 1e-9
+
+
+def test_the_summary_says_where_objects_are_lost(motion):
+    def row(objects, kept):
+        return {"objects": objects, "found_first": objects, "kept_share": kept / objects, "all_kept": kept == objects,
+                "median_move": 0.2, "mean_speed": 0.03, "directions": [], "direction_error_vs_truth": []}
+
+    summary = motion.summarise([row(1, 1), row(3, 2), row(3, 3), row(2, 1)])
+    assert summary["objects_kept"] == 0.5
+    assert summary["objects_kept_per_object"] == 7 / 9
+    assert summary["objects_kept_by_count"] == {1: 1.0, 2: 0.0, 3: 0.5}
