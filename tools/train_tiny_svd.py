@@ -24,7 +24,7 @@ Data: `vidgraph.nodes.svd.moving_shapes` (48x48, 8 frames, the bucket and fps of
    constant-velocity clip is another valid clip, with another first frame). The loss weighs the latent
    cells the shapes cover 4x (`--object-weight`, object_weights). EMA weights are saved.
    The first 3,500 steps train on a second pool of 32x32 clips (`--warm-steps`, `--warm-size`; 8x8
-   latents, a step in 0.32 s instead of 0.70 s), the last 2,500 at 48x48, under one optimiser, schedule
+   latents, a step in 0.32 s instead of 0.58 s), the last 2,500 at 48x48, under one optimiser, schedule
    and EMA: the UNet is convolutional, so what it learns of the shapes and their motion at the small
    size carries over, and the hour holds 6,000 steps instead of 4,300.
    The forward pass runs under bf16 autocast where the hardware has bf16 (AMX / AVX512-BF16 CPUs,
@@ -130,8 +130,8 @@ def object_weights(pool: ClipPool, latent_size: tuple[int, int], object_weight: 
     shape covers part of the cell (by its largest coverage of a pixel there), 1 elsewhere. The shapes are
     a tenth of the cells, the background the rest: an even loss spends the UNet's capacity on a
     background that a pan or texture makes hard, while what the yardstick asks (every shape kept, in its
-    colour) lives in those few cells. Weighted 4x at every level (the default), 4,300 steps at 48x48 alone kept the
-    objects in 88% / 86% of two sets of 100 seeds (an even loss, 5,000 steps: 84% / 79%), at a cost to the
+    colour) lives in those few cells. Weighted 4x at every level (the default), 4,300 steps at 48x48 alone
+    kept the objects in 88% / 86% of two sets of 100 seeds (an even loss, 5,000 steps: 84% / 79%), at a cost to the
     background: colour drift 4.2 dE instead of 1.5, flicker 0.31 L instead of 0.11. Weighted 5x from
     sigma 1 up only (`--object-sigma-min`, where sampling settles the shapes): much the same (89%;
     4.3 dE, 0.27 L)."""
@@ -154,9 +154,30 @@ def draw_clips(pool: ClipPool, batch: int, gen: torch.Generator, count_power: fl
     return torch.multinomial(chances, batch, replacement=True, generator=gen)
 
 
-def unet_batch(pool, latents, embeds, augmented: AugmentedStarts, gen, batch, args, weights=None):
+@dataclass
+class TrainingSet:
+    """A clip pool ready for the UNet stage: its latents, CLIP embeddings, noise-augmented starts and
+    per-cell loss weights (None: an even loss)."""
+    pool: ClipPool
+    latents: torch.Tensor
+    embeds: torch.Tensor
+    augmented: AugmentedStarts
+    weights: torch.Tensor | None
+
+    @classmethod
+    def encode(cls, vae: VAE, clip: CLIPVision, pool: ClipPool, args, seed: int):
+        latents, embeds = encode_pool(vae, clip, pool)
+        augmented = AugmentedStarts.draw(vae, pool, args.aug_variants, torch.Generator().manual_seed(seed))
+        weights = object_weights(pool, latents.shape[-2:], args.object_weight) if args.object_weight != 1 else None
+        log(f"encoded the pool: latents {list(latents.shape)}, scaled std {(latents * SCALE_FACTOR).std():.3f}, "
+            f"{args.aug_variants} augmented starts per clip and direction; UNet in {args.precision}")
+        return cls(pool, latents, embeds, augmented, weights)
+
+
+def unet_batch(data: TrainingSet, gen, batch, args):
     """One training batch: x0 (scaled) [B,T,4,h,w], concat (raw) [B,4,h,w], context [B,1,D], y [B,768],
     and each latent cell's loss weight [B,T,1,h,w] (None: an even loss)."""
+    pool, latents, embeds, augmented, weights = data.pool, data.latents, data.embeds, data.augmented, data.weights
     idx = draw_clips(pool, batch, gen, args.count_power)
     reverse = torch.rand(batch, generator=gen) < 0.5
     x0 = latents[idx].clone()
@@ -216,28 +237,8 @@ def attention_kernel(choice: str = "math"):
     return sdpa_kernel(SDPBackend.MATH)
 
 
-@dataclass
-class TrainingSet:
-    """A clip pool ready for the UNet stage: its latents, CLIP embeddings, noise-augmented starts and
-    per-cell loss weights (None: an even loss)."""
-    pool: ClipPool
-    latents: torch.Tensor
-    embeds: torch.Tensor
-    augmented: AugmentedStarts
-    weights: torch.Tensor | None
-
-    @classmethod
-    def encode(cls, vae: VAE, clip: CLIPVision, pool: ClipPool, args, seed: int):
-        latents, embeds = encode_pool(vae, clip, pool)
-        augmented = AugmentedStarts.draw(vae, pool, args.aug_variants, torch.Generator().manual_seed(seed))
-        weights = object_weights(pool, latents.shape[-2:], args.object_weight) if args.object_weight != 1 else None
-        log(f"encoded the pool: latents {list(latents.shape)}, scaled std {(latents * SCALE_FACTOR).std():.3f}, "
-            f"{args.aug_variants} augmented starts per clip and direction; UNet in {args.precision}")
-        return cls(pool, latents, embeds, augmented, weights)
-
-
 def train_unet(unet, phases: list[tuple[TrainingSet, int]], args, gen):
-    """Train on each (set, steps) phase in turn (a smaller frame size first, where --warm-size asks for
+    """Train on each (set, steps) phase in turn (a smaller frame size first, where --warm-steps asks for
     it), one optimiser, learning-rate schedule and EMA over all of them."""
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01, fused=True)
     ema = copy.deepcopy(unet).requires_grad_(False)
@@ -248,8 +249,7 @@ def train_unet(unet, phases: list[tuple[TrainingSet, int]], args, gen):
     for data, steps in phases:
         for _ in range(steps):
             set_lr(opt, args.lr, step, total, args.warmup, floor=0.1)
-            x0, concat, context, y, w = unet_batch(data.pool, data.latents, data.embeds, data.augmented, gen,
-                                                   args.batch, args, data.weights)
+            x0, concat, context, y, w = unet_batch(data, gen, args.batch, args)
             sigma = sample_sigmas(args.batch, gen, args.p_mean, args.p_std, args.uniform_share)
             w = None if w is None else weights_from(args.object_sigma_min, w, sigma)
             loss = unet_loss(unet, x0, concat, context, y, sigma, gen, args.precision, w)
