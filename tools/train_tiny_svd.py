@@ -23,14 +23,14 @@ Data: `vidgraph.nodes.svd.moving_shapes` (48x48, 8 frames, the bucket and fps of
    of the clips (the zeroed negative CFG uses). Clips are also used time-reversed (a reversed
    constant-velocity clip is another valid clip, with another first frame). The loss weighs the latent
    cells the shapes cover 4x (`--object-weight`, object_weights). EMA weights are saved.
-   The first 3,500 steps train on a second pool of 32x32 clips (`--warm-steps`, `--warm-size`; 8x8
-   latents, a step in 0.32 s instead of 0.58 s), the last 2,500 at 48x48, under one optimiser, schedule
+   The first 4,500 steps train on a second pool of 32x32 clips (`--warm-steps`, `--warm-size`; 8x8
+   latents, a step in 0.32 s instead of 0.58 s), the last 2,000 at 48x48, under one optimiser, schedule
    and EMA: the UNet is convolutional, so what it learns of the shapes and their motion at the small
-   size carries over, and the hour holds 6,000 steps instead of 4,300.
+   size carries over, and the hour holds 6,500 steps instead of 4,300.
    The forward pass runs under bf16 autocast where the hardware has bf16 (AMX / AVX512-BF16 CPUs,
    GPUs), with fp32 weights and optimiser, and on a CPU with SDPA's plain kernel (`--attention`): on a
    2-core CPU without AMX (AVX512-BF16 alone) a step at 48x48 takes 0.55-0.68 s (0.84 s with the flash
-   kernel); the defaults' 3,500 + 2,500 steps and the other stages took 54.4 minutes.
+   kernel); the defaults' 4,500 + 2,000 steps and the other stages took 55.7 minutes.
 
 Saved as one fp16 file in the original single-file SVD layout, loadable by ImageOnlyCheckpointLoader.
 Deterministic per seed on a given machine, thread count and precision.
@@ -296,8 +296,8 @@ def parse_args(argv=None):
     p.add_argument("--vae-batch", type=int, default=4)
     p.add_argument("--vae-crop", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=2e-4)
-    p.add_argument("--unet-steps", type=int, default=2500, help="UNet steps at --size")
-    p.add_argument("--warm-steps", type=int, default=3500,
+    p.add_argument("--unet-steps", type=int, default=2000, help="UNet steps at --size")
+    p.add_argument("--warm-steps", type=int, default=4500,
                    help="UNet steps on clips of --warm-size pixels before the --unet-steps at --size (0: none)")
     p.add_argument("--warm-size", type=int, default=32)
     p.add_argument("--batch", type=int, default=16)

@@ -106,7 +106,7 @@ def test_two_runs_compare_side_by_side_frame_by_frame(editor):
     page.click("#queue-panel [data-action=compare]")
     page.wait_for_selector("#player[data-ready=true]")
     labels = page.locator("#player .player-label").all_inner_texts()
-    assert labels == ["seed 48", "seed 7"]
+    assert labels == ["seed 1", "seed 7"]
     page.keyboard.press("ArrowRight")
     frames = page.eval_on_selector_all("#player .player-pane", "els => els.map(e => e.dataset.frame)")
     assert frames == ["1", "1"]
