@@ -35,11 +35,17 @@ def bundled(name: str) -> Path:
     return data_path("workflows") / name
 
 
-def demo_prompt(width: int, height: int, frames: int, steps: int, seed: int) -> dict:
+def demo_prompt(width=None, height=None, frames=None, steps=None, seed=None) -> dict:
+    """The bundled workflow with the values given (None: the workflow's own, so the demo and the
+    workflow the editor opens agree)."""
+    def given(**values):
+        return {name: value for name, value in values.items() if value is not None}
+
     prompt = json.loads(bundled(WORKFLOW).read_text())
-    prompt["3"]["inputs"].update(width=width, height=height, video_frames=frames)
-    prompt["5"]["inputs"].update(steps=steps, seed=seed)
-    prompt["10"]["inputs"].update(width=4 * width, height=4 * height)
+    size = prompt["3"]["inputs"]
+    size.update(given(width=width, height=height, video_frames=frames))
+    prompt["5"]["inputs"].update(given(steps=steps, seed=seed))
+    prompt["10"]["inputs"].update(width=4 * size["width"], height=4 * size["height"])
     return prompt
 
 
@@ -58,11 +64,9 @@ def prepare(folders: Folders) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-dir", default=".", help="folder holding models/, input/, output/ (default: .)")
-    parser.add_argument("--width", type=int, default=48, help="the model's training size (default 48)")
-    parser.add_argument("--height", type=int, default=48)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=1)
+    # one source for the defaults: the workflow (its width and height are the model's training size)
+    for name in ("width", "height", "frames", "steps", "seed"):
+        parser.add_argument(f"--{name}", type=int, help=f"default: {WORKFLOW}'s")
 
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
@@ -81,7 +85,8 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
             print(f"  running {node} {prompt[node]['class_type']}", flush=True)
 
     prompt = demo_prompt(args.width, args.height, args.frames, args.steps, args.seed)
-    print(f"vidgraph demo: {args.frames} frames at {args.width}x{args.height} on the tiny trained SVD "
+    size = prompt["3"]["inputs"]
+    print(f"vidgraph demo: {size['video_frames']} frames at {size['width']}x{size['height']} on the tiny trained SVD "
           f"(models in {folders.models_dir})", flush=True)
     start = time.perf_counter()
     result = executor.run(prompt, on_event=show)
