@@ -24,7 +24,7 @@ Data: `vidgraph.nodes.svd.moving_shapes` (48x48, 8 frames, the bucket and fps of
    constant-velocity clip is another valid clip, with another first frame). The loss weighs the latent
    cells the shapes cover 4x (`--object-weight`, object_weights). EMA weights are saved.
    The first 4,500 steps train on a second pool of 32x32 clips (`--warm-steps`, `--warm-size`; 8x8
-   latents, a step in 0.32 s instead of 0.58 s), the last 2,000 at 48x48, under one optimiser, schedule
+   latents, a step in about 0.33 s instead of 0.55 s), the last 2,000 at 48x48, under one optimiser, schedule
    and EMA: the UNet is convolutional, so what it learns of the shapes and their motion at the small
    size carries over, and the hour holds 6,500 steps instead of 4,300.
    The forward pass runs under bf16 autocast where the hardware has bf16 (AMX / AVX512-BF16 CPUs,
