@@ -18,6 +18,7 @@ import torch
 
 from ..svd import checkpoint as svd_checkpoint
 from ..svd.casting import cast_on_forward
+from ..svd.cpu_kernels import use_cpu_kernels
 from ..weights import CheckpointError, DictSource, open_source, stream_into, widest_float_dtype
 from . import clip_text
 from .network import sd_model
@@ -120,6 +121,7 @@ def build_text_tower(source, keys, prefix: str, layout: str, name: str, family: 
         stream_into(model, source, names, f"text encoder ({name})", storage, device, prefix)
     if storage != dtype:
         cast_on_forward(model)
+    use_cpu_kernels(model)
     return TextTower(name, model, tokenizer_for(name, cfg.width, embeddings), *TOWER_LAYERS[(family, name)])
 
 

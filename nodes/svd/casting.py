@@ -37,7 +37,7 @@ def widened(tensor, dtype, slot: str = "weight"):
     return out
 
 
-class _CastLinear(nn.Linear):
+class CastLinear(nn.Linear):
     def forward(self, x):
         return F.linear(x, widened(self.weight, x.dtype), widened(self.bias, x.dtype, "bias"))
 
@@ -62,7 +62,7 @@ class _CastGroupNorm(nn.GroupNorm):
                             self.eps)
 
 
-_CASTING = {nn.Linear: _CastLinear, nn.LayerNorm: _CastLayerNorm, nn.GroupNorm: _CastGroupNorm}
+_CASTING = {nn.Linear: CastLinear, nn.LayerNorm: _CastLayerNorm, nn.GroupNorm: _CastGroupNorm}
 _CASTING_CONVS: dict[type, type] = {}
 
 

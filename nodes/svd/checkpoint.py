@@ -17,6 +17,7 @@ from ..weights import CheckpointError, open_source, read_all, shapes_as_meta, st
 from . import clip_vision as clip_mod
 from . import vae as vae_mod
 from .casting import cast_on_forward
+from .cpu_kernels import use_cpu_kernels
 from .convert import unet_key_map
 from .denoiser import svd_model
 from .unet import UNetConfig, VideoUNet, config_from_state_dict as unet_config
@@ -58,7 +59,7 @@ def build_unet(source, keys, strip, compute_dtype, low_memory, device, diffusers
         cast_on_forward(unet)
     for _, module in kept:
         cast_on_forward(module)
-    return unet
+    return use_cpu_kernels(unet)
 
 
 def _lowest_stage(unet) -> list:
@@ -108,7 +109,7 @@ def _computing_in(model: nn.Module, storage: torch.dtype, compute: torch.dtype) 
     if storage != compute:
         cast_on_forward(model)
         model.compute_dtype = compute
-    return model
+    return use_cpu_kernels(model)
 
 
 @dataclass

@@ -54,10 +54,16 @@ def diffusers_twin(unet: UNet, xl: bool, load):
     return load(ref, unet)
 
 
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch", "cpu_kernels"])
 @pytest.mark.parametrize("xl", [False, True], ids=["sd1", "sdxl"])
-def test_forward_matches_diffusers_within_1e_4(xl, load_into_diffusers_unet):
+def test_forward_matches_diffusers_within_1e_4(xl, kernels, load_into_diffusers_unet):
+    """As built, and with the loaders' CPU kernels (nodes/svd/cpu_kernels.py) swapped in."""
+    from vidgraph.nodes.svd.cpu_kernels import use_cpu_kernels
+
     unet = randomize(UNet(SDXL_TINY if xl else SD1_TINY), seed=3).eval()
     ref = diffusers_twin(unet, xl, load_into_diffusers_unet)
+    if kernels:
+        use_cpu_kernels(unet)
     g = torch.Generator().manual_seed(1)
     x, context = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 7, 24, generator=g)
     t = torch.tensor([999.0, 10.0])
