@@ -4,7 +4,9 @@ PyTorch sends an fp32 `F.linear` on the CPU to MKL's sgemm. oneDNN's inner produ
 torch.compile emits for CPU linear layers, gives the same function in 0.80-0.95x the time on SDXL's
 shapes (measured on an AVX-512 AMD EPYC; 0.81-1.00x with both libraries held to AVX2), and it
 applies GELU and a product as it writes its output, so a GEGLU feed-forward runs as two products
-without the separate `gelu` and `mul` passes over its 4x-wide hidden activations.
+without the separate `gelu` and `mul` passes over its 4x-wide hidden activations. Its fixed cost per
+call (about 10 us there) outweighs that below about 100k weights: smaller layers (the tiny SVD's) stay
+on MKL.
 
 The model files keep plain `nn.Linear` and the GEGLU as the paper writes it; `use_cpu_kernels` swaps
 in the subclasses below after a model is loaded, as `casting.py` does for 16-bit weights. Each call
@@ -32,9 +34,12 @@ def _onednn_linear():
     return op if torch.backends.mkldnn.is_available() and capability in ("AVX2", "AVX512") else None
 
 
+MIN_WEIGHTS = 100_000  # a 320x320 layer and up
+
+
 def _on_onednn(x, weight, bias) -> bool:
     return (x.dtype == weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
-            and x.device.type == "cpu" and x.dim() >= 2 and x.numel() > 0
+            and weight.numel() >= MIN_WEIGHTS and x.device.type == "cpu" and x.dim() >= 2 and x.numel() > 0
             and not torch.is_autocast_enabled("cpu")
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and _onednn_linear() is not None)

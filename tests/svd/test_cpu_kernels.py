@@ -16,8 +16,9 @@ onednn = pytest.mark.skipif(cpu_kernels._onednn_linear() is None, reason="oneDNN
 
 @pytest.fixture
 def onednn_calls(monkeypatch):
-    """How many calls reached oneDNN's op (both overloads)."""
+    """How many calls reached oneDNN's op (both overloads); small test layers count as big ones."""
     op, calls = cpu_kernels._onednn_linear(), [0]
+    monkeypatch.setattr(cpu_kernels, "MIN_WEIGHTS", 0)
 
     class Counting:
         def __call__(self, *args):
@@ -56,7 +57,7 @@ def test_linear_and_gated_gelu_compute_what_f_linear_does(bias, onednn_calls):
 
 
 @onednn
-def test_only_fp32_cpu_inference_takes_onednn(onednn_calls):
+def test_only_fp32_cpu_inference_on_layers_that_pay_for_it_takes_onednn(onednn_calls, monkeypatch):
     w = torch.randn(16, 8, requires_grad=True)
     x = torch.randn(4, 8, requires_grad=True)
     y = linear(x, w)  # autograd: F.linear, and gradients flow
@@ -71,6 +72,10 @@ def test_only_fp32_cpu_inference_takes_onednn(onednn_calls):
     with torch.no_grad():
         linear(x, w)
     with torch.inference_mode():
+        linear(x, w)
+    assert onednn_calls[0] == 2
+    monkeypatch.setattr(cpu_kernels, "MIN_WEIGHTS", 129)  # the layer has 128: its call cost would dominate
+    with torch.no_grad():
         linear(x, w)
     assert onednn_calls[0] == 2
 
