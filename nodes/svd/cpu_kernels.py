@@ -73,6 +73,8 @@ class KernelLinear(nn.Linear):
 
 
 class KernelGEGLU(GEGLU):
+    """GEGLU through `gated_gelu` while its projection is the loaders' `KernelLinear`."""
+
     def forward(self, x):
         proj = self.proj
         if type(proj) is not KernelLinear:  # replaced since by a layer with its own forward: run that
