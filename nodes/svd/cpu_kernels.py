@@ -37,19 +37,22 @@ def _onednn_linear():
 MIN_WEIGHTS = 100_000  # a 320x320 layer and up
 
 
-def _on_onednn(x, weight, bias) -> bool:
-    return (x.dtype == weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
+def _onednn_for(x, weight, bias):
+    """oneDNN's op if this call runs on it (see the module's docstring), else None."""
+    if (x.dtype == weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
             and weight.numel() >= MIN_WEIGHTS and x.device.type == "cpu" and x.dim() >= 2 and x.numel() > 0
             and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and _onednn_linear() is not None)
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+        return _onednn_linear()
+    return None
 
 
 def linear(x, weight, bias=None):
-    """F.linear(x, weight, bias), on oneDNN where that is faster (see the module's docstring)."""
-    if not _on_onednn(x, weight, bias):
+    """F.linear(x, weight, bias), on oneDNN where that is faster."""
+    op = _onednn_for(x, weight, bias)
+    if op is None:
         return F.linear(x, weight, bias)
-    return _onednn_linear()(x, weight, bias, "none", [], "")
+    return op(x, weight, bias, "none", [], "")
 
 
 def gated_gelu(x, weight, bias=None):
@@ -57,10 +60,11 @@ def gated_gelu(x, weight, bias=None):
 
     On oneDNN as two products over the weight's halves (row ranges, so views): the gate's with GELU
     applied as it is written, then h's multiplied by it as it is written."""
-    if not _on_onednn(x, weight, bias):
+    op = _onednn_for(x, weight, bias)
+    if op is None:
         h, gate = F.linear(x, weight, bias).chunk(2, dim=-1)
         return h * F.gelu(gate)
-    op, half = _onednn_linear(), weight.shape[0] // 2
+    half = weight.shape[0] // 2
     gate = op(x, weight[half:], None if bias is None else bias[half:], "gelu", [], "none")
     return op.binary(x, gate, weight[:half], None if bias is None else bias[:half], "mul")
 

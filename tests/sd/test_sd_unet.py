@@ -60,14 +60,12 @@ def test_forward_matches_diffusers_within_1e_4(xl, kernels, load_into_diffusers_
     """As built, and with the loaders' CPU kernels (nodes/svd/cpu_kernels.py) swapped in, taken for
     every layer however small."""
     from vidgraph.nodes.svd import cpu_kernels
-    from vidgraph.nodes.svd.cpu_kernels import use_cpu_kernels
-
-    monkeypatch.setattr(cpu_kernels, "MIN_WEIGHTS", 0)
 
     unet = randomize(UNet(SDXL_TINY if xl else SD1_TINY), seed=3).eval()
     ref = diffusers_twin(unet, xl, load_into_diffusers_unet)
     if kernels:
-        use_cpu_kernels(unet)
+        monkeypatch.setattr(cpu_kernels, "MIN_WEIGHTS", 0)
+        cpu_kernels.use_cpu_kernels(unet)
     g = torch.Generator().manual_seed(1)
     x, context = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 7, 24, generator=g)
     t = torch.tensor([999.0, 10.0])
