@@ -2,9 +2,10 @@
 
 PyTorch sends an fp32 `F.linear` on the CPU to MKL's sgemm. oneDNN's inner product, the kernel that
 torch.compile emits for CPU linear layers, gives the same function in 0.80-0.95x the time on SDXL's
-shapes (measured on an AVX-512 AMD EPYC; 0.81-1.00x with both libraries held to AVX2), and it
-applies GELU and a product as it writes its output, so a GEGLU feed-forward runs as two products
-without the separate `gelu` and `mul` passes over its 4x-wide hidden activations. Its fixed cost per
+shapes (single layers timed on an AVX-512 AMD EPYC; 0.81-1.00x with both libraries held to AVX2; the
+whole SDXL step: bench/sd.py), and it applies GELU and a product as it writes its output, so a GEGLU
+feed-forward runs as two products without the separate `gelu` and `mul` passes over its 4x-wide
+hidden activations. Its fixed cost per
 call (about 10 us there) outweighs that below about 100k weights: smaller layers (the tiny SVD's) stay
 on MKL.
 
